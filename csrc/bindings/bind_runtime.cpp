@@ -1,0 +1,30 @@
+// Runtime bindings: thread count and what was built.
+#include <pybind11/pybind11.h>
+
+#include "bindings/bind.hpp"
+#include "engine/multi_tensor.hpp"
+
+namespace normreg {
+
+void bind_runtime(py::module_& m) {
+    m.def("set_num_threads", &engine::set_num_threads, py::arg("n"),
+          "Thread count of the kernels; 0 follows torch.get_num_threads().");
+    m.def("get_num_threads", &engine::num_threads, "Threads the next kernel call will use.");
+    m.def("thread_override", []() { return engine::thread_override().load(); });
+    m.def("build_info", []() {
+        py::dict d;
+        d["openmp"] = engine::openmp_enabled();
+#ifdef _OPENMP
+        d["openmp_version"] = _OPENMP;
+#else
+        d["openmp_version"] = 0;
+#endif
+        d["compiler"] = NORMREG_COMPILER;
+        d["cxx_flags"] = NORMREG_CXX_FLAGS;
+        d["build_type"] = NORMREG_BUILD_TYPE;
+        d["chunk_elements"] = engine::kChunk;
+        return d;
+    });
+}
+
+}  // namespace normreg

@@ -1,0 +1,8 @@
+// Table of contents of the extension: each bind_* adds one family of ops.
+#include "bindings/bind.hpp"
+
+PYBIND11_MODULE(_C, m) {
+    m.doc() = "normreg kernels. Use the Python API (import normreg) instead.";
+    normreg::bind_runtime(m);
+    normreg::bind_penalty(m);
+}

@@ -1,0 +1,77 @@
+// Argument conversion for the bindings: (pointer, numel, dtype) lists from the Python
+// bridge become engine TensorLists, and strength lists are checked and expanded. Every
+// check happens here, with the GIL held, before the engine touches memory. Messages start
+// with the op's name and say how to fix the call.
+#pragma once
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/multi_tensor.hpp"
+
+namespace normreg {
+
+namespace py = pybind11;
+
+using Ptrs = std::vector<std::uintptr_t>;
+using Numels = std::vector<std::int64_t>;
+using DTypes = std::vector<int>;
+
+inline engine::TensorList make_list(const char* op, const char* arg, const Ptrs& ptrs, const Numels& numels,
+                                    const DTypes& dtypes) {
+    if (ptrs.size() != numels.size() || ptrs.size() != dtypes.size())
+        throw py::value_error(std::string(op) + ": '" + arg + "' pointer, numel and dtype lists differ in length");
+    engine::TensorList out;
+    out.reserve(ptrs.size());
+    for (std::size_t i = 0; i < ptrs.size(); ++i) {
+        if (dtypes[i] < 0 || dtypes[i] > 3)
+            throw py::type_error(std::string(op) + ": '" + arg + "' tensor " + std::to_string(i) +
+                                 " has an unsupported dtype code " + std::to_string(dtypes[i]) +
+                                 "; use float32, float64, bfloat16 or float16");
+        if (numels[i] < 0)
+            throw py::value_error(std::string(op) + ": '" + arg + "' tensor " + std::to_string(i) + " has a negative numel");
+        if (numels[i] > 0 && ptrs[i] == 0)
+            throw py::value_error(std::string(op) + ": '" + arg + "' tensor " + std::to_string(i) + " has a null data pointer");
+        out.push_back(engine::TensorRef{reinterpret_cast<void*>(ptrs[i]), numels[i], static_cast<engine::DType>(dtypes[i])});
+    }
+    return out;
+}
+
+// A second list that must pair element by element with `first` (same numel and dtype).
+inline engine::TensorList make_paired(const char* op, const char* arg, const engine::TensorList& first, const Ptrs& ptrs,
+                                      const Numels& numels, const DTypes& dtypes) {
+    auto out = make_list(op, arg, ptrs, numels, dtypes);
+    if (out.size() != first.size())
+        throw py::value_error(std::string(op) + ": '" + arg + "' must have one tensor per param, got " +
+                              std::to_string(out.size()) + " for " + std::to_string(first.size()));
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        if (out[i].numel != first[i].numel)
+            throw py::value_error(std::string(op) + ": '" + arg + "' tensor " + std::to_string(i) + " has " +
+                                  std::to_string(out[i].numel) + " elements but its param has " + std::to_string(first[i].numel));
+        if (out[i].dtype != first[i].dtype)
+            throw py::type_error(std::string(op) + ": '" + arg + "' tensor " + std::to_string(i) + " has a different dtype than its param");
+    }
+    return out;
+}
+
+// A strength list of length 1 (broadcast) or n, every value finite and >= 0.
+inline std::vector<double> expand_strength(const char* op, const char* arg, const std::vector<double>& s, std::size_t n) {
+    if (s.size() != 1 && s.size() != n)
+        throw py::value_error(std::string(op) + ": '" + arg + "' must have 1 or " + std::to_string(n) + " values, got " +
+                              std::to_string(s.size()));
+    for (double v : s)
+        if (!(v >= 0.0) || !std::isfinite(v))
+            throw py::value_error(std::string(op) + ": '" + arg + "' must be finite and >= 0, got " + std::to_string(v));
+    if (s.size() == n) return s;
+    return std::vector<double>(n, s[0]);
+}
+
+inline void require_finite(const char* op, const char* arg, double v) {
+    if (!std::isfinite(v)) throw py::value_error(std::string(op) + ": '" + arg + "' must be finite, got " + std::to_string(v));
+}
+
+}  // namespace normreg

@@ -1,0 +1,115 @@
+// The multi-tensor engine: the one place that knows how a list of tensors is cut into
+// chunks and run in parallel.
+//
+// Every op hands the engine a TensorList (pointer, element count, dtype per tensor). The
+// engine cuts each tensor into chunks of kChunk elements, runs ONE OpenMP parallel loop
+// over all chunks of all tensors, and, for reductions, keeps one partial per chunk that is
+// combined in chunk order afterwards, so results are bitwise identical for any thread count.
+// Nothing here throws inside a parallel region.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/dtype.hpp"
+#include "engine/threads.hpp"
+
+namespace normreg::engine {
+
+constexpr std::int64_t kChunk = 1 << 16;  // 64K elements
+
+struct TensorRef {
+    void* data;
+    std::int64_t numel;
+    DType dtype;
+};
+
+using TensorList = std::vector<TensorRef>;
+
+struct Chunk {
+    std::int32_t tensor;  // index into the TensorList
+    std::int64_t begin;   // first element
+    std::int64_t end;     // one past the last element
+};
+
+inline std::vector<Chunk> plan_chunks(const TensorList& tensors, std::int64_t chunk = kChunk) {
+    std::vector<Chunk> plan;
+    std::size_t n = 0;
+    for (const auto& t : tensors) n += static_cast<std::size_t>((t.numel + chunk - 1) / chunk);
+    plan.reserve(n);
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+        for (std::int64_t b = 0; b < tensors[i].numel; b += chunk)
+            plan.push_back(Chunk{static_cast<std::int32_t>(i), b, b + chunk < tensors[i].numel ? b + chunk : tensors[i].numel});
+    return plan;
+}
+
+// Runs f(chunk_index) for every index in [0, n) on the engine's threads.
+template <class F>
+inline void parallel_for(std::int64_t n, F&& f) {
+    const int nt = num_threads();
+    if (n <= 1 || nt <= 1) {
+        for (std::int64_t i = 0; i < n; ++i) f(i);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (std::int64_t i = 0; i < n; ++i) f(i);
+}
+
+// Applies f(chunk) to every chunk of every tensor.
+template <class F>
+inline void for_each_chunk(const std::vector<Chunk>& plan, F&& f) {
+    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t i) { f(plan[static_cast<std::size_t>(i)]); });
+}
+
+// Reduction: f(chunk) -> R for every chunk, then combine(acc, r) per tensor in chunk order.
+// The result is one R per tensor, identical for any thread count.
+template <class R, class F, class C>
+inline std::vector<R> reduce_per_tensor(const std::vector<Chunk>& plan, std::size_t ntensors, R init, F&& f, C&& combine) {
+    std::vector<R> partial(plan.size(), init);
+    parallel_for(static_cast<std::int64_t>(plan.size()),
+                 [&](std::int64_t i) { partial[static_cast<std::size_t>(i)] = f(plan[static_cast<std::size_t>(i)]); });
+    std::vector<R> out(ntensors, init);
+    for (std::size_t i = 0; i < plan.size(); ++i) out[static_cast<std::size_t>(plan[i].tensor)] = combine(out[static_cast<std::size_t>(plan[i].tensor)], partial[i]);
+    return out;
+}
+
+// Typed pointer to a tensor's data.
+template <class T>
+inline T* data_as(const TensorRef& t) noexcept {
+    return static_cast<T*>(t.data);
+}
+
+// ---- grouped iteration -------------------------------------------------------------
+// A contiguous tensor viewed as (outer, groups, inner): group g is every slice [o, g, :].
+// Group reductions run in parallel over blocks of groups; within a group the order is
+// fixed (o ascending, then inner ascending), so results do not depend on the thread count.
+struct GroupShape {
+    std::int64_t outer;
+    std::int64_t groups;
+    std::int64_t inner;
+};
+
+struct GroupBlock {
+    std::int32_t tensor;
+    std::int64_t g_begin;
+    std::int64_t g_end;
+};
+
+inline std::vector<GroupBlock> plan_groups(const std::vector<GroupShape>& shapes, std::int64_t chunk = kChunk) {
+    std::vector<GroupBlock> plan;
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+        const auto& s = shapes[i];
+        const std::int64_t per_group = s.outer * s.inner;
+        if (s.groups == 0 || per_group == 0) continue;
+        std::int64_t gpb = per_group >= chunk ? 1 : chunk / per_group;  // groups per block
+        for (std::int64_t g = 0; g < s.groups; g += gpb)
+            plan.push_back(GroupBlock{static_cast<std::int32_t>(i), g, g + gpb < s.groups ? g + gpb : s.groups});
+    }
+    return plan;
+}
+
+template <class F>
+inline void for_each_group_block(const std::vector<GroupBlock>& plan, F&& f) {
+    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t i) { f(plan[static_cast<std::size_t>(i)]); });
+}
+
+}  // namespace normreg::engine

@@ -1,0 +1,157 @@
+// Per-element math of the penalties: values, gradients. Pure C++: raw pointers, noexcept,
+// templated on the storage type T (float, double, bf16, f16); bf16/f16 are computed in
+// float and rounded once when stored. Reductions accumulate in double.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "engine/dtype.hpp"
+
+namespace normreg::kernels {
+
+using engine::compute_t;
+using engine::load;
+using engine::store;
+
+// sign(w) with sign(0) = 0 and sign(NaN) = NaN (NaN is never turned into 0).
+template <class C>
+inline C sign_nan(C w) noexcept {
+    C s = static_cast<C>((w > C(0)) - (w < C(0)));
+    return w != w ? w : s;
+}
+
+struct AbsSq {
+    double abs = 0.0;
+    double sq = 0.0;
+};
+
+inline AbsSq operator+(AbsSq a, AbsSq b) noexcept { return AbsSq{a.abs + b.abs, a.sq + b.sq}; }
+
+// Sum of |w| and of w^2 over n elements, in double. The simd reduction order is fixed at
+// compile time, so the result does not depend on the thread count.
+template <class T, bool WantAbs, bool WantSq>
+inline AbsSq abs_sq_sum(const T* __restrict x, std::int64_t n) noexcept {
+    double sa = 0.0, ss = 0.0;
+#pragma omp simd reduction(+ : sa, ss)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double v = static_cast<double>(load<T>(x[i]));
+        if constexpr (WantAbs) sa += std::fabs(v);
+        if constexpr (WantSq) ss += v * v;
+    }
+    return AbsSq{sa, ss};
+}
+
+// g = (Accumulate ? g : 0) + a * sign(w) + b * w, in the compute type of T; also returns
+// sum |w| and sum w^2 of the same elements (one pass over memory).
+template <class T, bool Accumulate, bool WantAbs, bool WantSq>
+inline AbsSq affine_grad(const T* __restrict w, T* __restrict g, std::int64_t n, double a, double b) noexcept {
+    using C = compute_t<T>;
+    const C ca = static_cast<C>(a), cb = static_cast<C>(b);
+    double sa = 0.0, ss = 0.0;
+#pragma omp simd reduction(+ : sa, ss)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C v = load<T>(w[i]);
+        C d = ca * sign_nan(v) + cb * v;
+        if constexpr (Accumulate) d = load<T>(g[i]) + d;
+        g[i] = store<T>(d);
+        if constexpr (WantAbs) sa += std::fabs(static_cast<double>(v));
+        if constexpr (WantSq) ss += static_cast<double>(v) * static_cast<double>(v);
+    }
+    return AbsSq{sa, ss};
+}
+
+struct MaxAbs {
+    double max = -1.0;     // -1: no element seen
+    std::int64_t arg = -1;  // first index of the max (global index in the tensor)
+    bool nan = false;
+};
+
+// Later chunks only win with a strictly larger value, so the first arg max is kept.
+inline MaxAbs combine(MaxAbs a, MaxAbs b) noexcept {
+    MaxAbs r = b.max > a.max ? b : a;
+    r.nan = a.nan || b.nan;
+    return r;
+}
+
+template <class T>
+inline MaxAbs max_abs(const T* __restrict x, std::int64_t n, std::int64_t offset) noexcept {
+    using C = compute_t<T>;
+    C m = C(-1);
+    int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C v = load<T>(x[i]);
+        const C a = v < C(0) ? -v : v;
+        nan |= (v != v);
+        m = a > m ? a : m;
+    }
+    MaxAbs r;
+    r.nan = nan != 0;
+    if (n == 0) return r;
+    r.max = static_cast<double>(m);
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C v = load<T>(x[i]);
+        if ((v < C(0) ? -v : v) == m) { r.arg = offset + i; break; }
+    }
+    return r;
+}
+
+struct NonZero {
+    std::int64_t count = 0;
+    bool nan = false;
+};
+
+inline NonZero operator+(NonZero a, NonZero b) noexcept { return NonZero{a.count + b.count, a.nan || b.nan}; }
+
+template <class T>
+inline NonZero count_nonzero(const T* __restrict x, std::int64_t n) noexcept {
+    using C = compute_t<T>;
+    std::int64_t c = 0;
+    int nan = 0;
+#pragma omp simd reduction(+ : c) reduction(| : nan)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C v = load<T>(x[i]);
+        c += (v != C(0));
+        nan |= (v != v);
+    }
+    return NonZero{c, nan != 0};
+}
+
+// Sum of squares per group for groups [g0, g1) of a (outer, groups, inner) tensor, into acc.
+template <class T>
+inline void group_sq_sums(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner,
+                          std::int64_t g0, std::int64_t g1, double* __restrict acc) noexcept {
+    for (std::int64_t g = g0; g < g1; ++g) acc[g - g0] = 0.0;
+    for (std::int64_t o = 0; o < outer; ++o)
+        for (std::int64_t g = g0; g < g1; ++g) {
+            const T* p = x + (o * groups + g) * inner;
+            double s = 0.0;
+#pragma omp simd reduction(+ : s)
+            for (std::int64_t i = 0; i < inner; ++i) {
+                const double v = static_cast<double>(load<T>(p[i]));
+                s += v * v;
+            }
+            acc[g - g0] += s;
+        }
+}
+
+// y = (Accumulate ? y : 0) + coef[g] * x over groups [g0, g1); coef indexed from g0.
+template <class T, bool Accumulate>
+inline void group_scale(const T* __restrict x, T* __restrict y, std::int64_t outer, std::int64_t groups, std::int64_t inner,
+                        std::int64_t g0, std::int64_t g1, const double* __restrict coef) noexcept {
+    using C = compute_t<T>;
+    for (std::int64_t o = 0; o < outer; ++o)
+        for (std::int64_t g = g0; g < g1; ++g) {
+            const std::int64_t base = (o * groups + g) * inner;
+            const C c = static_cast<C>(coef[g - g0]);
+#pragma omp simd
+            for (std::int64_t i = 0; i < inner; ++i) {
+                C d = c * load<T>(x[base + i]);
+                if constexpr (Accumulate) d = load<T>(y[base + i]) + d;
+                y[base + i] = store<T>(d);
+            }
+        }
+}
+
+}  // namespace normreg::kernels

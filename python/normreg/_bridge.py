@@ -1,0 +1,152 @@
+"""The one place where torch tensors become kernel arguments.
+
+Every public op hands its tensors to :func:`tensor_list` (and :func:`paired` for a second
+list that pairs with the first, such as grads). The bridge checks type, dtype, device,
+contiguity and sizes, raising ``TypeError`` / ``ValueError`` that name the argument,
+before anything is modified. CPU tensors become ``(pointers, numels, dtype codes)`` for
+``_C``; the tensors themselves stay referenced by the caller for the duration of the call.
+Tensors on other devices are routed to :mod:`normreg._reference` by the callers.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["DTYPE_CODES", "TensorList", "tensor_list", "paired", "check_strength", "as_tensors"]
+
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
+_SUPPORTED = "float32, float64, bfloat16 or float16"
+
+_dtype_of = operator.attrgetter("dtype")
+_is_cpu = operator.attrgetter("is_cpu")
+
+
+class TensorList(NamedTuple):
+    """A checked list of tensors and the kernel arguments that describe it."""
+
+    tensors: list[Tensor]
+    ptrs: list[int]
+    numels: list[int]
+    dtypes: list[int]
+    on_cpu: bool  # False: route the call to the pure-torch reference
+
+    def __len__(self) -> int:  # noqa: D105
+        return len(self.tensors)
+
+
+def as_tensors(params: Tensor | Iterable[Tensor] | torch.nn.Module, arg: str = "params") -> list[Tensor]:
+    """Materialize ``params`` (a tensor, a module, or an iterable of tensors) as a list."""
+    if isinstance(params, Tensor):
+        tensors = [params]
+    elif isinstance(params, torch.nn.Module):
+        tensors = list(params.parameters())
+    elif isinstance(params, (str, bytes, dict)) or not isinstance(params, Iterable):
+        raise TypeError(
+            f"'{arg}' must be a tensor, an nn.Module or an iterable of tensors "
+            f"(e.g. model.parameters()), got {type(params).__name__}"
+        )
+    else:
+        tensors = list(params)
+    if not tensors:
+        raise ValueError(f"'{arg}' is empty: pass at least one tensor (an exhausted generator is empty too)")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"'{arg}'[{i}] must be a torch.Tensor, got {type(t).__name__}")
+    return tensors
+
+
+def _check_dtypes(tensors: list[Tensor], arg: str) -> list[int]:
+    try:
+        return [DTYPE_CODES[d] for d in map(_dtype_of, tensors)]
+    except KeyError:
+        for i, t in enumerate(tensors):
+            if t.dtype not in DTYPE_CODES:
+                raise TypeError(
+                    f"'{arg}'[{i}] has dtype {t.dtype}; normreg ops take {_SUPPORTED} tensors "
+                    f"(convert with .float())"
+                ) from None
+        raise
+
+
+def _check_device(tensors: list[Tensor], arg: str) -> bool:
+    if all(map(_is_cpu, tensors)):
+        return True
+    dev = tensors[0].device
+    for i, t in enumerate(tensors):
+        if t.device != dev:
+            raise ValueError(
+                f"'{arg}'[{i}] is on {t.device} but '{arg}'[0] is on {dev}: "
+                "all tensors of one call must be on the same device"
+            )
+    return False
+
+
+def tensor_list(params, arg: str = "params", *, inplace: bool = False) -> TensorList:
+    """Check ``params`` and build the kernel arguments.
+
+    With ``inplace=True`` the op writes into these tensors: they must be contiguous (a copy
+    would silently lose the update) and must not share memory with each other.
+    Read-only non-contiguous tensors are made contiguous (a copy, read only).
+    """
+    tensors = as_tensors(params, arg)
+    dtypes = _check_dtypes(tensors, arg)
+    on_cpu = _check_device(tensors, arg)
+    if not all(map(Tensor.is_contiguous, tensors)):
+        if inplace:
+            i = next(i for i, t in enumerate(tensors) if not t.is_contiguous())
+            raise ValueError(
+                f"'{arg}'[{i}] is not contiguous and this op writes in place; a contiguous copy "
+                "would lose the update. Call .contiguous() on it and pass that tensor instead"
+            )
+        tensors = [t.contiguous() for t in tensors]
+    if not on_cpu:
+        return TensorList(tensors, [], [], dtypes, False)
+    ptrs = list(map(Tensor.data_ptr, tensors))
+    if inplace and len(set(ptrs)) != len(ptrs):
+        seen: dict[int, int] = {}
+        for i, (p, t) in enumerate(zip(ptrs, tensors)):
+            if t.numel() and p in seen:
+                raise ValueError(
+                    f"'{arg}'[{i}] shares memory with '{arg}'[{seen[p]}]; an in-place op would "
+                    "update it twice. Pass each tensor once"
+                )
+            seen[p] = i
+    return TensorList(tensors, ptrs, list(map(Tensor.numel, tensors)), dtypes, True)
+
+
+def paired(first: TensorList, others: list[Tensor], arg: str, *, inplace: bool = True) -> TensorList:
+    """A list that pairs element by element with ``first`` (e.g. grads with params)."""
+    if len(others) != len(first.tensors):
+        raise ValueError(f"'{arg}' must have one tensor per param: got {len(others)} for {len(first.tensors)}")
+    for i, (p, o) in enumerate(zip(first.tensors, others)):
+        if not isinstance(o, Tensor):
+            raise TypeError(f"'{arg}'[{i}] must be a torch.Tensor, got {type(o).__name__}")
+        if o.shape != p.shape:
+            raise ValueError(
+                f"'{arg}'[{i}] has shape {tuple(o.shape)} but its param has shape {tuple(p.shape)}; "
+                "they must match"
+            )
+        if o.dtype != p.dtype:
+            raise TypeError(f"'{arg}'[{i}] has dtype {o.dtype} but its param has {p.dtype}; they must match")
+        if o.device != p.device:
+            raise ValueError(f"'{arg}'[{i}] is on {o.device} but its param is on {p.device}")
+    out = tensor_list(others, arg, inplace=inplace)
+    return out
+
+
+def check_strength(value, arg: str) -> float:
+    """A strength (penalty weight, step): a real number, finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
+            value = value.item()
+        else:
+            raise TypeError(f"'{arg}' must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if value != value or value < 0 or value == float("inf"):
+        raise ValueError(f"'{arg}' must be finite and >= 0, got {value}")
+    return value

@@ -1,0 +1,513 @@
+"""Penalty objects: L1, SquaredL2, ElasticNet, L2Norm, GroupLasso, Linf, L0.
+
+Every penalty takes any iterable of tensors (``model.parameters()``, a list, a module) and
+offers
+
+* ``value(params)``: a 0-dim tensor that autograd differentiates through the fused kernel;
+* ``add_grad_(params)``: one pass that adds the gradient into each ``.grad`` (allocating
+  zeros where it is ``None``) and returns the value as a float, with no autograd graph;
+* ``grad(params)``: the gradient as new tensors;
+* ``prox_(params, step)``: the proximal step in place (see :mod:`normreg.prox`);
+* ``+`` to compose penalties (values and gradients add).
+
+Conventions (see docs/conventions.md): ``SquaredL2(l)`` is ``(l/2) sum w^2`` so its
+gradient equals ``torch.optim.SGD(weight_decay=l)``; ``L1(l)`` has subgradient 0 at 0;
+NaN in a weight propagates to values and gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from . import _reference as ref
+from ._bridge import TensorList, check_strength, paired, tensor_list
+from ._loader import _C
+
+__all__ = [
+    "Penalty",
+    "L1",
+    "SquaredL2",
+    "ElasticNet",
+    "L2Norm",
+    "GroupLasso",
+    "Linf",
+    "L0",
+    "Sum",
+]
+
+Params = Tensor | Iterable[Tensor] | torch.nn.Module
+
+
+def _value_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+class _PenaltyValue(torch.autograd.Function):
+    """Value of a penalty through the fused kernel; backward through the gradient kernel.
+
+    Double backward (``create_graph=True``) goes through the differentiable reference.
+    """
+
+    @staticmethod
+    def forward(penalty: Penalty, tl: TensorList, *params: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.tensor(penalty._value(tl), dtype=_value_dtype(params), device=params[0].device)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        penalty, _tl, *params = inputs
+        ctx.penalty = penalty
+        ctx.save_for_backward(*params)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        params = ctx.saved_tensors
+        penalty: Penalty = ctx.penalty
+        needs = ctx.needs_input_grad[2:]
+        if torch.is_grad_enabled():  # create_graph=True: stay differentiable
+            grads = penalty._reference_grad(list(params))
+            return (None, None, *[g * grad_out.to(g.dtype) if n else None for g, n in zip(grads, needs)])
+        tl = tensor_list(list(params))
+        outs = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in tl.tensors]
+        penalty._grad(tl, paired(tl, outs, "grads"), float(grad_out), accumulate=False)
+        return (None, None, *[o if n else None for o, n in zip(outs, needs)])
+
+
+class Penalty:
+    """Base class of the penalty objects. Subclasses set ``kind`` and the strengths."""
+
+    kind: str = ""
+    #: True for penalties whose gradient is a * sign(w) + b * w (one fused pass composes them).
+    affine: bool = False
+
+    # -- strengths -------------------------------------------------------------------
+    def _s1(self) -> float:
+        return 0.0
+
+    def _s2(self) -> float:
+        return 0.0
+
+    def scaled(self, factor: float) -> Penalty:
+        """A copy with every strength multiplied by ``factor`` (used by λ schedules)."""
+        factor = check_strength(factor, "factor")
+        out = copy.copy(self)
+        out._scale_(factor)
+        return out
+
+    def _scale_(self, factor: float) -> None:
+        raise NotImplementedError
+
+    # -- kernel / reference dispatch (overridden by GroupLasso) ----------------------
+    def _value(self, tl: TensorList) -> float:
+        if tl.on_cpu:
+            return _C.penalty_value(self.kind, tl.ptrs, tl.numels, tl.dtypes, [self._s1()], [self._s2()])
+        return float(ref.penalty_value(self.kind, tl.tensors, self._s1(), self._s2()))
+
+    def _grad(self, tl: TensorList, grads: TensorList, scale: float, accumulate: bool) -> float:
+        if tl.on_cpu:
+            return _C.penalty_grad(
+                self.kind, tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, [self._s1()], [self._s2()], scale, accumulate
+            )
+        gs = ref.penalty_grad(self.kind, tl.tensors, self._s1(), self._s2())
+        with torch.no_grad():
+            for out, g in zip(grads.tensors, gs):
+                if accumulate:
+                    out.add_(g, alpha=scale)
+                else:
+                    out.copy_(g).mul_(scale)
+        return float(ref.penalty_value(self.kind, tl.tensors, self._s1(), self._s2()))
+
+    def _reference_grad(self, params: list[Tensor]) -> list[Tensor]:
+        return ref.penalty_grad(self.kind, params, self._s1(), self._s2())
+
+    def _check_params(self, tl: TensorList) -> None:
+        """Per-penalty checks of the tensors (shapes); raise before anything is modified."""
+
+    # -- public API --------------------------------------------------------------------
+    def value(self, params: Params) -> Tensor:
+        """The penalty ``R(params)`` as a 0-dim tensor that autograd can differentiate.
+
+        Parameters
+        ----------
+        params : tensor, nn.Module or iterable of tensors
+            Float tensors (float32, float64, bfloat16, float16), all on one device.
+
+        Returns
+        -------
+        Tensor
+            0-dim, float64 if any param is float64 else float32.
+        """
+        tl = tensor_list(params)
+        self._check_params(tl)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tl.tensors):
+            return _PenaltyValue.apply(self, tl, *tl.tensors)
+        return torch.tensor(self._value(tl), dtype=_value_dtype(tl.tensors), device=tl.tensors[0].device)
+
+    def __call__(self, params: Params) -> Tensor:
+        return self.value(params)
+
+    def grad(self, params: Params) -> list[Tensor]:
+        """The gradient of the penalty at ``params`` as new tensors (no autograd graph)."""
+        tl = tensor_list(params)
+        self._check_params(tl)
+        outs = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in tl.tensors]
+        self._grad(tl, paired(tl, outs, "grads"), 1.0, accumulate=False)
+        return outs
+
+    def add_grad_(self, params: Params) -> float:
+        """Add the penalty's gradient into each param's ``.grad`` in one pass.
+
+        Tensors with ``requires_grad=False`` (frozen) are skipped. Where ``.grad`` is
+        ``None`` a zero gradient is allocated first. Returns the penalty value of the
+        params that received a gradient, as a Python float.
+        """
+        tl = tensor_list(params, inplace=False)
+        tensors = [t for t in tl.tensors if t.requires_grad]
+        if len(tensors) != len(tl.tensors):
+            if not tensors:
+                return 0.0
+            tl = tensor_list(tensors)
+        self._check_params(tl)
+        grads = []
+        for i, p in enumerate(tl.tensors):
+            g = p.grad
+            if g is not None:
+                if g.is_sparse:
+                    raise TypeError(f"add_grad_: 'params'[{i}].grad is sparse; dense gradients are required")
+                if not g.is_contiguous():
+                    raise ValueError(
+                        f"add_grad_: 'params'[{i}].grad is not contiguous; replace it with "
+                        "p.grad = p.grad.contiguous() first"
+                    )
+            grads.append(g)
+        existing = [(g if g is not None else p) for p, g in zip(tl.tensors, grads)]
+        paired(tl, existing, "grads")  # shape/dtype/device checks before anything is written
+        for p, g in zip(tl.tensors, grads):
+            if g is None:
+                p.grad = torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+        gl = paired(tl, [p.grad for p in tl.tensors], "grads", inplace=True)
+        return self._grad(tl, gl, 1.0, accumulate=True)
+
+    def prox_(self, params: Params, step: float):
+        """Proximal step ``w <- prox_{step * R}(w)`` in place; see :mod:`normreg.prox`."""
+        from . import prox
+
+        return prox.penalty_prox_(self, params, step)
+
+    def __add__(self, other: Penalty) -> Sum:
+        if not isinstance(other, Penalty):
+            return NotImplemented
+        return Sum([self, other])
+
+    def __radd__(self, other):
+        if other == 0:  # sum([...]) starts from 0
+            return self
+        return NotImplemented
+
+
+class L1(Penalty):
+    """``l * sum |w|``; gradient ``l * sign(w)`` (0 at 0); prox: soft threshold at ``step*l``."""
+
+    kind = "l1"
+    affine = True
+
+    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
+        self.l = check_strength(l, "l")
+
+    def _s1(self) -> float:
+        return self.l
+
+    def _scale_(self, f: float) -> None:
+        self.l *= f
+
+    @classmethod
+    def from_sklearn(cls, alpha: float) -> L1:
+        """scikit-learn's ``Lasso(alpha)`` objective ``1/(2n)||y - Xw||^2 + alpha ||w||_1``:
+        the penalty is ``L1(alpha)`` when the data loss is ``0.5 * mean squared error``."""
+        return cls(alpha)
+
+    def __repr__(self) -> str:
+        return f"L1(l={self.l:g})"
+
+
+class SquaredL2(Penalty):
+    """``(l/2) * sum w^2``; gradient ``l * w`` (= ``SGD(weight_decay=l)``); prox ``w/(1+step*l)``."""
+
+    kind = "squared_l2"
+    affine = True
+
+    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
+        self.l = check_strength(l, "l")
+
+    def _s2(self) -> float:
+        return self.l
+
+    def _scale_(self, f: float) -> None:
+        self.l *= f
+
+    @classmethod
+    def from_weight_decay(cls, weight_decay: float) -> SquaredL2:
+        """The penalty whose gradient is torch.optim's coupled ``weight_decay`` term."""
+        return cls(weight_decay)
+
+    def __repr__(self) -> str:
+        return f"SquaredL2(l={self.l:g})"
+
+
+class ElasticNet(Penalty):
+    """``l1 * sum |w| + (l2/2) * sum w^2``; prox ``soft(w, step*l1) / (1 + step*l2)``."""
+
+    kind = "elastic_net"
+    affine = True
+
+    def __init__(self, l1: float = 1e-4, l2: float = 1e-4) -> None:
+        self.l1 = check_strength(l1, "l1")
+        self.l2 = check_strength(l2, "l2")
+
+    def _s1(self) -> float:
+        return self.l1
+
+    def _s2(self) -> float:
+        return self.l2
+
+    def _scale_(self, f: float) -> None:
+        self.l1 *= f
+        self.l2 *= f
+
+    @classmethod
+    def from_sklearn(cls, alpha: float, l1_ratio: float = 0.5) -> ElasticNet:
+        """scikit-learn's ``ElasticNet(alpha, l1_ratio)``: its objective
+        ``1/(2n)||y-Xw||^2 + alpha*l1_ratio*||w||_1 + 0.5*alpha*(1-l1_ratio)*||w||^2`` is ours
+        with ``l1 = alpha*l1_ratio``, ``l2 = alpha*(1-l1_ratio)`` and a data loss of
+        ``0.5 * mean squared error``."""
+        alpha = check_strength(alpha, "alpha")
+        l1_ratio = check_strength(l1_ratio, "l1_ratio")
+        if l1_ratio > 1:
+            raise ValueError(f"'l1_ratio' must be in [0, 1], got {l1_ratio}")
+        return cls(alpha * l1_ratio, alpha * (1.0 - l1_ratio))
+
+    @classmethod
+    def from_glmnet(cls, lambda_: float, alpha: float = 1.0) -> ElasticNet:
+        """glmnet's ``lambda * ((1-alpha)/2 ||b||^2 + alpha ||b||_1)``: ``l1 = lambda*alpha``,
+        ``l2 = lambda*(1-alpha)`` (data loss ``1/(2n) RSS``)."""
+        lambda_ = check_strength(lambda_, "lambda_")
+        alpha = check_strength(alpha, "alpha")
+        if alpha > 1:
+            raise ValueError(f"'alpha' must be in [0, 1], got {alpha}")
+        return cls(lambda_ * alpha, lambda_ * (1.0 - alpha))
+
+    @classmethod
+    def from_sources(cls, lam: float, alpha: float, beta: float, m: int) -> ElasticNet:
+        """The source documents' ``lam/(2m) * (alpha sum|w| + beta sum w^2)``:
+        ``l1 = lam*alpha/(2m)``, ``l2 = lam*beta/m``."""
+        lam = check_strength(lam, "lam")
+        alpha = check_strength(alpha, "alpha")
+        beta = check_strength(beta, "beta")
+        if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
+            raise ValueError(f"'m' must be a positive integer (the number of samples), got {m!r}")
+        return cls(lam * alpha / (2 * m), lam * beta / m)
+
+    def __repr__(self) -> str:
+        return f"ElasticNet(l1={self.l1:g}, l2={self.l2:g})"
+
+
+class L2Norm(Penalty):
+    """``l * sum_tensors ||w||_2`` (not squared); gradient ``l * w/||w||``, 0 at ``w = 0``."""
+
+    kind = "l2_norm"
+
+    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
+        self.l = check_strength(l, "l")
+
+    def _s1(self) -> float:
+        return self.l
+
+    def _scale_(self, f: float) -> None:
+        self.l *= f
+
+    def __repr__(self) -> str:
+        return f"L2Norm(l={self.l:g})"
+
+
+class GroupLasso(Penalty):
+    """``l * sum_groups ||w_g||_2`` with groups the slices along ``dim``.
+
+    ``dim=0`` on a conv or linear weight groups by output channel / unit (structured
+    sparsity: whole filters go to zero under the prox). A tensor with fewer dims than
+    ``dim + 1`` is refused; keep biases out with :func:`normreg.param_groups`.
+    """
+
+    kind = "group_lasso"
+
+    def __init__(self, l: float = 1e-4, dim: int = 0) -> None:  # noqa: E741
+        self.l = check_strength(l, "l")
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"'dim' must be an int, got {type(dim).__name__}")
+        self.dim = dim
+
+    def _s1(self) -> float:
+        return self.l
+
+    def _scale_(self, f: float) -> None:
+        self.l *= f
+
+    def shapes(self, tensors: Sequence[Tensor]) -> tuple[list[int], list[int], list[int]]:
+        outer, groups, inner = [], [], []
+        for i, t in enumerate(tensors):
+            nd = t.dim()
+            if not -max(nd, 1) <= self.dim < max(nd, 1):
+                raise ValueError(
+                    f"GroupLasso: 'dim'={self.dim} is out of range for 'params'[{i}] with shape "
+                    f"{tuple(t.shape)}; pick a dim every tensor has, or exclude such tensors "
+                    "(e.g. biases) with normreg.param_groups"
+                )
+            o, g, n = ref.group_shape(tuple(t.shape), self.dim)
+            outer.append(o)
+            groups.append(g)
+            inner.append(n)
+        return outer, groups, inner
+
+    def _check_params(self, tl: TensorList) -> None:
+        self.shapes(tl.tensors)
+
+    def _value(self, tl: TensorList) -> float:
+        if tl.on_cpu:
+            return _C.group_value(tl.ptrs, tl.numels, tl.dtypes, *self.shapes(tl.tensors), [self.l])
+        return float(ref.group_value(tl.tensors, self.dim, self.l))
+
+    def _grad(self, tl: TensorList, grads: TensorList, scale: float, accumulate: bool) -> float:
+        if tl.on_cpu:
+            return _C.group_grad(
+                tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, *self.shapes(tl.tensors), [self.l], scale, accumulate
+            )
+        gs = ref.group_grad(tl.tensors, self.dim, self.l)
+        with torch.no_grad():
+            for out, g in zip(grads.tensors, gs):
+                if accumulate:
+                    out.add_(g, alpha=scale)
+                else:
+                    out.copy_(g).mul_(scale)
+        return float(ref.group_value(tl.tensors, self.dim, self.l))
+
+    def _reference_grad(self, params: list[Tensor]) -> list[Tensor]:
+        return ref.group_grad(params, self.dim, self.l)
+
+    def __repr__(self) -> str:
+        return f"GroupLasso(l={self.l:g}, dim={self.dim})"
+
+
+class Linf(Penalty):
+    """``l * sum_tensors max |w|``; gradient ``l * sign(w)`` at the first arg max."""
+
+    kind = "linf"
+
+    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
+        self.l = check_strength(l, "l")
+
+    def _s1(self) -> float:
+        return self.l
+
+    def _scale_(self, f: float) -> None:
+        self.l *= f
+
+    def __repr__(self) -> str:
+        return f"Linf(l={self.l:g})"
+
+
+class L0(Penalty):
+    """``l * #{w != 0}``: value and proximal step only (hard threshold at ``sqrt(2*step*l)``).
+
+    It has no useful gradient: ``value`` is not differentiable and ``add_grad_`` raises.
+    Note ``torch.nn.functional.hardshrink(x, t)`` thresholds at ``t`` itself; the exact L0
+    prox of ``step * l`` thresholds at ``sqrt(2 * step * l)``.
+    """
+
+    kind = "l0"
+
+    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
+        self.l = check_strength(l, "l")
+
+    def _s1(self) -> float:
+        return self.l
+
+    def _scale_(self, f: float) -> None:
+        self.l *= f
+
+    def value(self, params: Params) -> Tensor:
+        tl = tensor_list(params)
+        return torch.tensor(self._value(tl), dtype=_value_dtype(tl.tensors), device=tl.tensors[0].device)
+
+    def _grad(self, tl, grads, scale, accumulate):
+        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
+
+    def grad(self, params: Params) -> list[Tensor]:
+        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
+
+    def add_grad_(self, params: Params) -> float:
+        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
+
+    def __repr__(self) -> str:
+        return f"L0(l={self.l:g})"
+
+
+class Sum(Penalty):
+    """A sum of penalties: values and gradients add.
+
+    L1, SquaredL2 and ElasticNet terms merge into one fused pass. ``prox_`` exists where the
+    prox of the sum is exact (see :mod:`normreg.prox`), and raises otherwise.
+    """
+
+    kind = "sum"
+
+    def __init__(self, terms: Sequence[Penalty]) -> None:
+        flat: list[Penalty] = []
+        for t in terms:
+            if not isinstance(t, Penalty):
+                raise TypeError(f"'terms' must hold Penalty objects, got {type(t).__name__}")
+            flat.extend(t.terms if isinstance(t, Sum) else [t])
+        if not flat:
+            raise ValueError("'terms' is empty: a Sum needs at least one penalty")
+        self.terms = flat
+        self.affine = all(t.affine for t in flat)
+
+    def _s1(self) -> float:
+        return sum(t._s1() for t in self.terms if t.affine)
+
+    def _s2(self) -> float:
+        return sum(t._s2() for t in self.terms if t.affine)
+
+    def _scale_(self, f: float) -> None:
+        self.terms = [t.scaled(f) for t in self.terms]
+
+    def _parts(self) -> list[Penalty]:
+        """Affine terms merged into one ElasticNet; the others as they are."""
+        aff = [t for t in self.terms if t.affine]
+        rest = [t for t in self.terms if not t.affine]
+        merged = [ElasticNet(sum(t._s1() for t in aff), sum(t._s2() for t in aff))] if aff else []
+        return merged + rest
+
+    def _check_params(self, tl: TensorList) -> None:
+        for t in self.terms:
+            t._check_params(tl)
+
+    def _value(self, tl: TensorList) -> float:
+        return sum(t._value(tl) for t in self._parts())
+
+    def _grad(self, tl: TensorList, grads: TensorList, scale: float, accumulate: bool) -> float:
+        total = 0.0
+        for i, t in enumerate(self._parts()):
+            total += t._grad(tl, grads, scale, accumulate or i > 0)
+        return total
+
+    def _reference_grad(self, params: list[Tensor]) -> list[Tensor]:
+        out = None
+        for t in self.terms:
+            g = t._reference_grad(params)
+            out = g if out is None else [a + b for a, b in zip(out, g)]
+        return out
+
+    def __repr__(self) -> str:
+        return " + ".join(map(repr, self.terms))
