@@ -5,6 +5,13 @@
 * ``small200``: 100 tensors of 256x256 and 100 of 256 (6.58M elements): many small tensors,
   where per-tensor overhead dominates;
 * ``big25m``: one tensor of 25M elements (100 MB in float32, larger than the L3 cache).
+
+Two more families, outside ``WORKLOADS`` (which the pytest suite parametrizes over):
+
+* ``tiny1`` / ``tiny200``: 1 tensor and 200 tensors of one element, to split a call's time
+  into a fixed cost per call and a cost per tensor (:data:`OVERHEAD_WORKLOADS`);
+* :func:`make_image_batch`: a batch of images and a target batch for the image losses
+  (128 RGB images of 64x64 by default, what the DCGAN generator above produces).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["WORKLOADS", "SHAPES", "make_workload", "workload_bytes"]
+__all__ = ["WORKLOADS", "OVERHEAD_WORKLOADS", "SHAPES", "IMAGE_SHAPE", "make_workload", "make_image_batch", "workload_bytes"]
 
 
 def _dcgan_shapes(nz: int = 100, ngf: int = 64, nc: int = 3) -> list[tuple[int, ...]]:
@@ -31,12 +38,18 @@ SHAPES: dict[str, list[tuple[int, ...]]] = {
     "big25m": [(25_000_000,)],
 }
 WORKLOADS = tuple(SHAPES)
+SHAPES["tiny1"] = [(1,)]
+SHAPES["tiny200"] = [(1,)] * 200
+OVERHEAD_WORKLOADS = ("tiny1", "tiny200")
+
+#: (batch, channels, height, width) of the image-loss workload.
+IMAGE_SHAPE = (128, 3, 64, 64)
 
 
 def make_workload(name: str, dtype: torch.dtype = torch.float32, seed: int = 0, requires_grad: bool = False) -> list[Tensor]:
     """Fresh tensors of workload ``name`` filled with N(0, 0.02^2) (DCGAN's init scale)."""
     if name not in SHAPES:
-        raise ValueError(f"unknown workload {name!r}; choose one of {', '.join(WORKLOADS)}")
+        raise ValueError(f"unknown workload {name!r}; choose one of {', '.join(SHAPES)}")
     g = torch.Generator().manual_seed(seed)
     out = []
     for shape in SHAPES[name]:
@@ -48,3 +61,15 @@ def make_workload(name: str, dtype: torch.dtype = torch.float32, seed: int = 0, 
 def workload_bytes(tensors: list[Tensor]) -> int:
     """Bytes one read of every tensor moves."""
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def make_image_batch(
+    shape: tuple[int, int, int, int] = IMAGE_SHAPE, seed: int = 0, requires_grad: bool = False
+) -> tuple[Tensor, Tensor]:
+    """``(images, targets)``: float32 batches in [-1, 1] (a tanh generator's range)."""
+    if len(shape) != 4 or any(int(d) <= 0 for d in shape):
+        raise ValueError(f"'shape' must be (batch, channels, height, width) of positive sizes, got {shape}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g).mul_(2).sub_(1)
+    y = torch.rand(shape, generator=g).mul_(2).sub_(1)
+    return x.requires_grad_(requires_grad), y

@@ -1,0 +1,312 @@
+"""The performance report: terminal table, JSON, bar chart and the Markdown results section.
+
+``normreg bench`` builds one results dictionary (see :func:`normreg.bench.cli.run_bench`)
+and hands it to the functions here. They also work on a saved ``--json`` file, so a report
+can be redrawn without re-running anything::
+
+    python -m normreg.bench.report results.json                  # print the table
+    python -m normreg.bench.report results.json --plot speedups.png
+    python -m normreg.bench.report results.json --markdown docs/performance.md --plot docs/performance.png
+
+``--markdown FILE`` rewrites only the part of FILE between the markers
+``<!-- bench:results:begin -->`` and ``<!-- bench:results:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = [
+    "BEGIN",
+    "END",
+    "format_table",
+    "format_threads",
+    "format_training_step",
+    "overhead",
+    "to_markdown",
+    "save_json",
+    "load_json",
+    "plot_speedups",
+    "update_markdown",
+    "main",
+]
+
+BEGIN = "<!-- bench:results:begin -->"
+END = "<!-- bench:results:end -->"
+
+
+def _fmt_time(s: float) -> str:
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} us"
+
+
+def _rows(results: dict) -> list[list[str]]:
+    rows = []
+    for case in results.get("cases", []):
+        for name, r in case["results"].items():
+            sp = case["speedup"].get(name)
+            rows.append(
+                [
+                    case["family"],
+                    case["group"],
+                    name,
+                    _fmt_time(r["best_s"]),
+                    f"{r['gbs']:.1f}",
+                    f"{100 * r['fraction_of_bandwidth']:.0f}%" if "fraction_of_bandwidth" in r else "",
+                    "" if sp is None else f"{sp:.2f}x",
+                ]
+            )
+    return rows
+
+
+HEADER = ["family", "op/workload", "implementation", "best time", "GB/s", "of bandwidth", "normreg speed-up"]
+
+
+def _text_table(header: Sequence[str], rows: list[list[str]], key: int = 1) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [line.format(*header), line.format(*("-" * w for w in widths))]
+    prev = None
+    for r in rows:
+        if prev is not None and r[key] != prev:
+            out.append("")
+        prev = r[key]
+        out.append(line.format(*r))
+    return "\n".join(out)
+
+
+def _md_table(header: Sequence[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def format_table(results: dict) -> str:
+    """The main table: one row per (case, implementation)."""
+    return _text_table(HEADER, _rows(results))
+
+
+def _thread_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    scal = results.get("threads") or []
+    counts = scal[0]["counts"] if scal else []
+    header = ["op/workload", "implementation"] + [f"{n} thr" for n in counts] + [f"speed-up {counts[0]}->{counts[-1]}" if counts else ""]
+    rows = []
+    for s in scal:
+        for name, d in s["impls"].items():
+            rows.append(
+                [s["group"], name]
+                + [_fmt_time(d["best_s"][str(n)]) for n in s["counts"]]
+                + [f"{d['ratio'][str(s['counts'][-1])]:.2f}x"]
+            )
+    return header, rows
+
+
+def format_threads(results: dict) -> str:
+    header, rows = _thread_rows(results)
+    return _text_table(header, rows, key=0) if rows else ""
+
+
+def overhead(results: dict) -> list[dict]:
+    """Fixed cost per call and cost per tensor, from the ``tiny1`` / ``tiny200`` cases:
+    ``fixed = t(1 tensor)``, ``per_tensor = (t(200) - t(1)) / 199``."""
+    by = {(c["op"], c["workload"]): c for c in results.get("cases", [])}
+    out = []
+    for op in sorted({op for op, wl in by if wl == "tiny1"}):
+        one, many = by.get((op, "tiny1")), by.get((op, "tiny200"))
+        if not one or not many:
+            continue
+        for name in one["results"]:
+            if name not in many["results"]:
+                continue
+            t1, t200 = one["results"][name]["best_s"], many["results"][name]["best_s"]
+            out.append({"op": op, "impl": name, "fixed_s": t1, "per_tensor_s": (t200 - t1) / 199})
+    return out
+
+
+def _overhead_rows(results: dict) -> list[list[str]]:
+    return [[o["op"], o["impl"], _fmt_time(o["fixed_s"]), _fmt_time(max(o["per_tensor_s"], 0.0))] for o in overhead(results)]
+
+
+OVERHEAD_HEADER = ["op", "implementation", "fixed cost per call", "cost per tensor"]
+
+
+def _training_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    ts = results.get("training_step")
+    header = ["penalty applied by", "step time", "step without penalty", "regularization share"]
+    if not ts or "variants" not in ts:
+        return header, []
+    base = ts["variants"]["none"]["best_s"]
+    rows = []
+    for name in ("normreg", "torch-eager"):
+        v = ts["variants"].get(name)
+        if v:
+            rows.append([name, _fmt_time(v["best_s"]), _fmt_time(base), f"{100 * ts['share'][name]:.1f}%"])
+    return header, rows
+
+
+def format_training_step(results: dict) -> str:
+    ts = results.get("training_step")
+    if not ts:
+        return ""
+    if "skipped" in ts:
+        return f"training step: skipped ({ts['skipped']})"
+    header, rows = _training_rows(results)
+    lines = [f"training step: {ts['model']}, {ts['penalty']}", _text_table(header, rows, key=0)]
+    ratio = ts.get("share_ratio")
+    if ratio is not None:
+        verdict = "meets" if ratio <= 0.2 else "misses"
+        lines.append(f"normreg's share / eager's share = {ratio:.2f} ({verdict} the target of at most 0.20)")
+    return "\n".join(lines)
+
+
+def format_all(results: dict) -> str:
+    """Everything ``normreg bench`` prints."""
+    parts = [_header_text(results), format_table(results)]
+    if results.get("threads"):
+        parts.append("thread scaling (time at each thread count; speed-up = time(1) / time(n)):\n" + format_threads(results))
+    if overhead(results):
+        parts.append("per-call overhead:\n" + _text_table(OVERHEAD_HEADER, _overhead_rows(results), key=0))
+    if results.get("training_step"):
+        parts.append(format_training_step(results))
+    if results.get("skipped"):
+        parts.append("skipped: " + "; ".join(f"{k}: {v}" for k, v in results["skipped"].items()))
+    if results.get("errors"):
+        parts.append("ERRORS (not timed):\n" + "\n".join(f"  {e}" for e in results["errors"]))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _header_text(results: dict) -> str:
+    m, bw = results.get("machine", {}), results.get("bandwidth", {})
+    out = [
+        f"normreg {m.get('normreg', '?')}, torch {m.get('torch', '?')}, {m.get('cpu', '?')}, "
+        f"{m.get('threads', '?')} threads",
+    ]
+    if bw:
+        out.append(
+            f"measured memory bandwidth: read {bw['read_gbs']:.1f} GB/s, read+write {bw['rw_gbs']:.1f} GB/s "
+            f"({bw['buffer_mb']:.0f} MB buffer)"
+        )
+    out.append(
+        f"timing: best of {results.get('settings', {}).get('reps', '?')} after "
+        f"{results.get('settings', {}).get('warmup', '?')} warm-up call(s); speed-up = peer time / normreg time"
+    )
+    return "\n".join(out)
+
+
+def to_markdown(results: dict, plot_path: str | None = None) -> str:
+    """The Results section of docs/performance.md (tables and the chart's image link)."""
+    parts = ["```text\n" + _header_text(results) + "\n```", _md_table(HEADER, _rows(results))]
+    if plot_path:
+        parts.append(f"![normreg speed-up over each peer]({plot_path})")
+    if results.get("threads"):
+        header, rows = _thread_rows(results)
+        parts.append("**Thread scaling** (best time at each thread count; speed-up = time(1) / time(n)):\n\n" + _md_table(header, rows))
+    if overhead(results):
+        parts.append("**Per-call overhead** (L1 on 1 tensor and on 200 tensors of one element):\n\n" + _md_table(OVERHEAD_HEADER, _overhead_rows(results)))
+    ts = results.get("training_step")
+    if ts:
+        parts.append("**A whole training step**\n\n```text\n" + format_training_step(results) + "\n```")
+    if results.get("skipped"):
+        parts.append("Skipped families: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items()) + ".")
+    if results.get("errors"):
+        parts.append("**Errors** (not timed): " + "; ".join(results["errors"]))
+    cmd = results.get("settings", {}).get("command")
+    if cmd:
+        parts.append(f"Generated by `{cmd}`.")
+    return "\n\n".join(parts)
+
+
+def save_json(results: dict, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1, sort_keys=False)
+        f.write("\n")
+
+
+def load_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def plot_speedups(results: dict, path: str) -> None:
+    """A horizontal bar chart of normreg's speed-up over each peer, one group of bars per
+    case, log scale, with the line of parity at 1 (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = [c for c in results.get("cases", []) if c.get("speedup")]
+    peers = sorted({p for c in cases for p in c["speedup"]})
+    if not cases:
+        raise ValueError("plot_speedups: 'results' has no case with a speed-up to draw")
+    height = 0.8 / max(len(peers), 1)
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(cases) * max(1, len(peers) * 0.6) + 1.5))
+    colors = plt.get_cmap("tab10")
+    for j, peer in enumerate(peers):
+        ys, xs = [], []
+        for i, c in enumerate(cases):
+            if peer in c["speedup"]:
+                ys.append(i + (j - (len(peers) - 1) / 2) * height)
+                xs.append(c["speedup"][peer])
+        ax.barh(ys, xs, height=height, color=colors(j % 10), label=f"over {peer}")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(cases)))
+    ax.set_yticklabels([c["group"] for c in cases], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("normreg speed-up (peer time / normreg time, log scale; > 1: normreg faster)")
+    threads = results.get("machine", {}).get("threads", "?")
+    ax.set_title(f"normreg vs torch, {threads} threads")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_markdown(path: str, markdown: str) -> None:
+    """Replace the text between :data:`BEGIN` and :data:`END` in ``path`` with ``markdown``."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    i, j = text.find(BEGIN), text.find(END)
+    if i < 0 or j < i:
+        raise ValueError(f"'markdown' file {path} has no {BEGIN} ... {END} markers; add them where the results go")
+    text = text[: i + len(BEGIN)] + "\n" + markdown.rstrip() + "\n" + text[j:]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_outputs(results: dict, *, json_path=None, plot_path=None, markdown_path=None) -> None:
+    """Save JSON, draw the chart and update the Markdown file, as requested."""
+    if json_path:
+        save_json(results, json_path)
+    if plot_path:
+        plot_speedups(results, plot_path)
+    if markdown_path:
+        rel = None
+        if plot_path:
+            rel = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(markdown_path)))
+        update_markdown(markdown_path, to_markdown(results, rel))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m normreg.bench.report", description="Redraw a saved `normreg bench --json` run.")
+    p.add_argument("json", help="results saved by `normreg bench --json PATH`")
+    p.add_argument("--plot", metavar="PNG", help="draw the speed-ups as a bar chart")
+    p.add_argument("--markdown", metavar="FILE", help="rewrite the results section of FILE (between the bench:results markers)")
+    args = p.parse_args(argv)
+    results = load_json(args.json)
+    print(format_all(results))
+    write_outputs(results, plot_path=args.plot, markdown_path=args.markdown)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Timing: agreement first, then best-of-N after warm-up.
+
+For every case the runner
+
+1. checks agreement: each implementation runs ``case.check_calls`` times on fresh inputs
+   and its result is compared with normreg's by ``torch.testing.assert_close`` at the case's
+   tolerance. A disagreement raises :class:`AgreementError` and nothing of that case is
+   timed: a wrong implementation never becomes a row of the table;
+2. times each implementation on its own fresh inputs: ``warmup`` untimed calls (which also
+   pay for compilation of ``torch-compile`` peers), then ``reps`` timed repetitions with
+   ``time.perf_counter``, keeping the best (the minimum: the least disturbed run) and the
+   median. In-place ops get their inputs restored before every repetition, outside the
+   timed region. Ops faster than ``min_rep_s`` that need no restore are called
+   ``number`` times per repetition and the time divided, so that microsecond calls are
+   not lost in timer resolution.
+
+Thread counts are set for both libraries at once (:func:`threads`): torch's intra-op pool
+and normreg's kernels.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .cases import Case, Impl
+
+__all__ = [
+    "AgreementError",
+    "Timing",
+    "CaseResult",
+    "threads",
+    "check_agreement",
+    "time_impl",
+    "run_case",
+    "thread_counts",
+    "thread_scaling",
+]
+
+
+class AgreementError(AssertionError):
+    """An implementation's result differs from normreg's beyond the case's tolerance."""
+
+    def __init__(self, case: Case, impl: str, detail: str) -> None:
+        self.group, self.impl, self.detail = case.group, impl, detail
+        rtol, atol = case.tol
+        super().__init__(
+            f"{case.group}: {impl} disagrees with normreg (rtol={rtol:g}, atol={atol:g}); "
+            f"it is not timed. {detail}"
+        )
+
+
+@dataclass
+class Timing:
+    best_s: float
+    median_s: float
+    reps: int
+    number: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CaseResult:
+    family: str
+    op: str
+    workload: str
+    group: str
+    nbytes: int
+    bw_kind: str
+    tol: tuple[float, float]
+    timings: dict[str, Timing] = field(default_factory=dict)
+
+    def speedups(self) -> dict[str, float]:
+        """normreg's speed-up over each peer: peer's best time / normreg's best time."""
+        ours = self.timings.get("normreg")
+        if ours is None:
+            return {}
+        return {k: t.best_s / ours.best_s for k, t in self.timings.items() if k != "normreg"}
+
+    def as_dict(self, bandwidth=None) -> dict:
+        out = {
+            "family": self.family,
+            "op": self.op,
+            "workload": self.workload,
+            "group": self.group,
+            "nbytes": self.nbytes,
+            "bw_kind": self.bw_kind,
+            "tol": {"rtol": self.tol[0], "atol": self.tol[1]},
+            "results": {},
+            "speedup": self.speedups(),
+        }
+        for name, t in self.timings.items():
+            row = t.as_dict()
+            row["gbs"] = self.nbytes / t.best_s / 1e9
+            if bandwidth is not None:
+                peak = bandwidth.read_gbs if self.bw_kind == "read" else bandwidth.rw_gbs
+                row["fraction_of_bandwidth"] = row["gbs"] / peak
+            out["results"][name] = row
+        return out
+
+
+@contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` threads in torch and in normreg's kernels (None: unchanged)."""
+    import normreg
+    from normreg._loader import _C
+
+    if n is None:
+        yield
+        return
+    before_torch, before_ours = torch.get_num_threads(), int(_C.thread_override())
+    torch.set_num_threads(n)
+    normreg.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before_torch)
+        normreg.set_num_threads(before_ours)
+
+
+def thread_counts(max_threads: int | None = None) -> list[int]:
+    """1, 2, 4, ... up to the machine's thread count, plus that count itself."""
+    import os
+
+    if max_threads is None:
+        max_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    top = max(1, int(max_threads or 1))
+    out, n = [], 1
+    while n < top:
+        out.append(n)
+        n *= 2
+    out.append(top)
+    if len(out) == 1:
+        out.append(2)  # a one-core machine still reports the 2-thread ratio (oversubscribed)
+    return out
+
+
+def _to_compare(x):
+    if isinstance(x, (tuple, list)):
+        return tuple(_to_compare(v) for v in x)
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, (int, float)):
+        return torch.tensor(float(x), dtype=torch.float64)
+    return x
+
+
+def _result(case: Case, impl: Impl):
+    inputs = case.make_inputs()
+    thunk = impl.bind(inputs)
+    ret = None
+    for _ in range(case.check_calls):
+        ret = thunk()
+    return _to_compare(case.result(inputs, ret))
+
+
+def _compare(a, b, rtol: float, atol: float) -> None:
+    """assert_close for nested tuples, casting each pair to a common dtype."""
+    if isinstance(a, tuple):
+        if not isinstance(b, tuple) or len(a) != len(b):
+            raise AssertionError(f"results have different structure: {type(a).__name__} vs {type(b).__name__}")
+        for i, (x, y) in enumerate(zip(a, b)):
+            try:
+                _compare(x, y, rtol, atol)
+            except AssertionError as exc:
+                raise AssertionError(f"item {i}: {exc}") from None
+        return
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        dt = torch.promote_types(a.dtype, b.dtype)
+        torch.testing.assert_close(a.to(dt), b.to(dt), rtol=rtol, atol=atol, equal_nan=True)
+        return
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+def check_agreement(case: Case, impls: Sequence[str] | None = None) -> None:
+    """Raise :class:`AgreementError` unless every peer (or those named) matches normreg."""
+    rtol, atol = case.tol
+    ours = _result(case, case.ours)
+    for impl in case.peers:
+        if impls is not None and impl.name not in impls:
+            continue
+        theirs = _result(case, impl)
+        try:
+            _compare(theirs, ours, rtol, atol)
+        except AssertionError as exc:
+            raise AgreementError(case, impl.name, str(exc).strip().splitlines()[0] if str(exc) else "") from None
+
+
+def time_impl(
+    case: Case, impl: Impl, *, warmup: int = 1, reps: int = 5, min_rep_s: float = 2e-3, max_number: int = 1000
+) -> Timing:
+    """Best and median seconds of one call of ``impl`` on fresh inputs (see module doc)."""
+    inputs = case.make_inputs()
+    thunk = impl.bind(inputs)
+    restore = case.restore(inputs) if case.restore is not None else None
+    for _ in range(max(warmup, 1)):
+        if restore:
+            restore()
+        thunk()
+    number = 1
+    if restore is None:
+        t0 = time.perf_counter()
+        thunk()
+        dt = time.perf_counter() - t0
+        if dt < min_rep_s:
+            number = min(max_number, max(1, math.ceil(min_rep_s / max(dt, 1e-7))))
+    times = []
+    perf = time.perf_counter
+    for _ in range(reps):
+        if restore:
+            restore()
+        t0 = perf()
+        for _ in range(number):
+            thunk()
+        times.append((perf() - t0) / number)
+    return Timing(min(times), statistics.median(times), reps, number)
+
+
+def run_case(
+    case: Case,
+    *,
+    warmup: int = 1,
+    reps: int = 5,
+    impls: Iterable[str] | None = None,
+    n_threads: int | None = None,
+) -> CaseResult:
+    """Check agreement of every implementation, then time each one.
+
+    Raises :class:`AgreementError` before any timing if a peer disagrees with normreg.
+    ``impls`` restricts the run to these implementation names (normreg is always run).
+    """
+    wanted = None if impls is None else set(impls) | {"normreg"}
+    chosen = [i for i in case.impls if wanted is None or i.name in wanted]
+    with threads(n_threads):
+        check_agreement(case, [i.name for i in chosen])
+        res = CaseResult(case.family, case.op, case.workload, case.group, case.nbytes, case.bw_kind, case.tol)
+        for impl in chosen:
+            res.timings[impl.name] = time_impl(case, impl, warmup=warmup, reps=reps)
+    return res
+
+
+def thread_scaling(
+    case: Case, counts: Sequence[int], *, impls: Iterable[str] = ("normreg", "torch-eager"), warmup: int = 1, reps: int = 5
+) -> dict:
+    """Best time of each named implementation at each thread count, and the ratio
+    ``time(1 thread) / time(n threads)`` (the speed-up from threads; ideal: n)."""
+    names = [i.name for i in case.impls if i.name in set(impls)]
+    out: dict = {"group": case.group, "family": case.family, "counts": list(counts), "impls": {}}
+    check_agreement(case, names)
+    for name in names:
+        impl = case.impl(name)
+        times = {}
+        for n in counts:
+            with threads(n):
+                times[n] = time_impl(case, impl, warmup=warmup, reps=reps).best_s
+        base = times[counts[0]]
+        out["impls"][name] = {
+            "best_s": {str(n): t for n, t in times.items()},
+            "ratio": {str(n): base / t for n, t in times.items()},
+        }
+    return out
