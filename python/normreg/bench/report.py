@@ -116,7 +116,7 @@ def format_threads(results: dict) -> str:
 def overhead(results: dict) -> list[dict]:
     """Fixed cost per call and cost per tensor, from the ``tiny1`` / ``tiny200`` cases:
     ``fixed = t(1 tensor)``, ``per_tensor = (t(200) - t(1)) / 199``."""
-    by = {(c["op"], c["workload"]): c for c in results.get("cases", [])}
+    by = {(c["op"], c["workload"]): c for c in results.get("cases", []) if c["family"] == "per-call overhead"}
     out = []
     for op in sorted({op for op, wl in by if wl == "tiny1"}):
         one, many = by.get((op, "tiny1")), by.get((op, "tiny200"))
