@@ -1,0 +1,261 @@
+"""normreg bench: the CLI in its tiny mode, the agreement gate, timing hygiene, the report.
+
+No test asserts a timing: only that the machinery runs, that its output is well formed
+and self-consistent, and that a wrong implementation is refused before it is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import normreg
+import normreg.cli
+from normreg.bench import cases as cases_mod
+from normreg.bench import cli, report, runner
+from normreg.bench.cases import Case, Impl, Inputs, build_cases
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _wrong_value_peer(case: Case, factor: float = 1.01) -> Impl:
+    """A peer that is the eager peer scaled by ``factor``: wrong by 1% (rtol is 1e-4)."""
+    eager = case.impl("torch-eager")
+
+    def bind(inp):
+        thunk = eager.bind(inp)
+        return lambda: thunk() * factor
+
+    return Impl("torch-wrong", bind)
+
+
+# -- the CLI, end to end -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    md = d / "perf.md"
+    md.write_text(f"# perf\n\nintro\n\n{report.BEGIN}\nPLACEHOLDER\n{report.END}\n\nafter\n")
+    paths = {"json": d / "r.json", "png": d / "r.png", "md": md}
+    rc = normreg.cli.main(
+        ["bench", "--tiny", "--threads", "1,2", "--json", str(paths["json"]), "--plot", str(paths["png"]), "--markdown", str(md)]
+    )
+    return rc, paths
+
+
+def test_tiny_run_exits_cleanly_and_writes_all_outputs(tiny_run):
+    rc, paths = tiny_run
+    assert rc == 0
+    assert paths["png"].read_bytes()[:8] == PNG_MAGIC
+    text = paths["md"].read_text()
+    assert "PLACEHOLDER" not in text
+    assert text.startswith("# perf\n\nintro\n\n" + report.BEGIN) and text.endswith(report.END + "\n\nafter\n")
+    assert "| normreg |" in text and "r.png" in text
+
+
+def test_tiny_run_json_is_well_formed(tiny_run):
+    _, paths = tiny_run
+    r = json.loads(paths["json"].read_text())
+    assert {"machine", "bandwidth", "settings", "cases", "skipped", "errors", "threads", "training_step"} <= set(r)
+    assert r["errors"] == []
+    assert r["bandwidth"]["read_gbs"] > 0 and r["bandwidth"]["rw_gbs"] > 0
+    families = {c["family"] for c in r["cases"]} | set(r["skipped"])
+    assert families == set(cases_mod.FAMILIES)  # every family either ran or says why not
+    for c in r["cases"]:
+        assert "normreg" in c["results"] and len(c["results"]) >= 2, c["group"]
+        ours = c["results"]["normreg"]["best_s"]
+        for name, res in c["results"].items():
+            assert res["best_s"] > 0 and res["median_s"] >= res["best_s"]
+            assert res["gbs"] == pytest.approx(c["nbytes"] / res["best_s"] / 1e9)
+            peak = r["bandwidth"]["read_gbs" if c["bw_kind"] == "read" else "rw_gbs"]
+            assert res["fraction_of_bandwidth"] == pytest.approx(res["gbs"] / peak)
+            if name != "normreg":
+                assert c["speedup"][name] == pytest.approx(res["best_s"] / ours)
+    for s in r["threads"]:
+        assert s["counts"] == [1, 2]
+        for d in s["impls"].values():
+            assert d["ratio"]["1"] == pytest.approx(1.0)
+            assert d["ratio"]["2"] == pytest.approx(d["best_s"]["1"] / d["best_s"]["2"])
+    ts = r["training_step"]
+    for v in ("normreg", "torch-eager"):
+        assert 0 < ts["share"][v] < 1
+        assert ts["share"][v] == pytest.approx(ts["variants"][v]["penalty_s"] / ts["variants"][v]["best_s"])
+    # the saved run redraws without re-running
+    assert report.main([str(paths["json"])]) == 0
+
+
+def test_bad_arguments_are_refused_with_the_option_named(capsys):
+    assert normreg.cli.main(["bench", "--tiny", "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
+    assert normreg.cli.main(["bench", "--tiny", "--families", "nope"]) == 2
+    assert "--families" in capsys.readouterr().err
+    assert normreg.cli.main(["bench", "--tiny", "--workloads", "dcgan,huge"]) == 2
+    assert "--workloads" in capsys.readouterr().err
+
+
+def test_list_names_every_case(capsys):
+    assert normreg.cli.main(["bench", "--list", "--workloads", "tiny1", "--families", "penalty value"]) == 0
+    out = capsys.readouterr().out
+    assert "l1-value/tiny1" in out and "torch-foreach" in out
+
+
+# -- the agreement gate --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", list(cases_mod.FAMILIES))
+def test_every_peer_agrees_with_normreg(family):
+    cases, skipped = build_cases([family], ["tiny200"], image_shape=(2, 3, 8, 8))
+    if family in skipped:
+        pytest.skip(skipped[family])
+    assert cases
+    for case in cases:
+        runner.check_agreement(case)  # raises AgreementError on any disagreement
+
+
+def test_wrong_peer_is_refused_before_anything_is_timed(monkeypatch):
+    (case,) = build_cases(["penalty value"], ["tiny200"])[0][:1]
+    case.peers.append(_wrong_value_peer(case))
+    timed = []
+    monkeypatch.setattr(runner, "time_impl", lambda c, impl, **kw: timed.append(impl.name))
+    with pytest.raises(runner.AgreementError, match="torch-wrong") as info:
+        runner.run_case(case, reps=1)
+    assert info.value.impl == "torch-wrong" and info.value.group == case.group
+    assert timed == []  # not even the correct implementations were timed
+
+
+def test_wrong_normreg_is_refused_too():
+    (case,) = build_cases(["value+grad"], ["tiny200"])[0][:1]
+    real = case.ours
+
+    def bind(inp):
+        thunk = real.bind(inp)
+
+        def run():
+            v = thunk()
+            inp.params[0].grad.add_(1.0)  # a wrong gradient, right value
+            return v
+
+        return run
+
+    case.ours = Impl("normreg", bind)
+    with pytest.raises(runner.AgreementError, match="disagrees"):
+        runner.check_agreement(case)
+
+
+def test_a_small_disagreement_within_tolerance_passes():
+    (case,) = build_cases(["penalty value"], ["tiny200"])[0][:1]
+    case.peers = [_wrong_value_peer(case, factor=1 + case.tol[0] / 10)]
+    runner.check_agreement(case)
+
+
+def test_keep_going_reports_the_error_and_leaves_the_row_out(monkeypatch, tmp_path, capsys):
+    real = cases_mod.FAMILIES["penalty value"]
+
+    def with_wrong_peer(wls, compile, image_shape):
+        out = real(wls, compile, image_shape)
+        out[0].peers.append(_wrong_value_peer(out[0]))
+        return out
+
+    monkeypatch.setitem(cases_mod.FAMILIES, "penalty value", with_wrong_peer)
+    path = tmp_path / "r.json"
+    args = ["bench", "--tiny", "--families", "penalty value", "--no-scaling", "--no-train-step", "--json", str(path)]
+    assert normreg.cli.main(args) == 1  # stops at the first disagreement
+    assert "torch-wrong disagrees" in capsys.readouterr().err
+    assert not path.exists()
+    assert normreg.cli.main([*args, "--keep-going"]) == 1
+    r = json.loads(path.read_text())
+    assert len(r["errors"]) == 1 and "torch-wrong" in r["errors"][0]
+    bad_group = r["errors"][0].split(":")[0]
+    assert bad_group not in {c["group"] for c in r["cases"]}
+    assert len(r["cases"]) == 2  # the other two penalties of the family were timed
+
+
+# -- timing hygiene ------------------------------------------------------------------------
+
+
+def test_inplace_inputs_are_restored_before_every_repetition():
+    seen = []
+
+    def bind(inp):
+        def run():
+            seen.append(inp.x.clone())
+            inp.x.mul_(0.5).add_(1.0)
+
+        return run
+
+    case = Case(
+        family="test",
+        op="affine",
+        workload="tiny1",
+        make_inputs=lambda: Inputs(x=torch.arange(4.0)),
+        ours=Impl("normreg", bind),
+        peers=[],
+        result=lambda inp, ret: inp.x,
+        nbytes=32,
+        restore=lambda inp: cases_mod._snapshot([inp.x]),
+    )
+    t = runner.time_impl(case, case.ours, warmup=2, reps=4)
+    assert t.number == 1 and t.reps == 4
+    assert len(seen) == 6
+    for x in seen:
+        torch.testing.assert_close(x, torch.arange(4.0), rtol=0, atol=0)
+
+
+def test_threads_context_sets_both_libraries_and_restores():
+    t0, o0 = torch.get_num_threads(), normreg.get_num_threads()
+    with runner.threads(1):
+        assert torch.get_num_threads() == 1 and normreg.get_num_threads() == 1
+    assert torch.get_num_threads() == t0 and normreg.get_num_threads() == o0
+
+
+def test_thread_counts_start_at_one_and_include_two():
+    assert runner.thread_counts(1) == [1, 2]
+    assert runner.thread_counts(2) == [1, 2]
+    assert runner.thread_counts(6) == [1, 2, 4, 6]
+    assert runner.thread_counts(8) == [1, 2, 4, 8]
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def test_overhead_splits_fixed_and_per_tensor_cost():
+    def case(wl, t):
+        return {"family": "per-call overhead", "op": "l1-value", "workload": wl, "results": {"normreg": {"best_s": t}}}
+
+    fixed, per = 3e-6, 5e-8
+    r = {"cases": [case("tiny1", fixed + per), case("tiny200", fixed + 200 * per)]}
+    (o,) = report.overhead(r)
+    assert o["per_tensor_s"] == pytest.approx(per)
+    assert o["fixed_s"] == pytest.approx(fixed + per)
+
+
+def test_update_markdown_needs_the_markers(tmp_path):
+    p = tmp_path / "x.md"
+    p.write_text("no markers here\n")
+    with pytest.raises(ValueError, match="markdown"):
+        report.update_markdown(str(p), "table")
+    assert p.read_text() == "no markers here\n"
+
+
+def test_plot_refuses_results_without_speedups(tmp_path):
+    with pytest.raises(ValueError, match="results"):
+        report.plot_speedups({"cases": []}, str(tmp_path / "x.png"))
+
+
+def test_run_bench_rejects_bad_mode_and_reps():
+    with pytest.raises(ValueError, match="mode"):
+        cli.run_bench("fast")
+    with pytest.raises(ValueError, match="reps"):
+        cli.run_bench("tiny", reps=0)
+
+
+def test_speedup_is_peer_over_ours():
+    res = runner.CaseResult("f", "op", "wl", "op/wl", 8, "read", (0, 0))
+    res.timings = {"normreg": runner.Timing(2.0, 2.0, 1, 1), "torch-eager": runner.Timing(6.0, 6.0, 1, 1)}
+    assert res.speedups() == {"torch-eager": 3.0}
+    d = res.as_dict()
+    assert math.isclose(d["results"]["normreg"]["gbs"], 8 / 2.0 / 1e9)
