@@ -34,6 +34,7 @@ A family whose module is not part of this build (``normreg.prox``, ``normreg.opt
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ __all__ = [
     "TOL_SUM",
     "TOL_ELEMENTWISE",
     "TOL_OPTIM",
+    "TOL_FLOAT32_NORM",
     "build_cases",
     "penalty_value_cases",
     "penalty_grad_cases",
@@ -68,6 +70,13 @@ TOL_SUM = (1e-4, 1e-6)
 TOL_ELEMENTWISE = (1e-5, 1e-7)
 #: (rtol, atol) for parameters after three optimizer steps (division, sqrt, bias corrections).
 TOL_OPTIM = (1e-5, 1e-6)
+#: (rtol, atol) for torch's float32 norm reductions (``torch._foreach_norm``,
+#: ``torch.linalg.vector_norm``): on CPU they accumulate in float32 without blocked
+#: summation, so on the 25M-element workload their L1 norm is about 1% low.
+TOL_FLOAT32_NORM = (2e-2, 1e-6)
+NOTE_FLOAT32_NORM = (
+    "accumulates in float32: about 1% low on one 25M-element tensor, so it is checked at rtol 2e-2"
+)
 
 #: penalty strength, prox step and learning rate used throughout. With weights ~ N(0, 0.02^2),
 #: a threshold of STEP * STRENGTH = 0.01 sets about 38% of the weights to zero.
@@ -86,10 +95,16 @@ class Inputs(dict):
 
 @dataclass(frozen=True)
 class Impl:
-    """One implementation: ``bind(inputs)`` returns the zero-argument callable that is timed."""
+    """One implementation: ``bind(inputs)`` returns the zero-argument callable that is timed.
+
+    ``tol`` overrides the case's tolerance for this implementation, and ``note`` says why
+    (shown in the report); used only for peers whose own accuracy is known to be lower.
+    """
 
     name: str
     bind: Callable[[Inputs], Thunk]
+    tol: tuple[float, float] | None = None
+    note: str = ""
 
 
 @dataclass
@@ -160,8 +175,14 @@ def _snapshot(tensors: Sequence[Tensor]) -> Callable[[], None]:
     return restore
 
 
+@functools.lru_cache(maxsize=2)
+def _master(workload: str) -> tuple[Tensor, ...]:
+    return tuple(make_workload(workload))
+
+
 def _params(workload: str, requires_grad: bool = False, grads: str | None = None) -> Inputs:
-    params = make_workload(workload, requires_grad=requires_grad)
+    """Fresh copies of the workload's tensors (copied from a cached master: fast)."""
+    params = [t.clone().requires_grad_(requires_grad) for t in _master(workload)]
     if grads == "zeros":
         for p in params:
             p.grad = torch.zeros_like(p)
@@ -308,7 +329,9 @@ def penalty_value_cases(workloads: Iterable[str], kinds=tuple(PENALTIES), compil
         if compile:
             exprs["torch-compile"] = _eager_value(kind, l1, l2)
         for wl in workloads:
-            peers = [Impl(name, _bind_params(f, name == "torch-compile")) for name, f in exprs.items()]
+            peers = [
+                Impl(name, _bind_params(f, name == "torch-compile"), *_norm_tol(name)) for name, f in exprs.items()
+            ]
             cases.append(
                 Case(
                     family="penalty value",
@@ -324,6 +347,12 @@ def penalty_value_cases(workloads: Iterable[str], kinds=tuple(PENALTIES), compil
                 )
             )
     return cases
+
+
+def _norm_tol(name: str) -> tuple:
+    if name in ("torch-foreach", "torch-vector_norm"):
+        return TOL_FLOAT32_NORM, NOTE_FLOAT32_NORM
+    return None, ""
 
 
 def _bind_params(f: Callable[[list[Tensor]], Any], compiled: bool) -> Callable[[Inputs], Thunk]:
@@ -386,7 +415,7 @@ def penalty_grad_cases(workloads: Iterable[str], kinds=tuple(PENALTIES), compile
 
             return run
 
-        peers = [Impl("torch-eager", bind_eager), Impl("torch-foreach", bind_foreach)]
+        peers = [Impl("torch-eager", bind_eager), Impl("torch-foreach", bind_foreach, *_norm_tol("torch-foreach"))]
         if compile:
             peers.append(Impl("torch-compile", bind_compile))
         for wl in workloads:

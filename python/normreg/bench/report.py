@@ -175,11 +175,23 @@ def format_all(results: dict) -> str:
         parts.append("per-call overhead:\n" + _text_table(OVERHEAD_HEADER, _overhead_rows(results), key=0))
     if results.get("training_step"):
         parts.append(format_training_step(results))
+    if _notes(results):
+        parts.append("notes:\n" + "\n".join(f"  {n}" for n in _notes(results)))
     if results.get("skipped"):
         parts.append("skipped: " + "; ".join(f"{k}: {v}" for k, v in results["skipped"].items()))
     if results.get("errors"):
         parts.append("ERRORS (not timed):\n" + "\n".join(f"  {e}" for e in results["errors"]))
     return "\n\n".join(p for p in parts if p)
+
+
+def _notes(results: dict) -> list[str]:
+    seen: dict[str, str] = {}
+    for c in results.get("cases", []):
+        for impl, note in c.get("notes", {}).items():
+            seen.setdefault(note, impl)
+            if impl not in seen[note].split(", "):
+                seen[note] += f", {impl}"
+    return [f"{impls}: {note}" for note, impls in seen.items()]
 
 
 def _header_text(results: dict) -> str:
@@ -213,6 +225,8 @@ def to_markdown(results: dict, plot_path: str | None = None) -> str:
     ts = results.get("training_step")
     if ts:
         parts.append("**A whole training step**\n\n```text\n" + format_training_step(results) + "\n```")
+    if _notes(results):
+        parts.append("Notes: " + "; ".join(_notes(results)) + ".")
     if results.get("skipped"):
         parts.append("Skipped families: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items()) + ".")
     if results.get("errors"):

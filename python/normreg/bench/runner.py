@@ -49,7 +49,7 @@ class AgreementError(AssertionError):
 
     def __init__(self, case: Case, impl: str, detail: str) -> None:
         self.group, self.impl, self.detail = case.group, impl, detail
-        rtol, atol = case.tol
+        rtol, atol = case.impl(impl).tol or case.tol
         super().__init__(
             f"{case.group}: {impl} disagrees with normreg (rtol={rtol:g}, atol={atol:g}); "
             f"it is not timed. {detail}"
@@ -77,6 +77,7 @@ class CaseResult:
     bw_kind: str
     tol: tuple[float, float]
     timings: dict[str, Timing] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def speedups(self) -> dict[str, float]:
         """normreg's speed-up over each peer: peer's best time / normreg's best time."""
@@ -96,6 +97,7 @@ class CaseResult:
             "tol": {"rtol": self.tol[0], "atol": self.tol[1]},
             "results": {},
             "speedup": self.speedups(),
+            "notes": dict(self.notes),
         }
         for name, t in self.timings.items():
             row = t.as_dict()
@@ -182,12 +184,12 @@ def _compare(a, b, rtol: float, atol: float) -> None:
 
 def check_agreement(case: Case, impls: Sequence[str] | None = None) -> None:
     """Raise :class:`AgreementError` unless every peer (or those named) matches normreg."""
-    rtol, atol = case.tol
     ours = _result(case, case.ours)
     for impl in case.peers:
         if impls is not None and impl.name not in impls:
             continue
         theirs = _result(case, impl)
+        rtol, atol = impl.tol or case.tol
         try:
             _compare(theirs, ours, rtol, atol)
         except AssertionError as exc:
@@ -242,6 +244,7 @@ def run_case(
     with threads(n_threads):
         check_agreement(case, [i.name for i in chosen])
         res = CaseResult(case.family, case.op, case.workload, case.group, case.nbytes, case.bw_kind, case.tol)
+        res.notes = {i.name: i.note for i in chosen if i.note}
         for impl in chosen:
             res.timings[impl.name] = time_impl(case, impl, warmup=warmup, reps=reps)
     return res
