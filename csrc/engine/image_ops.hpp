@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "engine/multi_tensor.hpp"
@@ -133,6 +134,17 @@ inline std::vector<RowBlock> plan_rows(const ImageShape& s, std::int64_t chunk =
     return plan;
 }
 
+// Runs f(block) for every block; in parallel only when the batch holds more than one chunk
+// of work (small batches of many tiny planes would pay a parallel region for nothing).
+template <class F>
+inline void for_each_block(std::int64_t nblocks, std::int64_t numel, F&& f) {
+    if (numel <= kChunk) {
+        for (std::int64_t i = 0; i < nblocks; ++i) f(i);
+        return;
+    }
+    parallel_for(nblocks, std::forward<F>(f));
+}
+
 // Total variation of each image (sum over its channels), in image order; deterministic.
 inline std::vector<double> tv_value(TVKind kind, const void* x, DType dtype, const ImageShape& s, double eps) {
     std::vector<double> per_image(static_cast<std::size_t>(s.n > 0 ? s.n : 0), 0.0);
@@ -147,7 +159,7 @@ inline std::vector<double> tv_value(TVKind kind, const void* x, DType dtype, con
         const std::int64_t H = s.h, W = s.w;
         auto run = [&](auto KC) {
             constexpr TVKind K = decltype(KC)::value;
-            parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t bi) {
+            for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
                 const RowBlock& b = plan[static_cast<std::size_t>(bi)];
                 const T* plane = base + b.plane * H * W;
                 double acc = 0.0;
@@ -175,7 +187,7 @@ inline void tv_grad(TVKind kind, const void* x, void* g, DType dtype, const Imag
         T* gb = static_cast<T*>(g);
         const std::int64_t H = s.h, W = s.w;
         if (kind == TVKind::Anisotropic) {
-            parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t bi) {
+            for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
                 const RowBlock& b = plan[static_cast<std::size_t>(bi)];
                 const T* xp = xb + b.plane * H * W;
                 T* gp = gb + b.plane * H * W;
@@ -195,7 +207,7 @@ inline void tv_grad(TVKind kind, const void* x, void* g, DType dtype, const Imag
         // allocated here, before the parallel loop, so nothing allocates (or throws) inside it.
         const C ceps = static_cast<C>(eps);
         std::vector<C> buf(plan.size() * 3 * static_cast<std::size_t>(W));
-        parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t bi) {
+        for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
             const RowBlock& b = plan[static_cast<std::size_t>(bi)];
             const T* xp = xb + b.plane * H * W;
             T* gp = gb + b.plane * H * W;
