@@ -34,6 +34,7 @@ MODES = {
         "train_warmup": 2,
         "image_shape": None,
         "train_setup": None,
+        "train_config": {},
     },
     "quick": {
         "workloads": ("dcgan",),
@@ -46,6 +47,7 @@ MODES = {
         "train_warmup": 1,
         "image_shape": (32, 3, 64, 64),
         "train_setup": None,
+        "train_config": {},
     },
     # a smoke run of the machinery in seconds (tests, CI); its figures mean nothing
     "tiny": {
@@ -59,6 +61,7 @@ MODES = {
         "train_warmup": 1,
         "image_shape": (2, 3, 8, 8),
         "train_setup": {"size": 8, "batch": 4, "width": 4, "nz": 8},
+        "train_config": {"batch_size": 8, "width": 0.25},
     },
 }
 
@@ -213,8 +216,13 @@ def run_bench(
         from . import train_step as ts
 
         _log("whole training step ...")
-        setup = ts.standin_setup(**cfg["train_setup"]) if cfg["train_setup"] else ts.default_setup()
-        results["training_step"] = ts.measure_training_step(setup, warmup=cfg["train_warmup"], reps=cfg["train_reps"])
+        if ts.gan_available():
+            results["training_step"] = ts.measure_trainer_step(
+                cfg["train_config"], warmup=cfg["train_warmup"], reps=cfg["train_reps"]
+            )
+        else:
+            setup = ts.standin_setup(**cfg["train_setup"]) if cfg["train_setup"] else ts.default_setup()
+            results["training_step"] = ts.measure_training_step(setup, warmup=cfg["train_warmup"], reps=cfg["train_reps"])
 
     results["settings"]["seconds"] = time.perf_counter() - t_start
     return results

@@ -1,28 +1,32 @@
 """What the penalty costs inside a whole GAN training step.
 
-One step = a discriminator update and a generator update (Adam, BCE-with-logits loss),
-on the GAN trainer's default model when :mod:`normreg.gan` is part of the build, otherwise
-on a stand-in DCGAN of the same family (said so in the result). The L1 weight penalty
-(``L1(1e-4)`` on the weights of both networks, biases and norm layers excluded by
-:func:`normreg.param_groups`) is applied three ways:
+With :mod:`normreg.gan` in the build, a step is ``Trainer.step()`` of the trainer's default
+configuration (``TrainConfig()``: image completion on the 8x8 digits, U-Net generator and
+patch discriminator, batch 64, Adam), whose default weight penalty is L1 on the generator's
+weights (biases and norm layers excluded), applied by ``penalty.add_grad_``. Without it, a
+stand-in DCGAN step (:func:`standin_setup`) is measured instead and the result says so.
+
+The L1 weight penalty is applied three ways:
 
 ``none``
     no penalty: the baseline step;
 ``normreg``
-    ``penalty.add_grad_(weights)`` after each ``backward()``: one fused pass, no graph;
+    ``penalty.add_grad_(weights)`` after ``backward()``: one fused pass, no graph (the
+    trainer's ``penalty_mode="add_grad"``);
 ``torch-eager``
     ``loss = loss + l * sum(w.abs().sum() for w in weights)`` before ``backward()``: the
-    expression users write, whose cost is split between forward and backward.
+    expression users write, whose cost is split between the forward and the backward.
 
-The penalty's time is measured directly inside each step with ``time.perf_counter``:
-for normreg the two ``add_grad_`` calls; for eager the two penalty expressions and their
-backward passes (launched as a separate ``backward()`` right after the loss's, which does
-the same autograd work and accumulates the same gradient, so that it can be timed). The
-variants run interleaved, ``reps`` times each after warm-up, and the best of each is
+How the penalty's time is measured: for normreg, the ``add_grad_`` calls inside the step,
+timed with ``time.perf_counter``; for eager, the expression and its ``backward()`` on the
+same weights, run right after the step (inside the step its backward is fused into the
+loss's backward pass and cannot be timed apart; run alone it does the same autograd work
+and accumulates the same gradient into ``.grad``, which the next step discards). The
+variants run interleaved, ``reps`` times each after warm-up, and the best time of each is
 kept. The regularization's share of a step is ``best penalty time / best step time``;
-the issue's target is normreg's share at most a fifth of eager's. (The difference of two
-step times, with and without the penalty, is reported too, but a step's run-to-run noise
-is often larger than the penalty itself.)
+the issue's target is normreg's share at most a fifth of eager's. The difference of step
+times with and without the penalty is reported too, but a step's run-to-run noise is often
+larger than the penalty itself.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["GanSetup", "default_setup", "standin_setup", "measure_training_step"]
+__all__ = ["GanSetup", "default_setup", "standin_setup", "measure_training_step", "measure_trainer_step", "gan_available"]
 
 STRENGTH = 1e-4
 
@@ -92,34 +96,19 @@ def standin_setup(size: int = 32, batch: int = 64, nz: int = 100, width: int = 3
     return GanSetup(f"stand-in DCGAN {size}x{size}, width {width}, batch {batch}", g, d, lambda n: torch.randn(n, nz), real)
 
 
+def gan_available() -> bool:
+    try:
+        from normreg.gan import Trainer, TrainConfig  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def default_setup(batch: int | None = None) -> GanSetup:
-    """The GAN trainer's default model and batch when :mod:`normreg.gan` provides them;
-    otherwise :func:`standin_setup`, with the name saying so."""
-    try:
-        from normreg import gan  # noqa: F401
-    except ModuleNotFoundError:
-        s = standin_setup(batch=batch or 64)
-        s.name += " (normreg.gan is not part of this build)"
-        return s
-    return _gan_setup(batch)
-
-
-def _gan_setup(batch: int | None) -> GanSetup:
-    """Adapter to normreg.gan: its default TrainConfig and models."""
-    from normreg import gan
-
-    try:
-        cfg = gan.TrainConfig()
-        g, d = gan.models.build(cfg)  # type: ignore[attr-defined]
-        nz = cfg.nz
-        bs = batch or cfg.batch_size
-        size, nc = cfg.image_size, cfg.channels
-    except AttributeError as exc:
-        s = standin_setup(batch=batch or 64)
-        s.name += f" (normreg.gan has no default-model builder this benchmark knows: {exc})"
-        return s
-    real = torch.rand(bs, nc, size, size).mul_(2).sub_(1)
-    return GanSetup(f"normreg.gan default model ({type(g).__name__}/{type(d).__name__}), batch {bs}", g, d, lambda n: torch.randn(n, nz), real)
+    """The stand-in DCGAN pair, named as such (used when :mod:`normreg.gan` is missing)."""
+    s = standin_setup(batch=batch or 64)
+    s.name += " (normreg.gan is not part of this build)"
+    return s
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
@@ -216,6 +205,100 @@ def measure_training_step(setup: GanSetup | None = None, *, warmup: int = 2, rep
         "variants": {
             v: {"best_s": best[v], "median_s": sorted(times[v])[len(times[v]) // 2], "penalty_s": pen.get(v, 0.0)}
             for v in variants
+        },
+        "share": share,
+        "share_ratio": share["normreg"] / share["torch-eager"] if share["torch-eager"] > 0 else None,
+        "share_by_difference": {v: (best[v] - best["none"]) / best[v] for v in pen},
+    }
+
+
+def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2, reps: int = 10) -> dict:
+    """The training-step measurement on ``normreg.gan.Trainer`` with ``TrainConfig()`` (plus
+    ``config_changes``, e.g. a smaller batch for a smoke run); see the module doc."""
+    from normreg.gan import TrainConfig, Trainer, load_data
+
+    base = TrainConfig(**(config_changes or {}))
+    if base.weight_penalty != "l1":
+        base = base.replace(weight_penalty="l1")
+    data = load_data(base)
+    trainers = {
+        "none": Trainer(base.replace(weight_penalty="none"), data=data),
+        "normreg": Trainer(base.replace(penalty_mode="add_grad"), data=data),
+        "torch-eager": Trainer(base.replace(penalty_mode="add_grad"), data=data),
+    }
+    pen_times: dict[str, list[float]] = {"normreg": [], "torch-eager": []}
+
+    # normreg: time the trainer's own add_grad_ call inside its step
+    tr = trainers["normreg"]
+    original_after = tr._apply_penalty_after
+    spent = [0.0]
+
+    def timed_after(opt, groups, penalty):
+        t0 = time.perf_counter()
+        original_after(opt, groups, penalty)
+        spent[0] += time.perf_counter() - t0
+
+    tr._apply_penalty_after = timed_after
+
+    # eager: the same penalty as a loss term (the expression users write), no add_grad_
+    te = trainers["torch-eager"]
+
+    def eager_term(params, l):  # noqa: E741
+        return l * sum(p.abs().sum() for p in params)
+
+    def eager_before(groups, penalty, loss_terms):
+        loss_terms.append(eager_term(te._penalized(groups), penalty.l))
+
+    te._apply_penalty_before = eager_before
+    te._apply_penalty_after = lambda opt, groups, penalty: None
+
+    def eager_cost() -> float:
+        cost = 0.0
+        for on, groups in ((te.pen_g, te.groups_g), (te.pen_d, te.groups_d)):
+            if on:
+                params = te._penalized(groups)
+                t0 = time.perf_counter()
+                eager_term(params, te._penalty_at(te.step_).l).backward()
+                cost += time.perf_counter() - t0
+        return cost
+
+    times: dict[str, list[float]] = {v: [] for v in trainers}
+    for i in range(warmup + reps):
+        for v, trainer in trainers.items():
+            spent[0] = 0.0
+            t0 = time.perf_counter()
+            trainer.step()
+            dt = time.perf_counter() - t0
+            if v == "torch-eager":
+                pen = eager_cost()
+            else:
+                pen = spent[0]
+            if i >= warmup:
+                times[v].append(dt)
+                if v in pen_times:
+                    pen_times[v].append(pen)
+    best = {v: min(ts) for v, ts in times.items()}
+    pen = {v: min(ts) for v, ts in pen_times.items()}
+    share = {v: pen[v] / best[v] for v in pen}
+    g, d = tr.G, tr.D
+    n_params = sum(p.numel() for p in g.parameters()) + (sum(p.numel() for p in d.parameters()) if d is not None else 0)
+    n_weights = sum(p.numel() for p in tr._penalized(tr.groups_g or [])) + (
+        sum(p.numel() for p in tr._penalized(tr.groups_d)) if tr.pen_d else 0
+    )
+    cfg = tr.cfg
+    return {
+        "model": (
+            f"normreg.gan default model: {type(g).__name__} + {type(d).__name__ if d is not None else 'no D'}, "
+            f"task {cfg.task}, {cfg.dataset} {tr.data.image_size}x{tr.data.image_size}, batch {tr.batch}"
+        ),
+        "config": {k: str(v) for k, v in (config_changes or {}).items()},
+        "parameters": n_params,
+        "penalized_weights": n_weights,
+        "penalty": f"L1({cfg.weight_penalty_strength:g}) on the weights of {'G and D' if cfg.penalty_on == 'both' else cfg.penalty_on.upper()}",
+        "reps": reps,
+        "variants": {
+            v: {"best_s": best[v], "median_s": sorted(times[v])[len(times[v]) // 2], "penalty_s": pen.get(v, 0.0)}
+            for v in trainers
         },
         "share": share,
         "share_ratio": share["normreg"] / share["torch-eager"] if share["torch-eager"] > 0 else None,
