@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
+from conftest import num_threads
 from hypothesis import strategies as st
 
-import normreg
 from normreg import _reference as ref
 from normreg import losses as L
 
@@ -183,15 +183,13 @@ def test_deterministic_across_threads(kind):
     fn = L.l1_loss if kind == "l1" else L.mse_loss
     p, t = _pair((300_000,), torch.float32, grad=False)
     m = torch.rand(300_000) > 0.5
-    old = normreg.get_num_threads()
-    try:
-        normreg.set_num_threads(1)
-        a = [fn(p, t, reduction=r, mask=m) for r in ("mean", "sum")] + [L.total_variation(p.view(3, 1, 400, 250))]
-        normreg.set_num_threads(2)
-        b = [fn(p, t, reduction=r, mask=m) for r in ("mean", "sum")] + [L.total_variation(p.view(3, 1, 400, 250))]
-    finally:
-        normreg.set_num_threads(0 if old == torch.get_num_threads() else old)
-    for x, y in zip(a, b):
+    x = p.view(3, 1, 400, 250)
+    runs = []
+    for n in (1, 2):
+        with num_threads(n):
+            runs.append([fn(p, t, reduction=r, mask=m) for r in ("mean", "sum")]
+                        + [L.total_variation(x, k, "none") for k in ("anisotropic", "isotropic")])
+    for x, y in zip(*runs):
         assert torch.equal(x, y)
 
 

@@ -24,7 +24,7 @@ inline LossSums operator+(LossSums a, LossSums b) noexcept { return LossSums{a.v
 // e_i = [m_i] [w_i] loss(p_i - t_i), loss = |d| or d^2, computed in the compute type of T
 // without materializing p - t. Returns sum e_i and sum m_i (double); writes e_i to out when Out.
 template <class T, PointLoss K, bool Mask, bool Weight, bool Out>
-inline LossSums pointwise_value(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
+NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
                                 T* __restrict out, std::int64_t n) noexcept {
     using C = compute_t<T>;
     double s = 0.0, sm = 0.0;
@@ -51,7 +51,7 @@ inline LossSums pointwise_value(const T* __restrict p, const T* __restrict t, co
 //                                                 or 2 * scale (MSE, dloss = d);
 // gt_i = -gp_i when GTarget (the gradient w.r.t. t). One pass, nothing else is written.
 template <class T, PointLoss K, bool Mask, bool Weight, bool GOut, bool GTarget>
-inline void pointwise_grad(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
+NORMREG_KERNEL void pointwise_grad(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
                            const T* __restrict go, T* __restrict gp, T* __restrict gt, std::int64_t n, double scale) noexcept {
     using C = compute_t<T>;
     const C c = static_cast<C>(K == PointLoss::L1 ? scale : 2.0 * scale);
@@ -79,7 +79,7 @@ enum class TVKind : int { Anisotropic = 0, Isotropic = 1 };
 
 // Value of the terms of row i (pointer r) of a plane of width W; rn is row i+1 or null.
 template <class T, TVKind K>
-inline double tv_row_value(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps) noexcept {
+NORMREG_KERNEL double tv_row_value(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps) noexcept {
     using C = compute_t<T>;
     double s = 0.0;
     if constexpr (K == TVKind::Anisotropic) {
@@ -121,7 +121,7 @@ inline double tv_row_value(const T* __restrict r, const T* __restrict rn, std::i
 //   g(i,j) = scale * ( sign(dx(i,j-1)) - sign(dx(i,j)) + sign(dy(i-1,j)) - sign(dy(i,j)) ),
 // terms that fall off the plane omitted. rp / rn are rows i-1 / i+1 (used when Up / Down).
 template <class T, bool Up, bool Down>
-inline void tv_aniso_grad_row(const T* __restrict rp, const T* __restrict r, const T* __restrict rn, T* __restrict g,
+NORMREG_KERNEL void tv_aniso_grad_row(const T* __restrict rp, const T* __restrict r, const T* __restrict rn, T* __restrict g,
                               std::int64_t W, compute_t<T> scale) noexcept {
     using C = compute_t<T>;
     auto edge = [&](std::int64_t j) noexcept {
@@ -158,7 +158,7 @@ inline C inv_or_zero(C t) noexcept {
 // Isotropic directions of row i: ax(j) = dx(i,j) / T(i,j), by(j) = dy(i,j) / T(i,j) with
 // T = sqrt(dx^2 + dy^2 + eps); rn is row i+1 or null (then dy = 0).
 template <class T>
-inline void tv_iso_dirs(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps,
+NORMREG_KERNEL void tv_iso_dirs(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps,
                         compute_t<T>* __restrict ax, compute_t<T>* __restrict by) noexcept {
     using C = compute_t<T>;
     if (rn) {
@@ -188,7 +188,7 @@ inline void tv_iso_dirs(const T* __restrict r, const T* __restrict rn, std::int6
 // Isotropic gradient of row i from its directions and the by of row i-1 (byp):
 //   g(i,j) = scale * ( ax(j-1) - ax(j) + byp(j) - by(j) ),  ax(-1) = 0.
 template <class T>
-inline void tv_iso_grad_row(const compute_t<T>* __restrict ax, const compute_t<T>* __restrict by,
+NORMREG_KERNEL void tv_iso_grad_row(const compute_t<T>* __restrict ax, const compute_t<T>* __restrict by,
                             const compute_t<T>* __restrict byp, T* __restrict g, std::int64_t W, compute_t<T> scale) noexcept {
     g[0] = store<T>(scale * (byp[0] - ax[0] - by[0]));
 #pragma omp simd
