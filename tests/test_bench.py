@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-import torch
-
 import normreg
 import normreg.cli
+import pytest
+import torch
 from normreg.bench import cases as cases_mod
 from normreg.bench import cli, report, runner
 from normreg.bench.cases import Case, Impl, Inputs, build_cases
@@ -42,7 +41,18 @@ def tiny_run(tmp_path_factory):
     md.write_text(f"# perf\n\nintro\n\n{report.BEGIN}\nPLACEHOLDER\n{report.END}\n\nafter\n")
     paths = {"json": d / "r.json", "png": d / "r.png", "md": md}
     rc = normreg.cli.main(
-        ["bench", "--tiny", "--threads", "1,2", "--json", str(paths["json"]), "--plot", str(paths["png"]), "--markdown", str(md)]
+        [
+            "bench",
+            "--tiny",
+            "--threads",
+            "1,2",
+            "--json",
+            str(paths["json"]),
+            "--plot",
+            str(paths["png"]),
+            "--markdown",
+            str(md),
+        ]
     )
     return rc, paths
 
@@ -60,7 +70,16 @@ def test_tiny_run_exits_cleanly_and_writes_all_outputs(tiny_run):
 def test_tiny_run_json_is_well_formed(tiny_run):
     _, paths = tiny_run
     r = json.loads(paths["json"].read_text())
-    assert {"machine", "bandwidth", "settings", "cases", "skipped", "errors", "threads", "training_step"} <= set(r)
+    assert {
+        "machine",
+        "bandwidth",
+        "settings",
+        "cases",
+        "skipped",
+        "errors",
+        "threads",
+        "training_step",
+    } <= set(r)
     assert r["errors"] == []
     assert r["bandwidth"]["read_gbs"] > 0 and r["bandwidth"]["rw_gbs"] > 0
     families = {c["family"] for c in r["cases"]} | set(r["skipped"])
@@ -162,7 +181,16 @@ def test_keep_going_reports_the_error_and_leaves_the_row_out(monkeypatch, tmp_pa
 
     monkeypatch.setitem(cases_mod.FAMILIES, "penalty value", with_wrong_peer)
     path = tmp_path / "r.json"
-    args = ["bench", "--tiny", "--families", "penalty value", "--no-scaling", "--no-train-step", "--json", str(path)]
+    args = [
+        "bench",
+        "--tiny",
+        "--families",
+        "penalty value",
+        "--no-scaling",
+        "--no-train-step",
+        "--json",
+        str(path),
+    ]
     assert normreg.cli.main(args) == 1  # stops at the first disagreement
     assert "torch-wrong disagrees" in capsys.readouterr().err
     assert not path.exists()
@@ -224,7 +252,12 @@ def test_thread_counts_start_at_one_and_include_two():
 
 def test_overhead_splits_fixed_and_per_tensor_cost():
     def case(wl, t):
-        return {"family": "per-call overhead", "op": "l1-value", "workload": wl, "results": {"normreg": {"best_s": t}}}
+        return {
+            "family": "per-call overhead",
+            "op": "l1-value",
+            "workload": wl,
+            "results": {"normreg": {"best_s": t}},
+        }
 
     fixed, per = 3e-6, 5e-8
     r = {"cases": [case("tiny1", fixed + per), case("tiny200", fixed + 200 * per)]}

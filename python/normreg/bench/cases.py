@@ -146,7 +146,9 @@ class Case:
         for i in self.impls:
             if i.name == name:
                 return i
-        raise KeyError(f"case {self.group} has no implementation {name!r}; it has {[i.name for i in self.impls]}")
+        raise KeyError(
+            f"case {self.group} has no implementation {name!r}; it has {[i.name for i in self.impls]}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +315,9 @@ def _strengths(kind: str) -> tuple[float, float]:
     return (STRENGTH if kind != "squared_l2" else 0.0, STRENGTH if kind != "l1" else 0.0)
 
 
-def penalty_value_cases(workloads: Iterable[str], kinds=tuple(PENALTIES), compile: bool = False) -> list[Case]:
+def penalty_value_cases(
+    workloads: Iterable[str], kinds=tuple(PENALTIES), compile: bool = False
+) -> list[Case]:
     """``penalty.value(params)`` (no autograd graph) against the torch expressions."""
     import normreg
 
@@ -330,7 +334,8 @@ def penalty_value_cases(workloads: Iterable[str], kinds=tuple(PENALTIES), compil
             exprs["torch-compile"] = _eager_value(kind, l1, l2)
         for wl in workloads:
             peers = [
-                Impl(name, _bind_params(f, name == "torch-compile"), *_norm_tol(name)) for name, f in exprs.items()
+                Impl(name, _bind_params(f, name == "torch-compile"), *_norm_tol(name))
+                for name, f in exprs.items()
             ]
             cases.append(
                 Case(
@@ -415,7 +420,10 @@ def penalty_grad_cases(workloads: Iterable[str], kinds=tuple(PENALTIES), compile
 
             return run
 
-        peers = [Impl("torch-eager", bind_eager), Impl("torch-foreach", bind_foreach, *_norm_tol("torch-foreach"))]
+        peers = [
+            Impl("torch-eager", bind_eager),
+            Impl("torch-foreach", bind_foreach, *_norm_tol("torch-foreach")),
+        ]
         if compile:
             peers.append(Impl("torch-compile", bind_compile))
         for wl in workloads:
@@ -516,7 +524,10 @@ def optimizer_cases(workloads: Iterable[str], compile: bool = False) -> list[Cas
     }
     cases = []
     for name, (ours_factory, torch_cls, traffic) in specs.items():
-        variants = {"torch-eager": ({"foreach": False}, _eager_soft_), "torch-foreach": ({"foreach": True}, _foreach_soft_)}
+        variants = {
+            "torch-eager": ({"foreach": False}, _eager_soft_),
+            "torch-foreach": ({"foreach": True}, _foreach_soft_),
+        }
         if torch_cls is torch.optim.Adam:
             variants["torch-fused"] = ({"fused": True}, _foreach_soft_)
         if compile:

@@ -75,18 +75,36 @@ def register(sub) -> None:
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="one workload, few repetitions: under a minute")
-    mode.add_argument("--tiny", action="store_true", help="seconds-long smoke run on tiny inputs (figures mean nothing)")
+    mode.add_argument(
+        "--tiny", action="store_true", help="seconds-long smoke run on tiny inputs (figures mean nothing)"
+    )
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the eager expressions")
     p.add_argument("--json", metavar="PATH", help="save the raw results as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw normreg's speed-ups as a bar chart (PNG)")
-    p.add_argument("--markdown", metavar="PATH", help="rewrite the results section of a Markdown file (between the bench:results markers)")
-    p.add_argument("--families", metavar="LIST", help="comma-separated op families (default: all); see --list")
+    p.add_argument(
+        "--markdown",
+        metavar="PATH",
+        help="rewrite the results section of a Markdown file (between the bench:results markers)",
+    )
+    p.add_argument(
+        "--families", metavar="LIST", help="comma-separated op families (default: all); see --list"
+    )
     p.add_argument("--workloads", metavar="LIST", help="comma-separated workloads (default: the mode's)")
-    p.add_argument("--reps", type=int, metavar="N", help="timed repetitions per implementation (best is kept)")
-    p.add_argument("--threads", metavar="LIST", help="thread counts for the scaling table (default: 1, 2, 4, ... up to the machine's)")
+    p.add_argument(
+        "--reps", type=int, metavar="N", help="timed repetitions per implementation (best is kept)"
+    )
+    p.add_argument(
+        "--threads",
+        metavar="LIST",
+        help="thread counts for the scaling table (default: 1, 2, 4, ... up to the machine's)",
+    )
     p.add_argument("--no-scaling", action="store_true", help="skip the thread-scaling table")
     p.add_argument("--no-train-step", action="store_true", help="skip the whole-training-step measurement")
-    p.add_argument("--keep-going", action="store_true", help="on a disagreement, report it and go on with the other cases (exit status 1 at the end)")
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="on a disagreement, report it and go on with the other cases (exit status 1 at the end)",
+    )
     p.add_argument("--list", action="store_true", help="list the families, workloads and cases, then exit")
     p.set_defaults(func=_cli)
 
@@ -169,7 +187,12 @@ def run_bench(
     cases, skipped = build_cases(families, wls, compile=compile, image_shape=cfg["image_shape"])
     results: dict = {
         "machine": _machine(),
-        "bandwidth": {"read_gbs": bw.read_gbs, "rw_gbs": bw.rw_gbs, "buffer_mb": bw.buffer_mb, "threads": bw.threads},
+        "bandwidth": {
+            "read_gbs": bw.read_gbs,
+            "rw_gbs": bw.rw_gbs,
+            "buffer_mb": bw.buffer_mb,
+            "threads": bw.threads,
+        },
         "settings": {
             "mode": mode,
             "workloads": wls,
@@ -222,7 +245,9 @@ def run_bench(
             )
         else:
             setup = ts.standin_setup(**cfg["train_setup"]) if cfg["train_setup"] else ts.default_setup()
-            results["training_step"] = ts.measure_training_step(setup, warmup=cfg["train_warmup"], reps=cfg["train_reps"])
+            results["training_step"] = ts.measure_training_step(
+                setup, warmup=cfg["train_warmup"], reps=cfg["train_reps"]
+            )
 
     results["settings"]["seconds"] = time.perf_counter() - t_start
     return results
@@ -275,7 +300,10 @@ def _cli(args) -> int:
         )
     except AgreementError as exc:
         print(f"normreg bench: {exc}", file=sys.stderr)
-        print("normreg bench: stopped; a wrong implementation is never timed (--keep-going to go on)", file=sys.stderr)
+        print(
+            "normreg bench: stopped; a wrong implementation is never timed (--keep-going to go on)",
+            file=sys.stderr,
+        )
         return 1
     print(report.format_all(results))
     report.write_outputs(results, json_path=args.json, plot_path=args.plot, markdown_path=args.markdown)

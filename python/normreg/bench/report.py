@@ -70,7 +70,11 @@ HEADER = ["family", "op/workload", "implementation", "best time", "GB/s", "of ba
 
 
 def _text_table(header: Sequence[str], rows: list[list[str]], key: int = 1) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    widths = (
+        [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+        if rows
+        else [len(h) for h in header]
+    )
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [line.format(*header), line.format(*("-" * w for w in widths))]
     prev = None
@@ -96,7 +100,11 @@ def format_table(results: dict) -> str:
 def _thread_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     scal = results.get("threads") or []
     counts = scal[0]["counts"] if scal else []
-    header = ["op/workload", "implementation"] + [f"{n} thr" for n in counts] + [f"speed-up {counts[0]}->{counts[-1]}" if counts else ""]
+    header = (
+        ["op/workload", "implementation"]
+        + [f"{n} thr" for n in counts]
+        + [f"speed-up {counts[0]}->{counts[-1]}" if counts else ""]
+    )
     rows = []
     for s in scal:
         for name, d in s["impls"].items():
@@ -131,7 +139,10 @@ def overhead(results: dict) -> list[dict]:
 
 
 def _overhead_rows(results: dict) -> list[list[str]]:
-    return [[o["op"], o["impl"], _fmt_time(o["fixed_s"]), _fmt_time(max(o["per_tensor_s"], 0.0))] for o in overhead(results)]
+    return [
+        [o["op"], o["impl"], _fmt_time(o["fixed_s"]), _fmt_time(max(o["per_tensor_s"], 0.0))]
+        for o in overhead(results)
+    ]
 
 
 OVERHEAD_HEADER = ["op", "implementation", "fixed cost per call", "cost per tensor"]
@@ -170,7 +181,10 @@ def format_all(results: dict) -> str:
     """Everything ``normreg bench`` prints."""
     parts = [_header_text(results), format_table(results)]
     if results.get("threads"):
-        parts.append("thread scaling (time at each thread count; speed-up = time(1) / time(n)):\n" + format_threads(results))
+        parts.append(
+            "thread scaling (time at each thread count; speed-up = time(1) / time(n)):\n"
+            + format_threads(results)
+        )
     if overhead(results):
         parts.append("per-call overhead:\n" + _text_table(OVERHEAD_HEADER, _overhead_rows(results), key=0))
     if results.get("training_step"):
@@ -219,16 +233,24 @@ def to_markdown(results: dict, plot_path: str | None = None) -> str:
         parts.append(f"![normreg speed-up over each peer]({plot_path})")
     if results.get("threads"):
         header, rows = _thread_rows(results)
-        parts.append("**Thread scaling** (best time at each thread count; speed-up = time(1) / time(n)):\n\n" + _md_table(header, rows))
+        parts.append(
+            "**Thread scaling** (best time at each thread count; speed-up = time(1) / time(n)):\n\n"
+            + _md_table(header, rows)
+        )
     if overhead(results):
-        parts.append("**Per-call overhead** (L1 on 1 tensor and on 200 tensors of one element):\n\n" + _md_table(OVERHEAD_HEADER, _overhead_rows(results)))
+        parts.append(
+            "**Per-call overhead** (L1 on 1 tensor and on 200 tensors of one element):\n\n"
+            + _md_table(OVERHEAD_HEADER, _overhead_rows(results))
+        )
     ts = results.get("training_step")
     if ts:
         parts.append("**A whole training step**\n\n```text\n" + format_training_step(results) + "\n```")
     if _notes(results):
         parts.append("Notes: " + "; ".join(_notes(results)) + ".")
     if results.get("skipped"):
-        parts.append("Skipped families: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items()) + ".")
+        parts.append(
+            "Skipped families: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items()) + "."
+        )
     if results.get("errors"):
         parts.append("**Errors** (not timed): " + "; ".join(results["errors"]))
     cmd = results.get("settings", {}).get("command")
@@ -291,7 +313,9 @@ def update_markdown(path: str, markdown: str) -> None:
         text = f.read()
     i, j = text.find(BEGIN), text.find(END)
     if i < 0 or j < i:
-        raise ValueError(f"'markdown' file {path} has no {BEGIN} ... {END} markers; add them where the results go")
+        raise ValueError(
+            f"'markdown' file {path} has no {BEGIN} ... {END} markers; add them where the results go"
+        )
     text = text[: i + len(BEGIN)] + "\n" + markdown.rstrip() + "\n" + text[j:]
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
@@ -311,10 +335,16 @@ def write_outputs(results: dict, *, json_path=None, plot_path=None, markdown_pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m normreg.bench.report", description="Redraw a saved `normreg bench --json` run.")
+    p = argparse.ArgumentParser(
+        prog="python -m normreg.bench.report", description="Redraw a saved `normreg bench --json` run."
+    )
     p.add_argument("json", help="results saved by `normreg bench --json PATH`")
     p.add_argument("--plot", metavar="PNG", help="draw the speed-ups as a bar chart")
-    p.add_argument("--markdown", metavar="FILE", help="rewrite the results section of FILE (between the bench:results markers)")
+    p.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="rewrite the results section of FILE (between the bench:results markers)",
+    )
     args = p.parse_args(argv)
     results = load_json(args.json)
     print(format_all(results))

@@ -168,16 +168,18 @@ def _compare(a, b, rtol: float, atol: float) -> None:
     """assert_close for nested tuples, casting each pair to a common dtype."""
     if isinstance(a, tuple):
         if not isinstance(b, tuple) or len(a) != len(b):
-            raise AssertionError(f"results have different structure: {type(a).__name__} vs {type(b).__name__}")
+            raise AssertionError(
+                f"results have different structure: {type(a).__name__} vs {type(b).__name__}"
+            )
         tensors = all(isinstance(x, torch.Tensor) for x in a + b)
-        if tensors and len(a) > 1 and all(x.shape == y.shape for x, y in zip(a, b)):
+        if tensors and len(a) > 1 and all(x.shape == y.shape for x, y in zip(a, b, strict=False)):
             # one comparison of the concatenation: a list of 200 tensors costs one call, not 200
             dt = torch.promote_types(a[0].dtype, b[0].dtype)
             flat_a = torch.cat([x.reshape(-1).to(dt) for x in a])
             flat_b = torch.cat([y.reshape(-1).to(dt) for y in b])
             torch.testing.assert_close(flat_a, flat_b, rtol=rtol, atol=atol, equal_nan=True)
             return
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             try:
                 _compare(x, y, rtol, atol)
             except AssertionError as exc:
@@ -201,7 +203,9 @@ def check_agreement(case: Case, impls: Sequence[str] | None = None) -> None:
         try:
             _compare(theirs, ours, rtol, atol)
         except AssertionError as exc:
-            raise AgreementError(case, impl.name, str(exc).strip().splitlines()[0] if str(exc) else "") from None
+            raise AgreementError(
+                case, impl.name, str(exc).strip().splitlines()[0] if str(exc) else ""
+            ) from None
 
 
 def time_impl(
@@ -259,7 +263,12 @@ def run_case(
 
 
 def thread_scaling(
-    case: Case, counts: Sequence[int], *, impls: Iterable[str] = ("normreg", "torch-eager"), warmup: int = 1, reps: int = 5
+    case: Case,
+    counts: Sequence[int],
+    *,
+    impls: Iterable[str] = ("normreg", "torch-eager"),
+    warmup: int = 1,
+    reps: int = 5,
 ) -> dict:
     """Best time of each named implementation at each thread count, and the ratio
     ``time(1 thread) / time(n threads)`` (the speed-up from threads; ideal: n)."""

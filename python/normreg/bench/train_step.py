@@ -38,7 +38,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["GanSetup", "default_setup", "standin_setup", "measure_training_step", "measure_trainer_step", "gan_available"]
+__all__ = [
+    "GanSetup",
+    "default_setup",
+    "standin_setup",
+    "measure_training_step",
+    "measure_trainer_step",
+    "gan_available",
+]
 
 STRENGTH = 1e-4
 
@@ -62,7 +69,11 @@ class _G(nn.Module):
         ch = ngf * 2 ** (n_up - 1)
         layers += [nn.ConvTranspose2d(nz, ch, 4, 1, 0, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)]
         for _ in range(n_up - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch // 2),
+                nn.ReLU(True),
+            ]
             ch //= 2
         layers += [nn.ConvTranspose2d(ch, nc, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -79,7 +90,11 @@ class _D(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         ch = ndf
         for _ in range(n_down - 1):
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
             ch *= 2
         layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False), nn.Flatten()]
         self.net = nn.Sequential(*layers)
@@ -88,17 +103,25 @@ class _D(nn.Module):
         return self.net(x)
 
 
-def standin_setup(size: int = 32, batch: int = 64, nz: int = 100, width: int = 32, nc: int = 3, seed: int = 0) -> GanSetup:
+def standin_setup(
+    size: int = 32, batch: int = 64, nz: int = 100, width: int = 32, nc: int = 3, seed: int = 0
+) -> GanSetup:
     """A DCGAN pair for ``size`` x ``size`` images (the stand-in for the trainer's model)."""
     torch.manual_seed(seed)
     g, d = _G(nz, width, nc, size), _D(width, nc, size)
     real = torch.rand(batch, nc, size, size).mul_(2).sub_(1)
-    return GanSetup(f"stand-in DCGAN {size}x{size}, width {width}, batch {batch}", g, d, lambda n: torch.randn(n, nz), real)
+    return GanSetup(
+        f"stand-in DCGAN {size}x{size}, width {width}, batch {batch}",
+        g,
+        d,
+        lambda n: torch.randn(n, nz),
+        real,
+    )
 
 
 def gan_available() -> bool:
     try:
-        from normreg.gan import Trainer, TrainConfig  # noqa: F401
+        from normreg.gan import TrainConfig, Trainer  # noqa: F401
     except ImportError:
         return False
     return True
@@ -179,7 +202,9 @@ def measure_training_step(setup: GanSetup | None = None, *, warmup: int = 2, rep
     steps = {}
     for v in variants:
         steps[v] = _make_step(s, v)
-    n_params = sum(p.numel() for p in s.generator.parameters()) + sum(p.numel() for p in s.discriminator.parameters())
+    n_params = sum(p.numel() for p in s.generator.parameters()) + sum(
+        p.numel() for p in s.discriminator.parameters()
+    )
     n_weights = sum(w.numel() for w in _weights(s.generator) + _weights(s.discriminator))
     times: dict[str, list[float]] = {v: [] for v in variants}
     torch.manual_seed(1)
@@ -203,7 +228,11 @@ def measure_training_step(setup: GanSetup | None = None, *, warmup: int = 2, rep
         "penalty": f"L1({STRENGTH:g}) on the weights of both networks",
         "reps": reps,
         "variants": {
-            v: {"best_s": best[v], "median_s": sorted(times[v])[len(times[v]) // 2], "penalty_s": pen.get(v, 0.0)}
+            v: {
+                "best_s": best[v],
+                "median_s": sorted(times[v])[len(times[v]) // 2],
+                "penalty_s": pen.get(v, 0.0),
+            }
             for v in variants
         },
         "share": share,
@@ -281,7 +310,9 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
     pen = {v: min(ts) for v, ts in pen_times.items()}
     share = {v: pen[v] / best[v] for v in pen}
     g, d = tr.G, tr.D
-    n_params = sum(p.numel() for p in g.parameters()) + (sum(p.numel() for p in d.parameters()) if d is not None else 0)
+    n_params = sum(p.numel() for p in g.parameters()) + (
+        sum(p.numel() for p in d.parameters()) if d is not None else 0
+    )
     n_weights = sum(p.numel() for p in tr._penalized(tr.groups_g or [])) + (
         sum(p.numel() for p in tr._penalized(tr.groups_d)) if tr.pen_d else 0
     )
@@ -297,7 +328,11 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
         "penalty": f"L1({cfg.weight_penalty_strength:g}) on the weights of {'G and D' if cfg.penalty_on == 'both' else cfg.penalty_on.upper()}",
         "reps": reps,
         "variants": {
-            v: {"best_s": best[v], "median_s": sorted(times[v])[len(times[v]) // 2], "penalty_s": pen.get(v, 0.0)}
+            v: {
+                "best_s": best[v],
+                "median_s": sorted(times[v])[len(times[v]) // 2],
+                "penalty_s": pen.get(v, 0.0),
+            }
             for v in trainers
         },
         "share": share,

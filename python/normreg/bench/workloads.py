@@ -19,7 +19,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["WORKLOADS", "OVERHEAD_WORKLOADS", "SHAPES", "IMAGE_SHAPE", "make_workload", "make_image_batch", "workload_bytes"]
+__all__ = [
+    "WORKLOADS",
+    "OVERHEAD_WORKLOADS",
+    "SHAPES",
+    "IMAGE_SHAPE",
+    "make_workload",
+    "make_image_batch",
+    "workload_bytes",
+]
 
 
 def _dcgan_shapes(nz: int = 100, ngf: int = 64, nc: int = 3) -> list[tuple[int, ...]]:
@@ -46,7 +54,9 @@ OVERHEAD_WORKLOADS = ("tiny1", "tiny200")
 IMAGE_SHAPE = (128, 3, 64, 64)
 
 
-def make_workload(name: str, dtype: torch.dtype = torch.float32, seed: int = 0, requires_grad: bool = False) -> list[Tensor]:
+def make_workload(
+    name: str, dtype: torch.dtype = torch.float32, seed: int = 0, requires_grad: bool = False
+) -> list[Tensor]:
     """Fresh tensors of workload ``name`` filled with N(0, 0.02^2) (DCGAN's init scale)."""
     if name not in SHAPES:
         raise ValueError(f"unknown workload {name!r}; choose one of {', '.join(SHAPES)}")
