@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -131,7 +131,6 @@ class Case:
     tol: tuple[float, float] = TOL_SUM
     restore: Callable[[Inputs], Callable[[], None]] | None = None
     check_calls: int = 1
-    notes: list[str] = field(default_factory=list)
 
     @property
     def group(self) -> str:

@@ -226,9 +226,31 @@ def _header_text(results: dict) -> str:
     return "\n".join(out)
 
 
+def _compact(results: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per case: normreg's time, GB/s and bandwidth share, then its speed-up over each peer."""
+    cases = results.get("cases", [])
+    peers = list(dict.fromkeys(p for c in cases for p in c["results"] if p != "normreg"))
+    header = ["family", "op/workload", "normreg time", "GB/s", "of bandwidth"] + [f"vs {p}" for p in peers]
+    rows = []
+    for c in cases:
+        r = c["results"]["normreg"]
+        frac = f"{100 * r['fraction_of_bandwidth']:.0f}%" if "fraction_of_bandwidth" in r else ""
+        sp = [f"{c['speedup'][p]:.2f}x" if p in c["speedup"] else "" for p in peers]
+        rows.append([c["family"], c["group"], _fmt_time(r["best_s"]), f"{r['gbs']:.1f}", frac, *sp])
+    return header, rows
+
+
 def to_markdown(results: dict, plot_path: str | None = None) -> str:
     """The Results section of docs/performance.md (tables and the chart's image link)."""
-    parts = ["```text\n" + _header_text(results) + "\n```", _md_table(HEADER, _rows(results))]
+    parts = [
+        "```text\n" + _header_text(results) + "\n```",
+        "normreg's time, its GB/s and share of the measured bandwidth, and its speed-up over each "
+        "peer (peer time / normreg time; above 1: normreg is faster):",
+        _md_table(*_compact(results)),
+        "<details><summary>Every implementation's time, GB/s and bandwidth share</summary>\n\n"
+        + _md_table(HEADER, _rows(results))
+        + "\n\n</details>",
+    ]
     if plot_path:
         parts.append(f"![normreg speed-up over each peer]({plot_path})")
     if results.get("threads"):
@@ -243,8 +265,19 @@ def to_markdown(results: dict, plot_path: str | None = None) -> str:
             + _md_table(OVERHEAD_HEADER, _overhead_rows(results))
         )
     ts = results.get("training_step")
-    if ts:
-        parts.append("**A whole training step**\n\n```text\n" + format_training_step(results) + "\n```")
+    if ts and "variants" in ts:
+        header, rows = _training_rows(results)
+        text = f"**A whole training step**: {ts['model']}, {ts['penalty']}, best of {ts['reps']} steps.\n\n"
+        text += _md_table(header, rows)
+        if ts.get("share_ratio") is not None:
+            verdict = "meets" if ts["share_ratio"] <= 0.2 else "misses"
+            text += (
+                f"\n\nnormreg's share / eager's share = {ts['share_ratio']:.2f} "
+                f"({verdict} the target of at most 0.20)."
+            )
+        parts.append(text)
+    elif ts:
+        parts.append("**A whole training step**: " + format_training_step(results))
     if _notes(results):
         parts.append("Notes: " + "; ".join(_notes(results)) + ".")
     if results.get("skipped"):
