@@ -19,8 +19,8 @@ from normreg import prox
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 IDS = ["f32", "f64", "bf16", "f16"]
-SHAPES = [[(7,)], [(3, 5), (4,), (2, 3, 4)], [(70_000,), (1,), (0,)], [(200, 300)]]
-SHAPE_IDS = ["vec", "mixed", "multichunk+empty", "matrix"]
+SHAPES = [[(7,)], [(3, 5), (4,), (2, 3, 4)], [(66_000,), (1,), (0,)]]
+SHAPE_IDS = ["vec", "mixed", "multichunk+empty"]
 TOL = {torch.float32: 2e-6, torch.float64: 1e-12, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 
 

@@ -253,6 +253,12 @@ class _ProxOptimizer(torch.optim.Optimizer):
                 )
         super().add_param_group(param_group)
 
+    def __getstate__(self) -> dict:  # pickling / deepcopy keep the schedule and step count
+        state = super().__getstate__()
+        state.update(penalty_schedule=self.penalty_schedule, _prox_step=self._prox_step, last_stats=self.last_stats,
+                     group_stats=list(self.group_stats))
+        return state
+
     # -- schedule -------------------------------------------------------------------------
     def penalty_factor(self) -> float:
         """The factor the next ``step()`` applies to every penalty."""
