@@ -7,4 +7,5 @@ PYBIND11_MODULE(_C, m) {
     normreg::bind_penalty(m);
     normreg::bind_prox(m);
     normreg::bind_optim(m);
+    normreg::bind_image(m);
 }
