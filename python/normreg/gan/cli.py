@@ -86,7 +86,13 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--from-previous", action="store_true", help="with --resume: start from checkpoint.prev.pt")
     p.add_argument("--stop-after", type=int, metavar="STEP", help="stop (with a checkpoint) at this step")
-    p.add_argument("--threads", type=int, default=0, metavar="N", help="torch threads (default 0: torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads (default 1: the small models gain nothing from more; 0: torch's default)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_config_flags(p)
     p.set_defaults(func=train_main)

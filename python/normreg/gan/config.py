@@ -23,7 +23,7 @@ RECONS = ("l1", "l2", "ssim", "none")
 PENALTIES = ("none", "l1", "l2", "elastic_net", "l0", "group_lasso")
 PENALTY_ON = ("g", "d", "both")
 PENALTY_MODES = ("loss", "add_grad", "prox")
-SCHEDULES = ("constant", "linear_warmup", "cosine")
+SCHEDULES = ("constant", "linear_warmup", "cosine", "cosine_ramp")
 MASKS = ("bottom_half", "right_half", "center")
 RESIZE = ("center_crop", "stretch", "none")
 
@@ -80,7 +80,7 @@ class TrainConfig:
     l1_ratio: float = 0.5  #: elastic_net: share of the strength that goes to the L1 part
     penalty_on: str = "g"  #: g | d | both
     penalty_mode: str = "add_grad"  #: loss (autograd) | add_grad (fused gradient) | prox (ProxAdam)
-    penalty_schedule: str = "constant"  #: constant | linear_warmup | cosine
+    penalty_schedule: str = "constant"  #: constant | linear_warmup | cosine (1 -> 0) | cosine_ramp (0 -> 1)
     warmup_fraction: float = 0.1  #: linear_warmup: share of the steps spent ramping λ up
     # -- averaging, evaluation, output --------------------------------------------------------
     ema_decay: float = 0.999  #: EMA of G's weights (used for samples and metrics); 0 disables

@@ -137,6 +137,8 @@ class Trainer:
         self.pen_g = cfg.penalty_on in ("g", "both") and cfg.weight_penalty != "none"
         self.pen_d = cfg.penalty_on in ("d", "both") and cfg.weight_penalty != "none" and self.D is not None
         self.unit_penalty = _ops.make_penalty(cfg.weight_penalty, 1.0, cfg.l1_ratio)
+        self.recon_schedule = _ops.make_schedule(cfg.recon_schedule, cfg.steps, cfg.warmup_fraction)
+        self.penalty_schedule = _ops.make_schedule(cfg.penalty_schedule, cfg.steps, cfg.warmup_fraction)
         self.opt_g, self.groups_g = self._optimizer(self.G, cfg.lr_g, self.pen_g)
         self.opt_d, self.groups_d = (self._optimizer(self.D, cfg.lr_d, self.pen_d) if self.D is not None else (None, None))
         # Fixed evaluation inputs and sample-grid inputs / latents (their own generator).
@@ -155,11 +157,13 @@ class Trainer:
     def _optimizer(self, model: nn.Module, lr: float, penalized: bool):
         cfg = self.cfg
         if penalized:
-            groups = normreg.param_groups(model, self._penalty_at(0))
+            base = self.unit_penalty.scaled(cfg.weight_penalty_strength)
+            groups = normreg.param_groups(model, base)
         else:
             groups = [{"params": [p for p in model.parameters() if p.requires_grad], "penalty": None}]
         if cfg.penalty_mode == "prox" and penalized:
-            return _ops.prox_adam(groups, lr=lr, betas=cfg.betas), groups
+            # ProxAdam applies the schedule itself (its step count is part of its state).
+            return _ops.prox_adam(groups, lr=lr, betas=cfg.betas, schedule=self.penalty_schedule), groups
         plain = [{"params": g["params"]} for g in groups]
         return torch.optim.Adam(plain, lr=lr, betas=cfg.betas), groups
 
@@ -169,11 +173,9 @@ class Trainer:
         t = self.step_ if step is None else step
         out = {}
         if cfg.paired and cfg.recon != "none":
-            out["lam_recon"] = cfg.recon_weight * _ops.schedule_factor(cfg.recon_schedule, t, cfg.steps, cfg.warmup_fraction)
+            out["lam_recon"] = cfg.recon_weight * float(self.recon_schedule(t))
         if self.pen_g or self.pen_d:
-            out["lam_penalty"] = cfg.weight_penalty_strength * _ops.schedule_factor(
-                cfg.penalty_schedule, t, cfg.steps, cfg.warmup_fraction
-            )
+            out["lam_penalty"] = cfg.weight_penalty_strength * float(self.penalty_schedule(t))
         if cfg.uses_d:
             out["lam_adv"] = cfg.adv_weight
         if cfg.tv_weight > 0:
@@ -184,7 +186,7 @@ class Trainer:
 
     def _penalty_at(self, step: int):
         cfg = self.cfg
-        s = cfg.weight_penalty_strength * _ops.schedule_factor(cfg.penalty_schedule, step, cfg.steps, cfg.warmup_fraction)
+        s = cfg.weight_penalty_strength * float(self.penalty_schedule(step))
         return self.unit_penalty.scaled(s) if self.unit_penalty is not None else None
 
     # -- one step ------------------------------------------------------------------------------
@@ -203,13 +205,9 @@ class Trainer:
             loss_terms.append(penalty.value(self._penalized(groups)))
 
     def _apply_penalty_after(self, opt, groups, penalty) -> None:
-        mode = self.cfg.penalty_mode
-        if mode == "add_grad":
+        # 'prox': nothing here, ProxAdam's step takes the proximal step with the scheduled λ.
+        if self.cfg.penalty_mode == "add_grad":
             penalty.add_grad_(self._penalized(groups))
-        elif mode == "prox":
-            for g in opt.param_groups:
-                if g.get("penalty") is not None:
-                    g["penalty"] = penalty
 
     def step(self) -> None:
         """Train one step (``loss_terms()`` then reports its loss terms and λ values)."""
@@ -378,8 +376,9 @@ class Trainer:
             "opt_g": _opt_state(self.opt_g),
             "opt_d": _opt_state(self.opt_d),
             "schedules": {
-                "recon": {"kind": cfg.recon_schedule, "base": cfg.recon_weight, "total": cfg.steps, "step": self.step_},
-                "penalty": {"kind": cfg.penalty_schedule, "base": cfg.weight_penalty_strength, "total": cfg.steps, "step": self.step_},
+                "step": self.step_,
+                "recon": {"kind": cfg.recon_schedule, "base": cfg.recon_weight, **self.recon_schedule.state_dict()},
+                "penalty": {"kind": cfg.penalty_schedule, "base": cfg.weight_penalty_strength, **self.penalty_schedule.state_dict()},
                 "values": self.lambdas(self.step_),
             },
             "rng": {**_rng_state(), "trainer": self.gen.get_state()},
@@ -401,12 +400,14 @@ class Trainer:
         for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
             if opt is None:
                 continue
-            pens = [g.get("penalty") for g in opt.param_groups]
+            pens = [(("penalty" in g), g.get("penalty")) for g in opt.param_groups]
             opt.load_state_dict(state[key])
-            for g, p in zip(opt.param_groups, pens):
-                if "penalty" in g or p is not None:
+            for g, (had, p) in zip(opt.param_groups, pens):
+                if had:
                     g["penalty"] = p
         self.step_ = int(state["step"])
+        for sched, key in ((self.recon_schedule, "recon"), (self.penalty_schedule, "penalty")):
+            sched.load_state_dict({k: v for k, v in state["schedules"][key].items() if k not in ("kind", "base")})
         rng = state["rng"]
         _set_rng_state(rng)
         self.gen.set_state(rng["trainer"])
