@@ -61,7 +61,7 @@ struct SgdHyper {
 // One SGD step over n elements (torch.optim.SGD's formulas), then the prox. `init`: the
 // momentum buffer is new and takes the gradient as is (torch clones it on the first step).
 template <class T, bool Momentum, bool Nesterov, int Kind>
-inline std::int64_t sgd_step(T* __restrict w, const T* __restrict g, T* __restrict buf, std::int64_t n, const SgdHyper& h,
+NORMREG_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g, T* __restrict buf, std::int64_t n, const SgdHyper& h,
                              bool init, const ProxConst<compute_t<T>>& p) noexcept {
     using C = compute_t<T>;
     const C neg_lr = static_cast<C>(-h.lr), mom = static_cast<C>(h.momentum), damp1 = static_cast<C>(1.0 - h.dampening),
@@ -95,7 +95,7 @@ struct AdamHyper {
 // One Adam / AdamW step over n elements (torch.optim.Adam's single-tensor formulas), then
 // the prox. step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) for this tensor.
 template <class T, bool Amsgrad, int Kind, bool Pre>
-inline std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, T* __restrict vmax,
+NORMREG_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, T* __restrict vmax,
                               std::int64_t n, const AdamHyper& h, double step_size, double bc2_sqrt,
                               const ProxConst<compute_t<T>>& p) noexcept {
     using C = compute_t<T>;
