@@ -304,36 +304,49 @@ def load_json(path: str) -> dict:
 
 
 def plot_speedups(results: dict, path: str) -> None:
-    """A horizontal bar chart of normreg's speed-up over each peer, one group of bars per
-    case, log scale, with the line of parity at 1 (PNG)."""
+    """A horizontal bar chart of normreg's speed-up over each peer: one group of bars per
+    case (only the peers it has), log scale, the line of parity at 1, values at the bar ends
+    (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cases = [c for c in results.get("cases", []) if c.get("speedup")]
-    peers = sorted({p for c in cases for p in c["speedup"]})
     if not cases:
         raise ValueError("plot_speedups: 'results' has no case with a speed-up to draw")
-    height = 0.8 / max(len(peers), 1)
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(cases) * max(1, len(peers) * 0.6) + 1.5))
-    colors = plt.get_cmap("tab10")
-    for j, peer in enumerate(peers):
-        ys, xs = [], []
-        for i, c in enumerate(cases):
-            if peer in c["speedup"]:
-                ys.append(i + (j - (len(peers) - 1) / 2) * height)
-                xs.append(c["speedup"][peer])
-        ax.barh(ys, xs, height=height, color=colors(j % 10), label=f"over {peer}")
+    peers = list(dict.fromkeys(p for c in cases for p in c["speedup"]))
+    colors = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(peers)}
+    ys, xs, cs, ticks, labels = [], [], [], [], []
+    y = 0.0
+    for c in cases:
+        first = y
+        for p in peers:
+            if p in c["speedup"]:
+                ys.append(y)
+                xs.append(c["speedup"][p])
+                cs.append(p)
+                y += 1
+        ticks.append((first + y - 1) / 2)
+        labels.append(c["group"])
+        y += 0.8  # gap between cases
+    fig, ax = plt.subplots(figsize=(9, 0.19 * y + 1.6))
+    for p in peers:
+        sel = [i for i, q in enumerate(cs) if q == p]
+        ax.barh([ys[i] for i in sel], [xs[i] for i in sel], height=0.9, color=colors[p], label=f"over {p}")
+    for yy, xx in zip(ys, xs, strict=True):
+        ax.text(xx, yy, f" {xx:.2g}x", va="center", fontsize=6)
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set_yticks(range(len(cases)))
-    ax.set_yticklabels([c["group"] for c in cases], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("normreg speed-up (peer time / normreg time, log scale; > 1: normreg faster)")
-    threads = results.get("machine", {}).get("threads", "?")
-    ax.set_title(f"normreg vs torch, {threads} threads")
-    ax.legend(loc="lower right", fontsize=8)
+    lo, hi = min(xs + [1.0]), max(xs + [1.0])
+    ax.set_xlim(lo / 1.5, hi * 2.5)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_ylim(y - 0.3, -1.0)
+    ax.set_xlabel("normreg speed-up = peer time / normreg time (log scale; > 1: normreg faster)")
+    m = results.get("machine", {})
+    fig.suptitle(f"normreg vs torch: {m.get('cpu', '?')}, {m.get('threads', '?')} threads", fontsize=9)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=7, frameon=False)
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
