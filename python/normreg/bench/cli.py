@@ -182,8 +182,10 @@ def run_bench(
     wls = workloads or list(cfg["workloads"])
     t_start = time.perf_counter()
 
+    phases: dict[str, float] = {}
     _log("measuring memory bandwidth ...")
     bw = measure_bandwidth(mb=cfg["bandwidth_mb"], reps=cfg["bandwidth_reps"])
+    phases["bandwidth"] = time.perf_counter() - t_start
     cases, skipped = build_cases(families, wls, compile=compile, image_shape=cfg["image_shape"])
     results: dict = {
         "machine": _machine(),
@@ -222,6 +224,7 @@ def run_bench(
         ok_cases.append(case)
         results["cases"].append(res.as_dict(bw))
 
+    phases["cases"] = time.perf_counter() - t_start - sum(phases.values())
     if scaling and ok_cases:
         counts = thread_list or runner.thread_counts()
         results["settings"]["thread_counts"] = counts
@@ -235,6 +238,7 @@ def run_bench(
             _log(f"threads {counts}  {case.group}")
             results["threads"].append(runner.thread_scaling(case, counts, warmup=cfg["warmup"], reps=reps))
 
+    phases["threads"] = time.perf_counter() - t_start - sum(phases.values())
     if train_step:
         from . import train_step as ts
 
@@ -249,7 +253,9 @@ def run_bench(
                 setup, warmup=cfg["train_warmup"], reps=cfg["train_reps"]
             )
 
+    phases["training_step"] = time.perf_counter() - t_start - sum(phases.values())
     results["settings"]["seconds"] = time.perf_counter() - t_start
+    results["settings"]["phase_seconds"] = phases
     return results
 
 

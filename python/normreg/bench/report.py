@@ -219,6 +219,9 @@ def _header_text(results: dict) -> str:
             f"measured memory bandwidth: read {bw['read_gbs']:.1f} GB/s, read+write {bw['rw_gbs']:.1f} GB/s "
             f"({bw['buffer_mb']:.0f} MB buffer)"
         )
+    secs = results.get("settings", {}).get("seconds")
+    if secs is not None:
+        out.append(f"run took {secs:.0f} s")
     out.append(
         f"timing: best of {results.get('settings', {}).get('reps', '?')} after "
         f"{results.get('settings', {}).get('warmup', '?')} warm-up call(s); speed-up = peer time / normreg time"
