@@ -450,3 +450,20 @@ def test_ssim_errors():
         L.ssim_loss(x, torch.rand(1, 1, 16, 15))
     with pytest.raises(ValueError, match="'data_range'"):
         L.ssim_loss(x, x, data_range=0)
+
+
+def test_float16_runs_through_the_kernels():
+    p, t = _pair((2, 3, 6, 5), torch.float16)
+    for fn, kind in ((L.l1_loss, "l1"), (L.mse_loss, "mse")):
+        a = fn(p, t, reduction="sum")
+        assert a.dtype == torch.float16
+        torch.testing.assert_close(a.double(), ref.pointwise_loss(kind, p, t, reduction="sum"), rtol=1e-3, atol=1e-3)
+        (g,) = torch.autograd.grad(a, p)
+        (r,) = torch.autograd.grad(ref.pointwise_loss(kind, p, t, reduction="sum"), p)
+        torch.testing.assert_close(g.double(), r.to(torch.float16).double(), rtol=1e-3, atol=1e-3)
+    for kind in ("anisotropic", "isotropic"):
+        a = L.total_variation(p, kind)
+        torch.testing.assert_close(a.double(), ref.total_variation(p, kind), rtol=1e-3, atol=1e-2)
+        (g,) = torch.autograd.grad(a, p)
+        (r,) = torch.autograd.grad(ref.total_variation(p, kind), p)
+        torch.testing.assert_close(g.double(), r.to(torch.float16).double(), rtol=1e-3, atol=1e-3)

@@ -180,7 +180,7 @@ NORMREG_KERNEL void tv_dirs(const T* __restrict r, const T* __restrict rn, std::
 //   g(i,j) = scale * ( ax(j-1) - ax(j) + byp(j) - by(j) ),  ax(-1) = 0.
 template <class T>
 NORMREG_KERNEL void tv_grad_row(const compute_t<T>* __restrict ax, const compute_t<T>* __restrict by,
-                            const compute_t<T>* __restrict byp, T* __restrict g, std::int64_t W, compute_t<T> scale) noexcept {
+                                const compute_t<T>* __restrict byp, T* __restrict g, std::int64_t W, compute_t<T> scale) noexcept {
     g[0] = store<T>(scale * (byp[0] - ax[0] - by[0]));
 #pragma omp simd
     for (std::int64_t j = 1; j < W; ++j) g[j] = store<T>(scale * (ax[j - 1] - ax[j] + byp[j] - by[j]));
