@@ -419,7 +419,7 @@ class ProxSGD(_ProxOptimizer):
         if momentum != 0:
             for i, p in enumerate(tl.tensors):
                 if bufs[i] is None:
-                    bufs[i] = state[p]["momentum_buffer"] = torch.empty_like(p, memory_format=torch.contiguous_format)
+                    bufs[i] = state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
             bptrs = [t.data_ptr() for t in bufs]  # type: ignore[union-attr]
         return _C.sgd_step(tl.ptrs, tl.numels, tl.dtypes, gl.ptrs, bptrs, init, kw["lr"], momentum, kw["dampening"],
                            kw["weight_decay"], kw["nesterov"], kw["maximize"], kind, a, b)
