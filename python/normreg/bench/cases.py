@@ -517,7 +517,7 @@ def optimizer_cases(workloads: Iterable[str], compile: bool = False) -> list[Cas
     optim = _module("normreg.optim")
     tau = LR * STRENGTH
     specs = {
-        # name: (ours factory, torch optimizer class, its variants, traffic in tensor-sizes)
+        # name: (ours factory, torch optimizer class, least traffic in tensor sizes)
         "proxsgd": (lambda ps: optim.ProxSGD(ps, lr=LR, penalty=normreg.L1(STRENGTH)), torch.optim.SGD, 3),
         "proxadam": (lambda ps: optim.ProxAdam(ps, lr=LR, penalty=normreg.L1(STRENGTH)), torch.optim.Adam, 7),
     }
