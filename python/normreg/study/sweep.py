@@ -415,7 +415,11 @@ def run_points(
             t0 = time.perf_counter()
             summary = _call_train(backend, cfg, run_dir, progress=False) or {}
             train_s = time.perf_counter() - t0
-            metrics = dict(backend.evaluate(run_dir, split=split) or {})
+            # the trainer's summary already holds the validation metrics of the finished run
+            metrics = summary.get(f"{split}_metrics") if split == "val" else None
+            if not isinstance(metrics, Mapping):
+                metrics = backend.evaluate(run_dir, split=split) or {}
+            metrics = dict(metrics)
             record = {
                 "key": p.key,
                 "labels": p.labels,
@@ -441,7 +445,12 @@ def run_points(
     finally:
         if bar is not None:
             bar.close()
-    return [store.load(p.key) for p in points]
+    records = []
+    for p in points:  # the same run may serve several points (labels): report it under each
+        rec = store.load(p.key)
+        rec.update(labels=dict(p.labels), seed=p.seed, fold=p.fold)
+        records.append(rec)
+    return records
 
 
 # ----------------------------------------------------------------------------------------
@@ -550,7 +559,9 @@ def make_points(
                     cfg = backend.config_cls.from_dict(cfg).to_dict()
                 except (TypeError, ValueError) as exc:
                     raise ValueError(f"'grid': the point {opts} is not a valid config: {exc}") from exc
-                points.append(Point(labels=dict(opts), seed=seed, fold=fold, config=cfg))
+                # labels as the config holds them (an int λ becomes the float the config stores)
+                labels = {name: _get_dotted(cfg, name) for name in opts}
+                points.append(Point(labels=labels, seed=seed, fold=fold, config=cfg))
     return points
 
 
