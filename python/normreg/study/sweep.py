@@ -378,70 +378,138 @@ def _call_train(backend: Backend, cfg, run_dir: Path, progress: bool) -> dict:
         return backend.train(cfg, run_dir, overwrite=True, resume=False, progress=progress)
 
 
+def _execute(p: Point, store: Store, backend: Backend, split: str, measure, keep_runs: bool) -> None:
+    """Train, evaluate and measure one point; store its record atomically."""
+    cfg = backend.config_cls.from_dict(p.config)
+    run_dir = store.run_dir(p.key)
+    t0 = time.perf_counter()
+    summary = _call_train(backend, cfg, run_dir, progress=False) or {}
+    train_s = time.perf_counter() - t0
+    # the trainer's summary already holds the validation metrics of the finished run
+    metrics = summary.get(f"{split}_metrics") if split == "val" else None
+    if not isinstance(metrics, Mapping):
+        metrics = backend.evaluate(run_dir, split=split) or {}
+    record = {
+        "key": p.key,
+        "labels": p.labels,
+        "seed": p.seed,
+        "fold": p.fold,
+        "config": p.config,
+        "metrics": _scalars(dict(metrics)),
+        "summary": _scalars(summary),
+        "wall_time_s": train_s,
+        "split": split,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "extra": {},
+    }
+    if measure is not None:
+        more = dict(measure(run_dir, cfg, summary) or {})
+        record["metrics"].update(_scalars(more))
+        record["extra"] = {k: v for k, v in more.items() if k not in record["metrics"]}
+    store.save(record)
+    if not keep_runs:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _resolve_measure(spec):
+    if spec is None or callable(spec):
+        return spec
+    kind, name, mode = spec
+    if kind != "study":  # pragma: no cover - internal
+        raise ValueError(f"unknown measure spec {spec!r}")
+    from .studies import get_study, make_measure
+
+    return make_measure(get_study(name), mode)
+
+
+def _worker(p: Point, out_dir: str, split: str, measure_spec, keep_runs: bool, threads: int) -> str:
+    """One run in a worker process (the real trainer, ``threads`` torch threads)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _execute(p, Store(out_dir), default_backend(), split, _resolve_measure(measure_spec), keep_runs)
+    return p.key
+
+
 def run_points(
     points: Sequence[Point],
     out_dir: str | os.PathLike,
     *,
     backend: Backend | None = None,
     split: str = "val",
-    measure: Callable[[Path, Any, dict], Mapping] | None = None,
+    measure=None,
     progress: bool = True,
     desc: str = "sweep",
     keep_runs: bool = True,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> list[dict]:
     """Train and evaluate every point not already in the store; return all records in order.
 
     ``measure(run_dir, cfg, summary)`` may add more metrics per run (a study's histograms,
-    weight sparsity); its scalar entries join ``metrics``, the rest go to ``extra``.
+    weight sparsity); its scalar entries join ``metrics``, the rest go to ``extra``. A
+    ``("study", name, mode)`` tuple names a study's measurements (usable in worker processes).
+
+    ``jobs > 1`` runs that many points at once in worker processes, each with ``threads``
+    torch threads (default 1); on a small machine two single-threaded runs use the cores
+    better than one run with two threads. It needs the real trainer (``backend=None``).
     """
-    backend = backend or default_backend()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"'jobs' must be an int >= 1, got {jobs!r}")
+    if jobs > 1 and backend is not None:
+        raise ValueError("'jobs' > 1 runs the real trainer in worker processes; pass backend=None or jobs=1")
     store = Store(out_dir)
     todo = [p for p in points if not store.has(p.key)]
     # the same config twice (e.g. two arms that coincide) runs once
     seen: set[str] = set()
     todo = [p for p in todo if not (p.key in seen or seen.add(p.key))]
+    n_unique = len({p.key for p in points})
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(set(p.key for p in points)), initial=len(set(p.key for p in points)) - len(todo), desc=desc, unit="run")
+        bar = tqdm(total=n_unique, initial=n_unique - len(todo), desc=desc, unit="run", dynamic_ncols=True)
+
+    def show(p: Point) -> None:
+        if bar is not None:
+            label = " ".join(f"{v}" for v in p.labels.values())
+            bar.set_postfix_str(f"{label} seed={p.seed}" + (f" fold={p.fold}" if p.fold is not None else ""))
+
     try:
-        for p in todo:
-            if bar is not None:
-                label = " ".join(f"{k}={v}" for k, v in p.labels.items())
-                bar.set_postfix_str(f"{label} seed={p.seed}" + (f" fold={p.fold}" if p.fold is not None else ""))
-            cfg = backend.config_cls.from_dict(p.config)
-            run_dir = store.run_dir(p.key)
-            t0 = time.perf_counter()
-            summary = _call_train(backend, cfg, run_dir, progress=False) or {}
-            train_s = time.perf_counter() - t0
-            # the trainer's summary already holds the validation metrics of the finished run
-            metrics = summary.get(f"{split}_metrics") if split == "val" else None
-            if not isinstance(metrics, Mapping):
-                metrics = backend.evaluate(run_dir, split=split) or {}
-            metrics = dict(metrics)
-            record = {
-                "key": p.key,
-                "labels": p.labels,
-                "seed": p.seed,
-                "fold": p.fold,
-                "config": p.config,
-                "metrics": _scalars(metrics),
-                "summary": _scalars(summary),
-                "wall_time_s": train_s,
-                "split": split,
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "extra": {},
-            }
-            if measure is not None:
-                more = dict(measure(run_dir, cfg, summary) or {})
-                record["metrics"].update(_scalars(more))
-                record["extra"] = {k: v for k, v in more.items() if k not in record["metrics"]}
-            store.save(record)
-            if not keep_runs:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            if bar is not None:
-                bar.update(1)
+        if jobs == 1 or len(todo) <= 1:
+            backend = backend or default_backend()
+            measure_fn = _resolve_measure(measure)
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
+            for p in todo:
+                show(p)
+                _execute(p, store, backend, split, measure_fn, keep_runs)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+            if callable(measure):
+                raise ValueError("'measure' must be a ('study', name, mode) spec when jobs > 1")
+            ctx = mp.get_context("spawn")  # no fork after torch started its thread pool
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
+                pending = {ex.submit(_worker, p, os.fspath(out_dir), split, measure, keep_runs, threads or 1): p
+                           for p in todo}
+                try:
+                    while pending:
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            p = pending.pop(f)
+                            f.result()  # a failed run stops the sweep (finished ones stay stored)
+                            show(p)
+                            if bar is not None:
+                                bar.update(1)
+                except BaseException:
+                    ex.shutdown(wait=True, cancel_futures=True)
+                    raise
     finally:
         if bar is not None:
             bar.close()
@@ -578,6 +646,8 @@ def sweep(
     progress: bool = True,
     plot: bool = True,
     keep_runs: bool = True,
+    jobs: int = 1,
+    threads: int | None = None,
     backend: Backend | None = None,
 ) -> SweepResult:
     """Run a grid of trainings, select the best point, write CSV, plot and best config.
@@ -605,7 +675,10 @@ def sweep(
         ``out_dir`` is an error unless ``overwrite``.
     overwrite : bool
         Delete ``out_dir``'s previous results first.
+    jobs, threads : int
+        Runs at once (worker processes, real trainer only) and torch threads per run.
     """
+    user_backend = backend
     backend = backend or default_backend()
     if criterion is not None:
         criterion = Criterion.parse(criterion)
@@ -621,7 +694,8 @@ def sweep(
             return sweep(
                 spec["base"], spec["grid"], out, seeds=spec["seeds"], folds=spec["folds"],
                 criterion=spec["criterion"] if criterion is None else criterion,
-                resume=True, progress=progress, plot=plot, keep_runs=keep_runs, backend=backend,
+                resume=True, progress=progress, plot=plot, keep_runs=keep_runs, jobs=jobs, threads=threads,
+                backend=user_backend,
             )
         raise ValueError("'grid' is required (name -> list of values), unless resuming a sweep that has sweep.json")
     criterion = criterion if criterion is not None else Criterion.parse("psnr")
@@ -647,7 +721,8 @@ def sweep(
     spec = {"base": base_d, "grid": grid, "seeds": seed_list, "folds": folds, "criterion": str(criterion)}
     atomic_write_text(manifest_path, json.dumps(to_jsonable(spec), indent=1))
 
-    records = run_points(points, out, backend=backend, split="val", progress=progress, desc="sweep", keep_runs=keep_runs)
+    records = run_points(points, out, backend=user_backend, split="val", progress=progress, desc="sweep",
+                         keep_runs=keep_runs, jobs=jobs, threads=threads)
     return _finish(out, base_d, grid, criterion, records, backend, plot=plot)
 
 
