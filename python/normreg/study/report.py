@@ -65,14 +65,14 @@ _LABEL = {
     "psnr": "PSNR (dB) ↑",
     "ssim": "SSIM ↑",
     "classifier_score": "classifier score ↑",
-    "kid": "KID ×10³ ↓",
+    "kid": "KID ↓",
     "hist_w1": "intensity W1 ↓",
     "out_std": "output std",
     "zero_fraction": "exact zeros (%)",
     "near_zero_fraction": "|w| < 1e-3 (%)",
     "step_ms": "ms / step",
 }
-_SCALE = {"kid": 1e3, "zero_fraction": 100.0, "near_zero_fraction": 100.0}
+_SCALE = {"zero_fraction": 100.0, "near_zero_fraction": 100.0}
 
 
 def _table(rows: Sequence[dict], metrics: Sequence[str], first: str = "arm", extra: Sequence[dict] = ()) -> str:
@@ -113,7 +113,7 @@ def _real_row(records: Sequence[dict], group: str) -> dict:
     return {
         "name": "*real images*",
         "classifier_score": ms("real_classifier_score"),
-        "kid": ms("kid_floor", 1e3) + " (floor)" if ms("kid_floor") else "",
+        "kid": ms("kid_floor") + " (floor)" if ms("kid_floor") else "",
         "out_std": ms("real_std"),
         "hist_w1": "0",
     }
@@ -343,8 +343,9 @@ def _loss_ablation_report(study, records, summ, out: Path, lines: list[str]) -> 
         "**L1 + cGAN**, **L2 + cGAN**: λ = 100 reconstruction plus the cGAN term.",
         "- Metrics: **PSNR** and **SSIM** against the true image (distortion: they reward the "
         "conditional mean, i.e. blur); **classifier score**: accuracy of a CNN trained on real "
-        "digits on the completed images (the pix2pix FCN-score idea); **KID** ×10³ between "
-        "output and real images in that CNN's features; **intensity W1**: Wasserstein-1 distance "
+        "digits on the completed images (the pix2pix FCN-score idea); **KID** between "
+        "output and real images in that CNN's 128 features (cubic-kernel MMD², unnormalized features, "
+        "so only its ratios are meaningful; the *floor* is KID between two samples of real images); **intensity W1**: Wasserstein-1 distance "
         "between the output and the real pixel intensities of the generated region; **output "
         "std**: their spread (real digits are nearly black-and-white, blur shrinks it).",
         "",
@@ -578,7 +579,9 @@ def write_report(study, records: Sequence[dict], out_dir: str | os.PathLike, *, 
                  elapsed_s: float = 0.0, threads: int = 1, jobs: int = 1) -> Path:
     """Write ``out_dir/report.md`` and its PNG figures; return the report's path."""
     out = Path(out_dir)
-    summ = summarize(records, ["arm", "group"])
+    order = {(a.name, a.group): i for i, a in enumerate(study.arms)}
+    summ = sorted(summarize(records, ["arm", "group"]),
+                  key=lambda r: order.get((r["labels"]["arm"], r["labels"]["group"]), len(order)))
     lines = _header(study, records, mode, elapsed_s, threads, jobs, notes)
     if study.name == "loss-ablation":
         _loss_ablation_report(study, records, summ, out, lines)
