@@ -1,0 +1,214 @@
+// Per-element math of the image-space losses: pointwise reconstruction losses (L1, squared
+// L2) with optional mask and weights, and the total variation of image planes. Pure C++:
+// raw pointers, noexcept, templated on the storage type T; bf16/f16 are computed in float
+// and rounded once when stored. Values accumulate in double; the simd reduction order is
+// fixed at compile time, so results do not depend on the thread count.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "engine/dtype.hpp"
+#include "kernels/penalty.hpp"  // sign_nan
+
+namespace normreg::kernels {
+
+using engine::compute_t;
+using engine::load;
+using engine::store;
+
+enum class PointLoss : int { L1 = 0, MSE = 1 };
+
+struct LossSums {
+    double value = 0.0;  // sum of mask * weight * loss
+    double mask = 0.0;   // sum of mask (the "mean" denominator when a mask is given)
+};
+
+inline LossSums operator+(LossSums a, LossSums b) noexcept { return LossSums{a.value + b.value, a.mask + b.mask}; }
+
+// e_i = [m_i] [w_i] loss(p_i - t_i), loss = |d| or d^2, computed in the compute type of T
+// without materializing p - t. Returns sum e_i and sum m_i (double); writes e_i to out when Out.
+template <class T, PointLoss K, bool Mask, bool Weight, bool Out>
+NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
+                                T* __restrict out, std::int64_t n) noexcept {
+    using C = compute_t<T>;
+    double s = 0.0, sm = 0.0;
+#pragma omp simd reduction(+ : s, sm)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C d = load<T>(p[i]) - load<T>(t[i]);
+        C e;
+        if constexpr (K == PointLoss::L1) e = std::fabs(d);  // branch-free; NaN stays NaN
+        else e = d * d;
+        if constexpr (Mask) {
+            const C mv = load<T>(m[i]);
+            e = mv * e;
+            sm += static_cast<double>(mv);
+        }
+        if constexpr (Weight) e = load<T>(w[i]) * e;
+        if constexpr (Out) out[i] = store<T>(e);
+        s += static_cast<double>(e);
+    }
+    return LossSums{s, sm};
+}
+
+// Gradient w.r.t. p of scale * sum_i [go_i] [m_i] [w_i] loss(p_i - t_i):
+//   gp_i = c * dloss_i * [m_i] * [w_i] * [go_i],  c = scale (L1, dloss = sign(d), 0 at 0)
+//                                                 or 2 * scale (MSE, dloss = d);
+// gt_i = -gp_i when GTarget (the gradient w.r.t. t). One pass, nothing else is written.
+template <class T, PointLoss K, bool Mask, bool Weight, bool GOut, bool GTarget>
+NORMREG_KERNEL void pointwise_grad(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
+                           const T* __restrict go, T* __restrict gp, T* __restrict gt, std::int64_t n, double scale) noexcept {
+    using C = compute_t<T>;
+    const C c = static_cast<C>(K == PointLoss::L1 ? scale : 2.0 * scale);
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C d = load<T>(p[i]) - load<T>(t[i]);
+        C g;
+        if constexpr (K == PointLoss::L1) g = c * sign_nan(d);
+        else g = c * d;
+        if constexpr (Mask) g = g * load<T>(m[i]);
+        if constexpr (Weight) g = g * load<T>(w[i]);
+        if constexpr (GOut) g = g * load<T>(go[i]);
+        gp[i] = store<T>(g);
+        if constexpr (GTarget) gt[i] = store<T>(-g);
+    }
+}
+
+// ---- total variation of one H x W plane --------------------------------------------------
+// Forward differences with a zero difference past the last row / column (Neumann boundary):
+//   dx(i,j) = x(i,j+1) - x(i,j) for j < W-1, else 0;   dy(i,j) = x(i+1,j) - x(i,j) for i < H-1, else 0.
+// anisotropic: sum_{i,j} |dx(i,j)| + |dy(i,j)|
+// isotropic:   sum_{i,j} sqrt(dx(i,j)^2 + dy(i,j)^2 + eps)       (H * W terms)
+
+enum class TVKind : int { Anisotropic = 0, Isotropic = 1 };
+
+// Value of the terms of row i (pointer r) of a plane of width W; rn is row i+1 or null.
+template <class T, TVKind K>
+inline double tv_row_value(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps) noexcept {
+    using C = compute_t<T>;
+    double s = 0.0;
+    if constexpr (K == TVKind::Anisotropic) {
+#pragma omp simd reduction(+ : s)
+        for (std::int64_t j = 0; j < W - 1; ++j) {
+            const C dx = load<T>(r[j + 1]) - load<T>(r[j]);
+            s += static_cast<double>(std::fabs(dx));
+        }
+        if (rn) {
+#pragma omp simd reduction(+ : s)
+            for (std::int64_t j = 0; j < W; ++j) {
+                const C dy = load<T>(rn[j]) - load<T>(r[j]);
+                s += static_cast<double>(std::fabs(dy));
+            }
+        }
+    } else {
+        if (rn) {
+#pragma omp simd reduction(+ : s)
+            for (std::int64_t j = 0; j < W - 1; ++j) {
+                const C v = load<T>(r[j]);
+                const C dx = load<T>(r[j + 1]) - v, dy = load<T>(rn[j]) - v;
+                s += static_cast<double>(std::sqrt(dx * dx + dy * dy + eps));
+            }
+            const C dy = load<T>(rn[W - 1]) - load<T>(r[W - 1]);
+            s += static_cast<double>(std::sqrt(dy * dy + eps));
+        } else {
+#pragma omp simd reduction(+ : s)
+            for (std::int64_t j = 0; j < W - 1; ++j) {
+                const C dx = load<T>(r[j + 1]) - load<T>(r[j]);
+                s += static_cast<double>(std::sqrt(dx * dx + eps));
+            }
+            s += static_cast<double>(std::sqrt(eps));
+        }
+    }
+    return s;
+}
+
+// 1/t with the subgradient convention 0 at t = 0 (only reachable with eps = 0); NaN stays NaN.
+// Branch-free (no division by zero either), so the loops that call it vectorize.
+template <class C>
+inline C inv_or_zero(C t) noexcept {
+    const C nz = static_cast<C>(t != C(0));
+    return nz / (t + (C(1) - nz));
+}
+
+// Directions of row i, the derivative of each term w.r.t. its differences:
+//   anisotropic: ax(j) = sign(dx(i,j)), by(j) = sign(dy(i,j))   (0 at 0, NaN stays NaN);
+//   isotropic:   ax(j) = dx(i,j) / T(i,j), by(j) = dy(i,j) / T(i,j), T = sqrt(dx^2 + dy^2 + eps)
+//                (0 where T = 0, which only eps = 0 reaches).
+// rn is row i+1 or null (last row: dy = 0); ax(W-1) = 0 (dx = 0 past the last column).
+template <class T, TVKind K>
+inline void tv_dirs(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps,
+                    compute_t<T>* __restrict ax, compute_t<T>* __restrict by) noexcept {
+    using C = compute_t<T>;
+    if (rn) {
+#pragma omp simd
+        for (std::int64_t j = 0; j < W - 1; ++j) {
+            const C v = load<T>(r[j]);
+            const C dx = load<T>(r[j + 1]) - v, dy = load<T>(rn[j]) - v;
+            if constexpr (K == TVKind::Anisotropic) {
+                ax[j] = sign_nan(dx);
+                by[j] = sign_nan(dy);
+            } else {
+                const C inv = inv_or_zero(std::sqrt(dx * dx + dy * dy + eps));
+                ax[j] = dx * inv;
+                by[j] = dy * inv;
+            }
+        }
+        const C dy = load<T>(rn[W - 1]) - load<T>(r[W - 1]);
+        ax[W - 1] = C(0);
+        if constexpr (K == TVKind::Anisotropic) by[W - 1] = sign_nan(dy);
+        else by[W - 1] = dy * inv_or_zero(std::sqrt(dy * dy + eps));
+    } else {
+#pragma omp simd
+        for (std::int64_t j = 0; j < W - 1; ++j) {
+            const C dx = load<T>(r[j + 1]) - load<T>(r[j]);
+            if constexpr (K == TVKind::Anisotropic) ax[j] = sign_nan(dx);
+            else ax[j] = dx * inv_or_zero(std::sqrt(dx * dx + eps));
+            by[j] = C(0);
+        }
+        ax[W - 1] = C(0);
+        by[W - 1] = C(0);
+    }
+}
+
+// Gradient of row i from its directions and the by of row i-1 (byp), either kind:
+//   g(i,j) = scale * ( ax(j-1) - ax(j) + byp(j) - by(j) ),  ax(-1) = 0.
+template <class T>
+inline void tv_grad_row(const compute_t<T>* __restrict ax, const compute_t<T>* __restrict by,
+                        const compute_t<T>* __restrict byp, T* __restrict g, std::int64_t W, compute_t<T> scale) noexcept {
+    g[0] = store<T>(scale * (byp[0] - ax[0] - by[0]));
+#pragma omp simd
+    for (std::int64_t j = 1; j < W; ++j) g[j] = store<T>(scale * (ax[j - 1] - ax[j] + byp[j] - by[j]));
+}
+
+// ---- a block of rows [r0, r1) of one H x W plane: the unit the engine runs in parallel ----
+// (The row helpers above are inlined here, so each block makes one dispatched call.)
+
+// Sum of the terms of rows [r0, r1).
+template <class T, TVKind K>
+NORMREG_KERNEL double tv_block_value(const T* __restrict plane, std::int64_t H, std::int64_t W, std::int64_t r0, std::int64_t r1,
+                                     compute_t<T> eps) noexcept {
+    double acc = 0.0;
+    for (std::int64_t i = r0; i < r1; ++i) acc += tv_row_value<T, K>(plane + i * W, i + 1 < H ? plane + (i + 1) * W : nullptr, W, eps);
+    return acc;
+}
+
+// Gradient rows [r0, r1) of g = scale * dTV/dx; buf holds 3 * W compute-type scratch values.
+template <class T, TVKind K>
+NORMREG_KERNEL void tv_block_grad(const T* __restrict plane, T* __restrict g, std::int64_t H, std::int64_t W, std::int64_t r0,
+                                  std::int64_t r1, compute_t<T> eps, compute_t<T> scale, compute_t<T>* __restrict buf) noexcept {
+    using C = compute_t<T>;
+    C* ax = buf;
+    C* by = buf + W;
+    C* byp = buf + 2 * W;
+    if (r0 > 0) tv_dirs<T, K>(plane + (r0 - 1) * W, plane + r0 * W, W, eps, ax, byp);
+    else
+        for (std::int64_t j = 0; j < W; ++j) byp[j] = C(0);
+    for (std::int64_t i = r0; i < r1; ++i) {
+        tv_dirs<T, K>(plane + i * W, i + 1 < H ? plane + (i + 1) * W : nullptr, W, eps, ax, by);
+        tv_grad_row<T>(ax, by, byp, g + i * W, W, scale);
+        C* tmp = by;
+        by = byp;
+        byp = tmp;
+    }
+}
+
+}  // namespace normreg::kernels
