@@ -5,4 +5,5 @@ PYBIND11_MODULE(_C, m) {
     m.doc() = "normreg kernels. Use the Python API (import normreg) instead.";
     normreg::bind_runtime(m);
     normreg::bind_penalty(m);
+    normreg::bind_dist(m);
 }
