@@ -1,4 +1,6 @@
 // Penalty bindings: check arguments with the GIL held, release it around the engine call.
+// A grads list is passed as pointers only: it shares the params' numels and dtypes, which
+// the Python bridge (_bridge.paired) has checked shape by shape.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 

@@ -23,6 +23,7 @@ void bind_runtime(py::module_& m) {
         d["cxx_flags"] = NORMREG_CXX_FLAGS;
         d["build_type"] = NORMREG_BUILD_TYPE;
         d["chunk_elements"] = engine::kChunk;
+        d["simd"] = engine::simd_level();
         return d;
     });
 }

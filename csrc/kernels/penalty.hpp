@@ -31,7 +31,7 @@ inline AbsSq operator+(AbsSq a, AbsSq b) noexcept { return AbsSq{a.abs + b.abs, 
 // Sum of |w| and of w^2 over n elements, in double. The simd reduction order is fixed at
 // compile time, so the result does not depend on the thread count.
 template <class T, bool WantAbs, bool WantSq>
-inline AbsSq abs_sq_sum(const T* __restrict x, std::int64_t n) noexcept {
+NORMREG_KERNEL AbsSq abs_sq_sum(const T* __restrict x, std::int64_t n) noexcept {
     double sa = 0.0, ss = 0.0;
 #pragma omp simd reduction(+ : sa, ss)
     for (std::int64_t i = 0; i < n; ++i) {
@@ -45,7 +45,7 @@ inline AbsSq abs_sq_sum(const T* __restrict x, std::int64_t n) noexcept {
 // g = (Accumulate ? g : 0) + a * sign(w) + b * w, in the compute type of T; also returns
 // sum |w| and sum w^2 of the same elements (one pass over memory).
 template <class T, bool Accumulate, bool WantAbs, bool WantSq>
-inline AbsSq affine_grad(const T* __restrict w, T* __restrict g, std::int64_t n, double a, double b) noexcept {
+NORMREG_KERNEL AbsSq affine_grad(const T* __restrict w, T* __restrict g, std::int64_t n, double a, double b) noexcept {
     using C = compute_t<T>;
     const C ca = static_cast<C>(a), cb = static_cast<C>(b);
     double sa = 0.0, ss = 0.0;
@@ -75,7 +75,7 @@ inline MaxAbs combine(MaxAbs a, MaxAbs b) noexcept {
 }
 
 template <class T>
-inline MaxAbs max_abs(const T* __restrict x, std::int64_t n, std::int64_t offset) noexcept {
+NORMREG_KERNEL MaxAbs max_abs(const T* __restrict x, std::int64_t n, std::int64_t offset) noexcept {
     using C = compute_t<T>;
     C m = C(-1);
     int nan = 0;
@@ -105,7 +105,7 @@ struct NonZero {
 inline NonZero operator+(NonZero a, NonZero b) noexcept { return NonZero{a.count + b.count, a.nan || b.nan}; }
 
 template <class T>
-inline NonZero count_nonzero(const T* __restrict x, std::int64_t n) noexcept {
+NORMREG_KERNEL NonZero count_nonzero(const T* __restrict x, std::int64_t n) noexcept {
     using C = compute_t<T>;
     std::int64_t c = 0;
     int nan = 0;
@@ -120,7 +120,7 @@ inline NonZero count_nonzero(const T* __restrict x, std::int64_t n) noexcept {
 
 // Sum of squares per group for groups [g0, g1) of a (outer, groups, inner) tensor, into acc.
 template <class T>
-inline void group_sq_sums(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner,
+NORMREG_KERNEL void group_sq_sums(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner,
                           std::int64_t g0, std::int64_t g1, double* __restrict acc) noexcept {
     for (std::int64_t g = g0; g < g1; ++g) acc[g - g0] = 0.0;
     for (std::int64_t o = 0; o < outer; ++o)
@@ -138,7 +138,7 @@ inline void group_sq_sums(const T* __restrict x, std::int64_t outer, std::int64_
 
 // y = (Accumulate ? y : 0) + coef[g] * x over groups [g0, g1); coef indexed from g0.
 template <class T, bool Accumulate>
-inline void group_scale(const T* __restrict x, T* __restrict y, std::int64_t outer, std::int64_t groups, std::int64_t inner,
+NORMREG_KERNEL void group_scale(const T* __restrict x, T* __restrict y, std::int64_t outer, std::int64_t groups, std::int64_t inner,
                         std::int64_t g0, std::int64_t g1, const double* __restrict coef) noexcept {
     using C = compute_t<T>;
     for (std::int64_t o = 0; o < outer; ++o)

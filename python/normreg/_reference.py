@@ -64,8 +64,8 @@ def penalty_value(kind: str, tensors: Sequence[Tensor], s1=0.0, s2=0.0) -> Tenso
     return total
 
 
-def penalty_grad(kind: str, tensors: Sequence[Tensor], s1=0.0, s2=0.0) -> list[Tensor]:
-    """Gradient of the penalty per tensor, in each tensor's dtype (rounded once)."""
+def penalty_grad(kind: str, tensors: Sequence[Tensor], s1=0.0, s2=0.0, dtype: torch.dtype | None = None) -> list[Tensor]:
+    """Gradient of the penalty per tensor, in ``dtype`` (default: each tensor's, rounded once)."""
     if kind == "l0":
         raise ValueError("penalty_grad: L0 has no gradient; use its proximal step (prox_) instead")
     n = len(tensors)
@@ -94,7 +94,7 @@ def penalty_grad(kind: str, tensors: Sequence[Tensor], s1=0.0, s2=0.0) -> list[T
                     g.view(-1)[k] = x * torch.sign(flat[k])
         else:
             raise ValueError(f"unknown penalty kind {kind!r}")
-        out.append(g.to(w.dtype))
+        out.append(g.to(dtype or w.dtype))
     return out
 
 
@@ -130,7 +130,7 @@ def group_value(tensors: Sequence[Tensor], dim: int, s1=0.0) -> Tensor:
     return total
 
 
-def group_grad(tensors: Sequence[Tensor], dim: int, s1=0.0) -> list[Tensor]:
+def group_grad(tensors: Sequence[Tensor], dim: int, s1=0.0, dtype: torch.dtype | None = None) -> list[Tensor]:
     a = _per_tensor(s1, len(tensors))
     out = []
     for w, x in zip(tensors, a):
@@ -138,5 +138,5 @@ def group_grad(tensors: Sequence[Tensor], dim: int, s1=0.0) -> list[Tensor]:
         v = _acc(w).reshape(outer, groups, inner)
         norms = torch.sqrt((v * v).sum(dim=(0, 2)))
         coef = torch.where(norms > 0, x / torch.where(norms > 0, norms, 1.0), norms * 0.0)
-        out.append((v * coef.view(1, groups, 1)).reshape(w.shape).to(w.dtype))
+        out.append((v * coef.view(1, groups, 1)).reshape(w.shape).to(dtype or w.dtype))
     return out

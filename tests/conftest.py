@@ -1,0 +1,39 @@
+"""Shared test helpers: dtypes, tolerances, thread-count control."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import normreg
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+DTYPE_IDS = ["f32", "f64", "bf16", "f16"]
+
+# relative tolerance of a value computed from inputs of each dtype (accumulated in double)
+VALUE_RTOL = {torch.float32: 1e-6, torch.float64: 1e-12, torch.bfloat16: 1e-6, torch.float16: 1e-6}
+# tolerance of an elementwise result stored in each dtype (rounded once)
+ELEM_TOL = {
+    torch.float32: dict(rtol=2e-6, atol=5e-7),
+    torch.float64: dict(rtol=1e-12, atol=1e-14),
+    torch.bfloat16: dict(rtol=8e-3, atol=1e-5),
+    torch.float16: dict(rtol=1e-3, atol=1e-6),
+}
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """Run the kernels with exactly n threads."""
+    old = normreg._C.thread_override()
+    normreg.set_num_threads(n)
+    try:
+        yield
+    finally:
+        normreg.set_num_threads(old)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
