@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["run_ranks", "free_port"]
+__all__ = ["run_ranks", "start_ranks", "free_port"]
 
 
 def free_port() -> int:
@@ -35,7 +35,7 @@ def _entry(rank, world, port, out_dir, fn, kwargs):
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
         world_size=world,
-        timeout=timedelta(seconds=30),
+        timeout=timedelta(seconds=120),
     )
     try:
         out = fn(rank, world, dist.group.WORLD, **kwargs)
@@ -44,21 +44,36 @@ def _entry(rank, world, port, out_dir, fn, kwargs):
         dist.destroy_process_group()
 
 
-def run_ranks(fn, world: int = 2, timeout: float = 90.0, **kwargs) -> list:
-    with tempfile.TemporaryDirectory() as d:
-        ctx = mp.start_processes(
-            _entry, args=(world, free_port(), d, fn, kwargs), nprocs=world, join=False, start_method="spawn"
+class Ranks:
+    """``world`` processes running ``fn``; ``results()`` waits for them (see :func:`run_ranks`)."""
+
+    def __init__(self, fn, world: int, timeout: float, kwargs: dict) -> None:
+        self._dir = tempfile.TemporaryDirectory()
+        self.fn, self.world, self.timeout = fn, world, timeout
+        self.deadline = time.monotonic() + timeout
+        self.ctx = mp.start_processes(
+            _entry, args=(world, free_port(), self._dir.name, fn, kwargs), nprocs=world, join=False, start_method="spawn"
         )
-        deadline = time.monotonic() + timeout
+
+    def results(self) -> list:
         try:
-            while not ctx.join(timeout=1.0):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{fn.__name__} on {world} processes did not finish within {timeout} s"
-                    )
+            while not self.ctx.join(timeout=1.0):
+                if time.monotonic() > self.deadline:
+                    raise TimeoutError(f"{self.fn.__name__} on {self.world} processes did not finish within {self.timeout} s")
+            d = self._dir.name
+            return [torch.load(os.path.join(d, f"rank{r}.pt"), weights_only=False) for r in range(self.world)]
         finally:
-            for p in ctx.processes:
+            for p in self.ctx.processes:
                 if p.is_alive():
                     p.kill()
                     p.join()
-        return [torch.load(os.path.join(d, f"rank{r}.pt"), weights_only=False) for r in range(world)]
+            self._dir.cleanup()
+
+
+def start_ranks(fn, world: int = 2, timeout: float = 180.0, **kwargs) -> Ranks:
+    """Start ``fn`` on ``world`` processes and return at once; call ``.results()`` later."""
+    return Ranks(fn, world, timeout, kwargs)
+
+
+def run_ranks(fn, world: int = 2, timeout: float = 180.0, **kwargs) -> list:
+    return start_ranks(fn, world, timeout, **kwargs).results()
