@@ -1,0 +1,333 @@
+"""Image data sets that never download, a seed-fixed split, and the task's corrupted inputs.
+
+Every loader returns images as a float32 tensor ``(N, C, H, W)`` in ``[-1, 1]`` and integer
+labels (or ``None`` when the data has none):
+
+* ``digits``: scikit-learn's 8x8 digits (1797 images, 10 classes), shipped inside its wheel.
+* ``textures``: non-overlapping square patches of the texture photographs bundled in
+  scikit-image's wheel (``brick``, ``grass``, ``gravel``, ``moon``); the label is the photo.
+* ``folder:PATH``: every PNG/JPEG under ``PATH`` (recursively), read with Pillow; when the
+  images sit in two or more sub-folders, the sub-folder is the label.
+* ``mnist:PATH``: the IDX files of MNIST or Fashion-MNIST (``train-images-idx3-ubyte`` and
+  ``t10k-images-idx3-ubyte``, raw or ``.gz``, with their ``*-labels-idx1-ubyte``) in ``PATH``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import TrainConfig
+
+__all__ = ["ImageData", "load_data", "split_indices", "make_inputs", "completion_mask", "read_idx", "TEXTURES"]
+
+TEXTURES = ("brick", "grass", "gravel", "moon")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class ImageData:
+    """Images in ``[-1, 1]``, labels, and the split into train / val / test indices."""
+
+    name: str
+    images: Tensor  # (N, C, S, S) float32
+    labels: Tensor | None  # (N,) int64
+    class_names: list[str]
+    splits: dict[str, Tensor]  # "train" | "val" | "test" -> int64 indices into images
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> tuple[Tensor, Tensor | None]:
+        if name not in self.splits:
+            raise ValueError(f"'split' must be one of {', '.join(self.splits)}; got {name!r}")
+        idx = self.splits[name]
+        return self.images[idx], (self.labels[idx] if self.labels is not None else None)
+
+    def fingerprint(self) -> str:
+        """A hash of the images, labels and split (keys the classifier cache)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(self.images.numpy().tobytes())
+        if self.labels is not None:
+            h.update(self.labels.numpy().tobytes())
+        for k in sorted(self.splits):
+            h.update(k.encode())
+            h.update(self.splits[k].numpy().tobytes())
+        return h.hexdigest()[:24]
+
+
+# -- loaders ------------------------------------------------------------------------------------
+def _digits() -> tuple[Tensor, Tensor, list[str]]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1) / 8.0 - 1.0  # 0..16 -> [-1, 1]
+    return x, torch.from_numpy(d.target.astype(np.int64)), [str(i) for i in range(10)]
+
+
+def _textures(size: int) -> tuple[Tensor, Tensor, list[str]]:
+    import skimage.data
+
+    xs, ys = [], []
+    for label, name in enumerate(TEXTURES):
+        im = np.asarray(getattr(skimage.data, name)(), dtype=np.float32)
+        if im.ndim == 3:
+            im = im[..., :3].mean(-1)
+        t = torch.from_numpy(im)
+        h, w = (t.shape[0] // size) * size, (t.shape[1] // size) * size
+        patches = t[:h, :w].reshape(h // size, size, w // size, size).permute(0, 2, 1, 3).reshape(-1, 1, size, size)
+        xs.append(patches / 127.5 - 1.0)
+        ys.append(torch.full((patches.shape[0],), label, dtype=torch.int64))
+    return torch.cat(xs), torch.cat(ys), list(TEXTURES)
+
+
+def _check_dir(path: Path, what: str) -> None:
+    if not path.exists():
+        raise ValueError(f"dataset: {what} folder {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"dataset: {what} path {str(path)!r} is not a folder")
+
+
+def _folder(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    _check_dir(path, "image")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"dataset: folder {str(path)!r} contains no PNG or JPEG images (*.png, *.jpg, *.jpeg)")
+    pil = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                pil.append(im.copy())
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise ValueError(f"dataset: cannot read image {str(f)!r} ({exc}); remove or fix it") from None
+    color = {im.mode not in ("1", "L", "LA", "I", "I;16", "F", "P") or (im.mode == "P" and _palette_is_color(im)) for im in pil}
+    channels = cfg.channels or (3 if True in color else 1)
+    mode = "RGB" if channels == 3 else "L"
+    sizes = sorted({im.size for im in pil})
+    if cfg.resize == "none":
+        if len(sizes) > 1:
+            a = next(f for f, im in zip(files, pil) if im.size == sizes[0])
+            b = next(f for f, im in zip(files, pil) if im.size == sizes[-1])
+            raise ValueError(
+                f"dataset: images in {str(path)!r} have different sizes ({sizes[0][0]}x{sizes[0][1]} {a.name!r}, "
+                f"{sizes[-1][0]}x{sizes[-1][1]} {b.name!r}, ...); set resize='center_crop' or 'stretch'"
+            )
+        w, h = sizes[0]
+        if w != h:
+            raise ValueError(f"dataset: images in {str(path)!r} are {w}x{h}, not square; set resize='center_crop'")
+        size = cfg.image_size or w
+        if size != w:
+            raise ValueError(f"dataset: image_size={size} but the images are {w}x{h} and resize='none'")
+    else:
+        size = cfg.image_size or 32
+    arrs = []
+    for im in pil:
+        im = im.convert(mode)
+        if cfg.resize == "center_crop":
+            w, h = im.size
+            s = min(w, h)
+            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.BICUBIC if hasattr(Image, "Resampling") else Image.BICUBIC)
+        a = np.asarray(im, dtype=np.float32)
+        arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    x = torch.from_numpy(np.stack(arrs)) / 127.5 - 1.0
+    # Labels from sub-folders when there are at least two of them.
+    parents = [f.parent.relative_to(path).parts[:1] for f in files]
+    names = sorted({p[0] for p in parents if p})
+    if len(names) >= 2 and all(parents):
+        lut = {n: i for i, n in enumerate(names)}
+        return x, torch.tensor([lut[p[0]] for p in parents], dtype=torch.int64), names
+    return x, None, []
+
+
+def _palette_is_color(im) -> bool:
+    try:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+    except Exception:  # pragma: no cover
+        return True
+    return bool(np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]))
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (MNIST format), raw or gzip-compressed, into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"dataset: cannot read IDX file {str(path)!r}: {exc}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"dataset: {str(path)!r} is not an IDX file (bad magic number)")
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise ValueError(f"dataset: {str(path)!r} has an unknown IDX element type 0x{data[2]:02x}")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"dataset: {str(path)!r} is truncated (header)")
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    dt = np.dtype(dtypes[data[2]])
+    n = int(np.prod(dims)) if dims else 0
+    body = data[4 + 4 * ndim :]
+    if len(body) != n * dt.itemsize:
+        raise ValueError(
+            f"dataset: {str(path)!r} is truncated or has extra bytes: header says {n * dt.itemsize} bytes of data, found {len(body)}"
+        )
+    return np.frombuffer(body, dtype=dt).reshape(dims)
+
+
+def _find(path: Path, stem: str) -> Path | None:
+    for cand in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (path / cand).is_file():
+            return path / cand
+    return None
+
+
+def _mnist(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[str]]:
+    _check_dir(path, "MNIST")
+    xs, ys = [], []
+    for prefix in ("train", "t10k"):
+        imf = _find(path, f"{prefix}-images-idx3-ubyte")
+        if imf is None:
+            continue
+        im = read_idx(imf)
+        if im.ndim != 3:
+            raise ValueError(f"dataset: {str(imf)!r} must hold 3-d images (N, H, W), found shape {im.shape}")
+        xs.append(im)
+        lf = _find(path, f"{prefix}-labels-idx1-ubyte")
+        lab = read_idx(lf) if lf is not None else None
+        if lab is not None and lab.shape != (im.shape[0],):
+            raise ValueError(f"dataset: {str(lf)!r} has {lab.shape} labels for {im.shape[0]} images")
+        ys.append(lab)
+    if not xs:
+        raise ValueError(
+            f"dataset: no MNIST files in {str(path)!r}; expected train-images-idx3-ubyte[.gz] and/or t10k-images-idx3-ubyte[.gz]"
+        )
+    if len({a.shape[1:] for a in xs}) > 1:
+        raise ValueError(f"dataset: the IDX image files in {str(path)!r} have different image sizes")
+    x = torch.from_numpy(np.concatenate(xs).astype(np.float32)).unsqueeze(1) / 127.5 - 1.0
+    labels = None
+    if all(y is not None for y in ys):
+        labels = torch.from_numpy(np.concatenate(ys).astype(np.int64))
+    size = cfg.image_size or 32
+    h = x.shape[-1]
+    if size == h + 4:  # 28 -> 32: pad with background, as LeNet does
+        x = F.pad(x, (2, 2, 2, 2), value=-1.0)
+    elif size != h:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(-1, 1)
+    names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
+    return x, labels, names
+
+
+# -- split ---------------------------------------------------------------------------------------
+def split_indices(n: int, cfg: TrainConfig) -> dict[str, Tensor]:
+    """Train / val / test indices, a function of ``(n, seed, fractions, folds, fold)`` only.
+
+    The test part depends on the seed and ``test_fraction`` alone, so every fold of a k-fold
+    study shares it; with ``folds > 1`` the rest is cut into ``folds`` parts and part ``fold``
+    is the validation set.
+    """
+    g = torch.Generator().manual_seed(10007 * cfg.seed + 1)
+    perm = torch.randperm(n, generator=g)
+    n_test = max(1, int(round(cfg.test_fraction * n)))
+    test, rest = perm[:n_test], perm[n_test:]
+    if cfg.folds > 1:
+        parts = torch.tensor_split(rest, cfg.folds)
+        val = parts[cfg.fold]
+        train = torch.cat([p for i, p in enumerate(parts) if i != cfg.fold])
+    else:
+        n_val = max(1, int(round(cfg.val_fraction * n)))
+        val, train = rest[:n_val], rest[n_val:]
+    if len(train) < 2:
+        raise ValueError(f"dataset: only {n} images, too few for a train / val / test split")
+    return {"train": train.sort().values, "val": val.sort().values, "test": test.sort().values}
+
+
+def load_data(cfg: TrainConfig) -> ImageData:
+    """Load ``cfg.dataset`` at ``cfg.image_size`` and split it; raises ``ValueError`` on bad data."""
+    ds = cfg.dataset
+    if ds == "digits":
+        x, y, names = _digits()
+        if cfg.image_size and cfg.image_size != 8:
+            x = F.interpolate(x, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False).clamp_(-1, 1)
+    elif ds == "textures":
+        x, y, names = _textures(cfg.image_size or 32)
+    elif ds.startswith("folder:"):
+        x, y, names = _folder(Path(ds.split(":", 1)[1]).expanduser(), cfg)
+    elif ds.startswith("mnist:"):
+        x, y, names = _mnist(Path(ds.split(":", 1)[1]).expanduser(), cfg)
+    else:  # pragma: no cover - TrainConfig validates
+        raise ValueError(f"'dataset' unknown: {ds!r}")
+    if cfg.channels and x.shape[1] != cfg.channels:
+        x = x.mean(1, keepdim=True) if cfg.channels == 1 else x.expand(-1, 3, -1, -1).contiguous()
+    size = x.shape[-1]
+    if size < 8 or size & (size - 1):
+        raise ValueError(f"dataset: images are {size}x{size}; set image_size to a power of 2 >= 8")
+    if cfg.max_images and x.shape[0] > cfg.max_images:
+        g = torch.Generator().manual_seed(cfg.seed + 7)
+        keep = torch.randperm(x.shape[0], generator=g)[: cfg.max_images].sort().values
+        x, y = x[keep], (y[keep] if y is not None else None)
+    x = x.contiguous().float()
+    if x.shape[0] < 4:
+        raise ValueError(f"dataset: {ds!r} has {x.shape[0]} images; at least 4 are needed for a split")
+    return ImageData(ds, x, y, names, split_indices(x.shape[0], cfg))
+
+
+# -- task inputs ---------------------------------------------------------------------------------
+def completion_mask(kind: str, size: int) -> Tensor:
+    """``(1, 1, S, S)`` float mask, 1 where the image is hidden."""
+    m = torch.zeros(1, 1, size, size)
+    if kind == "bottom_half":
+        m[..., size // 2 :, :] = 1
+    elif kind == "right_half":
+        m[..., :, size // 2 :] = 1
+    elif kind == "center":
+        a, b = size // 4, size - size // 4
+        m[..., a:b, a:b] = 1
+    else:  # pragma: no cover
+        raise ValueError(f"'mask' unknown: {kind!r}")
+    return m
+
+
+def input_channels(cfg: TrainConfig, channels: int) -> int:
+    return channels + 1 if cfg.task == "completion" else channels
+
+
+def make_inputs(cfg: TrainConfig, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """G's input for a paired task from clean images ``target`` (``(N, C, S, S)``).
+
+    completion: the hidden region set to 0 plus the mask as an extra channel; denoise:
+    ``target + noise_std * N(0, 1)`` (noise from ``generator``); superres: 2x average
+    pooling, then nearest upsampling back to ``S``.
+    """
+    if cfg.task == "completion":
+        m = completion_mask(cfg.mask, target.shape[-1]).to(target.dtype)
+        return torch.cat([target * (1 - m), m.expand(target.shape[0], 1, -1, -1)], 1)
+    if cfg.task == "denoise":
+        noise = torch.randn(target.shape, generator=generator, dtype=target.dtype)
+        return target + cfg.noise_std * noise
+    if cfg.task == "superres":
+        return F.interpolate(F.avg_pool2d(target, 2), scale_factor=2, mode="nearest")
+    raise ValueError(f"make_inputs: task {cfg.task!r} has no inputs")

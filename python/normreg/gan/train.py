@@ -1,0 +1,664 @@
+"""The GAN trainer: ``Trainer``, ``train(cfg, run_dir)`` and ``evaluate(run_dir)``.
+
+One step (paired tasks, pix2pix style)::
+
+    c = input(x)                  # masked / noisy / downsampled x
+    y = G(c)
+    D:  0.5 [BCE(D(c, x), 1) + BCE(D(c, y), 0)]  (+ lazy R1 every k steps, times k)
+    G:  adv_weight BCE(D(c, y), 1) + λ_rec(t) recon(y, x) + tv_weight TV(y)
+    weight penalty R on G and/or D, strength λ_pen(t):  mode 'loss'     -> + R(w) in the loss
+                                                        mode 'add_grad' -> R.add_grad_ after backward
+                                                        mode 'prox'     -> ProxAdam's proximal step
+
+Unconditional: y = G(z), D sees images only, no reconstruction term.
+
+Exact resume: the batch order is a function of (seed, step), task noise and latents come from
+a generator whose state is checkpointed with torch's, numpy's and Python's RNG states, so
+training N steps equals training N/2, resuming and training N/2 more, bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import normreg
+
+from . import _ops
+from .checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
+from .config import RESUME_MUTABLE, TrainConfig
+from .data import ImageData, input_channels, load_data, make_inputs
+from .metrics import kid, load_or_train_classifier, pixel_features, psnr, ssim
+from .models import build_models
+
+__all__ = ["Trainer", "train", "evaluate", "RunDirError"]
+
+# Files a run writes; --overwrite removes exactly these (and nothing else) first.
+RUN_FILES = ("config.toml", "metrics.csv", "log.jsonl", "summary.json", "curves.png", CHECKPOINT, PREVIOUS)
+RUN_DIRS = ("samples",)
+N_GRID = 16
+METRIC_FIELDS = (
+    "psnr",
+    "ssim",
+    "classifier_score",
+    "real_classifier_score",
+    "class_confidence",
+    "real_class_confidence",
+    "kid",
+    "kid_floor",
+)
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked (exists, or has no checkpoint to resume)."""
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss_next": py_state[2]},
+    }
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _opt_state(opt: torch.optim.Optimizer | None) -> dict | None:
+    """Optimizer state without the penalty objects (re-attached on load), so it loads with weights_only."""
+    if opt is None:
+        return None
+    sd = opt.state_dict()
+    sd["param_groups"] = [{k: v for k, v in g.items() if k != "penalty"} for g in sd["param_groups"]]
+    return sd
+
+
+class Trainer:
+    """Holds the data, G, D, EMA-G, optimizers and RNGs of one run; ``step()`` trains one step.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    data : ImageData, optional
+        Already loaded data (otherwise ``load_data(cfg)``; errors in the data raise
+        ``ValueError`` here, before anything is written).
+    """
+
+    def __init__(self, cfg: TrainConfig, data: ImageData | None = None) -> None:
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError(f"'cfg' must be a TrainConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.data = data if data is not None else load_data(cfg)
+        d = self.data
+        self.c_cond = input_channels(cfg, d.channels) if cfg.paired else 0
+        _seed_all(cfg.seed)
+        self.G, self.D = build_models(cfg, d.channels, d.image_size, self.c_cond)
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # task noise, latents
+        self.step_ = 0
+        self.train_x, _ = d.split("train")
+        n = self.train_x.shape[0]
+        self.batch = min(cfg.batch_size, n)
+        self.batches_per_epoch = max(1, n // self.batch)
+        # Weight penalties: one per network it applies to, at strength 1 (scaled per step).
+        self.pen_g = cfg.penalty_on in ("g", "both") and cfg.weight_penalty != "none"
+        self.pen_d = cfg.penalty_on in ("d", "both") and cfg.weight_penalty != "none" and self.D is not None
+        self.unit_penalty = _ops.make_penalty(cfg.weight_penalty, 1.0, cfg.l1_ratio)
+        self.opt_g, self.groups_g = self._optimizer(self.G, cfg.lr_g, self.pen_g)
+        self.opt_d, self.groups_d = (self._optimizer(self.D, cfg.lr_d, self.pen_d) if self.D is not None else (None, None))
+        # Fixed evaluation inputs and sample-grid inputs / latents (their own generator).
+        eg = torch.Generator().manual_seed(cfg.seed + 12345)
+        self.eval_inputs: dict[str, Tensor] = {}
+        for split in ("val", "test"):
+            x, _ = d.split(split)
+            self.eval_inputs[split] = make_inputs(cfg, x, eg) if cfg.paired else torch.randn(x.shape[0], cfg.z_dim, generator=eg)
+        self.grid_inputs = self.eval_inputs["val"][:N_GRID]
+        self.grid_targets = d.split("val")[0][:N_GRID]
+        self._classifier = None
+        self._classifier_ready = False
+        self.last_terms: dict[str, float] = {}
+
+    # -- setup -------------------------------------------------------------------------------
+    def _optimizer(self, model: nn.Module, lr: float, penalized: bool):
+        cfg = self.cfg
+        if penalized:
+            groups = normreg.param_groups(model, self._penalty_at(0))
+        else:
+            groups = [{"params": [p for p in model.parameters() if p.requires_grad], "penalty": None}]
+        if cfg.penalty_mode == "prox" and penalized:
+            return _ops.prox_adam(groups, lr=lr, betas=cfg.betas), groups
+        plain = [{"params": g["params"]} for g in groups]
+        return torch.optim.Adam(plain, lr=lr, betas=cfg.betas), groups
+
+    def lambdas(self, step: int | None = None) -> dict[str, float]:
+        """The λ values in force at ``step`` (default: the next step)."""
+        cfg = self.cfg
+        t = self.step_ if step is None else step
+        out = {}
+        if cfg.paired and cfg.recon != "none":
+            out["lam_recon"] = cfg.recon_weight * _ops.schedule_factor(cfg.recon_schedule, t, cfg.steps, cfg.warmup_fraction)
+        if self.pen_g or self.pen_d:
+            out["lam_penalty"] = cfg.weight_penalty_strength * _ops.schedule_factor(
+                cfg.penalty_schedule, t, cfg.steps, cfg.warmup_fraction
+            )
+        if cfg.uses_d:
+            out["lam_adv"] = cfg.adv_weight
+        if cfg.tv_weight > 0:
+            out["lam_tv"] = cfg.tv_weight
+        if cfg.r1_weight > 0 and cfg.uses_d:
+            out["lam_r1"] = cfg.r1_weight
+        return out
+
+    def _penalty_at(self, step: int):
+        cfg = self.cfg
+        s = cfg.weight_penalty_strength * _ops.schedule_factor(cfg.penalty_schedule, step, cfg.steps, cfg.warmup_fraction)
+        return self.unit_penalty.scaled(s) if self.unit_penalty is not None else None
+
+    # -- one step ------------------------------------------------------------------------------
+    def _batch(self, step: int) -> Tensor:
+        epoch, i = divmod(step, self.batches_per_epoch)
+        g = torch.Generator().manual_seed(1_000_003 * self.cfg.seed + epoch)
+        perm = torch.randperm(self.train_x.shape[0], generator=g)
+        return self.train_x[perm[i * self.batch : (i + 1) * self.batch]]
+
+    @staticmethod
+    def _penalized(groups) -> list[Tensor]:
+        return [p for g in groups if g.get("penalty") is not None for p in g["params"]]
+
+    def _apply_penalty_before(self, groups, penalty, loss_terms: list[Tensor]) -> None:
+        if self.cfg.penalty_mode == "loss":
+            loss_terms.append(penalty.value(self._penalized(groups)))
+
+    def _apply_penalty_after(self, opt, groups, penalty) -> None:
+        mode = self.cfg.penalty_mode
+        if mode == "add_grad":
+            penalty.add_grad_(self._penalized(groups))
+        elif mode == "prox":
+            for g in opt.param_groups:
+                if g.get("penalty") is not None:
+                    g["penalty"] = penalty
+
+    def step(self) -> None:
+        """Train one step (``loss_terms()`` then reports its loss terms and λ values)."""
+        cfg = self.cfg
+        t = self.step_
+        lam = self.lambdas(t)
+        penalty = self._penalty_at(t)
+        x = self._batch(t)
+        if cfg.paired:
+            c = make_inputs(cfg, x, self.gen)
+            fake = self.G(c)
+        else:
+            c = None
+            z = torch.randn(x.shape[0], cfg.z_dim, generator=self.gen)
+            fake = self.G(z)
+        terms: dict[str, Tensor] = {}
+        # -- D ------------------------------------------------------------------------------
+        if self.D is not None:
+            self.D.requires_grad_(True)
+            lr_ = self.D(x, c)
+            lf = self.D(fake.detach(), c)
+            d_real = F.binary_cross_entropy_with_logits(lr_, torch.ones_like(lr_))
+            d_fake = F.binary_cross_entropy_with_logits(lf, torch.zeros_like(lf))
+            terms["d_real"], terms["d_fake"] = d_real, d_fake
+            terms["d_adv"] = 0.5 * (d_real + d_fake)
+            loss_d = [terms["d_adv"]]
+            if cfg.r1_weight > 0 and t % cfg.r1_every == 0:
+                xr = x.detach().requires_grad_(True)
+                out = self.D(xr, c)
+                (grad,) = torch.autograd.grad(out.sum(), xr, create_graph=True)
+                r1 = grad.pow(2).flatten(1).sum(1).mean()
+                terms["d_r1"] = r1
+                terms["w_d_r1"] = 0.5 * cfg.r1_weight * cfg.r1_every * r1
+                loss_d.append(terms["w_d_r1"])
+            if self.pen_d:
+                self._apply_penalty_before(self.groups_d, penalty, loss_d)
+            self.opt_d.zero_grad(set_to_none=True)
+            sum(loss_d).backward()
+            if self.pen_d:
+                self._apply_penalty_after(self.opt_d, self.groups_d, penalty)
+            self.opt_d.step()
+            terms["d_total"] = sum(loss_d).detach()
+            self.D.requires_grad_(False)
+        # -- G ------------------------------------------------------------------------------
+        loss_g: list[Tensor] = []
+        if self.D is not None:
+            lg = self.D(fake, c)
+            terms["g_adv"] = F.binary_cross_entropy_with_logits(lg, torch.ones_like(lg))
+            terms["w_g_adv"] = cfg.adv_weight * terms["g_adv"]
+            loss_g.append(terms["w_g_adv"])
+        if cfg.paired and cfg.recon != "none":
+            terms["g_recon"] = _ops.recon_loss(cfg.recon, fake, x)
+            terms["w_g_recon"] = lam["lam_recon"] * terms["g_recon"]
+            loss_g.append(terms["w_g_recon"])
+        if cfg.tv_weight > 0:
+            terms["g_tv"] = _ops.tv_loss(fake)
+            terms["w_g_tv"] = cfg.tv_weight * terms["g_tv"]
+            loss_g.append(terms["w_g_tv"])
+        if self.pen_g:
+            self._apply_penalty_before(self.groups_g, penalty, loss_g)
+        self.opt_g.zero_grad(set_to_none=True)
+        sum(loss_g).backward()
+        if self.pen_g:
+            self._apply_penalty_after(self.opt_g, self.groups_g, penalty)
+        self.opt_g.step()
+        terms["g_total"] = sum(loss_g).detach()
+        self._update_ema(t)
+        self.step_ = t + 1
+        self._last = ({k: v.detach() for k, v in terms.items()}, lam)
+
+    def loss_terms(self) -> dict[str, float]:
+        """Raw and λ-weighted terms of the last step as floats, with the λ values.
+
+        Weight-penalty terms are measured after the step: ``g_penalty`` is the raw norm
+        ``R_1(w)`` (strength 1), ``w_g_penalty`` is ``λ_pen R_1(w)``; the same for D.
+        """
+        terms, lam = self._last
+        out = {k: float(v) for k, v in terms.items()}
+        with torch.no_grad():
+            for net, on, groups in (("g", self.pen_g, self.groups_g), ("d", self.pen_d, self.groups_d)):
+                if on:
+                    raw = float(self.unit_penalty.value(self._penalized(groups)))
+                    out[f"{net}_penalty"] = raw
+                    out[f"w_{net}_penalty"] = lam.get("lam_penalty", 0.0) * raw
+        out.update(lam)
+        return out
+
+    @torch.no_grad()
+    def _update_ema(self, t: int) -> None:
+        if self.G_ema is None:
+            return
+        decay = min(self.cfg.ema_decay, (1 + t) / (10 + t))
+        ema_p = list(self.G_ema.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in self.G.parameters()], 1.0 - decay)
+        for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            be.copy_(b)
+
+    # -- generation and evaluation ---------------------------------------------------------------
+    @property
+    def sampler(self) -> nn.Module:
+        """EMA-G if enabled, else G."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @torch.no_grad()
+    def generate(self, inputs: Tensor, model: nn.Module | None = None, batch: int = 256) -> Tensor:
+        """G's outputs (eval mode) for inputs (paired) or latents (unconditional)."""
+        model = model or self.sampler
+        was = model.training
+        model.eval()
+        out = torch.cat([model(inputs[i : i + batch]) for i in range(0, inputs.shape[0], batch)])
+        model.train(was)
+        return out
+
+    def classifier(self):
+        if not self._classifier_ready:
+            self._classifier = load_or_train_classifier(self.data, seed=self.cfg.seed)
+            self._classifier_ready = True
+        return self._classifier
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> dict[str, float | None]:
+        """Metrics of the EMA generator on ``split`` ("val" or "test"); see ``normreg.gan.metrics``."""
+        if split not in ("val", "test"):
+            raise ValueError(f"'split' must be 'val' or 'test', got {split!r}")
+        cfg = self.cfg
+        real, labels = self.data.split(split)
+        inputs = self.eval_inputs[split]
+        if cfg.eval_samples and real.shape[0] > cfg.eval_samples:
+            real, inputs = real[: cfg.eval_samples], inputs[: cfg.eval_samples]
+            labels = labels[: cfg.eval_samples] if labels is not None else None
+        fake = self.generate(inputs)
+        out: dict[str, float | None] = dict.fromkeys(METRIC_FIELDS)
+        if cfg.paired:
+            out["psnr"] = psnr(fake, real)
+            out["ssim"] = ssim(fake, real)
+        clf = self.classifier()
+        train_real = self.data.split("train")[0][: real.shape[0]]
+        if clf is not None:
+            f_fake, l_fake = clf.predict(fake)
+            f_real, l_real = clf.predict(real)
+            f_train, _ = clf.predict(train_real)
+            if cfg.paired:
+                out["classifier_score"] = float((l_fake.argmax(1) == labels).double().mean())
+            out["real_classifier_score"] = float((l_real.argmax(1) == labels).double().mean())
+            out["class_confidence"] = float(l_fake.softmax(1).max(1).values.double().mean())
+            out["real_class_confidence"] = float(l_real.softmax(1).max(1).values.double().mean())
+        else:
+            f_fake, f_real, f_train = pixel_features(fake), pixel_features(real), pixel_features(train_real)
+        out["kid"] = kid(f_fake, f_real)
+        out["kid_floor"] = kid(f_train, f_real)
+        out["kid_features"] = "classifier" if clf is not None else "pixels"
+        out["n"] = int(real.shape[0])
+        return out
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "format": 1,
+            "normreg_version": normreg.__version__,
+            "config": cfg.to_dict(),
+            "step": self.step_,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict() if self.D is not None else None,
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "opt_g": _opt_state(self.opt_g),
+            "opt_d": _opt_state(self.opt_d),
+            "schedules": {
+                "recon": {"kind": cfg.recon_schedule, "base": cfg.recon_weight, "total": cfg.steps, "step": self.step_},
+                "penalty": {"kind": cfg.penalty_schedule, "base": cfg.weight_penalty_strength, "total": cfg.steps, "step": self.step_},
+                "values": self.lambdas(self.step_),
+            },
+            "rng": {**_rng_state(), "trainer": self.gen.get_state()},
+            "data": {
+                "fingerprint": self.data.fingerprint(),
+                "image_size": self.data.image_size,
+                "channels": self.data.channels,
+                "c_cond": self.c_cond,
+                "num_images": int(self.data.images.shape[0]),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        if self.D is not None:
+            self.D.load_state_dict(state["D"])
+        if self.G_ema is not None and state.get("G_ema") is not None:
+            self.G_ema.load_state_dict(state["G_ema"])
+        for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+            if opt is None:
+                continue
+            pens = [g.get("penalty") for g in opt.param_groups]
+            opt.load_state_dict(state[key])
+            for g, p in zip(opt.param_groups, pens):
+                if "penalty" in g or p is not None:
+                    g["penalty"] = p
+        self.step_ = int(state["step"])
+        rng = state["rng"]
+        _set_rng_state(rng)
+        self.gen.set_state(rng["trainer"])
+
+    # -- run ---------------------------------------------------------------------------------------
+    def sample_grid(self, path: Path) -> None:
+        from .plots import save_grid
+
+        out = self.generate(self.grid_inputs)
+        if self.cfg.paired:
+            shown = self.grid_inputs[:, : self.data.channels]
+            if self.cfg.task == "completion":
+                m = self.grid_inputs[:, -1:]
+                shown = shown * (1 - m) + m * (-0.5)  # hidden region shown dark gray
+            save_grid([shown, out, self.grid_targets], path)
+        else:
+            save_grid([out], path)
+
+
+# -- run directory --------------------------------------------------------------------------------
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"'run_dir' {str(run_dir)!r} exists and is not a folder")
+    if run_dir.is_dir():
+        ours = [run_dir / f for f in RUN_FILES if (run_dir / f).exists()] + [run_dir / d for d in RUN_DIRS if (run_dir / d).exists()]
+        if ours and not overwrite:
+            raise RunDirError(
+                f"run directory {str(run_dir)!r} already holds a run ({', '.join(p.name for p in ours[:4])}...); "
+                "pass overwrite=True (--overwrite) to replace it, resume=True (--resume) to continue it, or pick another folder"
+            )
+        for p in ours:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "samples").mkdir(exist_ok=True)
+
+
+def _truncate_logs(run_dir: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint we resume from (they will be written again)."""
+    log = run_dir / "log.jsonl"
+    if log.is_file():
+        keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        log.write_text("".join(ln + "\n" for ln in keep))
+    met = run_dir / "metrics.csv"
+    if met.is_file():
+        with open(met, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if rows:
+            header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) <= step]
+            with open(met, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(header)
+                w.writerows(body)
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_json_safe(v) if isinstance(v, dict) else _fmt(v)) for k, v in d.items()}
+
+
+def _resolve_resume(cfg: TrainConfig | None, run_dir: Path, previous: bool) -> tuple[TrainConfig, dict[str, Any]]:
+    if not run_dir.is_dir():
+        raise RunDirError(f"cannot resume: run directory {str(run_dir)!r} does not exist")
+    if not (run_dir / CHECKPOINT).exists() and not (previous and (run_dir / PREVIOUS).exists()):
+        prev = run_dir / PREVIOUS
+        hint = f" ({str(prev)!r} exists: add --from-previous to use it)" if prev.exists() else ""
+        raise RunDirError(f"cannot resume: {str(run_dir)!r} holds no checkpoint ({CHECKPOINT}){hint}")
+    state = load_checkpoint(run_dir, previous=previous)
+    saved = TrainConfig.from_dict(state["config"])
+    if cfg is None:
+        return saved, state
+    bad = {k: v for k, v in saved.diff(cfg).items() if k not in RESUME_MUTABLE}
+    if bad:
+        k, (a, b) = next(iter(bad.items()))
+        raise ValueError(
+            f"cannot resume with a different config: '{k}' was {a!r} in the run, now {b!r} "
+            f"(only {', '.join(RESUME_MUTABLE)} may change on resume)"
+        )
+    return cfg, state
+
+
+def train(
+    cfg: TrainConfig | None,
+    run_dir: str | os.PathLike,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    from_previous: bool = False,
+) -> dict[str, Any]:
+    """Train a GAN per ``cfg`` into ``run_dir``; returns the summary (also ``summary.json``).
+
+    Parameters
+    ----------
+    cfg : TrainConfig or None
+        ``None`` only with ``resume=True``: use the run's saved config.
+    run_dir : path
+        Created if missing. A folder that already holds a run is refused unless
+        ``overwrite=True`` (which deletes that run's files only) or ``resume=True``.
+    resume : bool
+        Continue from ``run_dir/checkpoint.pt`` exactly where it stopped. Only
+        ``steps`` and the eval / sample / checkpoint / log cadences may differ from the run's
+        config. ``from_previous=True`` resumes from ``checkpoint.prev.pt``.
+    progress : bool
+        Show a tqdm bar (only when stderr is a terminal).
+    stop_after : int, optional
+        Stop (with a checkpoint) once this step is reached, as if interrupted.
+
+    Returns
+    -------
+    dict
+        steps, seconds, final loss terms, ``metrics`` (test split), ``val_metrics``, paths.
+    """
+    run_dir = Path(run_dir)
+    if overwrite and resume:
+        raise ValueError("'overwrite' and 'resume' cannot both be set")
+    if cfg is not None and not isinstance(cfg, TrainConfig):
+        raise TypeError(f"'cfg' must be a TrainConfig, got {type(cfg).__name__}")
+    state = None
+    if resume:
+        cfg, state = _resolve_resume(cfg, run_dir, from_previous)
+    elif cfg is None:
+        raise ValueError("'cfg' is required unless resume=True")
+    if stop_after is not None and stop_after < 0:
+        raise ValueError(f"'stop_after' must be >= 0, got {stop_after}")
+    trainer = Trainer(cfg)  # loads and checks the data before anything is written
+    if state is not None:
+        if state["data"]["fingerprint"] != trainer.data.fingerprint():
+            raise ValueError(f"cannot resume: the data set {cfg.dataset!r} changed since the run was started")
+        trainer.load_state_dict(state)
+        _truncate_logs(run_dir, trainer.step_)
+    else:
+        _prepare_run_dir(run_dir, overwrite)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    cfg.to_toml(run_dir / "config.toml")
+    return _run(trainer, run_dir, progress, stop_after)
+
+
+def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    cfg = trainer.cfg
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    fields = ["step", "split", *METRIC_FIELDS]
+    met_path = run_dir / "metrics.csv"
+    if not met_path.exists():
+        with open(met_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(fields)
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=cfg.steps,
+        initial=trainer.step_,
+        disable=not progress or not sys.stderr.isatty(),
+        desc=f"{cfg.task}/{cfg.dataset.split(':')[0]}",
+        dynamic_ncols=True,
+    )
+    last: dict[str, float] = {}
+    interrupted = False
+    try:
+        with open(run_dir / "log.jsonl", "a") as log:
+            while trainer.step_ < end:
+                trainer.step()
+                s = trainer.step_
+                if s % cfg.log_every == 0 or s == end:
+                    last = trainer.loss_terms()
+                    log.write(json.dumps({"step": s, **_json_safe(last)}) + "\n")
+                    log.flush()
+                    post = {k: f"{last[k]:.3g}" for k in ("g_total", "d_total") if k in last}
+                    post.update({k[4:]: f"{v:.3g}" for k, v in last.items() if k.startswith("lam_") and k != "lam_adv"})
+                    bar.set_postfix(post, refresh=False)
+                bar.update(1)
+                if s % cfg.sample_every == 0 or s == cfg.steps:
+                    trainer.sample_grid(run_dir / "samples" / f"step_{s:06d}.png")
+                if s % cfg.eval_every == 0 or s == cfg.steps:
+                    m = trainer.evaluate("val")
+                    with open(met_path, "a", newline="") as fh:
+                        csv.writer(fh).writerow([s, "val", *[_fmt(m[k]) if m[k] is not None else "" for k in METRIC_FIELDS]])
+                if s % cfg.checkpoint_every == 0 or s == end:
+                    save_checkpoint(trainer.state_dict(), run_dir)
+    except KeyboardInterrupt:
+        interrupted = True
+        save_checkpoint(trainer.state_dict(), run_dir)
+        print(
+            f"\ninterrupted at step {trainer.step_}; checkpoint saved. Continue with: normreg train --resume {run_dir}",
+            file=sys.stderr,
+        )
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    from .plots import plot_curves
+
+    plot_curves(run_dir)
+    done = trainer.step_ >= cfg.steps
+    summary: dict[str, Any] = {
+        "task": cfg.task,
+        "dataset": cfg.dataset,
+        "steps": trainer.step_,
+        "finished": done,
+        "interrupted": interrupted,
+        "seconds": round(seconds, 2),
+        "image_size": trainer.data.image_size,
+        "num_train": int(trainer.data.splits["train"].numel()),
+        "num_val": int(trainer.data.splits["val"].numel()),
+        "num_test": int(trainer.data.splits["test"].numel()),
+        "params_g": sum(p.numel() for p in trainer.G.parameters()),
+        "params_d": sum(p.numel() for p in trainer.D.parameters()) if trainer.D is not None else 0,
+        "losses": last or (trainer.loss_terms() if hasattr(trainer, "_last") else {}),
+        "checkpoint": CHECKPOINT,
+    }
+    if done:
+        summary["val_metrics"] = trainer.evaluate("val")
+        summary["metrics"] = trainer.evaluate("test")
+        trainer.sample_grid(run_dir / "samples" / "final.png")
+    summary = _json_safe(summary)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
+
+
+def trainer_from_checkpoint(path: str | os.PathLike, previous: bool = False) -> Trainer:
+    """Rebuild a ``Trainer`` (data, models, state) from a run directory or checkpoint file."""
+    state = load_checkpoint(path, previous=previous)
+    cfg = TrainConfig.from_dict(state["config"])
+    trainer = Trainer(cfg)
+    if state["data"]["fingerprint"] != trainer.data.fingerprint():
+        raise ValueError(f"the data set {cfg.dataset!r} is not the one this checkpoint was trained on (it changed)")
+    trainer.load_state_dict(state)
+    return trainer
+
+
+def evaluate(run_dir_or_checkpoint: str | os.PathLike, split: str = "test") -> dict[str, Any]:
+    """Metrics of a trained run's EMA generator on ``split`` ("val" or "test").
+
+    Returns psnr and ssim (paired tasks; ``inf`` PSNR for perfect outputs), classifier_score
+    (accuracy of the cached real-data classifier on generated images; paired tasks) beside
+    real_classifier_score (its accuracy on the real images), class_confidence (mean top
+    probability; also for unconditional runs), kid against the real split in the classifier's
+    features and kid_floor (a real training sample against the same split), plus ``step``.
+    """
+    if split not in ("val", "test"):
+        raise ValueError(f"'split' must be 'val' or 'test', got {split!r}")
+    trainer = trainer_from_checkpoint(run_dir_or_checkpoint)
+    out = trainer.evaluate(split)
+    out["step"] = trainer.step_
+    out["split"] = split
+    return out
+
