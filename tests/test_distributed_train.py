@@ -64,7 +64,14 @@ def _bn_case(rank: int, world: int) -> dict:
     xl = x[rank::world].clone().requires_grad_()
     y = bn(xl)
     (y * w[rank::world]).sum().backward()
-    return dict(y=y.detach(), xgrad=xl.grad, wgrad=bn.weight.grad, bgrad=bn.bias.grad, rm=bn.running_mean, rv=bn.running_var)
+    return dict(
+        y=y.detach(),
+        xgrad=xl.grad,
+        wgrad=bn.weight.grad,
+        bgrad=bn.bias.grad,
+        rm=bn.running_mean,
+        rv=bn.running_var,
+    )
 
 
 def _work(rank, world, pg, dirs):
@@ -168,7 +175,7 @@ def test_only_rank_0_writes_and_its_errors_stop_every_rank(runs):
     dirs, (r0, r1) = runs
     assert [row["step"] for row in _log(dirs["B"])] == [1, 2, 3]  # one row per step, not one per rank
     assert r0["exists_err"][0] == "RunDirError" and "already holds a run" in r0["exists_err"][1]
-    assert r1["exists_err"][0] == "RuntimeError" and "rank 0" in r1["exists_err"][1]
+    assert r1["exists_err"][0] == "ValueError" and "rank 0" in r1["exists_err"][1]
     for r in (r0, r1):
         kind, msg = r["batch_err"]
         assert kind == "ValueError" and "'batch_size'" in msg and "2" in msg
@@ -207,3 +214,81 @@ def test_backend_errors_are_clear(monkeypatch):
 def test_single_process_trainer_is_untouched():
     assert gd.current() is None and gd.is_main_process()
     assert gd.attach(nn.Linear(2, 2), None, 8) is None
+
+
+def test_nproc_relaunches_the_same_command_under_torchrun(monkeypatch, tmp_path):
+    from normreg.cli import main
+
+    seen = {}
+    monkeypatch.setattr(
+        gd, "launch", lambda n, argv, backend=None: seen.update(n=n, argv=argv, backend=backend) or 0
+    )
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--nproc",
+                "3",
+                "--run-dir",
+                str(run),
+                "--steps",
+                "5",
+                "--betas",
+                "0.5",
+                "0.9",
+                "--no-conditional-d",
+                "--lr-g",
+                "0.001",
+                "--backend",
+                "gloo",
+            ]
+        )
+        == 0
+    )
+    assert seen["n"] == 3 and seen["backend"] == "gloo"
+    argv = seen["argv"]
+    assert "--nproc" not in argv and argv[:2] == ["--run-dir", str(run)]
+    assert {"--no-conditional-d"} <= set(argv)
+    for flag, value in (("--steps", "5"), ("--lr-g", "0.001")):
+        assert argv[argv.index(flag) + 1] == value
+    assert argv[argv.index("--betas") + 1 : argv.index("--betas") + 3] == ["0.5", "0.9"]
+    assert main(["train", "--nproc", "-1"]) == 2  # '--nproc' must be positive (the error is printed)
+
+
+def test_normreg_train_nproc_2_end_to_end(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "normreg",
+        "train",
+        "--nproc",
+        "2",
+        "--run-dir",
+        str(run),
+        "--steps",
+        "4",
+        "--stop-after",
+        "2",
+        "--batch-size",
+        "8",
+        "--width",
+        "0.25",
+        "--eval-every",
+        "1000",
+        "--sample-every",
+        "1000",
+        "--log-every",
+        "1",
+        "--no-progress",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("run directory:") == 1  # rank 0 reports
+    assert [row["step"] for row in _log(run)] == [1, 2]
+    state = load_checkpoint(run)
+    assert state["step"] == 2 and not any(k.startswith("module.") for k in state["G"])

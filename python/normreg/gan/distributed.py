@@ -15,7 +15,7 @@ and, because ``torch.distributed`` is initialized, the trainer trains data-paral
   per-rank state: a run resumes with any process count.
 * BatchNorm layers use the statistics of the global batch: ``torch.nn.SyncBatchNorm`` on CUDA
   (nccl); on CPU, where SyncBatchNorm does not run, :class:`GlobalBatchNorm2d` all-reduces the
-  per-channel sums with the differentiable ``torch.distributed.nn.functional.all_reduce``.
+  per-channel sums with a differentiable all-reduce.
   With both, N processes compute the loss and gradients of the one-process step (up to
   floating-point summation order).
 * Loss terms are averaged across ranks before they are logged; only rank 0 writes the run
@@ -28,6 +28,7 @@ process group is set up from the environment torchrun provides (``RANK``, ``WORL
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -49,6 +50,8 @@ __all__ = [
     "attach",
     "on_main",
     "launch",
+    "launch_from_cli",
+    "finish",
 ]
 
 BACKENDS = ("gloo", "nccl")
@@ -92,7 +95,9 @@ def check_backend(backend: str | None) -> str:
         raise ValueError("'backend' gloo is not available in this torch build; use nccl on CUDA machines")
     if backend == "nccl":
         if not torch.cuda.is_available():
-            raise ValueError("'backend' nccl needs CUDA, but torch.cuda.is_available() is False; use --backend gloo on CPU")
+            raise ValueError(
+                "'backend' nccl needs CUDA, but torch.cuda.is_available() is False; use --backend gloo on CPU"
+            )
         if not dist.is_nccl_available():
             raise ValueError("'backend' nccl is not available in this torch build; use --backend gloo")
     return backend
@@ -118,6 +123,7 @@ def init_from_env(backend: str | None = None) -> DistInfo | None:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend)
+    atexit.register(finish)
     return current()
 
 
@@ -136,7 +142,9 @@ def is_main_process() -> bool:
 
 def _device(info: DistInfo) -> torch.device:
     """Where collectives of this backend take their tensors."""
-    return torch.device("cuda", torch.cuda.current_device()) if info.backend == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device()) if info.backend == "nccl" else torch.device("cpu")
+    )
 
 
 def on_main(fn) -> None:
@@ -157,18 +165,37 @@ def on_main(fn) -> None:
     if err is not None:
         raise err
     if flag.item() > 0:
-        raise RuntimeError(f"rank 0 failed while preparing the run directory (its error is above); rank {info.rank} stops too")
+        raise ValueError(
+            f"rank 0 failed while preparing the run directory (its error is above); rank {info.rank} stops too"
+        )
 
 
 # -- BatchNorm over the global batch -------------------------------------------------------------
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable all-reduce (sum) over the default group: the backward of a sum over
+    ranks all-reduces the incoming gradients. Its backward is itself differentiable (double
+    backward, as R1 needs). ``torch.distributed.nn.functional.all_reduce`` does the same but
+    is deprecated from torch 2.13, and the functional collectives that replace it have no
+    autograd for all-reduce."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return _AllReduceSum.apply(grad.contiguous())
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """``BatchNorm2d`` whose training statistics are those of the global batch.
 
-    The per-channel sums of x and x² and the element count are all-reduced with
-    ``torch.distributed.nn.functional.all_reduce``, whose backward all-reduces the incoming
-    gradients, so forward and backward equal BatchNorm on the concatenation of the ranks'
+    The per-channel sums of x and x² and the element count are all-reduced by a
+    differentiable all-reduce whose backward all-reduces the incoming gradients, so forward and backward equal BatchNorm on the concatenation of the ranks'
     batches. Statistics are accumulated in float64. Outside training, or without an
     initialized process group, it is a plain ``BatchNorm2d``. It has the parameters,
     buffers and state-dict keys of ``BatchNorm2d``; :func:`global_batchnorm_` turns a
@@ -176,16 +203,17 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if (
+            not (self.training and dist.is_available() and dist.is_initialized())
+            or dist.get_world_size() == 1
+        ):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         self._check_input_dim(x)
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
         x64 = x.double()
         count = x64.new_tensor([x.numel() // max(c, 1)])
-        stats = all_reduce(torch.cat([x64.sum(dims), (x64 * x64).sum(dims), count]))
+        stats = _AllReduceSum.apply(torch.cat([x64.sum(dims), (x64 * x64).sum(dims), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
@@ -238,7 +266,9 @@ class DataParallel:
             )
         self.local_batch = global_batch // info.world
         # torch's sampler over the positions of a global batch: rank r gets r, r + N, ...
-        sampler = DistributedSampler(range(global_batch), num_replicas=info.world, rank=info.rank, shuffle=False)
+        sampler = DistributedSampler(
+            range(global_batch), num_replicas=info.world, rank=info.rank, shuffle=False
+        )
         self.rows = torch.tensor(list(sampler), dtype=torch.long)
         cuda = info.backend == "nccl"
         for m in (G, D):
@@ -248,7 +278,9 @@ class DataParallel:
                 nn.SyncBatchNorm.convert_sync_batchnorm(m)  # children replaced in place, same parameters
             else:
                 global_batchnorm_(m)
-        kw = {"broadcast_buffers": False}  # BatchNorm statistics are global: buffers stay equal
+        # BatchNorm statistics are global, so buffers stay equal: no buffer sync before each
+        # forward (still synced once at construction). torch 2.13 renamed the option.
+        kw = {_no_buffer_sync(): False}
         if cuda:
             kw["device_ids"] = [torch.cuda.current_device()]
         self.g = DDP(G, **kw)
@@ -278,6 +310,15 @@ class DataParallel:
         dist.barrier()
 
 
+def _no_buffer_sync() -> str:
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    names = inspect.signature(DDP.__init__).parameters
+    return "forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers"
+
+
 def attach(G: nn.Module, D: nn.Module | None, global_batch: int) -> DataParallel | None:
     """The trainer's hook: ``DataParallel`` when the default group is initialized with more
     than one process, else ``None`` (one process: nothing changes)."""
@@ -301,3 +342,57 @@ def launch(nproc: int, train_argv: Sequence[str], backend: str | None = None) ->
     if backend is not None:
         cmd += ["--backend", backend]
     return subprocess.call(cmd)
+
+
+def launch_from_cli(args) -> int:
+    """``normreg train --nproc N ...``: the same command under torchrun, minus ``--nproc``.
+
+    The argument list is rebuilt from the parsed ``args`` (so it works however ``normreg`` was
+    called), and a fresh run gets its default ``--run-dir`` here, once, so that every rank
+    writes to the same folder.
+    """
+    import dataclasses
+    import time
+
+    from .cli import _flag
+    from .config import TrainConfig
+
+    if isinstance(args.nproc, bool) or not isinstance(args.nproc, int) or args.nproc < 1:
+        raise ValueError(f"'--nproc' must be a positive integer, got {args.nproc!r}")
+    argv: list[str] = []
+    if args.config:
+        argv += ["--config", str(args.config)]
+    if args.resume:
+        argv += ["--resume", str(args.resume)]
+    else:
+        run_dir = args.run_dir
+        if not run_dir:
+            cfg = TrainConfig.from_toml(args.config) if args.config else TrainConfig()
+            ds = str(getattr(args, "dataset", cfg.dataset)).split(":")[0]
+            task = getattr(args, "task", cfg.task)
+            run_dir = os.path.join("runs", f"{task}-{ds}-{time.strftime('%Y%m%d-%H%M%S')}")
+        argv += ["--run-dir", str(run_dir)]
+    for flag in ("overwrite", "from_previous", "no_progress"):
+        if getattr(args, flag, False):
+            argv.append(_flag(flag))
+    if getattr(args, "stop_after", None) is not None:
+        argv += ["--stop-after", str(args.stop_after)]
+    if getattr(args, "threads", 0):
+        argv += ["--threads", str(args.threads)]
+    for f in dataclasses.fields(TrainConfig):
+        if not hasattr(args, f.name):
+            continue
+        v = getattr(args, f.name)
+        if f.type == "bool":
+            argv.append(_flag(f.name) if v else "--no-" + f.name.replace("_", "-"))
+        elif f.name == "betas":
+            argv += [_flag(f.name), *(repr(float(b)) for b in v)]
+        else:
+            argv += [_flag(f.name), repr(v) if isinstance(v, float) else str(v)]
+    return launch(args.nproc, argv, getattr(args, "backend", None))
+
+
+def finish() -> None:
+    """Destroy the default process group if it exists (end of ``normreg train``)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
