@@ -68,6 +68,32 @@ def _penalties(name: str) -> list:
     return common + ([normreg.GroupLasso(0.4, 1)] if name == "a" else [])
 
 
+STEP = 0.8
+
+
+def _has_prox() -> bool:
+    try:
+        import normreg.prox  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _prox_penalties() -> list:
+    return [
+        normreg.L1(0.3),
+        normreg.SquaredL2(0.2),
+        normreg.ElasticNet(0.1, 0.2),
+        normreg.L0(0.5),
+        normreg.L2Norm(0.5),
+        normreg.GroupLasso(0.4, 0),
+        normreg.GroupLasso(0.4, 1),
+        normreg.L1(0.2) + normreg.GroupLasso(0.3, 1),  # sparse group lasso
+        normreg.ElasticNet(0.1, 0.3) + normreg.L2Norm(0.6),
+        normreg.Linf(0.7),
+    ]
+
+
 def _shard(full: list, cuts: list, rank: int) -> list:
     return [(t[:c] if rank == 0 else t[c:]).clone() for t, c in zip(full, cuts)]
 
@@ -102,6 +128,13 @@ def _work(rank, world, pg):
                 s.grad = None if j == 1 else g  # one .grad allocated by add_grad_
             total = pen.add_grad_(shards, process_group=pg)
             out[name, i, "add_grad"] = (total, [s.grad for s in shards])
+    if _has_prox():
+        for name in ("a", "f32"):
+            full, cuts = _sets()[name]
+            for i, pen in enumerate(_prox_penalties()):
+                shards = _shard(full, cuts, rank)
+                stats = pen.prox_(shards, STEP, process_group=pg)
+                out[name, i, "prox"] = (shards, stats.zeros, stats.total_zeros, stats.numel)
     a, cuts = _sets()["a"]
     mine = _shard(a, cuts, rank)
     pen = normreg.L1(0.1)
@@ -114,6 +147,13 @@ def _work(rank, world, pg):
     out["dim"] = _err(lambda: normreg.GroupLasso(0.1, 3).value(mine, process_group=pg))
     out["type"] = _err(lambda: pen.value(mine, process_group="world"))
     out["l0_grad"] = _err(lambda: normreg.L0(0.1).add_grad_(mine, process_group=pg))
+    if _has_prox():  # no exact prox for L0 + L1: raised on every rank, before any collective
+        out["prox_combo"] = _err(
+            lambda: (normreg.L0(0.1) + normreg.L1(0.1)).prox_(mine, 0.1, process_group=pg)
+        )
+        out["prox_step"] = _err(
+            lambda: normreg.L2Norm(0.1).prox_(mine, -1.0 if rank else 0.1, process_group=pg)
+        )
     out["after"] = float(pen.value(mine, process_group=pg))  # the group is still in step
     return out
 
@@ -208,3 +248,30 @@ def test_process_group_without_init_process_group():
         normreg.L1(0.1).value([torch.ones(3)], process_group=object())
     with pytest.raises(ValueError, match="process_group"):
         normreg.L2Norm(0.1).add_grad_([torch.ones(3, requires_grad=True)], process_group=object())
+
+
+PROX = [(name, i) for name in ("a", "f32") for i in range(len(_prox_penalties()))]
+
+
+@pytest.mark.parametrize(("name", "i"), PROX, ids=[f"{n}-{_prox_penalties()[i]!r}" for n, i in PROX])
+def test_sharded_prox_matches_unsharded(results, name, i):
+    pytest.importorskip("normreg.prox")
+    full, _cuts = _sets()[name]
+    pen = _prox_penalties()[i]
+    want = [t.clone() for t in full]
+    stats = pen.prox_(want, STEP)  # one process, whole tensors
+    r0, r1 = (r[name, i, "prox"] for r in results)
+    assert r0[1:] == r1[1:] == (stats.zeros, stats.total_zeros, stats.numel)
+    for k, w in enumerate(want):
+        got = torch.cat([r0[0][k], r1[0][k]])
+        torch.testing.assert_close(got, w, **_tol(name), msg=f"tensor {k}")
+        if pen.affine or isinstance(pen, (normreg.L0, normreg.Linf)):
+            assert torch.equal(got, w)  # elementwise, or the same kernel on the gathered tensor
+
+
+def test_sharded_prox_errors(results):
+    pytest.importorskip("normreg.prox")
+    for r in results:
+        assert r["prox_combo"][0] == "ValueError" and "closed form" in r["prox_combo"][1]
+    assert results[1]["prox_step"][0] == "ValueError" and "'step'" in results[1]["prox_step"][1]
+    assert results[0]["prox_step"][0] == "ValueError" and "another rank" in results[0]["prox_step"][1]

@@ -48,7 +48,7 @@ from torch.autograd.function import once_differentiable
 from ._bridge import TensorList, paired, tensor_list
 from ._loader import _C
 
-__all__ = ["sharded_value", "sharded_add_grad_", "check_process_group"]
+__all__ = ["sharded_value", "sharded_add_grad_", "sharded_prox_", "check_process_group"]
 
 _NAN = float("nan")
 
@@ -471,3 +471,167 @@ def sharded_add_grad_(penalty, params, process_group) -> float:
         if not isinstance(t, _Additive):  # additive terms added theirs in the local pass
             t.apply(grads, 1.0, True)
     return plan.value
+
+
+# -- proximal steps on sharded params ------------------------------------------------------
+
+
+def _prox_plan(penalty):
+    """The prox's normal form of ``penalty`` (l1, l2, l0, norm); raises for sums whose prox
+    has no closed form, exactly as without a process group."""
+    from . import prox
+
+    with prox._named("prox_"):
+        return prox._plan(penalty)
+
+
+def sharded_prox_(penalty, params, step: float, process_group):
+    """``penalty.prox_(params, step, process_group=...)``: the proximal step of the logical
+    tensors, applied to each rank's shards in place; returns the global ``ProxStats``.
+
+    Elementwise proxes (L1, SquaredL2, ElasticNet, L0) are local. L2Norm and GroupLasso (also
+    with an elastic-net part: ``d * max(1 - s/||soft(w, t)||, 0) * soft(w, t)``) soft-threshold
+    locally, all-reduce the per-tensor / per-group sums of squares, then scale each tensor /
+    group by its coefficient. Linf's prox depends on every element of the tensor (the
+    threshold of a projection onto an L1 ball): each tensor is all-gathered, its prox computed
+    on every rank, and each rank keeps its slice.
+    """
+    from . import prox
+    from ._bridge import check_strength
+
+    pg = check_process_group(process_group)
+    rank, world = dist.get_rank(pg), dist.get_world_size(pg)
+    err: BaseException | None = None
+    tl: TensorList | None = None
+    plan = shapes = spans = None
+    n_sum = n_gather = 0
+    try:
+        plan = _prox_plan(penalty)
+        step = check_strength(step, "step")
+        tl = tensor_list(params, "params", inplace=True)
+        kind = plan.norm[0] if plan.norm is not None else None
+        if kind == "group":
+            shapes = prox._group_shapes(tl.tensors, plan.norm[2])
+            dim = plan.norm[2]
+            spans = [(dim + t.dim() if dim < 0 else dim) != 0 for t in tl.tensors]
+            n_sum = sum(g for g, s in zip(shapes[1], spans) if s)
+        elif kind == "l2_norm":
+            n_sum = len(tl)
+        elif kind == "linf":
+            n_gather = len(tl)
+    except (TypeError, ValueError) as exc:
+        err = exc
+    n = len(tl) if tl is not None else 0
+    dev = _comm_device(pg, tl.tensors if tl is not None else [])
+    _agree(pg, dev, rank, err is None, [float(n), float(n_sum), float(n_gather)])
+    if err is not None:
+        raise err
+    if plan.norm is None:
+        zeros = prox.penalty_prox_(penalty, tl.tensors, step).zeros
+    elif plan.norm[0] == "linf":
+        zeros = _linf_prox_sharded(tl, step * plan.norm[1], pg, dev, world, rank)
+    else:
+        zeros = _norm_prox_sharded(tl, plan, step, shapes, spans, pg, dev)
+    counts = torch.tensor([*zeros, *(t.numel() for t in tl.tensors)], dtype=torch.float64, device=dev)
+    dist.all_reduce(counts, group=pg)
+    z = [int(v) for v in counts[:n].tolist()]
+    return prox.ProxStats(z, sum(z), int(counts[n:].sum().item()))
+
+
+def _norm_prox_sharded(tl: TensorList, plan, step: float, shapes, spans, pg, dev) -> list[int]:
+    from . import prox
+
+    t, s, d = step * plan.l1, step * plan.norm[1], 1.0 / (1.0 + step * plan.l2)
+    if t > 0:
+        prox.soft_threshold_(tl.tensors, step, plan.l1)  # elementwise: exact on each shard
+
+    def coef(q: float) -> float:
+        norm = math.sqrt(q) if q == q else _NAN
+        if norm != norm:
+            return _NAN
+        return d * max(1.0 - s / norm, 0.0) if norm > 0 else 0.0
+
+    if shapes is None:  # L2Norm: one norm per tensor
+        if tl.on_cpu:
+            sq = list(_C.abs_sq_sums(tl.ptrs, tl.numels, tl.dtypes)[1])
+        else:
+            sq = [float((_acc(w) ** 2).sum()) for w in tl.tensors]
+        red = torch.tensor(sq, dtype=torch.float64, device=dev)
+        dist.all_reduce(red, group=pg)
+        c = [coef(q) for q in red.tolist()]
+        if tl.on_cpu:
+            return list(_C.scale_per_tensor(tl.ptrs, tl.numels, tl.dtypes, c))
+        with torch.no_grad():
+            for w, ci in zip(tl.tensors, c):
+                w.copy_((_acc(w) * ci).to(w.dtype))
+        return [int((w == 0).sum()) for w in tl.tensors]
+    # GroupLasso: groups along the shard dim are local, the others span the ranks
+    if tl.on_cpu:
+        sq = [list(q) for q in _C.group_sq_sums(tl.ptrs, tl.numels, tl.dtypes, *shapes)]
+    else:
+        sq = [
+            (_acc(w).reshape(o, g, i) ** 2).sum(dim=(0, 2)).tolist()
+            for w, o, g, i in zip(tl.tensors, *shapes)
+        ]
+    shared = [q for qs, sp in zip(sq, spans) if sp for q in qs]
+    if shared:
+        red = torch.tensor(shared, dtype=torch.float64, device=dev)
+        dist.all_reduce(red, group=pg)
+        flat, k = red.tolist(), 0
+        for i, sp in enumerate(spans):
+            if sp:
+                sq[i] = flat[k : k + len(sq[i])]
+                k += len(sq[i])
+    c = [[coef(q) for q in qs] for qs in sq]
+    if tl.on_cpu:
+        return list(_C.group_scale_inplace(tl.ptrs, tl.numels, tl.dtypes, *shapes, c))
+    with torch.no_grad():
+        for w, o, g, i, ci in zip(tl.tensors, *shapes, c):
+            cw = torch.tensor(ci, dtype=torch.float64, device=w.device).view(1, g, 1)
+            w.copy_((_acc(w).reshape(o, g, i) * cw).reshape(w.shape).to(w.dtype))
+    return [int((w == 0).sum()) for w in tl.tensors]
+
+
+def _linf_prox_sharded(tl: TensorList, s: float, pg, dev, world: int, rank: int) -> list[int]:
+    """All-gather each logical tensor, take its prox on every rank, keep this rank's slice."""
+    from . import prox
+
+    sizes = torch.tensor([t.numel() for t in tl.tensors], dtype=torch.float64, device=dev)
+    all_sizes = [torch.empty_like(sizes) for _ in range(world)]
+    dist.all_gather(all_sizes, sizes, group=pg)
+    per_rank = [[int(v) for v in a.tolist()] for a in all_sizes]  # [rank][tensor]
+    totals = [sum(r[i] for r in per_rank) for i in range(len(tl))]
+    width = max(sum(r) for r in per_rank)
+    zeros = []
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tl.tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for dtype, idx in by_dtype.items():  # one all-gather per dtype: values travel bit-exact
+        buf = torch.zeros(width, dtype=dtype, device=dev)
+        off = 0
+        for i in idx:
+            m = tl.tensors[i].numel()
+            buf[off : off + m] = tl.tensors[i].detach().reshape(-1).to(dev)
+            off += m
+        parts = [torch.empty_like(buf) for _ in range(world)]
+        dist.all_gather(parts, buf, group=pg)
+        fulls, starts = [], []
+        for i in idx:
+            pieces, start = [], 0
+            for r in range(world):
+                o = sum(per_rank[r][j] for j in idx[: idx.index(i)])
+                pieces.append(parts[r][o : o + per_rank[r][i]])
+                if r < rank:
+                    start += per_rank[r][i]
+            full = torch.cat(pieces).to(tl.tensors[i].device)
+            assert full.numel() == totals[i]
+            fulls.append(full)
+            starts.append(start)
+        prox.linf_prox_(fulls, 1.0, s)
+        with torch.no_grad():
+            for i, full, start in zip(idx, fulls, starts):
+                w = tl.tensors[i]
+                w.copy_(full[start : start + w.numel()].view(w.shape))
+    for w in tl.tensors:
+        zeros.append(int((w == 0).sum()))
+    return zeros

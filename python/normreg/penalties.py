@@ -206,8 +206,13 @@ class Penalty:
         gl = paired(tl, [p.grad for p in tl.tensors], "grads", inplace=True)
         return self._grad(tl, gl, 1.0, accumulate=True)
 
-    def prox_(self, params: Params, step: float):
-        """Proximal step ``w <- prox_{step * R}(w)`` in place; see :mod:`normreg.prox`."""
+    def prox_(self, params: Params, step: float, *, process_group=None):
+        """Proximal step ``w <- prox_{step * R}(w)`` in place; see :mod:`normreg.prox`.
+
+        With ``process_group``, the params are this rank's shards and the step is that of the
+        whole tensors (:mod:`normreg.distributed`)."""
+        if process_group is not None:  # sharded params: normreg.distributed
+            return _dist().sharded_prox_(self, params, step, process_group)
         from . import prox
 
         return prox.penalty_prox_(self, params, step)
