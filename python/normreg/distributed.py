@@ -1,7 +1,7 @@
 """Penalties over parameters sharded across processes (``torch.distributed``).
 
-``penalty.value(shards, process_group=pg)`` and ``penalty.add_grad_(shards, process_group=pg)``
-land here. Every rank passes its *local shards*; the call returns the value of the penalty
+``penalty.value(shards, process_group=pg)``, ``penalty.add_grad_(shards, process_group=pg)`` and
+``penalty.prox_(shards, step, process_group=pg)`` land here. Every rank passes its *local shards*; the call returns the value of the penalty
 of the *logical* (unsharded) tensors on every rank, and gives each rank the gradient of
 that global value with respect to its own shards.
 
