@@ -190,7 +190,7 @@ def test_sum_of_penalties_adds_values_and_gradients():
     total = sum(parts[1:], parts[0])
     assert isinstance(total, normreg.Sum) and len(total.terms) == 4
     want = sum(ref_value(p, [ts[0].detach()]) for p in parts)
-    assert math.isclose(float(total.value(ts)), want, rel_tol=1e-12)
+    assert math.isclose(total.value(ts).item(), want, rel_tol=1e-12)
     v = total.add_grad_(ts)
     assert math.isclose(v, want, rel_tol=1e-12)
     g = sum(ref_grad(p, [ts[0].detach()])[0] for p in parts)

@@ -42,11 +42,22 @@ inline std::vector<Chunk> plan_chunks(const TensorList& tensors, std::int64_t ch
     return plan;
 }
 
-// Runs f(chunk_index) for every index in [0, n) on the engine's threads.
+// Below this many elements a call runs on the calling thread: waking a thread team costs
+// more than the work (and the result is the same either way).
+constexpr std::int64_t kMinParallelWork = 1 << 15;
+
+inline std::int64_t plan_work(const std::vector<Chunk>& plan) noexcept {
+    std::int64_t w = 0;
+    for (const auto& c : plan) w += c.end - c.begin;
+    return w;
+}
+
+// Runs f(index) for every index in [0, n) on the engine's threads (serially when `work`,
+// the number of elements behind the n items, is too small to pay for a thread team).
 template <class F>
-inline void parallel_for(std::int64_t n, F&& f) {
+inline void parallel_for(std::int64_t n, F&& f, std::int64_t work = kMinParallelWork) {
     const int nt = num_threads();
-    if (n <= 1 || nt <= 1) {
+    if (n <= 1 || nt <= 1 || work < kMinParallelWork) {
         for (std::int64_t i = 0; i < n; ++i) f(i);
         return;
     }
@@ -57,7 +68,8 @@ inline void parallel_for(std::int64_t n, F&& f) {
 // Applies f(chunk) to every chunk of every tensor.
 template <class F>
 inline void for_each_chunk(const std::vector<Chunk>& plan, F&& f) {
-    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t i) { f(plan[static_cast<std::size_t>(i)]); });
+    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t i) { f(plan[static_cast<std::size_t>(i)]); },
+                 plan_work(plan));
 }
 
 // Reduction: f(chunk) -> R for every chunk, then combine(acc, r) per tensor in chunk order.
@@ -66,7 +78,8 @@ template <class R, class F, class C>
 inline std::vector<R> reduce_per_tensor(const std::vector<Chunk>& plan, std::size_t ntensors, R init, F&& f, C&& combine) {
     std::vector<R> partial(plan.size(), init);
     parallel_for(static_cast<std::int64_t>(plan.size()),
-                 [&](std::int64_t i) { partial[static_cast<std::size_t>(i)] = f(plan[static_cast<std::size_t>(i)]); });
+                 [&](std::int64_t i) { partial[static_cast<std::size_t>(i)] = f(plan[static_cast<std::size_t>(i)]); },
+                 plan_work(plan));
     std::vector<R> out(ntensors, init);
     for (std::size_t i = 0; i < plan.size(); ++i) out[static_cast<std::size_t>(plan[i].tensor)] = combine(out[static_cast<std::size_t>(plan[i].tensor)], partial[i]);
     return out;
@@ -108,8 +121,13 @@ inline std::vector<GroupBlock> plan_groups(const std::vector<GroupShape>& shapes
 }
 
 template <class F>
-inline void for_each_group_block(const std::vector<GroupBlock>& plan, F&& f) {
-    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t i) { f(plan[static_cast<std::size_t>(i)]); });
+inline void for_each_group_block(const std::vector<GroupBlock>& plan, const std::vector<GroupShape>& shapes, F&& f) {
+    std::int64_t work = 0;
+    for (const auto& b : plan) {
+        const auto& s = shapes[static_cast<std::size_t>(b.tensor)];
+        work += (b.g_end - b.g_begin) * s.outer * s.inner;
+    }
+    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t i) { f(plan[static_cast<std::size_t>(i)]); }, work);
 }
 
 }  // namespace normreg::engine

@@ -198,7 +198,7 @@ inline std::vector<std::vector<double>> group_sq_norms(const TensorList& w, cons
     std::vector<std::vector<double>> sums(w.size());
     for (std::size_t i = 0; i < w.size(); ++i) sums[i].assign(static_cast<std::size_t>(shapes[i].groups), 0.0);
     auto plan = plan_groups(shapes);
-    for_each_group_block(plan, [&](const GroupBlock& blk) {
+    for_each_group_block(plan, shapes, [&](const GroupBlock& blk) {
         const std::size_t ti = static_cast<std::size_t>(blk.tensor);
         const GroupShape& s = shapes[ti];
         dispatch(w[ti].dtype, [&](auto tag) {
@@ -235,7 +235,7 @@ inline double group_grad(const TensorList& w, const TensorList& g, const std::ve
         total += s1[i] * t;
     }
     auto plan = plan_groups(shapes);
-    for_each_group_block(plan, [&](const GroupBlock& blk) {
+    for_each_group_block(plan, shapes, [&](const GroupBlock& blk) {
         const std::size_t ti = static_cast<std::size_t>(blk.tensor);
         const GroupShape& s = shapes[ti];
         dispatch(w[ti].dtype, [&](auto tag) {

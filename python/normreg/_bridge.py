@@ -23,6 +23,7 @@ DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.floa
 _SUPPORTED = "float32, float64, bfloat16 or float16"
 
 _dtype_of = operator.attrgetter("dtype")
+_PLAIN_TYPES = {Tensor, torch.nn.Parameter}
 _is_cpu = operator.attrgetter("is_cpu")
 
 
@@ -54,15 +55,16 @@ def as_tensors(params: Tensor | Iterable[Tensor] | torch.nn.Module, arg: str = "
         tensors = list(params)
     if not tensors:
         raise ValueError(f"'{arg}' is empty: pass at least one tensor (an exhausted generator is empty too)")
-    for i, t in enumerate(tensors):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"'{arg}'[{i}] must be a torch.Tensor, got {type(t).__name__}")
+    if not set(map(type, tensors)) <= _PLAIN_TYPES:  # fast path: plain tensors and Parameters
+        for i, t in enumerate(tensors):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"'{arg}'[{i}] must be a torch.Tensor, got {type(t).__name__}")
     return tensors
 
 
 def _check_dtypes(tensors: list[Tensor], arg: str) -> list[int]:
     try:
-        return [DTYPE_CODES[d] for d in map(_dtype_of, tensors)]
+        return list(map(DTYPE_CODES.__getitem__, map(_dtype_of, tensors)))
     except KeyError:
         for i, t in enumerate(tensors):
             if t.dtype not in DTYPE_CODES:

@@ -19,6 +19,20 @@ __all__ = [
     "group_norms",
     "group_value",
     "group_grad",
+    "soft",
+    "prox_shrink_",
+    "prox_hard_",
+    "project_box_",
+    "prox_l2_norm_",
+    "prox_group_",
+    "project_l2_ball_",
+    "l1_ball_threshold",
+    "project_l1_ball_",
+    "prox_linf_",
+    "sgd_step_",
+    "adam_step_",
+    "pointwise_loss",
+    "total_variation",
 ]
 
 
@@ -140,3 +154,265 @@ def group_grad(tensors: Sequence[Tensor], dim: int, s1=0.0, dtype: torch.dtype |
         coef = torch.where(norms > 0, x / torch.where(norms > 0, norms, 1.0), norms * 0.0)
         out.append((v * coef.view(1, groups, 1)).reshape(w.shape).to(dtype or w.dtype))
     return out
+
+
+# ---- proximal operators (in place; each returns the zeros per tensor after the step) ----
+# Computed in float64 and written back with one rounding, like the kernels. A threshold or
+# coefficient that is NaN (a tensor or group whose norm is NaN) makes its elements NaN.
+
+
+def _zeros(t: Tensor) -> int:
+    return int((t == 0).sum())
+
+
+def _write(dst: Tensor, value: Tensor) -> int:
+    with torch.no_grad():
+        dst.copy_(value.reshape(dst.shape).to(dst.dtype))
+    return _zeros(dst)
+
+
+def soft(x: Tensor, t) -> Tensor:
+    """sign(x) * max(|x| - t, 0); NaN in x or t gives NaN."""
+    return torch.sign(x) * torch.clamp_min(x.abs() - t, 0.0) + torch.where(torch.isnan(x), x, 0.0)
+
+
+def prox_shrink_(tensors: Sequence[Tensor], t, c, weights: Sequence[Tensor] | None = None, nonneg: bool = False) -> list[int]:
+    """w <- c * soft(w, t * u) (u: optional weights); nonneg: c * max(w - t*u, 0)."""
+    n = len(tensors)
+    ts, cs = _per_tensor(t, n), _per_tensor(c, n)
+    out = []
+    for i, w in enumerate(tensors):
+        x = _acc(w)
+        ti = ts[i] * _acc(weights[i]) if weights is not None else ts[i]
+        y = torch.clamp_min(x - ti, 0.0) + torch.where(torch.isnan(x), x, 0.0) if nonneg else soft(x, ti)
+        out.append(_write(w, y * cs[i]))
+    return out
+
+
+def prox_hard_(tensors: Sequence[Tensor], thr) -> list[int]:
+    """Exact L0 prox: 0 where |w| <= thr (thr = sqrt(2*step*l)), else w; NaN kept."""
+    ths = _per_tensor(thr, len(tensors))
+    return [_write(w, torch.where(_acc(w).abs() <= th, 0.0, _acc(w))) for w, th in zip(tensors, ths)]
+
+
+def project_box_(tensors: Sequence[Tensor], lo, hi) -> list[int]:
+    los, his = _per_tensor(lo, len(tensors)), _per_tensor(hi, len(tensors))
+    return [_write(w, torch.clamp(_acc(w), a, b)) for w, a, b in zip(tensors, los, his)]
+
+
+def _norm_coef(norm: Tensor, s: float) -> Tensor:
+    return torch.where(norm > s, 1.0 - s / torch.where(norm > 0, norm, 1.0), torch.where(torch.isnan(norm), norm, 0.0))
+
+
+def prox_l2_norm_(tensors: Sequence[Tensor], t, s, d) -> list[int]:
+    """Prox of l1|w|_1 + (l2/2)|w|^2 + lg||w||_2 per tensor: t = step*l1, s = step*lg, d = 1/(1+step*l2)."""
+    n = len(tensors)
+    ts, ss, ds = _per_tensor(t, n), _per_tensor(s, n), _per_tensor(d, n)
+    out = []
+    for w, ti, si, di in zip(tensors, ts, ss, ds):
+        y = soft(_acc(w), ti)
+        out.append(_write(w, y * (_norm_coef(torch.linalg.vector_norm(y), si) * di)))
+    return out
+
+
+def prox_group_(tensors: Sequence[Tensor], dim: int, t, s, d) -> list[int]:
+    """As prox_l2_norm_ with one group per slice along ``dim`` (sparse group lasso)."""
+    n = len(tensors)
+    ts, ss, ds = _per_tensor(t, n), _per_tensor(s, n), _per_tensor(d, n)
+    out = []
+    for w, ti, si, di in zip(tensors, ts, ss, ds):
+        outer, groups, inner = group_shape(w.shape, dim)
+        y = soft(_acc(w).reshape(outer, groups, inner), ti)
+        norms = torch.sqrt((y * y).sum(dim=(0, 2)))
+        out.append(_write(w, y * (_norm_coef(norms, si) * di).view(1, groups, 1)))
+    return out
+
+
+def project_l2_ball_(tensors: Sequence[Tensor], radius) -> list[int]:
+    rs = _per_tensor(radius, len(tensors))
+    out = []
+    for w, r in zip(tensors, rs):
+        x = _acc(w)
+        norm = torch.linalg.vector_norm(x)
+        coef = torch.where(norm > r, r / torch.where(norm > 0, norm, 1.0), torch.where(torch.isnan(norm), norm, 1.0))
+        out.append(_write(w, x * coef))
+    return out
+
+
+def l1_ball_threshold(x: Tensor, radius: float) -> float:
+    """theta with sum(max(|x| - theta, 0)) = radius (sort-based, Duchi et al. 2008); 0 inside
+    the ball, +inf for radius 0, NaN if x has NaN."""
+    a = _acc(x).reshape(-1).abs()
+    if a.numel() == 0:
+        return 0.0
+    if torch.isnan(a).any():
+        return float("nan")
+    if radius == 0:
+        return float("inf")
+    if float(a.sum()) <= radius:
+        return 0.0
+    u = torch.sort(a, descending=True).values
+    css = torch.cumsum(u, 0)
+    k = torch.arange(1, u.numel() + 1, dtype=u.dtype)
+    cond = u * k > css - radius
+    rho = int(torch.nonzero(cond).max())
+    return max(float((css[rho] - radius) / (rho + 1)), 0.0)
+
+
+def project_l1_ball_(tensors: Sequence[Tensor], radius) -> list[int]:
+    rs = _per_tensor(radius, len(tensors))
+    out = []
+    for w, r in zip(tensors, rs):
+        theta = l1_ball_threshold(w, r)
+        out.append(_write(w, soft(_acc(w), theta)))
+    return out
+
+
+def prox_linf_(tensors: Sequence[Tensor], s) -> list[int]:
+    """Prox of s * max|w| per tensor: w - P_{L1 ball of radius s}(w) = clamp(w, -theta, theta)."""
+    ss = _per_tensor(s, len(tensors))
+    out = []
+    for w, si in zip(tensors, ss):
+        x = _acc(w)
+        theta = float("inf") if si == 0 else l1_ball_threshold(w, si)
+        y = torch.full_like(x, theta) if theta != theta else torch.clamp(x, -theta, theta)
+        out.append(_write(w, y))
+    return out
+
+
+# ---- optimizer steps (the fallback for non-CPU tensors, and an oracle of the tests) ----
+
+
+def _elementwise_prox(x: Tensor, kind: int, a: float, b: float, den: Tensor | None) -> Tensor:
+    if kind == 1:
+        if den is None:
+            return soft(x, a) / (1.0 + b)
+        return soft(x, a / den) * (den / (den + b))
+    if kind == 2:
+        thr2 = 2.0 * a if den is None else 2.0 * a / den
+        return torch.where(x * x <= thr2, 0.0, x)
+    return x
+
+
+def sgd_step_(params, grads, bufs, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+              maximize=False, prox_kind=0, prox_a=0.0, prox_b=0.0) -> list[int]:
+    """torch.optim.SGD's update then the elementwise prox; bufs[i] None: a new buffer is
+    created (and returned through the list)."""
+    out = []
+    with torch.no_grad():
+        for i, (w, g) in enumerate(zip(params, grads)):
+            x, d = _acc(w), _acc(g)
+            if maximize:
+                d = -d
+            if weight_decay:
+                d = d + weight_decay * x
+            if momentum:
+                if bufs[i] is None:
+                    bufs[i] = d.to(w.dtype).clone()
+                    bm = d
+                else:
+                    bm = _acc(bufs[i]) * momentum + (1 - dampening) * d
+                    bufs[i].copy_(bm)
+                d = d + momentum * bm if nesterov else bm
+            out.append(_write(w, _elementwise_prox(x - lr * d, prox_kind, prox_a, prox_b, None)))
+    return out
+
+
+def adam_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, beta1, beta2, eps,
+               weight_decay=0.0, decoupled=False, maximize=False, amsgrad=False, prox_kind=0, prox_a=0.0,
+               prox_b=0.0, preconditioned=False) -> list[int]:
+    """torch.optim.Adam / AdamW's update (``steps``: each param's step count after this
+    step) then the (optionally Adam-preconditioned) elementwise prox."""
+    out = []
+    with torch.no_grad():
+        for i, (w, g) in enumerate(zip(params, grads)):
+            x, gi = _acc(w), _acc(g)
+            if maximize:
+                gi = -gi
+            if weight_decay:
+                if decoupled:
+                    x = x * (1 - lr * weight_decay)
+                else:
+                    gi = gi + weight_decay * x
+            m = _acc(exp_avgs[i]).lerp(gi, 1 - beta1)
+            v = _acc(exp_avg_sqs[i]) * beta2 + (1 - beta2) * gi * gi
+            exp_avgs[i].copy_(m)
+            exp_avg_sqs[i].copy_(v)
+            if amsgrad:
+                v = torch.maximum(_acc(max_exp_avg_sqs[i]), v)
+                max_exp_avg_sqs[i].copy_(v)
+            t = steps[i]
+            bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+            den = v.sqrt() / bc2**0.5 + eps
+            y = x - (lr / bc1) * m / den
+            out.append(_write(w, _elementwise_prox(y, prox_kind, prox_a, prox_b, den if preconditioned else None)))
+    return out
+# ---- image-space losses -------------------------------------------------------------------
+
+
+def pointwise_loss(
+    kind: str,
+    pred: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """``[mask] [weight] loss(pred - target)`` reduced, in float64 (differentiable).
+
+    ``loss`` is ``|d|`` (``kind="l1"``) or ``d**2`` (``kind="mse"``). ``mask`` and ``weight``
+    broadcast to pred's shape. "mean" divides by the mask's sum over pred's shape when a mask
+    is given, else by ``pred.numel()``; weights do not enter the denominator.
+    """
+    d = _acc(pred) - _acc(target)
+    if kind == "l1":
+        e = d.abs()
+    elif kind == "mse":
+        e = d * d
+    else:
+        raise ValueError(f"unknown loss kind {kind!r}")
+    m = None
+    if mask is not None:
+        m = _acc(mask).expand_as(d)
+        e = m * e
+    if weight is not None:
+        e = _acc(weight).expand_as(d) * e
+    if reduction == "none":
+        return e
+    total = e.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / (m.sum() if m is not None else d.new_tensor(float(d.numel())))
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def total_variation(images: Tensor, kind: str = "anisotropic", reduction: str = "sum", eps: float = 1e-8) -> Tensor:
+    """Total variation of an NCHW batch in float64 (differentiable).
+
+    Forward differences, zero past the last row / column. anisotropic: ``sum |dx| + |dy|``;
+    isotropic: ``sum sqrt(dx^2 + dy^2 + eps)`` over all N*C*H*W pixels (a zero term has
+    gradient 0 when ``eps == 0``). "none": per-image values (N,); "mean": the sum divided by
+    N*C*H*W.
+    """
+    x = _acc(images)
+    dx = torch.diff(x, dim=-1)
+    dy = torch.diff(x, dim=-2)
+    if kind == "anisotropic":
+        per = dx.abs().sum(dim=(1, 2, 3)) + dy.abs().sum(dim=(1, 2, 3))
+    elif kind == "isotropic":
+        n, c, h, w = x.shape
+        dx = torch.cat([dx, x.new_zeros(n, c, h, min(w, 1))], dim=-1)
+        dy = torch.cat([dy, x.new_zeros(n, c, min(h, 1), w)], dim=-2)
+        q = dx * dx + dy * dy + eps
+        nz = q != 0  # NaN counts as nonzero, so it propagates
+        per = torch.where(nz, torch.where(nz, q, 1.0).sqrt(), 0.0).sum(dim=(1, 2, 3))
+    else:
+        raise ValueError(f"unknown total variation kind {kind!r}")
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    if reduction == "mean":
+        return per.sum() / float(x.numel()) if x.numel() else per.sum() * float("nan")
+    raise ValueError(f"unknown reduction {reduction!r}")

@@ -76,11 +76,22 @@ class ImageData:
 
 # -- loaders ------------------------------------------------------------------------------------
 def _digits() -> tuple[Tensor, Tensor, list[str]]:
-    from sklearn.datasets import load_digits
+    # The file load_digits() reads, located without importing scikit-learn (a slow import).
+    import importlib.util
 
-    d = load_digits()
-    x = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1) / 8.0 - 1.0  # 0..16 -> [-1, 1]
-    return x, torch.from_numpy(d.target.astype(np.int64)), [str(i) for i in range(10)]
+    spec = importlib.util.find_spec("sklearn")
+    loc = list(spec.submodule_search_locations or []) if spec else []
+    csv_gz = Path(loc[0]) / "datasets" / "data" / "digits.csv.gz" if loc else None
+    if csv_gz is not None and csv_gz.is_file():
+        raw = np.loadtxt(csv_gz, delimiter=",", dtype=np.float32)
+        images, target = raw[:, :-1].reshape(-1, 8, 8), raw[:, -1].astype(np.int64)
+    else:  # pragma: no cover - a scikit-learn that stores the file elsewhere
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        images, target = d.images.astype(np.float32), d.target.astype(np.int64)
+    x = torch.from_numpy(images).unsqueeze(1) / 8.0 - 1.0  # 0..16 -> [-1, 1]
+    return x, torch.from_numpy(target), [str(i) for i in range(10)]
 
 
 def _textures(size: int) -> tuple[Tensor, Tensor, list[str]]:

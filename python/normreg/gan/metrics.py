@@ -129,12 +129,12 @@ def train_classifier(images: Tensor, labels: Tensor, num_classes: int, seed: int
     """Train the classifier deterministically (own RNG, fixed order); global RNG untouched.
 
     Light augmentation (random shifts of one pixel) keeps it from judging generated images by
-    exact pixel positions. ``epochs=0`` picks enough epochs for about 1500 steps (at least 5).
+    exact pixel positions. ``epochs=0`` picks enough epochs for about 400 steps (at least 5).
     """
     n = images.shape[0]
     batch = 64
     if epochs <= 0:
-        epochs = max(5, min(60, math.ceil(1500 / max(1, n // batch))))
+        epochs = max(5, min(60, math.ceil(400 / max(1, n // batch))))
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
         model = Classifier(images.shape[1], num_classes)
@@ -167,7 +167,8 @@ def load_or_train_classifier(data, seed: int = 0) -> Classifier | None:
         return None
     key = f"classifier-v{CLASSIFIER_VERSION}-{data.fingerprint()}-s{seed}.pt"
     path = cache_dir() / key
-    model = Classifier(data.channels, data.num_classes)
+    with torch.random.fork_rng(devices=[]):
+        model = Classifier(data.channels, data.num_classes)
     if path.is_file():
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,229 @@
+// Image-space loss ops, run by the engine: pointwise reconstruction losses over one tensor
+// (cut into kChunk-element chunks) and total variation over NCHW batches (cut into blocks
+// of rows of one plane). One parallel loop per op; reductions keep one partial per chunk or
+// block and combine them in plan order, so values are identical for any thread count.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "engine/multi_tensor.hpp"
+#include "kernels/image.hpp"
+
+namespace normreg::engine {
+
+using kernels::PointLoss;
+using kernels::TVKind;
+
+// Calls f(std::true_type{}) or f(std::false_type{}): turns a run-time flag into a template one.
+template <class F>
+inline decltype(auto) with_flag(bool b, F&& f) {
+    if (b) return f(std::true_type{});
+    return f(std::false_type{});
+}
+
+template <class F>
+inline decltype(auto) with_point_loss(PointLoss k, F&& f) {
+    if (k == PointLoss::MSE) return f(std::integral_constant<PointLoss, PointLoss::MSE>{});
+    return f(std::integral_constant<PointLoss, PointLoss::L1>{});
+}
+
+// The tensors of one pointwise-loss call: all contiguous, `numel` elements of `dtype`;
+// mask / weight already broadcast to pred's shape, null when absent.
+struct PointwiseArgs {
+    const void* pred;
+    const void* target;
+    const void* mask;
+    const void* weight;
+    std::int64_t numel;
+    DType dtype;
+};
+
+// Sum of [m] [w] loss(pred - target) and sum of m; writes the elementwise loss to `out`
+// (reduction "none") when out is not null.
+inline kernels::LossSums pointwise_loss_value(PointLoss kind, const PointwiseArgs& a, void* out) {
+    const TensorList one{TensorRef{const_cast<void*>(a.pred), a.numel, a.dtype}};
+    const auto plan = plan_chunks(one);
+    if (plan.empty()) return kernels::LossSums{};
+    return dispatch(a.dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        const T* p = static_cast<const T*>(a.pred);
+        const T* t = static_cast<const T*>(a.target);
+        const T* m = static_cast<const T*>(a.mask);
+        const T* w = static_cast<const T*>(a.weight);
+        T* o = static_cast<T*>(out);
+        return with_point_loss(kind, [&](auto K) {
+            return with_flag(m != nullptr, [&](auto M) {
+                return with_flag(w != nullptr, [&](auto W) {
+                    return with_flag(o != nullptr, [&](auto O) {
+                        auto r = reduce_per_tensor(
+                            plan, 1, kernels::LossSums{},
+                            [&](const Chunk& c) {
+                                return kernels::pointwise_value<T, decltype(K)::value, decltype(M)::value, decltype(W)::value,
+                                                                decltype(O)::value>(p + c.begin, t + c.begin, m + (M ? c.begin : 0),
+                                                                                    w + (W ? c.begin : 0), o + (O ? c.begin : 0),
+                                                                                    c.end - c.begin);
+                            },
+                            [](kernels::LossSums x, kernels::LossSums y) { return x + y; });
+                        return r[0];
+                    });
+                });
+            });
+        });
+    });
+}
+
+// grad_pred = scale * dloss * [m] [w] [grad_out]; grad_target = -grad_pred when not null.
+inline void pointwise_loss_grad(PointLoss kind, const PointwiseArgs& a, const void* grad_out, void* grad_pred, void* grad_target,
+                                double scale) {
+    const TensorList one{TensorRef{const_cast<void*>(a.pred), a.numel, a.dtype}};
+    const auto plan = plan_chunks(one);
+    if (plan.empty()) return;
+    dispatch(a.dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        const T* p = static_cast<const T*>(a.pred);
+        const T* t = static_cast<const T*>(a.target);
+        const T* m = static_cast<const T*>(a.mask);
+        const T* w = static_cast<const T*>(a.weight);
+        const T* go = static_cast<const T*>(grad_out);
+        T* gp = static_cast<T*>(grad_pred);
+        T* gt = static_cast<T*>(grad_target);
+        with_point_loss(kind, [&](auto K) {
+            with_flag(m != nullptr, [&](auto M) {
+                with_flag(w != nullptr, [&](auto W) {
+                    with_flag(go != nullptr, [&](auto G) {
+                        with_flag(gt != nullptr, [&](auto GT) {
+                            for_each_chunk(plan, [&](const Chunk& c) {
+                                const std::int64_t b = c.begin;
+                                kernels::pointwise_grad<T, decltype(K)::value, decltype(M)::value, decltype(W)::value,
+                                                        decltype(G)::value, decltype(GT)::value>(
+                                    p + b, t + b, m + (M ? b : 0), w + (W ? b : 0), go + (G ? b : 0), gp + b, gt + (GT ? b : 0),
+                                    c.end - b, scale);
+                            });
+                        });
+                    });
+                });
+            });
+        });
+    });
+}
+
+// ---- total variation over an NCHW batch -------------------------------------------------
+
+struct ImageShape {
+    std::int64_t n, c, h, w;
+};
+
+// Rows [r0, r1) of plane `plane` (= n * C + c). Blocks never cross planes.
+struct RowBlock {
+    std::int64_t plane;
+    std::int64_t r0;
+    std::int64_t r1;
+};
+
+inline std::vector<RowBlock> plan_rows(const ImageShape& s, std::int64_t chunk = kChunk) {
+    std::vector<RowBlock> plan;
+    if (s.h <= 0 || s.w <= 0) return plan;
+    const std::int64_t rows = std::max<std::int64_t>(1, chunk / s.w);
+    const std::int64_t planes = s.n * s.c;
+    plan.reserve(static_cast<std::size_t>(planes * ((s.h + rows - 1) / rows)));
+    for (std::int64_t q = 0; q < planes; ++q)
+        for (std::int64_t r = 0; r < s.h; r += rows) plan.push_back(RowBlock{q, r, std::min(r + rows, s.h)});
+    return plan;
+}
+
+// Runs f(block) for every block; in parallel only when the batch holds more than one chunk
+// of work (small batches of many tiny planes would pay a parallel region for nothing).
+template <class F>
+inline void for_each_block(std::int64_t nblocks, std::int64_t numel, F&& f) {
+    if (numel <= kChunk) {
+        for (std::int64_t i = 0; i < nblocks; ++i) f(i);
+        return;
+    }
+    parallel_for(nblocks, std::forward<F>(f));
+}
+
+// Total variation of each image (sum over its channels), in image order; deterministic.
+inline std::vector<double> tv_value(TVKind kind, const void* x, DType dtype, const ImageShape& s, double eps) {
+    std::vector<double> per_image(static_cast<std::size_t>(s.n > 0 ? s.n : 0), 0.0);
+    const auto plan = plan_rows(s);
+    if (plan.empty()) return per_image;
+    std::vector<double> partial(plan.size(), 0.0);
+    dispatch(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        using C = compute_t<T>;
+        const T* base = static_cast<const T*>(x);
+        const C ceps = static_cast<C>(eps);
+        const std::int64_t H = s.h, W = s.w;
+        auto run = [&](auto KC) {
+            constexpr TVKind K = decltype(KC)::value;
+            for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
+                const RowBlock& b = plan[static_cast<std::size_t>(bi)];
+                const T* plane = base + b.plane * H * W;
+                double acc = 0.0;
+                for (std::int64_t i = b.r0; i < b.r1; ++i)
+                    acc += kernels::tv_row_value<T, K>(plane + i * W, i + 1 < H ? plane + (i + 1) * W : nullptr, W, ceps);
+                partial[static_cast<std::size_t>(bi)] = acc;
+            });
+        };
+        if (kind == TVKind::Isotropic) run(std::integral_constant<TVKind, TVKind::Isotropic>{});
+        else run(std::integral_constant<TVKind, TVKind::Anisotropic>{});
+    });
+    for (std::size_t i = 0; i < plan.size(); ++i) per_image[static_cast<std::size_t>(plan[i].plane / s.c)] += partial[i];
+    return per_image;
+}
+
+// g = scale[n] * d TV(x_n) / dx for every image n, one pass over x writing g.
+inline void tv_grad(TVKind kind, const void* x, void* g, DType dtype, const ImageShape& s, double eps,
+                    const std::vector<double>& scale) {
+    const auto plan = plan_rows(s);
+    if (plan.empty()) return;
+    dispatch(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        using C = compute_t<T>;
+        const T* xb = static_cast<const T*>(x);
+        T* gb = static_cast<T*>(g);
+        const std::int64_t H = s.h, W = s.w;
+        if (kind == TVKind::Anisotropic) {
+            for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
+                const RowBlock& b = plan[static_cast<std::size_t>(bi)];
+                const T* xp = xb + b.plane * H * W;
+                T* gp = gb + b.plane * H * W;
+                const C sc = static_cast<C>(scale[static_cast<std::size_t>(b.plane / s.c)]);
+                for (std::int64_t i = b.r0; i < b.r1; ++i) {
+                    const T* r = xp + i * W;
+                    const bool up = i > 0, down = i + 1 < H;
+                    if (up && down) kernels::tv_aniso_grad_row<T, true, true>(r - W, r, r + W, gp + i * W, W, sc);
+                    else if (up) kernels::tv_aniso_grad_row<T, true, false>(r - W, r, nullptr, gp + i * W, W, sc);
+                    else if (down) kernels::tv_aniso_grad_row<T, false, true>(nullptr, r, r + W, gp + i * W, W, sc);
+                    else kernels::tv_aniso_grad_row<T, false, false>(nullptr, r, nullptr, gp + i * W, W, sc);
+                }
+            });
+            return;
+        }
+        // Isotropic: per block, three rows of directions (ax, by of this row, by of the row above),
+        // allocated here, before the parallel loop, so nothing allocates (or throws) inside it.
+        const C ceps = static_cast<C>(eps);
+        std::vector<C> buf(plan.size() * 3 * static_cast<std::size_t>(W));
+        for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
+            const RowBlock& b = plan[static_cast<std::size_t>(bi)];
+            const T* xp = xb + b.plane * H * W;
+            T* gp = gb + b.plane * H * W;
+            const C sc = static_cast<C>(scale[static_cast<std::size_t>(b.plane / s.c)]);
+            C* ax = buf.data() + static_cast<std::size_t>(bi) * 3 * static_cast<std::size_t>(W);
+            C* by = ax + W;
+            C* byp = by + W;
+            if (b.r0 > 0) kernels::tv_iso_dirs<T>(xp + (b.r0 - 1) * W, xp + b.r0 * W, W, ceps, ax, byp);
+            else std::fill(byp, byp + W, C(0));
+            for (std::int64_t i = b.r0; i < b.r1; ++i) {
+                kernels::tv_iso_dirs<T>(xp + i * W, i + 1 < H ? xp + (i + 1) * W : nullptr, W, ceps, ax, by);
+                kernels::tv_iso_grad_row<T>(ax, by, byp, gp + i * W, W, sc);
+                std::swap(by, byp);
+            }
+        });
+    });
+}
+
+}  // namespace normreg::engine

@@ -1,0 +1,222 @@
+// Proximal operators and projections over a whole TensorList, run by the engine. Every op
+// works in place and returns the number of exact zeros per tensor, counted in the pass
+// that writes (per-chunk counts combined in chunk order). Per-tensor parameters are
+// already expanded and checked by the bindings.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "engine/multi_tensor.hpp"
+#include "kernels/prox.hpp"
+
+namespace normreg::engine {
+
+enum class ElemOp : int { Shrink = 0, ShrinkNonNeg = 1, Hard = 2, Clamp = 3 };
+
+using Counts = std::vector<std::int64_t>;
+
+// One parallel pass over all chunks of all tensors, f(chunk) -> zeros of that chunk.
+template <class F>
+inline Counts count_pass(const TensorList& w, F&& f) {
+    auto plan = plan_chunks(w);
+    return reduce_per_tensor<std::int64_t>(plan, w.size(), 0, f, [](std::int64_t a, std::int64_t b) { return a + b; });
+}
+
+// Elementwise prox with per-tensor parameters (a, b):
+//   Shrink / ShrinkNonNeg: w <- b * soft(w, a * u)   (u: optional per-element weights)
+//   Hard:                  w <- |w| <= a ? 0 : w
+//   Clamp:                 w <- clamp(w, a, b)
+inline Counts prox_elementwise(ElemOp op, const TensorList& w, const TensorList* u, const std::vector<double>& a,
+                               const std::vector<double>& b) {
+    return count_pass(w, [&](const Chunk& c) -> std::int64_t {
+        const std::size_t ti = static_cast<std::size_t>(c.tensor);
+        const TensorRef& t = w[ti];
+        return dispatch(t.dtype, [&](auto tag) -> std::int64_t {
+            using T = typename decltype(tag)::type;
+            T* wp = data_as<T>(t) + c.begin;
+            const T* up = u ? data_as<T>((*u)[ti]) + c.begin : nullptr;
+            const std::int64_t n = c.end - c.begin;
+            switch (op) {
+                case ElemOp::Shrink:
+                    return up ? kernels::shrink<T, false, true>(wp, up, n, a[ti], b[ti])
+                              : kernels::shrink<T, false, false>(wp, up, n, a[ti], b[ti]);
+                case ElemOp::ShrinkNonNeg:
+                    return up ? kernels::shrink<T, true, true>(wp, up, n, a[ti], b[ti])
+                              : kernels::shrink<T, true, false>(wp, up, n, a[ti], b[ti]);
+                case ElemOp::Hard: return kernels::hard<T>(wp, n, a[ti]);
+                case ElemOp::Clamp:
+                default: return kernels::clamp<T>(wp, n, a[ti], b[ti]);
+            }
+        });
+    });
+}
+
+// Per-tensor sum |w| and sum soft(w, t)^2 (deterministic).
+inline std::vector<kernels::SoftSums> soft_sums_per_tensor(const TensorList& w, const std::vector<double>& t) {
+    auto plan = plan_chunks(w);
+    return reduce_per_tensor(
+        plan, w.size(), kernels::SoftSums{},
+        [&](const Chunk& c) {
+            const std::size_t ti = static_cast<std::size_t>(c.tensor);
+            return dispatch(w[ti].dtype, [&](auto tag) {
+                using T = typename decltype(tag)::type;
+                return kernels::soft_sums<T>(data_as<T>(w[ti]) + c.begin, c.end - c.begin, t[ti]);
+            });
+        },
+        [](kernels::SoftSums x, kernels::SoftSums y) { return x + y; });
+}
+
+// Coefficient of the (group) L2-norm prox: max(1 - s / norm, 0); NaN norm gives NaN, and a
+// zero norm gives 0 (no 0/0).
+inline double norm_prox_coef(double norm, double s) noexcept {
+    if (norm != norm) return norm;
+    return norm > s ? 1.0 - s / norm : 0.0;
+}
+
+// Prox of  l1*|w|_1 + (l2/2)|w|^2 + lg*||w||_2  per tensor, with t = step*l1, s = step*lg,
+// d = 1/(1 + step*l2):  w <- d * max(1 - s/||soft(w,t)||, 0) * soft(w, t)  (exact: the L1
+// elements nest inside the tensor's group). Two passes: norms, then the scaled shrink.
+inline Counts prox_l2_norm(const TensorList& w, const std::vector<double>& t, const std::vector<double>& s,
+                           const std::vector<double>& d) {
+    auto sums = soft_sums_per_tensor(w, t);
+    std::vector<double> coef(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) coef[i] = norm_prox_coef(std::sqrt(sums[i].sq), s[i]) * d[i];
+    return prox_elementwise(ElemOp::Shrink, w, nullptr, t, coef);
+}
+
+// Projection onto the L2 ball of radius r per tensor: w <- w * min(1, r / ||w||).
+inline Counts project_l2_ball(const TensorList& w, const std::vector<double>& r) {
+    std::vector<double> zero(w.size(), 0.0);
+    auto sums = soft_sums_per_tensor(w, zero);
+    std::vector<double> coef(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        const double norm = std::sqrt(sums[i].sq);
+        coef[i] = norm != norm ? norm : (norm > r[i] ? r[i] / norm : 1.0);
+    }
+    return prox_elementwise(ElemOp::Shrink, w, nullptr, zero, coef);
+}
+
+// Per-tensor threshold theta of the projection onto the L1 ball of radius r (exact):
+// sum max(|w| - theta, 0) = r when ||w||_1 > r, else 0; r = 0 gives +inf, a tensor with NaN
+// gives NaN. Elements with |w| <= (||w||_1 - r) / n cannot be above theta, so only the rest
+// are gathered (in index order, in parallel) and handed to Condat's algorithm.
+inline std::vector<double> l1_ball_thresholds(const TensorList& w, const std::vector<double>& r) {
+    const std::size_t nt = w.size();
+    std::vector<double> zero(nt, 0.0), theta(nt, 0.0), lower(nt, 0.0);
+    auto sums = soft_sums_per_tensor(w, zero);
+    std::vector<char> need(nt, 0);
+    bool any = false;
+    for (std::size_t i = 0; i < nt; ++i) {
+        const double S = sums[i].abs;
+        if (S != S) theta[i] = S;
+        else if (w[i].numel == 0) theta[i] = 0.0;
+        else if (r[i] == 0.0) theta[i] = std::numeric_limits<double>::infinity();
+        else if (S <= r[i]) theta[i] = 0.0;
+        else {
+            need[i] = 1;
+            any = true;
+            lower[i] = (S - r[i]) / static_cast<double>(w[i].numel);
+        }
+    }
+    if (!any) return theta;
+    // 1) candidates per chunk
+    auto plan = plan_chunks(w);
+    std::vector<std::int64_t> cnt(plan.size(), 0);
+    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t k) {
+        const Chunk& c = plan[static_cast<std::size_t>(k)];
+        const std::size_t ti = static_cast<std::size_t>(c.tensor);
+        if (!need[ti]) return;
+        cnt[static_cast<std::size_t>(k)] = dispatch(w[ti].dtype, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            return kernels::count_above<T>(data_as<T>(w[ti]) + c.begin, c.end - c.begin, lower[ti]);
+        });
+    });
+    // 2) offsets in chunk order, one buffer per tensor (allocated here, outside the loops)
+    std::vector<std::int64_t> offset(plan.size(), 0), total(nt, 0);
+    for (std::size_t k = 0; k < plan.size(); ++k) {
+        const std::size_t ti = static_cast<std::size_t>(plan[k].tensor);
+        offset[k] = total[ti];
+        total[ti] += cnt[k];
+    }
+    std::vector<std::vector<double>> cand(nt), v(nt), vt(nt);
+    for (std::size_t i = 0; i < nt; ++i)
+        if (need[i]) {
+            cand[i].resize(static_cast<std::size_t>(total[i]));
+            v[i].resize(static_cast<std::size_t>(total[i]));
+            vt[i].resize(static_cast<std::size_t>(total[i]));
+        }
+    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t k) {
+        const Chunk& c = plan[static_cast<std::size_t>(k)];
+        const std::size_t ti = static_cast<std::size_t>(c.tensor);
+        if (!need[ti] || cnt[static_cast<std::size_t>(k)] == 0) return;
+        dispatch(w[ti].dtype, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            kernels::gather_above<T>(data_as<T>(w[ti]) + c.begin, c.end - c.begin, lower[ti],
+                                     cand[ti].data() + offset[static_cast<std::size_t>(k)]);
+        });
+    });
+    // 3) Condat per tensor (tensors in parallel; each is sequential and exact)
+    parallel_for(static_cast<std::int64_t>(nt), [&](std::int64_t k) {
+        const std::size_t i = static_cast<std::size_t>(k);
+        if (!need[i]) return;
+        theta[i] = total[i] > 0 ? kernels::condat_threshold(cand[i].data(), total[i], r[i], v[i].data(), vt[i].data()) : 0.0;
+        if (theta[i] < 0.0) theta[i] = 0.0;
+    });
+    return theta;
+}
+
+inline Counts project_l1_ball(const TensorList& w, const std::vector<double>& r) {
+    auto theta = l1_ball_thresholds(w, r);
+    std::vector<double> one(w.size(), 1.0);
+    return prox_elementwise(ElemOp::Shrink, w, nullptr, theta, one);
+}
+
+// Prox of s * max|w| per tensor (Moreau): w - P_{L1 ball of radius s}(w) = clamp(w, -theta, theta).
+inline Counts prox_linf(const TensorList& w, const std::vector<double>& s) {
+    auto theta = l1_ball_thresholds(w, s);
+    std::vector<double> lo(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        if (s[i] == 0.0) theta[i] = std::numeric_limits<double>::infinity();  // prox of 0 is the identity
+        lo[i] = -theta[i];
+    }
+    return prox_elementwise(ElemOp::Clamp, w, nullptr, lo, theta);
+}
+
+// Group prox over slices along a dim ((outer, groups, inner) view), with the same terms as
+// prox_l2_norm per group: w_g <- d * max(1 - s/||soft(w_g,t)||, 0) * soft(w_g, t).
+inline Counts prox_group(const TensorList& w, const std::vector<GroupShape>& shapes, const std::vector<double>& t,
+                         const std::vector<double>& s, const std::vector<double>& d) {
+    const std::size_t nt = w.size();
+    std::vector<std::vector<double>> coef(nt);
+    for (std::size_t i = 0; i < nt; ++i) coef[i].assign(static_cast<std::size_t>(shapes[i].groups), 0.0);
+    auto plan = plan_groups(shapes);
+    for_each_group_block(plan, [&](const GroupBlock& blk) {
+        const std::size_t ti = static_cast<std::size_t>(blk.tensor);
+        const GroupShape& sh = shapes[ti];
+        dispatch(w[ti].dtype, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            kernels::group_soft_sq<T>(data_as<T>(w[ti]), sh.outer, sh.groups, sh.inner, blk.g_begin, blk.g_end, t[ti],
+                                      coef[ti].data() + blk.g_begin);
+        });
+    });
+    for (std::size_t i = 0; i < nt; ++i)
+        for (double& q : coef[i]) q = norm_prox_coef(std::sqrt(q), s[i]) * d[i];
+    std::vector<std::int64_t> partial(plan.size(), 0);
+    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t k) {
+        const GroupBlock& blk = plan[static_cast<std::size_t>(k)];
+        const std::size_t ti = static_cast<std::size_t>(blk.tensor);
+        const GroupShape& sh = shapes[ti];
+        partial[static_cast<std::size_t>(k)] = dispatch(w[ti].dtype, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            return kernels::group_shrink<T>(data_as<T>(w[ti]), sh.outer, sh.groups, sh.inner, blk.g_begin, blk.g_end, t[ti],
+                                            coef[ti].data() + blk.g_begin);
+        });
+    });
+    Counts out(nt, 0);
+    for (std::size_t k = 0; k < plan.size(); ++k) out[static_cast<std::size_t>(plan[k].tensor)] += partial[k];
+    return out;
+}
+
+}  // namespace normreg::engine

@@ -1,0 +1,239 @@
+// Per-element math of the proximal operators and projections, in place. Pure C++: raw
+// pointers, noexcept, templated on the storage type T (float, double, bf16, f16); bf16/f16
+// are computed in float and rounded once when stored. Every in-place kernel returns how
+// many of its elements are exactly zero after the step (counted in the same pass).
+//
+// NaN conventions: a NaN element stays NaN; a NaN threshold or coefficient (from a tensor
+// or group whose norm is NaN) makes every element it touches NaN. Nothing becomes 0 by
+// accident of a comparison with NaN: every select below is written so NaN falls through.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "engine/dtype.hpp"
+
+namespace normreg::kernels {
+
+using engine::compute_t;
+using engine::load;
+using engine::store;
+
+// max(x, 0) that keeps NaN (NaN < 0 is false).
+template <class C>
+inline C pos_nan(C x) noexcept {
+    return x < C(0) ? C(0) : x;
+}
+
+// sign(v) * max(|v| - t, 0), NaN in v or t gives NaN, and +0 (never -0) for zeros.
+// For |v| > t the result is v - t (or v + t) rounded once, like torch's softshrink.
+template <class C>
+inline C soft(C v, C t) noexcept {
+    return std::copysign(pos_nan(std::fabs(v) - t), v) + C(0);
+}
+
+// max(v - t, 0) (non-negative soft threshold), NaN kept.
+template <class C>
+inline C soft_nonneg(C v, C t) noexcept {
+    return pos_nan(v - t) + C(0);
+}
+
+// w <- c * soft(w, t * u_i), u = per-element weights (Weighted) or 1. Covers the L1 prox
+// (c = 1), the ridge shrink (t = 0, c = 1/(1+step*l)), the elastic net, and scaling by a
+// per-tensor coefficient (t = 0). Returns the number of zeros written.
+template <class T, bool NonNeg, bool Weighted>
+inline std::int64_t shrink(T* __restrict w, const T* __restrict u, std::int64_t n, double t, double c) noexcept {
+    using C = compute_t<T>;
+    const C ct = static_cast<C>(t), cc = static_cast<C>(c);
+    std::int64_t zeros = 0;
+#pragma omp simd reduction(+ : zeros)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C v = load<T>(w[i]);
+        C ti = ct;
+        if constexpr (Weighted) ti = ct * load<T>(u[i]);
+        C r;
+        if constexpr (NonNeg) r = soft_nonneg(v, ti);
+        else r = soft(v, ti);
+        r = r * cc;
+        w[i] = store<T>(r);
+        zeros += (r == C(0));
+    }
+    return zeros;
+}
+
+// Exact L0 prox: w <- 0 where |w| <= thr, else w (NaN kept). thr = sqrt(2 * step * l).
+template <class T>
+inline std::int64_t hard(T* __restrict w, std::int64_t n, double thr) noexcept {
+    using C = compute_t<T>;
+    const C ct = static_cast<C>(thr);
+    std::int64_t zeros = 0;
+#pragma omp simd reduction(+ : zeros)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C v = load<T>(w[i]);
+        const C r = std::fabs(v) <= ct ? C(0) : v;
+        w[i] = store<T>(r);
+        zeros += (r == C(0));
+    }
+    return zeros;
+}
+
+// Projection onto the box [lo, hi] (clamp). NaN in w stays NaN; a NaN bound (the Linf prox
+// of a tensor that contains NaN) makes the result NaN.
+template <class T>
+inline std::int64_t clamp(T* __restrict w, std::int64_t n, double lo, double hi) noexcept {
+    using C = compute_t<T>;
+    const C cl = static_cast<C>(lo), ch = static_cast<C>(hi);
+    const bool nan_bound = (lo != lo) || (hi != hi);
+    const C nan = static_cast<C>(lo != lo ? lo : hi);
+    std::int64_t zeros = 0;
+    if (nan_bound) {
+        for (std::int64_t i = 0; i < n; ++i) w[i] = store<T>(nan);
+        return 0;
+    }
+#pragma omp simd reduction(+ : zeros)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C v = load<T>(w[i]);
+        C r = v < cl ? cl : v;
+        r = r > ch ? ch : r;
+        r = r + C(0);
+        w[i] = store<T>(r);
+        zeros += (r == C(0));
+    }
+    return zeros;
+}
+
+// Sum over n elements of soft(w, t)^2 in double (t = 0: the plain sum of squares), and
+// of |w| (for the L1-ball projection). NaN propagates into the sums.
+struct SoftSums {
+    double abs = 0.0;
+    double sq = 0.0;
+};
+
+inline SoftSums operator+(SoftSums a, SoftSums b) noexcept { return SoftSums{a.abs + b.abs, a.sq + b.sq}; }
+
+template <class T>
+inline SoftSums soft_sums(const T* __restrict w, std::int64_t n, double t) noexcept {
+    using C = compute_t<T>;
+    const C ct = static_cast<C>(t);
+    double sa = 0.0, ss = 0.0;
+#pragma omp simd reduction(+ : sa, ss)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C v = load<T>(w[i]);
+        const double s = static_cast<double>(soft(v, ct));
+        sa += std::fabs(static_cast<double>(v));
+        ss += s * s;
+    }
+    return SoftSums{sa, ss};
+}
+
+// Sum of soft(w, t)^2 per group for groups [g0, g1) of a (outer, groups, inner) tensor.
+template <class T>
+inline void group_soft_sq(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
+                          std::int64_t g1, double t, double* __restrict acc) noexcept {
+    using C = compute_t<T>;
+    const C ct = static_cast<C>(t);
+    for (std::int64_t g = g0; g < g1; ++g) acc[g - g0] = 0.0;
+    for (std::int64_t o = 0; o < outer; ++o)
+        for (std::int64_t g = g0; g < g1; ++g) {
+            const T* p = x + (o * groups + g) * inner;
+            double s = 0.0;
+#pragma omp simd reduction(+ : s)
+            for (std::int64_t i = 0; i < inner; ++i) {
+                const double v = static_cast<double>(soft(load<T>(p[i]), ct));
+                s += v * v;
+            }
+            acc[g - g0] += s;
+        }
+}
+
+// w <- coef[g] * soft(w, t) over groups [g0, g1); coef indexed from g0. Returns zeros.
+template <class T>
+inline std::int64_t group_shrink(T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
+                                 std::int64_t g1, double t, const double* __restrict coef) noexcept {
+    using C = compute_t<T>;
+    const C ct = static_cast<C>(t);
+    std::int64_t zeros = 0;
+    for (std::int64_t o = 0; o < outer; ++o)
+        for (std::int64_t g = g0; g < g1; ++g) {
+            T* p = x + (o * groups + g) * inner;
+            const C c = static_cast<C>(coef[g - g0]);
+            std::int64_t z = 0;
+#pragma omp simd reduction(+ : z)
+            for (std::int64_t i = 0; i < inner; ++i) {
+                const C r = soft(load<T>(p[i]), ct) * c;
+                p[i] = store<T>(r);
+                z += (r == C(0));
+            }
+            zeros += z;
+        }
+    return zeros;
+}
+
+// Number of elements with |w| > lo (candidates of the L1-ball threshold).
+template <class T>
+inline std::int64_t count_above(const T* __restrict w, std::int64_t n, double lo) noexcept {
+    const double l = lo;
+    std::int64_t c = 0;
+#pragma omp simd reduction(+ : c)
+    for (std::int64_t i = 0; i < n; ++i) c += (static_cast<double>(std::fabs(load<T>(w[i]))) > l);
+    return c;
+}
+
+// Writes |w_i| for every |w_i| > lo into out, in index order.
+template <class T>
+inline void gather_above(const T* __restrict w, std::int64_t n, double lo, double* __restrict out) noexcept {
+    std::int64_t k = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double a = std::fabs(static_cast<double>(load<T>(w[i])));
+        if (a > lo) out[k++] = a;
+    }
+}
+
+// Condat's exact projection threshold ("Fast projection onto the simplex and the l1 ball",
+// Math. Program. 2016): for y > 0 (n >= 1) and radius a > 0 with sum(y) > a, returns the
+// tau with sum(max(y - tau, 0)) = a. Expected O(n); `v` and `vt` are scratch of size n.
+// The input order is fixed by the caller, so the result is deterministic.
+inline double condat_threshold(const double* y, std::int64_t n, double a, double* v, double* vt) noexcept {
+    std::int64_t nv = 0, nvt = 0;
+    v[nv++] = y[0];
+    double rho = y[0] - a;
+    for (std::int64_t k = 1; k < n; ++k) {
+        const double yk = y[k];
+        if (yk > rho) {
+            rho += (yk - rho) / static_cast<double>(nv + 1);
+            if (rho > yk - a) {
+                v[nv++] = yk;
+            } else {
+                for (std::int64_t j = 0; j < nv; ++j) vt[nvt++] = v[j];
+                nv = 0;
+                v[nv++] = yk;
+                rho = yk - a;
+            }
+        }
+    }
+    for (std::int64_t j = 0; j < nvt; ++j) {
+        const double yk = vt[j];
+        if (yk > rho) {
+            v[nv++] = yk;
+            rho += (yk - rho) / static_cast<double>(nv);
+        }
+    }
+    bool changed = true;
+    while (changed) {
+        changed = false;
+        std::int64_t j = 0;
+        while (j < nv) {
+            const double yk = v[j];
+            if (yk <= rho) {
+                v[j] = v[--nv];  // swap-remove: the order is still fixed by the input
+                if (nv > 0) rho += (rho - yk) / static_cast<double>(nv);
+                changed = true;
+            } else {
+                ++j;
+            }
+        }
+    }
+    return rho;
+}
+
+}  // namespace normreg::kernels

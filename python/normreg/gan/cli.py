@@ -1,0 +1,190 @@
+"""``normreg train`` and ``normreg sample``: the command-line front of the GAN trainer.
+
+Every ``TrainConfig`` field is a flag (``recon_weight`` -> ``--recon-weight``; booleans also
+take ``--no-...``); ``--config run.toml`` reads the same keys from a file and flags given on
+the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["register", "train_main", "sample_main"]
+
+_HELP = {
+    "task": "unconditional | completion | denoise | superres",
+    "dataset": "digits | textures | folder:PATH | mnist:PATH",
+    "image_size": "0: native size of the data (8 for digits); else a power of 2 >= 8",
+    "channels": "0: from the data; 1 or 3 to force gray or colour",
+    "resize": "folder images: center_crop | stretch | none (all images must then have one size)",
+    "max_images": "use at most this many images (0: all)",
+    "mask": "completion: bottom_half | right_half | center",
+    "noise_std": "denoise: noise std (images in [-1, 1])",
+    "folds": "k-fold cross-validation: number of folds of the non-test images",
+    "fold": "which fold is the validation set",
+    "width": "channel multiplier of G and D",
+    "z_dim": "unconditional: latent size",
+    "dropout": "U-Net decoder dropout (pix2pix: 0.5)",
+    "betas": "Adam betas (two numbers)",
+    "adv_weight": "weight of the GAN term in G's loss; 0 trains the reconstruction alone (no D)",
+    "conditional_d": "paired tasks: D sees G's input beside the image (cGAN)",
+    "recon": "l1 | l2 | ssim | none",
+    "recon_weight": "lambda of the reconstruction term (pix2pix: 100)",
+    "recon_schedule": "constant | linear_warmup | cosine",
+    "tv_weight": "total variation of G's output",
+    "r1_weight": "R1 gradient penalty on D (gamma)",
+    "r1_every": "lazy R1 every k steps (scaled by k)",
+    "weight_penalty": "none | l1 | l2 | elastic_net | l0 | group_lasso",
+    "weight_penalty_strength": "lambda of the weight penalty",
+    "l1_ratio": "elastic_net: share of the strength on the L1 part",
+    "penalty_on": "g | d | both",
+    "penalty_mode": "loss (autograd) | add_grad (fused gradient) | prox (ProxAdam proximal step)",
+    "penalty_schedule": "constant | linear_warmup | cosine",
+    "warmup_fraction": "linear_warmup: share of the steps spent ramping up",
+    "ema_decay": "EMA of G's weights for samples and metrics (0 disables)",
+    "eval_samples": "images per evaluation (0: the whole split)",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    from .config import TrainConfig
+
+    g = p.add_argument_group("training options (defaults: TrainConfig; also readable from --config)")
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default
+        help_ = _HELP.get(f.name, "")
+        help_ = f"{help_} (default: {list(default) if isinstance(default, tuple) else default})".strip()
+        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
+        if f.type == "bool":
+            g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
+        elif f.name == "betas":
+            g.add_argument(_flag(f.name), nargs=2, type=float, metavar=("B1", "B2"), **kw)
+        else:
+            typ = {"int": int, "float": float, "str": str}[f.type]
+            g.add_argument(_flag(f.name), type=typ, metavar=f.type.upper(), **kw)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a GAN with norm regularization (default: digit completion, ~minutes on 2 cores)",
+        description="Train a GAN (pix2pix-style paired tasks or an unconditional DCGAN) with normreg "
+        "penalties. With no arguments: complete the bottom half of 8x8 digits.",
+    )
+    p.add_argument("--config", metavar="TOML", help="read options from a TOML file (flags override it)")
+    p.add_argument("--run-dir", "-o", metavar="DIR", help="output folder (default: runs/TASK-DATASET-TIME)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    p.add_argument("--from-previous", action="store_true", help="with --resume: start from checkpoint.prev.pt")
+    p.add_argument("--stop-after", type=int, metavar="STEP", help="stop (with a checkpoint) at this step")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads (default 1: the small models gain nothing from more; 0: torch's default)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(p)
+    p.set_defaults(func=train_main)
+
+    s = sub.add_parser("sample", help="write generated images from a checkpoint as PNG files")
+    s.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint file or run directory")
+    s.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/generated)")
+    s.add_argument("-n", type=int, default=16, help="number of images (default 16)")
+    s.add_argument("--split", default="test", choices=("train", "val", "test"), help="paired tasks: images to fill in")
+    s.add_argument("--inputs", metavar="FOLDER", help="paired tasks: fill in these images instead of a split")
+    s.add_argument("--seed", type=int, default=0, help="latent seed (unconditional) / noise seed (denoise)")
+    s.add_argument("--no-ema", action="store_true", help="use G instead of its EMA")
+    s.set_defaults(func=sample_main)
+
+
+def _error(cmd: str, exc: BaseException) -> int:
+    print(f"normreg {cmd}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def train_main(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .config import TrainConfig
+    from .train import train
+
+    if args.threads < 0:
+        return _error("train", ValueError(f"'--threads' must be >= 0, got {args.threads}"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    given = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    if "betas" in given:
+        given["betas"] = tuple(given["betas"])
+    try:
+        if args.resume:
+            if args.overwrite:
+                raise ValueError("'--resume' and '--overwrite' cannot be used together")
+            if args.config:
+                raise ValueError("'--config' cannot be used with '--resume' (the run's own config is used)")
+            if args.run_dir and Path(args.run_dir) != Path(args.resume):
+                raise ValueError("'--run-dir' must not differ from '--resume'")
+            run_dir = Path(args.resume)
+            if not run_dir.is_dir():
+                raise ValueError(f"'--resume': run directory {str(run_dir)!r} does not exist")
+            cfg = None
+            if given:
+                saved = TrainConfig.from_dict(load_checkpoint(run_dir, previous=args.from_previous)["config"])
+                cfg = saved.replace(**given)
+            summary = train(cfg, run_dir, resume=True, progress=not args.no_progress, stop_after=args.stop_after,
+                            from_previous=args.from_previous)
+        else:
+            if args.from_previous:
+                raise ValueError("'--from-previous' only applies with '--resume'")
+            cfg = TrainConfig.from_toml(args.config) if args.config else TrainConfig()
+            if given:
+                cfg = cfg.replace(**given)
+            if args.run_dir:
+                run_dir = Path(args.run_dir)
+            else:
+                ds = cfg.dataset.split(":")[0]
+                run_dir = Path("runs") / f"{cfg.task}-{ds}-{time.strftime('%Y%m%d-%H%M%S')}"
+            summary = train(cfg, run_dir, overwrite=args.overwrite, progress=not args.no_progress, stop_after=args.stop_after)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, TypeError, CheckpointError) as exc:
+        return _error("train", exc)
+    _print_summary(run_dir, summary)
+    return 0
+
+
+def _print_summary(run_dir: Path, summary: dict) -> None:
+    print(f"run directory: {run_dir}")
+    print(f"steps: {summary['steps']}  time: {summary['seconds']:.1f} s  finished: {summary['finished']}")
+    m = summary.get("metrics")
+    if m:
+        keys = [k for k in ("psnr", "ssim", "classifier_score", "real_classifier_score", "kid", "kid_floor") if m.get(k) is not None]
+        print("test metrics: " + "  ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
+    print(f"samples: {run_dir / 'samples'}   curves: {run_dir / 'curves.png'}")
+
+
+
+def sample_main(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .sample import sample
+
+    ck = Path(args.checkpoint)
+    out = Path(args.out) if args.out else (ck if ck.is_dir() else ck.parent) / "generated"
+    try:
+        paths = sample(ck, out, n=args.n, split=args.split, inputs=args.inputs, seed=args.seed, use_ema=not args.no_ema)
+    except (ValueError, TypeError, CheckpointError) as exc:
+        return _error("sample", exc)
+    print(f"wrote {len(paths)} PNG files to {out}")
+    return 0

@@ -1,0 +1,71 @@
+"""Shared helpers of the GAN trainer tests (tiny configs, tiny image folders and IDX files)."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from normreg.gan import TrainConfig
+
+TINY = dict(
+    steps=4,
+    batch_size=16,
+    width=0.25,
+    max_images=96,
+    eval_every=4,
+    sample_every=4,
+    checkpoint_every=2,
+    log_every=1,
+    eval_samples=24,
+    z_dim=8,
+)
+
+
+def tiny(**changes) -> TrainConfig:
+    return TrainConfig(**{**TINY, **changes})
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_cache(monkeypatch, tmp_path_factory):
+    """One torch thread (tiny models; the machine is shared) and a per-session cache folder."""
+    monkeypatch.setenv("NORMREG_CACHE", str(tmp_path_factory.getbasetemp() / "normreg-cache"))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def write_pngs(folder: Path, n: int = 12, size: int = 16, mode: str = "L", sizes=None, classes=None, seed: int = 0) -> list[Path]:
+    """Random images as PNG files (in sub-folders named after ``classes`` if given)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        s = sizes[i % len(sizes)] if sizes else size
+        shape = (s, s, 3) if mode == "RGB" else (s, s)
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        d = folder / classes[i % len(classes)] if classes else folder
+        d.mkdir(exist_ok=True)
+        p = d / f"img{i:03d}.png"
+        Image.fromarray(a, mode).save(p)
+        out.append(p)
+    return out
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
+    """Write ``array`` (uint8) as an IDX file, the MNIST format."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path

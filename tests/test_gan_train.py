@@ -1,0 +1,224 @@
+"""Short training runs of every task and data kind, exact resume, checkpoints, run folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from _gan_util import _one_thread_and_cache, tiny, write_idx, write_pngs  # noqa: F401
+
+import normreg
+from normreg.gan import CheckpointError, RunDirError, TrainConfig, Trainer, evaluate, load_checkpoint, train
+from normreg.gan.checkpoint import save_checkpoint
+
+
+def _check_run_dir(run, cfg):
+    for name in ("config.toml", "metrics.csv", "log.jsonl", "summary.json", "curves.png", "checkpoint.pt"):
+        assert (run / name).is_file(), name
+    assert TrainConfig.from_toml(run / "config.toml") == cfg
+    assert (run / "samples" / "final.png").is_file()
+    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == list(range(1, cfg.steps + 1))
+    with open(run / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == list(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == cfg.steps and summary["finished"]
+    return logs, rows, summary
+
+
+@pytest.mark.parametrize("task", ["completion", "denoise", "superres", "unconditional"])
+def test_each_task_trains_on_digits(tmp_path, task):
+    cfg = tiny(task=task)
+    summary = train(cfg, tmp_path / "run", progress=False)
+    logs, _, _ = _check_run_dir(tmp_path / "run", cfg)
+    m = summary["metrics"]
+    if task != "unconditional":
+        assert 0 < m["psnr"] < math.inf and -1 <= m["ssim"] <= 1
+        assert 0 <= m["classifier_score"] <= 1
+        assert {"g_recon", "w_g_recon", "lam_recon"} <= set(logs[-1])
+        assert logs[-1]["w_g_recon"] == pytest.approx(100.0 * logs[-1]["g_recon"], rel=1e-5)
+    else:
+        assert m["psnr"] is None and m["classifier_score"] is None and 0 <= m["class_confidence"] <= 1
+    assert m["kid"] is not None and m["kid_floor"] is not None and m["kid_features"] == "classifier"
+    assert logs[-1]["w_g_penalty"] == pytest.approx(1e-5 * logs[-1]["g_penalty"], rel=1e-6)
+    assert all(math.isfinite(v) for v in logs[-1].values())
+
+
+def test_folder_textures_and_mnist_data_train(tmp_path):
+    folder = tmp_path / "imgs"
+    write_pngs(folder, n=16, size=12, mode="RGB")
+    s = train(tiny(dataset=f"folder:{folder}", image_size=8, steps=2, eval_every=2), tmp_path / "r1", progress=False)
+    assert s["metrics"]["kid_features"] == "pixels" and s["metrics"]["classifier_score"] is None
+    s = train(tiny(dataset="textures", image_size=16, steps=2, eval_every=2, task="superres"), tmp_path / "r2", progress=False)
+    assert s["image_size"] == 16
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "m" / "train-images-idx3-ubyte", rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)) if (tmp_path / "m").mkdir() is None else None
+    write_idx(tmp_path / "m" / "train-labels-idx1-ubyte", np.arange(40) % 4, compress=True)
+    s = train(tiny(dataset=f"mnist:{tmp_path / 'm'}", image_size=8, steps=2, eval_every=2, task="denoise"), tmp_path / "r3", progress=False)
+    assert s["num_train"] + s["num_val"] + s["num_test"] == 40
+
+
+def _tensors(state, prefix=""):
+    """Every tensor (and number) of a nested checkpoint, by path."""
+    out = {}
+    if isinstance(state, dict):
+        for k, v in state.items():
+            out.update(_tensors(v, f"{prefix}/{k}"))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out.update(_tensors(v, f"{prefix}/{i}"))
+    else:
+        out[prefix] = state
+    return out
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(task="denoise", dropout=0.5, r1_weight=1.0, r1_every=2, penalty_on="both", penalty_mode="loss",
+             penalty_schedule="cosine", recon_schedule="linear_warmup"),
+        dict(task="unconditional", weight_penalty="group_lasso", penalty_mode="add_grad", tv_weight=0.1),
+    ],
+    ids=["denoise-loss", "unconditional-add_grad"],
+)
+def test_resume_is_bit_exact(tmp_path, changes):
+    cfg = tiny(steps=6, eval_every=3, checkpoint_every=2, **changes)
+    train(cfg, tmp_path / "straight", progress=False)
+    part = train(cfg, tmp_path / "resumed", progress=False, stop_after=3)
+    assert part["steps"] == 3 and not part["finished"]
+    train(cfg, tmp_path / "resumed", progress=False, resume=True)
+    a = _tensors(load_checkpoint(tmp_path / "straight"))
+    b = _tensors(load_checkpoint(tmp_path / "resumed"))
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+        else:
+            assert a[k] == b[k], k
+    assert (tmp_path / "straight" / "log.jsonl").read_text() == (tmp_path / "resumed" / "log.jsonl").read_text()
+    ma = (tmp_path / "straight" / "metrics.csv").read_text()
+    assert ma == (tmp_path / "resumed" / "metrics.csv").read_text()
+
+
+def test_run_dir_is_not_overwritten_without_overwrite(tmp_path):
+    cfg = tiny(steps=2, eval_every=2)
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(RunDirError, match="overwrite"):
+        train(cfg.replace(seed=1), run, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    (run / "notes.txt").write_text("mine")
+    train(cfg.replace(seed=1), run, progress=False, overwrite=True)
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+    assert TrainConfig.from_toml(run / "config.toml").seed == 1
+
+
+def test_bad_data_fails_before_the_run_dir_is_touched(tmp_path):
+    run = tmp_path / "run"
+    train(tiny(steps=2, eval_every=2), run, progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with pytest.raises(ValueError, match="does not exist"):
+        train(tiny(dataset=f"folder:{tmp_path / 'nope'}"), run, progress=False, overwrite=True)
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(RunDirError, match="does not exist"):
+        train(None, tmp_path / "nothing", resume=True, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="no checkpoint"):
+        train(None, tmp_path / "empty", resume=True, progress=False)
+    cfg = tiny(steps=2, eval_every=2)
+    train(cfg, tmp_path / "run", progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="'recon_weight'"):
+        train(cfg.replace(recon_weight=5.0), tmp_path / "run", resume=True, progress=False)
+    s = train(cfg.replace(steps=3), tmp_path / "run", resume=True, progress=False)  # steps may grow
+    assert s["steps"] == 3
+
+
+def test_corrupt_checkpoint_is_reported_and_the_previous_one_offered(tmp_path):
+    cfg = tiny(steps=4, eval_every=4, checkpoint_every=2)
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    assert load_checkpoint(run, previous=True)["step"] == 2
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="checkpoint.pt") as exc:
+        load_checkpoint(run)
+    assert "checkpoint.prev.pt" in str(exc.value) and "step 2" in str(exc.value)
+    assert exc.value.previous == run / "checkpoint.prev.pt"
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(None, run, resume=True, progress=False)
+    s = train(None, run, resume=True, from_previous=True, progress=False)
+    assert s["steps"] == 4 and s["finished"]
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a normreg checkpoint"):
+        load_checkpoint(run / "checkpoint.pt")
+
+
+def test_checkpoint_write_keeps_previous_and_is_atomic(tmp_path):
+    save_checkpoint({"step": 1}, tmp_path)
+    save_checkpoint({"step": 2}, tmp_path)
+    assert load_checkpoint(tmp_path)["step"] == 2
+    assert load_checkpoint(tmp_path, previous=True)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]
+
+
+@pytest.mark.parametrize("mode", ["loss", "add_grad"])
+@pytest.mark.parametrize("kind", ["l1", "l2", "elastic_net", "group_lasso"])
+def test_weight_penalty_gradient_matches_autograd_reference(kind, mode):
+    """The trainer's penalty step adds exactly λ ∇R to G's gradients (against _reference in float64)."""
+    from normreg import _reference as ref
+
+    cfg = tiny(weight_penalty=kind, penalty_mode=mode, weight_penalty_strength=0.01, adv_weight=0.0, recon="l1", ema_decay=0.0)
+    tr = Trainer(cfg)
+    seen = {}
+
+    def hook(self_opt, args, kwargs):
+        seen["grads"] = [p.grad.clone() for p in tr._penalized(tr.groups_g)]
+
+    h = tr.opt_g.register_step_pre_hook(hook)
+    params = [p.detach().clone() for p in tr._penalized(tr.groups_g)]
+    no_pen = Trainer(cfg.replace(weight_penalty="none"))
+    h2 = no_pen.opt_g.register_step_pre_hook(lambda o, a, k: seen.__setitem__("plain", [p.grad.clone() for p in no_pen.G.parameters()]))
+    tr.step()
+    no_pen.step()
+    h.remove(), h2.remove()
+    plain = dict(zip([id(p) for p in no_pen.G.parameters()], seen["plain"]))
+    names_plain = dict(zip([n for n, _ in no_pen.G.named_parameters()], seen["plain"]))
+    names_pen = [n for g in tr.groups_g if g.get("penalty") is not None for n in g["param_names"]]
+    pen = tr._penalty_at(0)
+    expect = ref.penalty_grad(pen.kind, [p.double() for p in params], pen._s1(), pen._s2()) if kind != "group_lasso" else None
+    if expect is None:
+        w = [p.double().requires_grad_(True) for p in params]
+        normreg.GroupLasso(0.01, dim=0).value(w).backward()
+        expect = [x.grad for x in w]
+    for n, g, e in zip(names_pen, seen["grads"], expect):
+        torch.testing.assert_close(g.double() - names_plain[n].double(), e, rtol=1e-4, atol=1e-6)
+    _ = plain
+
+
+def test_evaluate_api_on_checkpoint(tmp_path):
+    cfg = tiny(steps=2, eval_every=2)
+    train(cfg, tmp_path / "run", progress=False)
+    m = evaluate(tmp_path / "run", split="val")
+    assert m["step"] == 2 and m["split"] == "val" and 0 < m["psnr"] < math.inf
+    m2 = evaluate(tmp_path / "run" / "checkpoint.pt", split="test")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert m2["psnr"] == pytest.approx(summary["metrics"]["psnr"], rel=1e-12)
+    with pytest.raises(ValueError, match="'split'"):
+        evaluate(tmp_path / "run", split="train")
+
+
+def test_l1_only_and_unconditional_d_variants(tmp_path):
+    s = train(tiny(steps=2, eval_every=2, adv_weight=0.0), tmp_path / "l1only", progress=False)
+    assert s["params_d"] == 0 and "g_adv" not in s["losses"]
+    s = train(tiny(steps=2, eval_every=2, conditional_d=False, recon="ssim", r1_weight=1.0, r1_every=1), tmp_path / "ud", progress=False)
+    assert {"d_r1", "w_d_r1", "g_adv"} <= set(s["losses"])
+    assert s["losses"]["w_d_r1"] == pytest.approx(0.5 * 1.0 * 1 * s["losses"]["d_r1"], rel=1e-5)

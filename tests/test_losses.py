@@ -1,0 +1,415 @@
+"""normreg.losses against torch.nn.functional, the float64 reference and closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from conftest import num_threads
+from hypothesis import strategies as st
+
+from normreg import _reference as ref
+from normreg import losses as L
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+DTYPE_IDS = ["f32", "f64", "bf16"]
+REDUCTIONS = ["mean", "sum", "none"]
+LOSSES = [(L.l1_loss, F.l1_loss, "l1"), (L.mse_loss, F.mse_loss, "mse")]
+LOSS_IDS = ["l1", "mse"]
+
+# Tolerances of a value / gradient in each dtype against a float64 computation.
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-12),
+       torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+
+
+def _pair(shape, dtype, seed=0, grad=True):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_(grad)
+    t = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_(grad)
+    return p, t
+
+
+def _grads(out, inputs, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    go = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)
+    return torch.autograd.grad(out, inputs, go)
+
+
+def _close(a, b, dtype):
+    torch.testing.assert_close(a.double(), b.double(), **TOL[dtype])
+
+
+# ---- pointwise losses vs torch.nn.functional ---------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+@pytest.mark.parametrize("shape", [(3, 2, 5, 7), (70_001,)], ids=["nchw", "multi-chunk"])
+def test_pointwise_matches_torch(ours, theirs, kind, reduction, dtype, shape):
+    p, t = _pair(shape, dtype)
+    a = ours(p, t, reduction=reduction)
+    b = theirs(p, t, reduction=reduction)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    _close(a, b, dtype)
+    for ga, gb in zip(_grads(a, [p, t]), _grads(b, [p, t])):
+        _close(ga, gb, dtype)
+    # and against the float64 reference, from the same (rounded) inputs
+    r = ref.pointwise_loss(kind, p, t, reduction=reduction)
+    _close(a, r.to(dtype), dtype)
+
+
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_kink_and_equal_inputs(ours, theirs, kind):
+    # pred == target: value 0, and L1's subgradient is 0 there, as in torch
+    p = torch.tensor([1.0, -2.0, 0.5, 3.0], requires_grad=True)
+    t = torch.tensor([1.0, 0.0, 0.5, 2.0])
+    (ga,) = torch.autograd.grad(ours(p, t, reduction="sum"), p)
+    (gb,) = torch.autograd.grad(theirs(p, t, reduction="sum"), p)
+    assert torch.equal(ga, gb)
+    assert ga[0] == 0 and ga[2] == 0
+
+
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_nan_propagates(ours, theirs, kind):
+    p = torch.tensor([1.0, float("nan"), 2.0], requires_grad=True)
+    t = torch.zeros(3)
+    v = ours(p, t)
+    (g,) = torch.autograd.grad(v, p)
+    assert torch.isnan(v)
+    assert torch.isnan(g[1]) and not torch.isnan(g[0])
+
+
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_non_contiguous_inputs(ours, theirs, kind):
+    p, t = _pair((4, 6, 5), torch.float32)
+    pt, tt = p.transpose(0, 2), t.transpose(0, 2)
+    for reduction in REDUCTIONS:
+        a, b = ours(pt, tt, reduction=reduction), theirs(pt, tt, reduction=reduction)
+        _close(a, b, torch.float32)
+        for ga, gb in zip(_grads(a, [p, t]), _grads(b, [p, t])):
+            _close(ga, gb, torch.float32)
+
+
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_target_only_requires_grad(ours, theirs, kind, reduction):
+    p, t = _pair((2, 3, 4, 4), torch.float64)
+    p = p.detach()
+    (ga,) = _grads(ours(p, t, reduction=reduction), [t])
+    (gb,) = _grads(theirs(p, t, reduction=reduction), [t])
+    _close(ga, gb, torch.float64)
+
+
+def test_target_grad_is_negative_of_pred_grad():
+    p, t = _pair((2, 3, 4, 4), torch.float32)
+    gp, gt = torch.autograd.grad(L.l1_loss(p, t), [p, t])
+    assert torch.equal(gt, -gp)
+
+
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_no_grad_and_empty(ours, theirs, kind):
+    p, t = _pair((3, 4), torch.float32, grad=False)
+    with torch.no_grad():
+        _close(ours(p, t), theirs(p, t), torch.float32)
+    e = torch.empty(0)
+    assert torch.isnan(ours(e, e))  # mean of nothing, as torch
+    assert ours(e, e, reduction="sum") == 0
+
+
+# ---- mask and weights against a torch reference -----------------------------------------------
+
+
+def _torch_masked(kind, p, t, m, w, reduction):
+    d = p - t
+    e = d.abs() if kind == "l1" else d * d
+    if m is not None:
+        e = m * e
+    if w is not None:
+        e = w * e
+    if reduction == "none":
+        return e
+    if reduction == "sum":
+        return e.sum()
+    return e.sum() / (m.expand_as(p).sum() if m is not None else p.numel())
+
+
+MASK_SHAPES = [(2, 3, 5, 6), (2, 1, 5, 6), (1, 1, 1, 6), (6,)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+@pytest.mark.parametrize("mask_shape", MASK_SHAPES, ids=str)
+def test_mask_and_weight(ours, theirs, kind, reduction, dtype, mask_shape):
+    p, t = _pair((2, 3, 5, 6), dtype)
+    g = torch.Generator().manual_seed(3)
+    m = torch.rand(mask_shape, generator=g) > 0.4
+    w = torch.rand((3, 1, 6), generator=g, dtype=torch.float64).to(dtype)
+    for mask, weight in ((m, None), (None, w), (m, w), (m.to(dtype) * 0.5, w)):
+        a = ours(p, t, mask=mask, weight=weight, reduction=reduction)
+        mm = None if mask is None else mask.to(dtype)
+        b = _torch_masked(kind, p, t, mm, weight, reduction)
+        assert a.shape == b.shape and a.dtype == dtype
+        _close(a, b, dtype)
+        for ga, gb in zip(_grads(a, [p, t]), _grads(b, [p, t])):
+            _close(ga, gb, dtype)
+
+
+def test_mean_with_mask_divides_by_counted_elements():
+    p = torch.arange(8.0).view(1, 2, 2, 2)
+    t = torch.zeros(1, 2, 2, 2)
+    m = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])  # (1, 1, 2, 2): broadcast over 2 channels
+    # counted: channel 0 -> 0, 3; channel 1 -> 4, 7  => |.| sum 14 over 4 counted elements
+    assert L.l1_loss(p, t, mask=m).item() == pytest.approx(14 / 4)
+    assert L.l1_loss(p, t, mask=m, reduction="sum").item() == pytest.approx(14)
+    assert torch.isnan(L.l1_loss(p, t, mask=torch.zeros(1, 1, 2, 2)))
+
+
+def test_mask_requiring_grad_goes_through_reference():
+    p, t = _pair((2, 3, 4), torch.float64)
+    w = torch.rand(3, 4, dtype=torch.float64, requires_grad=True)
+    a = L.mse_loss(p, t, weight=w)
+    b = _torch_masked("mse", p, t, None, w, "mean")
+    ga, gb = _grads(a, [p, t, w]), _grads(b, [p, t, w])
+    for x, y in zip(ga, gb):
+        _close(x, y, torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["l1", "mse"])
+def test_deterministic_across_threads(kind):
+    fn = L.l1_loss if kind == "l1" else L.mse_loss
+    p, t = _pair((300_000,), torch.float32, grad=False)
+    m = torch.rand(300_000) > 0.5
+    x = p.view(3, 1, 400, 250)
+    runs = []
+    for n in (1, 2):
+        with num_threads(n):
+            runs.append([fn(p, t, reduction=r, mask=m) for r in ("mean", "sum")]
+                        + [L.total_variation(x, k, "none") for k in ("anisotropic", "isotropic")])
+    for x, y in zip(*runs):
+        assert torch.equal(x, y)
+
+
+# ---- gradcheck ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_gradcheck_pointwise(ours, theirs, kind, reduction):
+    p, t = _pair((2, 2, 3, 3), torch.float64)
+    m = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64).view(1, 1, 1, 3)
+    w = torch.rand(2, 1, 3, 3, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(lambda a, b: ours(a, b, reduction=reduction), (p, t))
+    assert torch.autograd.gradcheck(lambda a, b: ours(a, b, mask=m, weight=w, reduction=reduction), (p, t))
+
+
+def test_gradgradcheck_mse():
+    p, t = _pair((2, 3, 3), torch.float64)
+    assert torch.autograd.gradgradcheck(lambda a, b: L.mse_loss(a, b, reduction="sum"), (p, t))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind", ["anisotropic", "isotropic"])
+def test_gradcheck_tv(kind, reduction):
+    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: L.total_variation(a, kind, reduction, eps=1e-3), (x,))
+
+
+def test_gradgradcheck_tv_isotropic():
+    x = torch.randn(1, 1, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a: L.total_variation(a, "isotropic", eps=1e-2), (x,))
+
+
+# ---- total variation ---------------------------------------------------------------------------
+
+
+def _torch_aniso(x, per_image=False):
+    dims = (1, 2, 3) if per_image else None
+    a, b = torch.diff(x, dim=-1).abs(), torch.diff(x, dim=-2).abs()
+    return a.sum(dims) + b.sum(dims) if per_image else a.sum() + b.sum()
+
+
+TV_SHAPES = [(2, 3, 6, 7), (1, 1, 1, 5), (1, 2, 5, 1), (1, 1, 1, 1), (2, 1, 2, 2), (1, 1, 9000, 9), (0, 3, 4, 4)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind", ["anisotropic", "isotropic"])
+@pytest.mark.parametrize("shape", TV_SHAPES, ids=str)
+def test_tv_matches_reference(shape, kind, reduction, dtype):
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(dtype).requires_grad_()
+    a = L.total_variation(x, kind, reduction)
+    b = ref.total_variation(x, kind, reduction)
+    assert a.dtype == dtype and a.shape == b.shape
+    tol = dict(TOL[dtype])
+    if dtype != torch.float64:  # long sums of float terms
+        tol["rtol"] = tol["rtol"] * 10
+    torch.testing.assert_close(a.double(), b.double(), equal_nan=True, **tol)
+    if x.numel():
+        ga, gb = _grads(a, [x]), _grads(b, [x])
+        torch.testing.assert_close(ga[0].double(), gb[0].double().to(dtype).double(), **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_tv_anisotropic_is_the_torch_diff_expression(dtype):
+    x = torch.randn(3, 2, 8, 9, dtype=torch.float64).to(dtype).requires_grad_()
+    a = L.total_variation(x, "anisotropic", "none")
+    b = _torch_aniso(x, per_image=True)
+    _close(a, b, dtype)
+    _close(_grads(a, [x])[0], _grads(b, [x])[0], dtype)
+    a, b = L.total_variation(x), _torch_aniso(x)
+    _close(a, b, dtype)
+    _close(_grads(a, [x])[0], _grads(b, [x])[0], dtype)
+
+
+def test_tv_closed_forms():
+    # a constant image has no variation; a unit step across the columns varies by H per plane
+    c = torch.full((2, 3, 4, 5), 0.7)
+    assert L.total_variation(c).item() == 0
+    assert L.total_variation(c, "isotropic", eps=0.0).item() == 0
+    step = torch.zeros(1, 1, 4, 6)
+    step[..., 3:] = 1.0
+    assert L.total_variation(step).item() == pytest.approx(4.0)
+    assert L.total_variation(step, "isotropic", eps=0.0).item() == pytest.approx(4.0)
+    # a diagonal ramp x(i,j) = i + j: every interior pixel has sqrt(2), the rest 1 or 0
+    r = (torch.arange(3.0).view(3, 1) + torch.arange(4.0).view(1, 4)).view(1, 1, 3, 4)
+    expected = 2 * 3 * np.sqrt(2) + 2 * 1 + 3 * 1 + 0
+    assert L.total_variation(r, "isotropic", eps=0.0).item() == pytest.approx(expected)
+    assert L.total_variation(r, "isotropic", reduction="mean", eps=0.0).item() == pytest.approx(expected / 12)
+
+
+def test_tv_isotropic_eps_zero_kink_has_zero_gradient():
+    x = torch.zeros(1, 1, 3, 3, requires_grad=True)
+    (g,) = torch.autograd.grad(L.total_variation(x, "isotropic", eps=0.0), x)
+    assert torch.equal(g, torch.zeros_like(g))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 12), w=st.integers(1, 12),
+    kind=st.sampled_from(["anisotropic", "isotropic"]), eps=st.sampled_from([0.0, 1e-8, 0.1]),
+    seed=st.integers(0, 2**16),
+)
+def test_tv_property_random_shapes(n, c, h, w, kind, eps, seed):
+    x = torch.randn(n, c, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+    a = L.total_variation(x, kind, "none", eps=eps)
+    b = ref.total_variation(x, kind, "none", eps=eps)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_grads(a, [x])[0], _grads(b, [x])[0], rtol=1e-10, atol=1e-12)
+    if kind == "isotropic" and eps == 0.0:  # isotropic TV never exceeds anisotropic TV
+        assert (a <= L.total_variation(x, "anisotropic", "none") + 1e-12).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    kind=st.sampled_from(["l1", "mse"]), reduction=st.sampled_from(REDUCTIONS),
+    masked=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_pointwise_property_random_shapes(shape, kind, reduction, masked, seed):
+    p, t = _pair(tuple(shape), torch.float64, seed=seed)
+    m = (torch.rand((1,) + tuple(shape[1:]), generator=torch.Generator().manual_seed(seed)) > 0.3) if masked else None
+    fn = L.l1_loss if kind == "l1" else L.mse_loss
+    a = fn(p, t, mask=m, reduction=reduction)
+    b = ref.pointwise_loss(kind, p, t, m, None, reduction)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, equal_nan=True)
+    if a.isfinite().all():
+        for x, y in zip(_grads(a, [p, t]), _grads(b, [p, t])):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+def test_other_devices_go_to_the_reference():
+    p = torch.empty(2, 3, 4, 4, device="meta")
+    assert L.l1_loss(p, p).device.type == "meta"
+    assert L.mse_loss(p, p, reduction="none").shape == p.shape
+    assert L.total_variation(p, reduction="none").shape == (2,)
+
+
+# ---- SSIM --------------------------------------------------------------------------------------
+
+
+def test_ssim_loss_matches_skimage():
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64)
+    y = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    per = L.ssim_loss(x, y, data_range=1.0, reduction="none")
+    for i in range(2):
+        s = structural_similarity(
+            x[i].numpy(), y[i].numpy(), channel_axis=0, data_range=1.0,
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        )
+        assert per[i].item() == pytest.approx(1 - s, abs=1e-6)
+    assert L.ssim_loss(x, y).item() == pytest.approx(per.mean().item())
+    assert L.ssim_loss(x, y, reduction="sum").item() == pytest.approx(per.sum().item())
+
+
+def test_ssim_loss_small_images_and_gradient():
+    x = torch.rand(4, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert L.ssim_loss(x.detach(), x.detach(), win_size=3).item() == pytest.approx(0.0, abs=1e-10)
+    v = L.ssim_loss(x, torch.rand(4, 1, 8, 8, dtype=torch.float64), win_size=3)
+    assert 0 < v.item() < 2
+    (gx,) = torch.autograd.grad(v, x)
+    assert gx.shape == x.shape and torch.isfinite(gx).all()
+    with pytest.raises(ValueError, match="win_size"):
+        L.ssim_loss(x, x, win_size=11)  # larger than 8x8: an error, not a silent skip
+    with pytest.raises(ValueError, match="win_size"):
+        L.ssim_loss(x, x, win_size=4)
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [L.l1_loss, L.mse_loss], ids=LOSS_IDS)
+def test_pointwise_errors(fn):
+    p = torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="'target'"):
+        fn(p, torch.randn(2, 3, 4, 5))
+    with pytest.raises(TypeError, match="'target'"):
+        fn(p, p.double())
+    with pytest.raises(ValueError, match="'target'"):
+        fn(p, torch.empty(2, 3, 4, 4, device="meta"))
+    with pytest.raises(TypeError, match="'pred'"):
+        fn(p.long(), p.long())
+    with pytest.raises(TypeError, match="'pred'"):
+        fn(p.numpy(), p)
+    with pytest.raises(ValueError, match="'mask'"):
+        fn(p, p, mask=torch.ones(2, 2, 1, 1))
+    with pytest.raises(ValueError, match="'mask'"):
+        fn(p, p, mask=torch.ones(5, 2, 3, 4, 4))  # broadcasts, but to a larger shape
+    with pytest.raises(TypeError, match="'mask'"):
+        fn(p, p, mask=torch.ones(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="'weight'"):
+        fn(p, p, weight=torch.ones(3, 3))
+    with pytest.raises(ValueError, match="'reduction'"):
+        fn(p, p, reduction="avg")
+
+
+def test_tv_errors():
+    x = torch.randn(3, 4, 4)
+    with pytest.raises(ValueError, match="'images'"):
+        L.total_variation(x)
+    with pytest.raises(ValueError, match="'images'"):
+        L.total_variation(torch.randn(1, 1, 1, 3, 4))
+    with pytest.raises(TypeError, match="'images'"):
+        L.total_variation(x.long().view(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="'kind'"):
+        L.total_variation(x.view(1, 3, 4, 4), kind="l2")
+    with pytest.raises(ValueError, match="'eps'"):
+        L.total_variation(x.view(1, 3, 4, 4), "isotropic", eps=-1.0)
+    with pytest.raises(ValueError, match="'reduction'"):
+        L.total_variation(x.view(1, 3, 4, 4), reduction="avg")
+
+
+def test_ssim_errors():
+    x = torch.rand(1, 1, 16, 16)
+    with pytest.raises(ValueError, match="'pred'"):
+        L.ssim_loss(x[0], x[0])
+    with pytest.raises(ValueError, match="'target'"):
+        L.ssim_loss(x, torch.rand(1, 1, 16, 15))
+    with pytest.raises(ValueError, match="'data_range'"):
+        L.ssim_loss(x, x, data_range=0)
