@@ -192,7 +192,7 @@ inline Counts prox_group(const TensorList& w, const std::vector<GroupShape>& sha
     std::vector<std::vector<double>> coef(nt);
     for (std::size_t i = 0; i < nt; ++i) coef[i].assign(static_cast<std::size_t>(shapes[i].groups), 0.0);
     auto plan = plan_groups(shapes);
-    for_each_group_block(plan, [&](const GroupBlock& blk) {
+    for_each_group_block(plan, shapes, [&](const GroupBlock& blk) {
         const std::size_t ti = static_cast<std::size_t>(blk.tensor);
         const GroupShape& sh = shapes[ti];
         dispatch(w[ti].dtype, [&](auto tag) {
