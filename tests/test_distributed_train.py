@@ -35,13 +35,14 @@ CFG = dict(
     r1_every=2,  # R1 (double backward through D) on steps 0, 2, 4
     weight_penalty="l1",
     weight_penalty_strength=1e-3,
+    penalty_on="both",
     penalty_mode="add_grad",
     checkpoint_every=3,
     log_every=1,
     eval_every=1000,
     sample_every=1000,
 )
-CURVE = ("d_total", "g_total", "g_recon", "g_adv", "d_real", "d_fake")
+CURVE = ("d_total", "g_total", "g_recon", "g_adv", "d_real", "d_fake", "g_penalty", "d_penalty")
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
@@ -51,6 +52,10 @@ def _err(fn):
     except Exception as exc:  # noqa: BLE001 - recorded for the parent to check
         return type(exc).__name__, str(exc)
     return None
+
+
+def _state(tr) -> dict:
+    return {**tr.G.state_dict(), **{"D." + k: v for k, v in tr.D.state_dict().items()}}
 
 
 def _bn_case(rank: int, world: int) -> dict:
@@ -90,6 +95,17 @@ def _work(rank, world, pg, dirs):
     out["curve"] = curve
     out["G"] = {k: v.clone() for k, v in tr.G.state_dict().items()}
     out["D"] = {k: v.clone() for k, v in tr.D.state_dict().items()}
+    # ProxAdam's fused proximal step after DDP's all-reduce, and the penalty as a loss term
+    prox = Trainer(cfg.replace(penalty_mode="prox"))
+    out["prox_curve"] = []
+    for _ in range(4):
+        prox.step()
+        out["prox_curve"].append(prox.loss_terms())
+    out["prox"] = _state(prox)
+    other = Trainer(cfg.replace(penalty_mode="loss", weight_penalty="group_lasso"))
+    for _ in range(2):
+        other.step()
+    out["loss"] = _state(other)
     out["batch_err"] = _err(lambda: Trainer(cfg.replace(batch_size=7)))
     # train(): 2 processes write one run; 2 -> 1 and 1 -> 2 process resumes
     train(cfg, dirs["B"], stop_after=3, progress=False)
@@ -120,13 +136,18 @@ def runs(tmp_path_factory):
     shutil.copytree(dirs["A"], dirs["C"])
     ranks = start_ranks(_work, world=2, dirs={k: str(v) for k, v in dirs.items()})
     train(None, dirs["C"], resume=True, stop_after=5, progress=False)  # the 1-process reference
+    prox = Trainer(cfg.replace(penalty_mode="prox"))  # 1-process reference of the prox mode
+    prox_curve = []
+    for _ in range(4):
+        prox.step()
+        prox_curve.append(prox.loss_terms())
     results = ranks.results()
     train(None, dirs["B1"], resume=True, stop_after=5, progress=False)  # 2 -> 1 process
-    return dirs, results
+    return dirs, results, prox_curve
 
 
 def test_global_batchnorm_is_batchnorm_of_the_whole_batch(runs):
-    _, results = runs
+    _, results, _ = runs
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(8, 3, 2, 2, generator=g), torch.randn(8, 3, 2, 2, generator=g)
     bn = nn.BatchNorm2d(3)
@@ -148,31 +169,39 @@ def test_global_batchnorm_is_batchnorm_of_the_whole_batch(runs):
 
 
 def test_each_rank_gets_its_distributed_sampler_share_of_the_global_batch(runs):
-    _, results = runs
+    _, results, _ = runs
     rows = [r["rows"] for r in results]
     assert rows[0].tolist() == [0, 2, 4, 6] and rows[1].tolist() == [1, 3, 5, 7]
 
 
-def test_replicas_are_bitwise_equal_after_training(runs):
-    _, (r0, r1) = runs
-    for net in ("G", "D"):
+@pytest.mark.parametrize("mode", ["add_grad", "prox", "loss"])
+def test_replicas_are_bitwise_equal_after_training(runs, mode):
+    _, (r0, r1), _ = runs
+    nets = ("G", "D") if mode == "add_grad" else (mode,)
+    for net in nets:
         assert r0[net].keys() == r1[net].keys()
         for k in r0[net]:
-            assert torch.equal(r0[net][k], r1[net][k]), f"{net}.{k} differs between ranks"
-    assert r0["curve"] == r1["curve"]  # the logged (all-reduced) terms agree too
+            assert torch.equal(r0[net][k], r1[net][k]), f"{mode}: {net}.{k} differs between ranks"
+    for curve in ("curve", "prox_curve"):
+        assert r0[curve] == r1[curve]  # the logged (all-reduced) terms agree too
 
 
-def test_loss_curve_matches_one_process_with_the_same_global_batch(runs):
-    dirs, (r0, _) = runs
-    ref = _log(dirs["C"])[:4]  # 1 process (steps 1-3, then resumed exactly: 4)
-    assert [row["step"] for row in ref] == [1, 2, 3, 4]
-    for step, (want, got) in enumerate(zip(ref, r0["curve"], strict=True), 1):
+@pytest.mark.parametrize("mode", ["add_grad", "prox"])
+def test_loss_curve_matches_one_process_with_the_same_global_batch(runs, mode):
+    dirs, (r0, _), prox_curve = runs
+    if mode == "prox":
+        ref, got_curve = prox_curve, r0["prox_curve"]
+    else:
+        ref, got_curve = _log(dirs["C"])[:4], r0["curve"]  # 1 process: steps 1-3, resumed exactly: 4
+        assert [row["step"] for row in ref] == [1, 2, 3, 4]
+    assert any(k.endswith("penalty") for k in got_curve[0])
+    for step, (want, got) in enumerate(zip(ref, got_curve, strict=True), 1):
         for k in CURVE:
             assert got[k] == pytest.approx(want[k], rel=TOL["rtol"], abs=TOL["atol"]), f"{k} at step {step}"
 
 
 def test_only_rank_0_writes_and_its_errors_stop_every_rank(runs):
-    dirs, (r0, r1) = runs
+    dirs, (r0, r1), _ = runs
     assert [row["step"] for row in _log(dirs["B"])] == [1, 2, 3]  # one row per step, not one per rank
     assert r0["exists_err"][0] == "RunDirError" and "already holds a run" in r0["exists_err"][1]
     assert r1["exists_err"][0] == "ValueError" and "rank 0" in r1["exists_err"][1]
@@ -183,7 +212,7 @@ def test_only_rank_0_writes_and_its_errors_stop_every_rank(runs):
 
 @pytest.mark.parametrize("run", ["A2", "B1"], ids=["1-to-2-processes", "2-to-1-processes"])
 def test_resume_with_a_different_process_count(runs, run):
-    dirs, _ = runs
+    dirs, _, _ = runs
     want, got = _models(dirs["C"]), _models(dirs[run])
     assert got["step"] == want["step"] == 5
     for net in ("G", "D"):
