@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from normreg.gan import TrainConfig
 
 TINY = dict(
@@ -40,7 +39,9 @@ def _one_thread_and_cache(monkeypatch, tmp_path_factory):
     torch.set_num_threads(n)
 
 
-def write_pngs(folder: Path, n: int = 12, size: int = 16, mode: str = "L", sizes=None, classes=None, seed: int = 0) -> list[Path]:
+def write_pngs(
+    folder: Path, n: int = 12, size: int = 16, mode: str = "L", sizes=None, classes=None, seed: int = 0
+) -> list[Path]:
     """Random images as PNG files (in sub-folders named after ``classes`` if given)."""
     from PIL import Image
 

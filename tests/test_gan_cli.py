@@ -6,13 +6,27 @@ import json
 
 import pytest
 from _gan_util import TINY, _one_thread_and_cache, write_pngs  # noqa: F401
-
 from normreg.cli import main
 from normreg.gan import TrainConfig, load_checkpoint
 
 TINY_FLAGS = [
-    "--steps", "2", "--batch-size", "16", "--width", "0.25", "--max-images", "96", "--eval-every", "2",
-    "--sample-every", "2", "--checkpoint-every", "1", "--eval-samples", "24", "--no-progress",
+    "--steps",
+    "2",
+    "--batch-size",
+    "16",
+    "--width",
+    "0.25",
+    "--max-images",
+    "96",
+    "--eval-every",
+    "2",
+    "--sample-every",
+    "2",
+    "--checkpoint-every",
+    "1",
+    "--eval-samples",
+    "24",
+    "--no-progress",
 ]
 
 
@@ -24,9 +38,30 @@ def test_train_flags_and_config_file(tmp_path, capsys):
     toml = tmp_path / "run.toml"
     TrainConfig(**{**TINY, "task": "superres", "recon": "l2", "tv_weight": 0.01}).to_toml(toml)
     run = tmp_path / "run"
-    assert main(["train", "--config", str(toml), "--recon-weight", "10", "--no-conditional-d", "-o", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(toml),
+                "--recon-weight",
+                "10",
+                "--no-conditional-d",
+                "-o",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     cfg = TrainConfig.from_toml(run / "config.toml")
-    assert (cfg.task, cfg.recon, cfg.recon_weight, cfg.conditional_d, cfg.tv_weight) == ("superres", "l2", 10.0, False, 0.01)
+    assert (cfg.task, cfg.recon, cfg.recon_weight, cfg.conditional_d, cfg.tv_weight) == (
+        "superres",
+        "l2",
+        10.0,
+        False,
+        0.01,
+    )
     assert "test metrics: psnr=" in capsys.readouterr().out
     assert json.loads((run / "summary.json").read_text())["steps"] == TINY["steps"]
 
@@ -52,8 +87,13 @@ def test_errors_are_clear_and_nothing_is_written(tmp_path, capsys, argv, match):
     (tmp_path / "EMPTY").mkdir()
     write_pngs(tmp_path / "MIXED", n=4, sizes=[8, 16])
     (tmp_path / "BADKEY").write_text("recon_wieght = 1\n")
-    argv = [a.replace("MISSING", str(tmp_path / "missing")).replace("EMPTY", str(tmp_path / "EMPTY"))
-            .replace("MIXED", str(tmp_path / "MIXED")).replace("BADKEY", str(tmp_path / "BADKEY")) for a in argv]
+    argv = [
+        a.replace("MISSING", str(tmp_path / "missing"))
+        .replace("EMPTY", str(tmp_path / "EMPTY"))
+        .replace("MIXED", str(tmp_path / "MIXED"))
+        .replace("BADKEY", str(tmp_path / "BADKEY"))
+        for a in argv
+    ]
     run = tmp_path / "run"
     extra = ["--no-progress"] if "--resume" in argv else ["-o", str(run), *TINY_FLAGS]
     assert main(["train", *argv, *extra]) == 2
@@ -98,14 +138,29 @@ def test_sample_writes_pngs(tmp_path, capsys, task):
     assert main(["sample", "--checkpoint", str(run), "--out", str(out), "-n", "3"]) == 0
     names = sorted(p.name for p in out.iterdir())
     if task == "completion":
-        assert names == sorted([f"{i:04d}_{t}.png" for i in range(3) for t in ("input", "output", "target")] + ["grid.png"])
+        assert names == sorted(
+            [f"{i:04d}_{t}.png" for i in range(3) for t in ("input", "output", "target")] + ["grid.png"]
+        )
     else:
         assert names == ["0000.png", "0001.png", "0002.png", "grid.png"]
     assert Image.open(out / names[0]).size == (32, 32)  # 8x8 upscaled for viewing
     if task == "completion":
         folder = tmp_path / "mine"
         write_pngs(folder, n=2, size=8)
-        assert main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--inputs", str(folder), "--out", str(tmp_path / "g2")]) == 0
+        assert (
+            main(
+                [
+                    "sample",
+                    "--checkpoint",
+                    str(run / "checkpoint.pt"),
+                    "--inputs",
+                    str(folder),
+                    "--out",
+                    str(tmp_path / "g2"),
+                ]
+            )
+            == 0
+        )
         assert (tmp_path / "g2" / "0001_output.png").is_file()
 
 

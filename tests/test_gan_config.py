@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from normreg.gan import TrainConfig
 
 
@@ -53,7 +52,9 @@ def test_invalid_value_names_the_field(field, value):
         TrainConfig(**{field: value})
 
 
-@pytest.mark.parametrize("field,value", [("steps", 2.5), ("task", 3), ("conditional_d", "yes"), ("recon_weight", "100")])
+@pytest.mark.parametrize(
+    "field,value", [("steps", 2.5), ("task", 3), ("conditional_d", "yes"), ("recon_weight", "100")]
+)
 def test_wrong_type_names_the_field(field, value):
     with pytest.raises(TypeError, match=f"'{field}'"):
         TrainConfig(**{field: value})
@@ -73,7 +74,13 @@ def test_int_is_accepted_where_a_float_is_expected():
 
 
 def test_toml_round_trip(tmp_path):
-    cfg = TrainConfig(task="superres", dataset="folder:some dir/with \"quotes\"", betas=(0.0, 0.99), conditional_d=False, tv_weight=1e-3)
+    cfg = TrainConfig(
+        task="superres",
+        dataset='folder:some dir/with "quotes"',
+        betas=(0.0, 0.99),
+        conditional_d=False,
+        tv_weight=1e-3,
+    )
     path = tmp_path / "run.toml"
     cfg.to_toml(path)
     assert TrainConfig.from_toml(path) == cfg

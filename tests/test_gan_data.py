@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from _gan_util import _one_thread_and_cache, tiny, write_idx, write_pngs  # noqa: F401
-
 from normreg.gan import TrainConfig, load_data
 from normreg.gan.data import completion_mask, make_inputs, read_idx, split_indices
 
@@ -134,7 +133,11 @@ def test_task_inputs():
     c = make_inputs(cfg, x)
     m = completion_mask("bottom_half", 8)
     assert c.shape == (3, 2, 8, 8)
-    assert torch.equal(c[:, :1, :4], x[:, :, :4]) and (c[:, :1, 4:] == 0).all() and torch.equal(c[:, 1:], m.expand(3, 1, 8, 8))
+    assert (
+        torch.equal(c[:, :1, :4], x[:, :, :4])
+        and (c[:, :1, 4:] == 0).all()
+        and torch.equal(c[:, 1:], m.expand(3, 1, 8, 8))
+    )
     sr = make_inputs(cfg.replace(task="superres"), x)
     assert torch.allclose(sr[:, :, ::2, ::2], torch.nn.functional.avg_pool2d(x, 2))
     assert torch.equal(sr[:, :, ::2, ::2], sr[:, :, 1::2, 1::2])

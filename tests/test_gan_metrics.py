@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from _gan_util import _one_thread_and_cache  # noqa: F401
-
 from normreg.gan import TrainConfig, load_data
 from normreg.gan.metrics import kid, load_or_train_classifier, psnr, ssim
 
@@ -40,7 +39,13 @@ def test_ssim_matches_scikit_image_on_a_constant_shift():
     y = (x + 0.1 * torch.rand(1, 1, 32, 32, generator=g, dtype=torch.float64)).clamp(0, 1)
     # SSIM's luminance term is not shift-invariant: images in [-1, 1] are measured in [0, 2].
     ref = structural_similarity(
-        y[0, 0].numpy() * 2, x[0, 0].numpy() * 2, data_range=2.0, gaussian_weights=True, sigma=1.5, win_size=11, use_sample_covariance=False
+        y[0, 0].numpy() * 2,
+        x[0, 0].numpy() * 2,
+        data_range=2.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        win_size=11,
+        use_sample_covariance=False,
     )
     assert ssim(y * 2 - 1, x * 2 - 1) == pytest.approx(ref, abs=2e-3)
 
@@ -89,7 +94,7 @@ def test_classifier_scores_real_test_digits_above_090_and_is_cached(tmp_path, mo
     state = torch.get_rng_state()
     clf2 = load_or_train_classifier(data)
     assert torch.equal(torch.get_rng_state(), state)
-    for a, b in zip(clf.state_dict().values(), clf2.state_dict().values()):
+    for a, b in zip(clf.state_dict().values(), clf2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -102,5 +107,5 @@ def test_classifier_training_is_deterministic_and_leaves_global_rng(tmp_path, mo
     a = train_classifier(x, y, 10, seed=3, epochs=2)
     assert torch.equal(torch.get_rng_state(), state)
     b = train_classifier(x, y, 10, seed=3, epochs=2)
-    for p, q in zip(a.parameters(), b.parameters()):
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)

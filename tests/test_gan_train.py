@@ -6,12 +6,11 @@ import csv
 import json
 import math
 
+import normreg
 import numpy as np
 import pytest
 import torch
 from _gan_util import _one_thread_and_cache, tiny, write_idx, write_pngs  # noqa: F401
-
-import normreg
 from normreg.gan import CheckpointError, RunDirError, TrainConfig, Trainer, evaluate, load_checkpoint, train
 from normreg.gan.checkpoint import save_checkpoint
 
@@ -52,14 +51,25 @@ def test_each_task_trains_on_digits(tmp_path, task):
 def test_folder_textures_and_mnist_data_train(tmp_path):
     folder = tmp_path / "imgs"
     write_pngs(folder, n=16, size=12, mode="RGB")
-    s = train(tiny(dataset=f"folder:{folder}", image_size=8, steps=2, eval_every=2), tmp_path / "r1", progress=False)
+    s = train(
+        tiny(dataset=f"folder:{folder}", image_size=8, steps=2, eval_every=2), tmp_path / "r1", progress=False
+    )
     assert s["metrics"]["kid_features"] == "pixels" and s["metrics"]["classifier_score"] is None
-    s = train(tiny(dataset="textures", image_size=16, steps=2, eval_every=2, task="superres"), tmp_path / "r2", progress=False)
+    s = train(
+        tiny(dataset="textures", image_size=16, steps=2, eval_every=2, task="superres"),
+        tmp_path / "r2",
+        progress=False,
+    )
     assert s["image_size"] == 16
     rng = np.random.default_rng(0)
-    write_idx(tmp_path / "m" / "train-images-idx3-ubyte", rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)) if (tmp_path / "m").mkdir() is None else None
+    (tmp_path / "m").mkdir()
+    write_idx(tmp_path / "m" / "train-images-idx3-ubyte", rng.integers(0, 256, (40, 28, 28), dtype=np.uint8))
     write_idx(tmp_path / "m" / "train-labels-idx1-ubyte", np.arange(40) % 4, compress=True)
-    s = train(tiny(dataset=f"mnist:{tmp_path / 'm'}", image_size=8, steps=2, eval_every=2, task="denoise"), tmp_path / "r3", progress=False)
+    s = train(
+        tiny(dataset=f"mnist:{tmp_path / 'm'}", image_size=8, steps=2, eval_every=2, task="denoise"),
+        tmp_path / "r3",
+        progress=False,
+    )
     assert s["num_train"] + s["num_val"] + s["num_test"] == 40
 
 
@@ -80,11 +90,27 @@ def _tensors(state, prefix=""):
 @pytest.mark.parametrize(
     "changes",
     [
-        dict(task="denoise", dropout=0.5, r1_weight=1.0, r1_every=2, penalty_on="both", penalty_mode="loss",
-             penalty_schedule="cosine", recon_schedule="linear_warmup"),
-        dict(task="unconditional", weight_penalty="group_lasso", penalty_mode="add_grad", tv_weight=0.1),
+        dict(
+            task="denoise",
+            dropout=0.5,
+            r1_weight=1.0,
+            r1_every=2,
+            penalty_on="both",
+            penalty_mode="loss",
+            penalty_schedule="cosine",
+            recon_schedule="linear_warmup",
+        ),
+        dict(
+            task="unconditional",
+            weight_penalty="elastic_net",
+            penalty_mode="prox",
+            penalty_on="both",
+            penalty_schedule="linear_warmup",
+            warmup_fraction=0.5,
+            tv_weight=0.1,
+        ),
     ],
-    ids=["denoise-loss", "unconditional-add_grad"],
+    ids=["denoise-loss", "unconditional-prox"],
 )
 def test_resume_is_bit_exact(tmp_path, changes):
     cfg = tiny(steps=6, eval_every=3, checkpoint_every=2, **changes)
@@ -100,7 +126,9 @@ def test_resume_is_bit_exact(tmp_path, changes):
             assert torch.equal(a[k], b[k]), k
         else:
             assert a[k] == b[k], k
-    assert (tmp_path / "straight" / "log.jsonl").read_text() == (tmp_path / "resumed" / "log.jsonl").read_text()
+    assert (tmp_path / "straight" / "log.jsonl").read_text() == (
+        tmp_path / "resumed" / "log.jsonl"
+    ).read_text()
     ma = (tmp_path / "straight" / "metrics.csv").read_text()
     assert ma == (tmp_path / "resumed" / "metrics.csv").read_text()
 
@@ -176,7 +204,14 @@ def test_weight_penalty_gradient_matches_autograd_reference(kind, mode):
     """The trainer's penalty step adds exactly λ ∇R to G's gradients (against _reference in float64)."""
     from normreg import _reference as ref
 
-    cfg = tiny(weight_penalty=kind, penalty_mode=mode, weight_penalty_strength=0.01, adv_weight=0.0, recon="l1", ema_decay=0.0)
+    cfg = tiny(
+        weight_penalty=kind,
+        penalty_mode=mode,
+        weight_penalty_strength=0.01,
+        adv_weight=0.0,
+        recon="l1",
+        ema_decay=0.0,
+    )
     tr = Trainer(cfg)
     seen = {}
 
@@ -186,22 +221,26 @@ def test_weight_penalty_gradient_matches_autograd_reference(kind, mode):
     h = tr.opt_g.register_step_pre_hook(hook)
     params = [p.detach().clone() for p in tr._penalized(tr.groups_g)]
     no_pen = Trainer(cfg.replace(weight_penalty="none"))
-    h2 = no_pen.opt_g.register_step_pre_hook(lambda o, a, k: seen.__setitem__("plain", [p.grad.clone() for p in no_pen.G.parameters()]))
+    h2 = no_pen.opt_g.register_step_pre_hook(
+        lambda o, a, k: seen.__setitem__("plain", [p.grad.clone() for p in no_pen.G.parameters()])
+    )
     tr.step()
     no_pen.step()
     h.remove(), h2.remove()
-    plain = dict(zip([id(p) for p in no_pen.G.parameters()], seen["plain"]))
-    names_plain = dict(zip([n for n, _ in no_pen.G.named_parameters()], seen["plain"]))
+    names_plain = dict(zip([n for n, _ in no_pen.G.named_parameters()], seen["plain"], strict=True))
     names_pen = [n for g in tr.groups_g if g.get("penalty") is not None for n in g["param_names"]]
     pen = tr._penalty_at(0)
-    expect = ref.penalty_grad(pen.kind, [p.double() for p in params], pen._s1(), pen._s2()) if kind != "group_lasso" else None
+    expect = (
+        ref.penalty_grad(pen.kind, [p.double() for p in params], pen._s1(), pen._s2())
+        if kind != "group_lasso"
+        else None
+    )
     if expect is None:
         w = [p.double().requires_grad_(True) for p in params]
         normreg.GroupLasso(0.01, dim=0).value(w).backward()
         expect = [x.grad for x in w]
-    for n, g, e in zip(names_pen, seen["grads"], expect):
+    for n, g, e in zip(names_pen, seen["grads"], expect, strict=True):
         torch.testing.assert_close(g.double() - names_plain[n].double(), e, rtol=1e-4, atol=1e-6)
-    _ = plain
 
 
 def test_evaluate_api_on_checkpoint(tmp_path):
@@ -219,6 +258,41 @@ def test_evaluate_api_on_checkpoint(tmp_path):
 def test_l1_only_and_unconditional_d_variants(tmp_path):
     s = train(tiny(steps=2, eval_every=2, adv_weight=0.0), tmp_path / "l1only", progress=False)
     assert s["params_d"] == 0 and "g_adv" not in s["losses"]
-    s = train(tiny(steps=2, eval_every=2, conditional_d=False, recon="ssim", r1_weight=1.0, r1_every=1), tmp_path / "ud", progress=False)
+    s = train(
+        tiny(steps=2, eval_every=2, conditional_d=False, recon="ssim", r1_weight=1.0, r1_every=1),
+        tmp_path / "ud",
+        progress=False,
+    )
     assert {"d_r1", "w_d_r1", "g_adv"} <= set(s["losses"])
     assert s["losses"]["w_d_r1"] == pytest.approx(0.5 * 1.0 * 1 * s["losses"]["d_r1"], rel=1e-5)
+
+
+def test_prox_mode_makes_exact_zeros_and_follows_the_schedule():
+    """ProxAdam's soft threshold zeroes small weights exactly; a gradient penalty does not."""
+    base = tiny(
+        weight_penalty="l1",
+        weight_penalty_strength=200.0,
+        steps=4,
+        penalty_schedule="linear_warmup",
+        warmup_fraction=0.5,
+    )
+    zeros = {}
+    for mode in ("prox", "add_grad"):
+        tr = Trainer(base.replace(penalty_mode=mode))
+        for _ in range(3):
+            tr.step()
+        ws = tr._penalized(tr.groups_g)
+        zeros[mode] = sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+        # threshold lr * λ: 0, then 0.02, then 0.04 against weights ~ N(0, 0.02)
+        assert tr.lambdas(0)["lam_penalty"] == 0.0 and tr.lambdas(1)["lam_penalty"] == pytest.approx(100.0)
+        assert tr.lambdas(2)["lam_penalty"] == pytest.approx(200.0) and tr.lambdas(3)[
+            "lam_penalty"
+        ] == pytest.approx(200.0)
+    assert zeros["prox"] > 0.5 and zeros["add_grad"] < 0.01
+    unpen = [p for g in tr.groups_g if g.get("penalty") is None for p in g["params"]]
+    assert unpen and all(
+        "bias" in n or "norm" in n.lower() or n.split(".")[-2].isdigit()
+        for g in tr.groups_g
+        if g.get("penalty") is None
+        for n in g["param_names"]
+    )

@@ -6,14 +6,11 @@ Everything comes from normreg's public API (``normreg.L1``..., ``normreg.losses`
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor
 
 import normreg
 
-__all__ = ["make_penalty", "recon_loss", "tv_loss", "prox_adam", "schedule_factor"]
+__all__ = ["make_penalty", "recon_loss", "tv_loss", "prox_adam", "make_schedule"]
 
 
 def make_penalty(kind: str, strength: float, l1_ratio: float = 0.5):
@@ -33,60 +30,50 @@ def make_penalty(kind: str, strength: float, l1_ratio: float = 0.5):
     raise ValueError(f"'weight_penalty' unknown: {kind!r}")
 
 
-def _losses():
-    try:
-        from normreg import losses
-    except ImportError:  # TEMPORARY until normreg.losses lands
-        from . import _torch_losses as losses
-    return losses
-
-
 def recon_loss(kind: str, pred: Tensor, target: Tensor) -> Tensor:
     """Reconstruction term (mean reduction, as pix2pix's λ=100 assumes)."""
-    losses = _losses()
+    from normreg import losses
+
     if kind == "l1":
         return losses.l1_loss(pred, target, reduction="mean")
     if kind == "l2":
         return losses.mse_loss(pred, target, reduction="mean")
     if kind == "ssim":
-        return losses.ssim_loss(pred, target, data_range=2.0, win_size=3 if pred.shape[-1] < 16 else (7 if pred.shape[-1] < 32 else 11))
+        # SSIM's luminance term is not shift-invariant: images in [-1, 1] are compared in [0, 2].
+        win = 3 if pred.shape[-1] < 16 else (7 if pred.shape[-1] < 32 else 11)
+        return losses.ssim_loss(pred + 1, target + 1, data_range=2.0, win_size=win)
     raise ValueError(f"'recon' unknown: {kind!r}")
 
 
 def tv_loss(images: Tensor) -> Tensor:
-    losses = _losses()
+    """Anisotropic total variation, summed differences divided by the number of pixels."""
+    from normreg import losses
+
     return losses.total_variation(images, kind="anisotropic", reduction="mean")
 
 
-def prox_adam(groups, lr: float, betas: tuple[float, float]):
-    try:
-        from normreg.optim import ProxAdam
-    except ImportError:
-        raise ValueError("penalty_mode='prox' needs normreg.optim.ProxAdam, which this build lacks; use 'add_grad'") from None
+def prox_adam(groups, lr: float, betas: tuple[float, float], schedule):
+    """ProxAdam over param groups that carry their penalty; ``schedule`` scales it per step."""
+    from normreg.optim import ProxAdam
 
-    return ProxAdam(groups, lr=lr, betas=betas)
+    return ProxAdam(groups, lr=lr, betas=betas, penalty_schedule=schedule)
 
 
-def schedule_factor(kind: str, step: int, total: int, warmup_fraction: float) -> float:
-    """Multiplier of a λ at ``step`` (0-based) of ``total``: constant 1, linear warm-up, cosine decay."""
+def make_schedule(kind: str, total: int, warmup_fraction: float):
+    """A normreg.optim λ schedule (step -> factor) for ``kind``.
+
+    constant: 1; linear_warmup: 0 -> 1 over ``warmup_fraction * total`` steps, then 1;
+    cosine: 1 -> 0 along half a cosine over ``total`` steps (anneals the term);
+    cosine_ramp: 0 -> 1 along half a cosine (brings the term in gently).
+    """
+    from normreg.optim import Constant, Cosine, LinearWarmup
+
     if kind == "constant":
-        return 1.0
+        return Constant(1.0)
     if kind == "linear_warmup":
-        warm = max(1, int(round(warmup_fraction * total)))
-        return min(1.0, (step + 1) / warm)
+        return LinearWarmup(max(1, int(round(warmup_fraction * total))), start=0.0)
     if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+        return Cosine(max(1, total), start=1.0, end=0.0)
+    if kind == "cosine_ramp":
+        return Cosine(max(1, total), start=0.0, end=1.0)
     raise ValueError(f"schedule unknown: {kind!r}")
-
-
-def available() -> dict[str, bool]:
-    """Which optional normreg modules are present (losses, optim)."""
-    out = {}
-    for name in ("losses", "optim"):
-        try:
-            getattr(normreg, name)
-            out[name] = True
-        except (ImportError, AttributeError):
-            out[name] = False
-    return out
-

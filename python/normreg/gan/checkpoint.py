@@ -17,7 +17,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "CHECKPOINT", "PREVIOUS", "find_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "CHECKPOINT",
+    "PREVIOUS",
+    "find_checkpoint",
+]
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -75,7 +83,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist", path)
     data = path.read_bytes()
     if not data.startswith(_MAGIC):
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a normreg checkpoint (bad header) or is truncated", path)
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a normreg checkpoint (bad header) or is truncated", path
+        )
     rest = data[len(_MAGIC) :]
     nl = rest.find(b"\n")
     if nl != 64:
@@ -101,7 +111,11 @@ def find_checkpoint(path: str | Path) -> Path:
         if not cand.is_file():
             prev = path / PREVIOUS
             hint = f"; {str(prev)!r} exists: use it with --from-previous" if prev.is_file() else ""
-            raise CheckpointError(f"no checkpoint in {str(path)!r} (expected {CHECKPOINT}){hint}", cand, prev if prev.is_file() else None)
+            raise CheckpointError(
+                f"no checkpoint in {str(path)!r} (expected {CHECKPOINT}){hint}",
+                cand,
+                prev if prev.is_file() else None,
+            )
         return cand
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist", path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-
 import sys
 import time
 from pathlib import Path
@@ -84,7 +83,9 @@ def register(sub) -> None:
     p.add_argument("--run-dir", "-o", metavar="DIR", help="output folder (default: runs/TASK-DATASET-TIME)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
-    p.add_argument("--from-previous", action="store_true", help="with --resume: start from checkpoint.prev.pt")
+    p.add_argument(
+        "--from-previous", action="store_true", help="with --resume: start from checkpoint.prev.pt"
+    )
     p.add_argument("--stop-after", type=int, metavar="STEP", help="stop (with a checkpoint) at this step")
     p.add_argument(
         "--threads",
@@ -105,7 +106,9 @@ def register(sub) -> None:
     s.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint file or run directory")
     s.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/generated)")
     s.add_argument("-n", type=int, default=16, help="number of images (default 16)")
-    s.add_argument("--split", default="test", choices=("train", "val", "test"), help="paired tasks: images to fill in")
+    s.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="paired tasks: images to fill in"
+    )
     s.add_argument("--inputs", metavar="FOLDER", help="paired tasks: fill in these images instead of a split")
     s.add_argument("--seed", type=int, default=0, help="latent seed (unconditional) / noise seed (denoise)")
     s.add_argument("--no-ema", action="store_true", help="use G instead of its EMA")
@@ -157,8 +160,14 @@ def train_main(args: argparse.Namespace) -> int:
             if given:
                 saved = TrainConfig.from_dict(load_checkpoint(run_dir, previous=args.from_previous)["config"])
                 cfg = saved.replace(**given)
-            summary = train(cfg, run_dir, resume=True, progress=not args.no_progress, stop_after=args.stop_after,
-                            from_previous=args.from_previous)
+            summary = train(
+                cfg,
+                run_dir,
+                resume=True,
+                progress=not args.no_progress,
+                stop_after=args.stop_after,
+                from_previous=args.from_previous,
+            )
         else:
             if args.from_previous:
                 raise ValueError("'--from-previous' only applies with '--resume'")
@@ -170,7 +179,13 @@ def train_main(args: argparse.Namespace) -> int:
             else:
                 ds = cfg.dataset.split(":")[0]
                 run_dir = Path("runs") / f"{cfg.task}-{ds}-{time.strftime('%Y%m%d-%H%M%S')}"
-            summary = train(cfg, run_dir, overwrite=args.overwrite, progress=not args.no_progress, stop_after=args.stop_after)
+            summary = train(
+                cfg,
+                run_dir,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+                stop_after=args.stop_after,
+            )
     except KeyboardInterrupt:
         return 130
     except (ValueError, TypeError, CheckpointError) as exc:
@@ -185,10 +200,16 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
     print(f"steps: {summary['steps']}  time: {summary['seconds']:.1f} s  finished: {summary['finished']}")
     m = summary.get("metrics")
     if m:
-        keys = [k for k in ("psnr", "ssim", "classifier_score", "real_classifier_score", "kid", "kid_floor") if m.get(k) is not None]
-        print("test metrics: " + "  ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
+        keys = [
+            k
+            for k in ("psnr", "ssim", "classifier_score", "real_classifier_score", "kid", "kid_floor")
+            if m.get(k) is not None
+        ]
+        print(
+            "test metrics: "
+            + "  ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys)
+        )
     print(f"samples: {run_dir / 'samples'}   curves: {run_dir / 'curves.png'}")
-
 
 
 def sample_main(args: argparse.Namespace) -> int:
@@ -198,7 +219,9 @@ def sample_main(args: argparse.Namespace) -> int:
     ck = Path(args.checkpoint)
     out = Path(args.out) if args.out else (ck if ck.is_dir() else ck.parent) / "generated"
     try:
-        paths = sample(ck, out, n=args.n, split=args.split, inputs=args.inputs, seed=args.seed, use_ema=not args.no_ema)
+        paths = sample(
+            ck, out, n=args.n, split=args.split, inputs=args.inputs, seed=args.seed, use_ema=not args.no_ema
+        )
     except (ValueError, TypeError, CheckpointError) as exc:
         return _error("sample", exc)
     print(f"wrote {len(paths)} PNG files to {out}")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 __all__ = ["TrainConfig", "TASKS", "PAIRED_TASKS", "PENALTIES", "PENALTY_MODES", "SCHEDULES", "RECONS"]
 
@@ -23,7 +24,7 @@ RECONS = ("l1", "l2", "ssim", "none")
 PENALTIES = ("none", "l1", "l2", "elastic_net", "l0", "group_lasso")
 PENALTY_ON = ("g", "d", "both")
 PENALTY_MODES = ("loss", "add_grad", "prox")
-SCHEDULES = ("constant", "linear_warmup", "cosine")
+SCHEDULES = ("constant", "linear_warmup", "cosine", "cosine_ramp")
 MASKS = ("bottom_half", "right_half", "center")
 RESIZE = ("center_crop", "stretch", "none")
 
@@ -80,7 +81,7 @@ class TrainConfig:
     l1_ratio: float = 0.5  #: elastic_net: share of the strength that goes to the L1 part
     penalty_on: str = "g"  #: g | d | both
     penalty_mode: str = "add_grad"  #: loss (autograd) | add_grad (fused gradient) | prox (ProxAdam)
-    penalty_schedule: str = "constant"  #: constant | linear_warmup | cosine
+    penalty_schedule: str = "constant"  #: constant | linear_warmup | cosine (1 -> 0) | cosine_ramp (0 -> 1)
     warmup_fraction: float = 0.1  #: linear_warmup: share of the steps spent ramping λ up
     # -- averaging, evaluation, output --------------------------------------------------------
     ema_decay: float = 0.999  #: EMA of G's weights (used for samples and metrics); 0 disables
@@ -140,12 +141,28 @@ class TrainConfig:
         for name in ("max_images", "seed"):
             if getattr(self, name) < 0:
                 err(name, f"must be >= 0, got {getattr(self, name)}")
-        for name in ("steps", "batch_size", "z_dim", "r1_every", "eval_every", "sample_every", "checkpoint_every", "log_every"):
+        for name in (
+            "steps",
+            "batch_size",
+            "z_dim",
+            "r1_every",
+            "eval_every",
+            "sample_every",
+            "checkpoint_every",
+            "log_every",
+        ):
             if getattr(self, name) < 1:
                 err(name, f"must be >= 1, got {getattr(self, name)}")
         if self.eval_samples < 0:
             err("eval_samples", f"must be >= 0 (0: whole split), got {self.eval_samples}")
-        for name in ("noise_std", "recon_weight", "tv_weight", "r1_weight", "weight_penalty_strength", "adv_weight"):
+        for name in (
+            "noise_std",
+            "recon_weight",
+            "tv_weight",
+            "r1_weight",
+            "weight_penalty_strength",
+            "adv_weight",
+        ):
             if getattr(self, name) < 0:
                 err(name, f"must be >= 0 (a weight λ cannot be negative), got {getattr(self, name)}")
         for name in ("lr_g", "lr_d", "width"):
@@ -162,7 +179,9 @@ class TrainConfig:
         if (
             not isinstance(self.betas, tuple)
             or len(self.betas) != 2
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in self.betas)
+            or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in self.betas
+            )
         ):
             err("betas", f"must be two numbers in [0, 1), e.g. [0.5, 0.999]; got {self.betas!r}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -192,7 +211,9 @@ class TrainConfig:
         """A copy with some fields changed (validated again)."""
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
-            raise ValueError(f"TrainConfig: unknown field(s) {', '.join(map(repr, unknown))}; see docs/trainer.md")
+            raise ValueError(
+                f"TrainConfig: unknown field(s) {', '.join(map(repr, unknown))}; see docs/trainer.md"
+            )
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,7 +260,11 @@ class TrainConfig:
 
     def diff(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Fields whose values differ: ``{name: (self_value, other_value)}``."""
-        return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)}
+        return {
+            f.name: (getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        }
 
 
 def _toml_value(v: Any) -> str:
@@ -258,4 +283,3 @@ def _toml_value(v: Any) -> str:
 
 def _field_names() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
-

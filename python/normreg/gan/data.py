@@ -26,7 +26,15 @@ from torch import Tensor
 
 from .config import TrainConfig
 
-__all__ = ["ImageData", "load_data", "split_indices", "make_inputs", "completion_mask", "read_idx", "TEXTURES"]
+__all__ = [
+    "ImageData",
+    "load_data",
+    "split_indices",
+    "make_inputs",
+    "completion_mask",
+    "read_idx",
+    "TEXTURES",
+]
 
 TEXTURES = ("brick", "grass", "gravel", "moon")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -104,7 +112,9 @@ def _textures(size: int) -> tuple[Tensor, Tensor, list[str]]:
             im = im[..., :3].mean(-1)
         t = torch.from_numpy(im)
         h, w = (t.shape[0] // size) * size, (t.shape[1] // size) * size
-        patches = t[:h, :w].reshape(h // size, size, w // size, size).permute(0, 2, 1, 3).reshape(-1, 1, size, size)
+        patches = (
+            t[:h, :w].reshape(h // size, size, w // size, size).permute(0, 2, 1, 3).reshape(-1, 1, size, size)
+        )
         xs.append(patches / 127.5 - 1.0)
         ys.append(torch.full((patches.shape[0],), label, dtype=torch.int64))
     return torch.cat(xs), torch.cat(ys), list(TEXTURES)
@@ -123,7 +133,9 @@ def _folder(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[s
     _check_dir(path, "image")
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"dataset: folder {str(path)!r} contains no PNG or JPEG images (*.png, *.jpg, *.jpeg)")
+        raise ValueError(
+            f"dataset: folder {str(path)!r} contains no PNG or JPEG images (*.png, *.jpg, *.jpeg)"
+        )
     pil = []
     for f in files:
         try:
@@ -132,21 +144,26 @@ def _folder(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[s
                 pil.append(im.copy())
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise ValueError(f"dataset: cannot read image {str(f)!r} ({exc}); remove or fix it") from None
-    color = {im.mode not in ("1", "L", "LA", "I", "I;16", "F", "P") or (im.mode == "P" and _palette_is_color(im)) for im in pil}
+    color = {
+        im.mode not in ("1", "L", "LA", "I", "I;16", "F", "P") or (im.mode == "P" and _palette_is_color(im))
+        for im in pil
+    }
     channels = cfg.channels or (3 if True in color else 1)
     mode = "RGB" if channels == 3 else "L"
     sizes = sorted({im.size for im in pil})
     if cfg.resize == "none":
         if len(sizes) > 1:
-            a = next(f for f, im in zip(files, pil) if im.size == sizes[0])
-            b = next(f for f, im in zip(files, pil) if im.size == sizes[-1])
+            a = next(f for f, im in zip(files, pil, strict=True) if im.size == sizes[0])
+            b = next(f for f, im in zip(files, pil, strict=True) if im.size == sizes[-1])
             raise ValueError(
                 f"dataset: images in {str(path)!r} have different sizes ({sizes[0][0]}x{sizes[0][1]} {a.name!r}, "
                 f"{sizes[-1][0]}x{sizes[-1][1]} {b.name!r}, ...); set resize='center_crop' or 'stretch'"
             )
         w, h = sizes[0]
         if w != h:
-            raise ValueError(f"dataset: images in {str(path)!r} are {w}x{h}, not square; set resize='center_crop'")
+            raise ValueError(
+                f"dataset: images in {str(path)!r} are {w}x{h}, not square; set resize='center_crop'"
+            )
         size = cfg.image_size or w
         if size != w:
             raise ValueError(f"dataset: image_size={size} but the images are {w}x{h} and resize='none'")
@@ -160,7 +177,9 @@ def _folder(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[s
             s = min(w, h)
             im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
         if im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BICUBIC if hasattr(Image, "Resampling") else Image.BICUBIC)
+            im = im.resize(
+                (size, size), Image.Resampling.BICUBIC if hasattr(Image, "Resampling") else Image.BICUBIC
+            )
         a = np.asarray(im, dtype=np.float32)
         arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     x = torch.from_numpy(np.stack(arrs)) / 127.5 - 1.0
@@ -247,7 +266,9 @@ def _mnist(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[st
     if size == h + 4:  # 28 -> 32: pad with background, as LeNet does
         x = F.pad(x, (2, 2, 2, 2), value=-1.0)
     elif size != h:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(-1, 1)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(
+            -1, 1
+        )
     names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
     return x, labels, names
 
@@ -282,7 +303,9 @@ def load_data(cfg: TrainConfig) -> ImageData:
     if ds == "digits":
         x, y, names = _digits()
         if cfg.image_size and cfg.image_size != 8:
-            x = F.interpolate(x, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False).clamp_(-1, 1)
+            x = F.interpolate(x, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False).clamp_(
+                -1, 1
+            )
     elif ds == "textures":
         x, y, names = _textures(cfg.image_size or 32)
     elif ds.startswith("folder:"):

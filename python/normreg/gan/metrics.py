@@ -22,7 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["psnr", "ssim", "kid", "Classifier", "train_classifier", "load_or_train_classifier", "cache_dir", "pixel_features"]
+__all__ = [
+    "psnr",
+    "ssim",
+    "kid",
+    "Classifier",
+    "train_classifier",
+    "load_or_train_classifier",
+    "cache_dir",
+    "pixel_features",
+]
 
 CLASSIFIER_VERSION = 1
 
@@ -49,13 +58,19 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 2.0) -> float:
         raise ValueError(f"ssim: 'pred' shape {tuple(pred.shape)} != 'target' shape {tuple(target.shape)}")
     lo = -data_range / 2
     win = _ssim_window(int(pred.shape[-1]))
-    return float(_ssim(pred.double() - lo, target.double() - lo, data_range=data_range, win_size=win, size_average=True))
+    return float(
+        _ssim(
+            pred.double() - lo, target.double() - lo, data_range=data_range, win_size=win, size_average=True
+        )
+    )
 
 
 def kid(x: Tensor, y: Tensor) -> float:
     """Unbiased MMD^2 with the kernel ``(x.y/d + 1)^3`` between feature sets ``x`` (m, d) and ``y`` (n, d)."""
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"kid: features must be (m, d) and (n, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"kid: features must be (m, d) and (n, d), got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     m, n = x.shape[0], y.shape[0]
     if m < 2 or n < 2:
         raise ValueError("kid: each set needs at least 2 samples")
@@ -125,7 +140,9 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "normreg"
 
 
-def train_classifier(images: Tensor, labels: Tensor, num_classes: int, seed: int = 0, epochs: int = 0) -> Classifier:
+def train_classifier(
+    images: Tensor, labels: Tensor, num_classes: int, seed: int = 0, epochs: int = 0
+) -> Classifier:
     """Train the classifier deterministically (own RNG, fixed order); global RNG untouched.
 
     Light augmentation (random shifts of one pixel) keeps it from judging generated images by

@@ -16,7 +16,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DCGANGenerator", "DCGANDiscriminator", "UNetGenerator", "PatchDiscriminator", "build_models", "init_weights"]
+__all__ = [
+    "DCGANGenerator",
+    "DCGANDiscriminator",
+    "UNetGenerator",
+    "PatchDiscriminator",
+    "build_models",
+    "init_weights",
+]
 
 
 def _ch(base: int, width: float, cap: int = 512) -> int:
@@ -39,10 +46,16 @@ class DCGANGenerator(nn.Module):
         n_up = int(math.log2(size)) - 2
         ch = [_ch(32 * 2 ** (n_up - i), width) for i in range(n_up + 1)]
         self.z_dim = z_dim
-        self.fc = nn.Sequential(nn.Linear(z_dim, ch[0] * 16), nn.Unflatten(1, (ch[0], 4, 4)), nn.BatchNorm2d(ch[0]), nn.ReLU(True))
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim, ch[0] * 16), nn.Unflatten(1, (ch[0], 4, 4)), nn.BatchNorm2d(ch[0]), nn.ReLU(True)
+        )
         layers: list[nn.Module] = []
         for i in range(n_up - 1):
-            layers += [nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1, bias=False), nn.BatchNorm2d(ch[i + 1]), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch[i + 1]),
+                nn.ReLU(True),
+            ]
         layers += [nn.ConvTranspose2d(ch[n_up - 1], channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
@@ -81,7 +94,11 @@ class UNetGenerator(nn.Module):
         prev = c_in
         for i, c in enumerate(chs):
             norm = 0 < i < depth - 1
-            self.downs.append(nn.Sequential(nn.Conv2d(prev, c, 4, 2, 1, bias=not norm), *([nn.BatchNorm2d(c)] if norm else [])))
+            self.downs.append(
+                nn.Sequential(
+                    nn.Conv2d(prev, c, 4, 2, 1, bias=not norm), *([nn.BatchNorm2d(c)] if norm else [])
+                )
+            )
             prev = c
         self.ups = nn.ModuleList()
         for i in reversed(range(depth)):
@@ -89,7 +106,10 @@ class UNetGenerator(nn.Module):
             if i == 0:
                 self.ups.append(nn.ConvTranspose2d(c_skip_in, c_out, 4, 2, 1))
             else:
-                layers: list[nn.Module] = [nn.ConvTranspose2d(c_skip_in, chs[i - 1], 4, 2, 1, bias=False), nn.BatchNorm2d(chs[i - 1])]
+                layers: list[nn.Module] = [
+                    nn.ConvTranspose2d(c_skip_in, chs[i - 1], 4, 2, 1, bias=False),
+                    nn.BatchNorm2d(chs[i - 1]),
+                ]
                 if dropout > 0 and i >= depth - 3:
                     layers.append(nn.Dropout(dropout))
                 self.ups.append(nn.Sequential(*layers))
@@ -113,7 +133,9 @@ class UNetGenerator(nn.Module):
 class PatchDiscriminator(nn.Module):
     """pix2pix PatchGAN: logits per patch; sees ``cat(cond, image)`` when conditional."""
 
-    def __init__(self, c_image: int, c_cond: int, size: int, width: float = 1.0, conditional: bool = True) -> None:
+    def __init__(
+        self, c_image: int, c_cond: int, size: int, width: float = 1.0, conditional: bool = True
+    ) -> None:
         super().__init__()
         self.conditional = conditional
         n_down = max(1, int(math.log2(size)) - 3)
@@ -127,7 +149,12 @@ class PatchDiscriminator(nn.Module):
             layers += [nn.LeakyReLU(0.2, True)]
             c_in = c
         c = _ch(32 * 2**n_down, width)
-        layers += [nn.Conv2d(c_in, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2, True), nn.Conv2d(c, 1, 3, 1, 1)]
+        layers += [
+            nn.Conv2d(c_in, c, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c, 1, 3, 1, 1),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:

@@ -30,7 +30,9 @@ def save_image(image: Tensor, path: str | Path, scale: int = 1) -> None:
     im.save(path)
 
 
-def save_grid(rows: list[Tensor], path: str | Path, scale: int = 0, pad: int = 1, row_labels: list[str] | None = None) -> None:
+def save_grid(
+    rows: list[Tensor], path: str | Path, scale: int = 0, pad: int = 1, row_labels: list[str] | None = None
+) -> None:
     """Save rows of images (each ``(N, C, S, S)``) as one PNG grid.
 
     ``scale=0`` upscales small images (nearest) so that each is at least 32 pixels wide.
@@ -88,7 +90,11 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     steps = [r["step"] for r in logs]
-    raw = [k for k in (logs[0] if logs else {}) if k.startswith(("g_", "d_")) and not k.startswith(("g_total", "d_total"))]
+    raw = [
+        k
+        for k in (logs[0] if logs else {})
+        if k.startswith(("g_", "d_")) and not k.startswith(("g_total", "d_total"))
+    ]
     ax = axes[0]
     for k in raw:
         ys = [r.get(k) for r in logs]
@@ -99,7 +105,9 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.legend(fontsize=7)
     ax = axes[1]
-    for k in [k for k in (logs[0] if logs else {}) if k.startswith(("w_", "lam_")) or k in ("g_total", "d_total")]:
+    for k in [
+        k for k in (logs[0] if logs else {}) if k.startswith(("w_", "lam_")) or k in ("g_total", "d_total")
+    ]:
         ys = [r.get(k) for r in logs]
         if all(y is not None and math.isfinite(y) for y in ys):
             ax.plot(steps, ys, label=k, lw=1, ls="--" if k.startswith("lam_") else "-")

@@ -79,5 +79,10 @@ def sample(
 def _folder_images(path: Path, cfg: TrainConfig, size: int, channels: int) -> torch.Tensor:
     from .data import _folder
 
-    x, _, _ = _folder(path, cfg.replace(image_size=size, channels=channels, resize="center_crop" if cfg.resize == "none" else cfg.resize))
+    x, _, _ = _folder(
+        path,
+        cfg.replace(
+            image_size=size, channels=channels, resize="center_crop" if cfg.resize == "none" else cfg.resize
+        ),
+    )
     return x

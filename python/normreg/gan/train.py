@@ -87,7 +87,9 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
     n = s["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = s["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
 
@@ -138,14 +140,20 @@ class Trainer:
         self.pen_g = cfg.penalty_on in ("g", "both") and cfg.weight_penalty != "none"
         self.pen_d = cfg.penalty_on in ("d", "both") and cfg.weight_penalty != "none" and self.D is not None
         self.unit_penalty = _ops.make_penalty(cfg.weight_penalty, 1.0, cfg.l1_ratio)
+        self.recon_schedule = _ops.make_schedule(cfg.recon_schedule, cfg.steps, cfg.warmup_fraction)
+        self.penalty_schedule = _ops.make_schedule(cfg.penalty_schedule, cfg.steps, cfg.warmup_fraction)
         self.opt_g, self.groups_g = self._optimizer(self.G, cfg.lr_g, self.pen_g)
-        self.opt_d, self.groups_d = (self._optimizer(self.D, cfg.lr_d, self.pen_d) if self.D is not None else (None, None))
+        self.opt_d, self.groups_d = (
+            self._optimizer(self.D, cfg.lr_d, self.pen_d) if self.D is not None else (None, None)
+        )
         # Fixed evaluation inputs and sample-grid inputs / latents (their own generator).
         eg = torch.Generator().manual_seed(cfg.seed + 12345)
         self.eval_inputs: dict[str, Tensor] = {}
         for split in ("val", "test"):
             x, _ = d.split(split)
-            self.eval_inputs[split] = make_inputs(cfg, x, eg) if cfg.paired else torch.randn(x.shape[0], cfg.z_dim, generator=eg)
+            self.eval_inputs[split] = (
+                make_inputs(cfg, x, eg) if cfg.paired else torch.randn(x.shape[0], cfg.z_dim, generator=eg)
+            )
         self.grid_inputs = self.eval_inputs["val"][:N_GRID]
         self.grid_targets = d.split("val")[0][:N_GRID]
         self._classifier = None
@@ -159,11 +167,13 @@ class Trainer:
     def _optimizer(self, model: nn.Module, lr: float, penalized: bool):
         cfg = self.cfg
         if penalized:
-            groups = normreg.param_groups(model, self._penalty_at(0))
+            base = self.unit_penalty.scaled(cfg.weight_penalty_strength)
+            groups = normreg.param_groups(model, base)
         else:
             groups = [{"params": [p for p in model.parameters() if p.requires_grad], "penalty": None}]
         if cfg.penalty_mode == "prox" and penalized:
-            return _ops.prox_adam(groups, lr=lr, betas=cfg.betas), groups
+            # ProxAdam applies the schedule itself (its step count is part of its state).
+            return _ops.prox_adam(groups, lr=lr, betas=cfg.betas, schedule=self.penalty_schedule), groups
         plain = [{"params": g["params"]} for g in groups]
         return torch.optim.Adam(plain, lr=lr, betas=cfg.betas), groups
 
@@ -173,11 +183,9 @@ class Trainer:
         t = self.step_ if step is None else step
         out = {}
         if cfg.paired and cfg.recon != "none":
-            out["lam_recon"] = cfg.recon_weight * _ops.schedule_factor(cfg.recon_schedule, t, cfg.steps, cfg.warmup_fraction)
+            out["lam_recon"] = cfg.recon_weight * float(self.recon_schedule(t))
         if self.pen_g or self.pen_d:
-            out["lam_penalty"] = cfg.weight_penalty_strength * _ops.schedule_factor(
-                cfg.penalty_schedule, t, cfg.steps, cfg.warmup_fraction
-            )
+            out["lam_penalty"] = cfg.weight_penalty_strength * float(self.penalty_schedule(t))
         if cfg.uses_d:
             out["lam_adv"] = cfg.adv_weight
         if cfg.tv_weight > 0:
@@ -188,7 +196,7 @@ class Trainer:
 
     def _penalty_at(self, step: int):
         cfg = self.cfg
-        s = cfg.weight_penalty_strength * _ops.schedule_factor(cfg.penalty_schedule, step, cfg.steps, cfg.warmup_fraction)
+        s = cfg.weight_penalty_strength * float(self.penalty_schedule(step))
         return self.unit_penalty.scaled(s) if self.unit_penalty is not None else None
 
     # -- one step ------------------------------------------------------------------------------
@@ -207,13 +215,9 @@ class Trainer:
             loss_terms.append(penalty.value(self._penalized(groups)))
 
     def _apply_penalty_after(self, opt, groups, penalty) -> None:
-        mode = self.cfg.penalty_mode
-        if mode == "add_grad":
+        # 'prox': nothing here, ProxAdam's step takes the proximal step with the scheduled λ.
+        if self.cfg.penalty_mode == "add_grad":
             penalty.add_grad_(self._penalized(groups))
-        elif mode == "prox":
-            for g in opt.param_groups:
-                if g.get("penalty") is not None:
-                    g["penalty"] = penalty
 
     def step(self) -> None:
         """Train one step (``loss_terms()`` then reports its loss terms and λ values)."""
@@ -318,7 +322,7 @@ class Trainer:
         decay = min(self.cfg.ema_decay, (1 + t) / (10 + t))
         ema_p = list(self.G_ema.parameters())
         torch._foreach_lerp_(ema_p, [p.detach() for p in self.G.parameters()], 1.0 - decay)
-        for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
+        for be, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
             be.copy_(b)
 
     # -- generation and evaluation ---------------------------------------------------------------
@@ -392,8 +396,17 @@ class Trainer:
             "opt_g": _opt_state(self.opt_g),
             "opt_d": _opt_state(self.opt_d),
             "schedules": {
-                "recon": {"kind": cfg.recon_schedule, "base": cfg.recon_weight, "total": cfg.steps, "step": self.step_},
-                "penalty": {"kind": cfg.penalty_schedule, "base": cfg.weight_penalty_strength, "total": cfg.steps, "step": self.step_},
+                "step": self.step_,
+                "recon": {
+                    "kind": cfg.recon_schedule,
+                    "base": cfg.recon_weight,
+                    **self.recon_schedule.state_dict(),
+                },
+                "penalty": {
+                    "kind": cfg.penalty_schedule,
+                    "base": cfg.weight_penalty_strength,
+                    **self.penalty_schedule.state_dict(),
+                },
                 "values": self.lambdas(self.step_),
             },
             "rng": {**_rng_state(), "trainer": self.gen.get_state()},
@@ -415,12 +428,16 @@ class Trainer:
         for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
             if opt is None:
                 continue
-            pens = [g.get("penalty") for g in opt.param_groups]
+            pens = [(("penalty" in g), g.get("penalty")) for g in opt.param_groups]
             opt.load_state_dict(state[key])
-            for g, p in zip(opt.param_groups, pens):
-                if "penalty" in g or p is not None:
+            for g, (had, p) in zip(opt.param_groups, pens, strict=True):
+                if had:
                     g["penalty"] = p
         self.step_ = int(state["step"])
+        for sched, key in ((self.recon_schedule, "recon"), (self.penalty_schedule, "penalty")):
+            sched.load_state_dict(
+                {k: v for k, v in state["schedules"][key].items() if k not in ("kind", "base")}
+            )
         rng = state["rng"]
         _set_rng_state(rng)
         self.gen.set_state(rng["trainer"])
@@ -445,7 +462,9 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"'run_dir' {str(run_dir)!r} exists and is not a folder")
     if run_dir.is_dir():
-        ours = [run_dir / f for f in RUN_FILES if (run_dir / f).exists()] + [run_dir / d for d in RUN_DIRS if (run_dir / d).exists()]
+        ours = [run_dir / f for f in RUN_FILES if (run_dir / f).exists()] + [
+            run_dir / d for d in RUN_DIRS if (run_dir / d).exists()
+        ]
         if ours and not overwrite:
             raise RunDirError(
                 f"run directory {str(run_dir)!r} already holds a run ({', '.join(p.name for p in ours[:4])}...); "
@@ -488,7 +507,9 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (_json_safe(v) if isinstance(v, dict) else _fmt(v)) for k, v in d.items()}
 
 
-def _resolve_resume(cfg: TrainConfig | None, run_dir: Path, previous: bool) -> tuple[TrainConfig, dict[str, Any]]:
+def _resolve_resume(
+    cfg: TrainConfig | None, run_dir: Path, previous: bool
+) -> tuple[TrainConfig, dict[str, Any]]:
     if not run_dir.is_dir():
         raise RunDirError(f"cannot resume: run directory {str(run_dir)!r} does not exist")
     if not (run_dir / CHECKPOINT).exists() and not (previous and (run_dir / PREVIOUS).exists()):
@@ -602,7 +623,13 @@ def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None
                     log.write(json.dumps({"step": s, **_json_safe(last)}) + "\n")
                     log.flush()
                     post = {k: f"{last[k]:.3g}" for k in ("g_total", "d_total") if k in last}
-                    post.update({k[4:]: f"{v:.3g}" for k, v in last.items() if k.startswith("lam_") and k != "lam_adv"})
+                    post.update(
+                        {
+                            k[4:]: f"{v:.3g}"
+                            for k, v in last.items()
+                            if k.startswith("lam_") and k != "lam_adv"
+                        }
+                    )
                     bar.set_postfix(post, refresh=False)
                 bar.update(1)
                 if main and (s % cfg.sample_every == 0 or s == cfg.steps):
@@ -610,7 +637,9 @@ def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None
                 if main and (s % cfg.eval_every == 0 or s == cfg.steps):
                     m = trainer.evaluate("val")
                     with open(met_path, "a", newline="") as fh:
-                        csv.writer(fh).writerow([s, "val", *[_fmt(m[k]) if m[k] is not None else "" for k in METRIC_FIELDS]])
+                        csv.writer(fh).writerow(
+                            [s, "val", *[_fmt(m[k]) if m[k] is not None else "" for k in METRIC_FIELDS]]
+                        )
                 if main and (s % cfg.checkpoint_every == 0 or s == end):
                     save_checkpoint(trainer.state_dict(), run_dir)
     except KeyboardInterrupt:
@@ -666,7 +695,9 @@ def trainer_from_checkpoint(path: str | os.PathLike, previous: bool = False) -> 
     cfg = TrainConfig.from_dict(state["config"])
     trainer = Trainer(cfg)
     if state["data"]["fingerprint"] != trainer.data.fingerprint():
-        raise ValueError(f"the data set {cfg.dataset!r} is not the one this checkpoint was trained on (it changed)")
+        raise ValueError(
+            f"the data set {cfg.dataset!r} is not the one this checkpoint was trained on (it changed)"
+        )
     trainer.load_state_dict(state)
     return trainer
 
@@ -687,4 +718,3 @@ def evaluate(run_dir_or_checkpoint: str | os.PathLike, split: str = "test") -> d
     out["step"] = trainer.step_
     out["split"] = split
     return out
-
