@@ -36,13 +36,14 @@ CFG = dict(
     weight_penalty="l1",
     weight_penalty_strength=1e-3,
     penalty_on="both",
-    penalty_mode="add_grad",
+    penalty_mode="prox",  # ProxAdam's fused proximal step, after DDP's all-reduce
     checkpoint_every=3,
     log_every=1,
     eval_every=1000,
     sample_every=1000,
 )
 CURVE = ("d_total", "g_total", "g_recon", "g_adv", "d_real", "d_fake", "g_penalty", "d_penalty")
+EXTRA = "add_grad"  # the other penalty mode, checked beside CFG's
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
@@ -95,13 +96,13 @@ def _work(rank, world, pg, dirs):
     out["curve"] = curve
     out["G"] = {k: v.clone() for k, v in tr.G.state_dict().items()}
     out["D"] = {k: v.clone() for k, v in tr.D.state_dict().items()}
-    # ProxAdam's fused proximal step after DDP's all-reduce, and the penalty as a loss term
-    prox = Trainer(cfg.replace(penalty_mode="prox"))
-    out["prox_curve"] = []
+    # the penalty's fused gradient added after DDP's all-reduce, and the penalty as a loss term
+    extra = Trainer(cfg.replace(penalty_mode=EXTRA))
+    out["extra_curve"] = []
     for _ in range(4):
-        prox.step()
-        out["prox_curve"].append(prox.loss_terms())
-    out["prox"] = _state(prox)
+        extra.step()
+        out["extra_curve"].append(extra.loss_terms())
+    out[EXTRA] = _state(extra)
     other = Trainer(cfg.replace(penalty_mode="loss", weight_penalty="group_lasso"))
     for _ in range(2):
         other.step()
@@ -136,14 +137,14 @@ def runs(tmp_path_factory):
     shutil.copytree(dirs["A"], dirs["C"])
     ranks = start_ranks(_work, world=2, dirs={k: str(v) for k, v in dirs.items()})
     train(None, dirs["C"], resume=True, stop_after=5, progress=False)  # the 1-process reference
-    prox = Trainer(cfg.replace(penalty_mode="prox"))  # 1-process reference of the prox mode
-    prox_curve = []
+    extra = Trainer(cfg.replace(penalty_mode=EXTRA))  # 1-process reference of the other mode
+    extra_curve = []
     for _ in range(4):
-        prox.step()
-        prox_curve.append(prox.loss_terms())
+        extra.step()
+        extra_curve.append(extra.loss_terms())
     results = ranks.results()
     train(None, dirs["B1"], resume=True, stop_after=5, progress=False)  # 2 -> 1 process
-    return dirs, results, prox_curve
+    return dirs, results, extra_curve
 
 
 def test_global_batchnorm_is_batchnorm_of_the_whole_batch(runs):
@@ -174,23 +175,23 @@ def test_each_rank_gets_its_distributed_sampler_share_of_the_global_batch(runs):
     assert rows[0].tolist() == [0, 2, 4, 6] and rows[1].tolist() == [1, 3, 5, 7]
 
 
-@pytest.mark.parametrize("mode", ["add_grad", "prox", "loss"])
+@pytest.mark.parametrize("mode", ["prox", EXTRA, "loss"])
 def test_replicas_are_bitwise_equal_after_training(runs, mode):
     _, (r0, r1), _ = runs
-    nets = ("G", "D") if mode == "add_grad" else (mode,)
+    nets = ("G", "D") if mode == CFG["penalty_mode"] else (mode,)
     for net in nets:
         assert r0[net].keys() == r1[net].keys()
         for k in r0[net]:
             assert torch.equal(r0[net][k], r1[net][k]), f"{mode}: {net}.{k} differs between ranks"
-    for curve in ("curve", "prox_curve"):
+    for curve in ("curve", "extra_curve"):
         assert r0[curve] == r1[curve]  # the logged (all-reduced) terms agree too
 
 
-@pytest.mark.parametrize("mode", ["add_grad", "prox"])
+@pytest.mark.parametrize("mode", ["prox", EXTRA])
 def test_loss_curve_matches_one_process_with_the_same_global_batch(runs, mode):
-    dirs, (r0, _), prox_curve = runs
-    if mode == "prox":
-        ref, got_curve = prox_curve, r0["prox_curve"]
+    dirs, (r0, _), extra_curve = runs
+    if mode == EXTRA:
+        ref, got_curve = extra_curve, r0["extra_curve"]
     else:
         ref, got_curve = _log(dirs["C"])[:4], r0["curve"]  # 1 process: steps 1-3, resumed exactly: 4
         assert [row["step"] for row in ref] == [1, 2, 3, 4]
