@@ -233,6 +233,12 @@ def test_backend_errors_are_clear(monkeypatch):
     with pytest.raises(ValueError, match="'backend' must be one of gloo, nccl"):
         gd.check_backend("mpi")
     assert gd.check_backend(None) == "gloo"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
+    assert gd.check_backend(None, "cuda") == "nccl"
+    assert gd.check_backend(None) == "gloo"  # the trainer's tensors are on the CPU
+    with pytest.raises(ValueError, match="'backend' nccl only moves CUDA tensors.*gloo"):
+        gd.check_backend("nccl")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(ValueError, match="RANK.*torchrun"):

@@ -98,7 +98,7 @@ def register(sub) -> None:
     # DDP hook (normreg.gan.distributed, docs/distributed.md)
     p.add_argument("--nproc", type=int, default=0, metavar="N",
                    help="train on N processes: runs torchrun --standalone --nproc_per_node N -m normreg train ...")
-    p.add_argument("--backend", choices=("gloo", "nccl"), help="multi-process backend (default: nccl with CUDA, else gloo)")
+    p.add_argument("--backend", choices=("gloo", "nccl"), help="multi-process backend (default gloo: the trainer computes on the CPU)")
     _add_config_flags(p)
     p.set_defaults(func=train_main)
 

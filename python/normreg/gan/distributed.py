@@ -21,8 +21,8 @@ and, because ``torch.distributed`` is initialized, the trainer trains data-paral
 * Loss terms are averaged across ranks before they are logged; only rank 0 writes the run
   directory (logs, metrics, samples, checkpoints) and evaluates (the replicas are equal).
 
-Backends: gloo on CPU, nccl when CUDA is present and the processes train on the GPU. The
-process group is set up from the environment torchrun provides (``RANK``, ``WORLD_SIZE``,
+Backends: gloo for CPU tensors, nccl for CUDA tensors. The trainer computes on the CPU, so
+it trains with gloo (``--backend nccl`` is refused with a message saying so). The process group is set up from the environment torchrun provides (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT``); :func:`init_from_env` does it for scripts.
 """
 
@@ -79,41 +79,49 @@ def env_world_size() -> int:
         raise ValueError(f"environment variable WORLD_SIZE must be an integer, got {raw!r}") from None
 
 
-def check_backend(backend: str | None) -> str:
-    """The backend to use: ``None`` picks nccl when CUDA is present, else gloo. Raises a
-    ``ValueError`` that says what to use instead when the asked backend is unavailable."""
+def check_backend(backend: str | None, device: str = "cpu") -> str:
+    """The backend for processes whose tensors live on ``device`` ("cpu" or "cuda").
+
+    ``None`` picks nccl for CUDA tensors (when this torch has it) and gloo for CPU tensors.
+    Raises a ``ValueError`` that says what to use instead when the asked backend cannot run
+    here. The GAN trainer computes on the CPU, so it trains with gloo.
+    """
     if not dist.is_available():
         raise ValueError(
             "multi-process training needs torch.distributed, which this torch build does not have; "
             "install a torch wheel with distributed support or train with one process"
         )
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+        backend = "nccl" if device == "cuda" and torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
     if backend not in BACKENDS:
         raise ValueError(f"'backend' must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "gloo" and not dist.is_gloo_available():
-        raise ValueError("'backend' gloo is not available in this torch build; use nccl on CUDA machines")
+        raise ValueError("'backend' gloo is not available in this torch build; use nccl with CUDA tensors")
     if backend == "nccl":
         if not torch.cuda.is_available():
-            raise ValueError(
-                "'backend' nccl needs CUDA, but torch.cuda.is_available() is False; use --backend gloo on CPU"
-            )
+            raise ValueError("'backend' nccl needs CUDA, but torch.cuda.is_available() is False; use --backend gloo on CPU")
         if not dist.is_nccl_available():
             raise ValueError("'backend' nccl is not available in this torch build; use --backend gloo")
+        if device != "cuda":
+            raise ValueError(
+                f"'backend' nccl only moves CUDA tensors, but these processes compute on {device} "
+                "(the GAN trainer runs on the CPU); use --backend gloo"
+            )
     return backend
 
 
-def init_from_env(backend: str | None = None) -> DistInfo | None:
+def init_from_env(backend: str | None = None, device: str = "cpu") -> DistInfo | None:
     """Initialize the default process group from torchrun's environment, once.
 
     Returns ``None`` when this is a single process (``WORLD_SIZE`` unset or 1) and nothing
-    was initialized; otherwise the process's :class:`DistInfo`.
+    was initialized; otherwise the process's :class:`DistInfo`. ``device``: where the
+    processes compute (picks the backend, see :func:`check_backend`).
     """
     if dist.is_available() and dist.is_initialized():
         return current()
     if env_world_size() <= 1:
         return None
-    backend = check_backend(backend)
+    backend = check_backend(backend, device)
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
         raise ValueError(
