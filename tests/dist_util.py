@@ -52,14 +52,20 @@ class Ranks:
         self.fn, self.world, self.timeout = fn, world, timeout
         self.deadline = time.monotonic() + timeout
         self.ctx = mp.start_processes(
-            _entry, args=(world, free_port(), self._dir.name, fn, kwargs), nprocs=world, join=False, start_method="spawn"
+            _entry,
+            args=(world, free_port(), self._dir.name, fn, kwargs),
+            nprocs=world,
+            join=False,
+            start_method="spawn",
         )
 
     def results(self) -> list:
         try:
             while not self.ctx.join(timeout=1.0):
                 if time.monotonic() > self.deadline:
-                    raise TimeoutError(f"{self.fn.__name__} on {self.world} processes did not finish within {self.timeout} s")
+                    raise TimeoutError(
+                        f"{self.fn.__name__} on {self.world} processes did not finish within {self.timeout} s"
+                    )
             d = self._dir.name
             return [torch.load(os.path.join(d, f"rank{r}.pt"), weights_only=False) for r in range(self.world)]
         finally:

@@ -96,9 +96,18 @@ def register(sub) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # DDP hook (normreg.gan.distributed, docs/distributed.md)
-    p.add_argument("--nproc", type=int, default=0, metavar="N",
-                   help="train on N processes: runs torchrun --standalone --nproc_per_node N -m normreg train ...")
-    p.add_argument("--backend", choices=("gloo", "nccl"), help="multi-process backend (default gloo: the trainer computes on the CPU)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train on N processes: runs torchrun --standalone --nproc_per_node N -m normreg train ...",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("gloo", "nccl"),
+        help="multi-process backend (default gloo: the trainer computes on the CPU)",
+    )
     _add_config_flags(p)
     p.set_defaults(func=train_main)
 

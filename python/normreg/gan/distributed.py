@@ -92,14 +92,18 @@ def check_backend(backend: str | None, device: str = "cpu") -> str:
             "install a torch wheel with distributed support or train with one process"
         )
     if backend is None:
-        backend = "nccl" if device == "cuda" and torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+        backend = (
+            "nccl" if device == "cuda" and torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+        )
     if backend not in BACKENDS:
         raise ValueError(f"'backend' must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "gloo" and not dist.is_gloo_available():
         raise ValueError("'backend' gloo is not available in this torch build; use nccl with CUDA tensors")
     if backend == "nccl":
         if not torch.cuda.is_available():
-            raise ValueError("'backend' nccl needs CUDA, but torch.cuda.is_available() is False; use --backend gloo on CPU")
+            raise ValueError(
+                "'backend' nccl needs CUDA, but torch.cuda.is_available() is False; use --backend gloo on CPU"
+            )
         if not dist.is_nccl_available():
             raise ValueError("'backend' nccl is not available in this torch build; use --backend gloo")
         if device != "cuda":
