@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
 from conftest import num_threads
+from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from normreg import _reference as ref
 from normreg import losses as L
 
@@ -20,8 +19,11 @@ LOSSES = [(L.l1_loss, F.l1_loss, "l1"), (L.mse_loss, F.mse_loss, "mse")]
 LOSS_IDS = ["l1", "mse"]
 
 # Tolerances of a value / gradient in each dtype against a float64 computation.
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-12),
-       torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+TOL = {
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+    torch.float64: dict(rtol=1e-12, atol=1e-12),
+    torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
+}
 
 
 def _pair(shape, dtype, seed=0, grad=True):
@@ -54,7 +56,7 @@ def test_pointwise_matches_torch(ours, theirs, kind, reduction, dtype, shape):
     b = theirs(p, t, reduction=reduction)
     assert a.dtype == b.dtype and a.shape == b.shape
     _close(a, b, dtype)
-    for ga, gb in zip(_grads(a, [p, t]), _grads(b, [p, t])):
+    for ga, gb in zip(_grads(a, [p, t]), _grads(b, [p, t]), strict=True):
         _close(ga, gb, dtype)
     # and against the float64 reference, from the same (rounded) inputs
     r = ref.pointwise_loss(kind, p, t, reduction=reduction)
@@ -89,7 +91,7 @@ def test_non_contiguous_inputs(ours, theirs, kind):
     for reduction in REDUCTIONS:
         a, b = ours(pt, tt, reduction=reduction), theirs(pt, tt, reduction=reduction)
         _close(a, b, torch.float32)
-        for ga, gb in zip(_grads(a, [p, t]), _grads(b, [p, t])):
+        for ga, gb in zip(_grads(a, [p, t]), _grads(b, [p, t]), strict=True):
             _close(ga, gb, torch.float32)
 
 
@@ -154,7 +156,7 @@ def test_mask_and_weight(ours, theirs, kind, reduction, dtype, mask_shape):
         b = _torch_masked(kind, p, t, mm, weight, reduction)
         assert a.shape == b.shape and a.dtype == dtype
         _close(a, b, dtype)
-        for ga, gb in zip(_grads(a, [p, t]), _grads(b, [p, t])):
+        for ga, gb in zip(_grads(a, [p, t]), _grads(b, [p, t]), strict=True):
             _close(ga, gb, dtype)
 
 
@@ -174,7 +176,7 @@ def test_mask_requiring_grad_goes_through_reference():
     a = L.mse_loss(p, t, weight=w)
     b = _torch_masked("mse", p, t, None, w, "mean")
     ga, gb = _grads(a, [p, t, w]), _grads(b, [p, t, w])
-    for x, y in zip(ga, gb):
+    for x, y in zip(ga, gb, strict=True):
         _close(x, y, torch.float64)
 
 
@@ -187,9 +189,11 @@ def test_deterministic_across_threads(kind):
     runs = []
     for n in (1, 2):
         with num_threads(n):
-            runs.append([fn(p, t, reduction=r, mask=m) for r in ("mean", "sum")]
-                        + [L.total_variation(x, k, "none") for k in ("anisotropic", "isotropic")])
-    for x, y in zip(*runs):
+            runs.append(
+                [fn(p, t, reduction=r, mask=m) for r in ("mean", "sum")]
+                + [L.total_variation(x, k, "none") for k in ("anisotropic", "isotropic")]
+            )
+    for x, y in zip(*runs, strict=True):
         assert torch.equal(x, y)
 
 
@@ -214,12 +218,16 @@ def test_gradgradcheck_mse():
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("kind", ["anisotropic", "isotropic"])
 def test_gradcheck_tv(kind, reduction):
-    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    x = torch.randn(
+        2, 2, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True
+    )
     assert torch.autograd.gradcheck(lambda a: L.total_variation(a, kind, reduction, eps=1e-3), (x,))
 
 
 def test_gradgradcheck_tv_isotropic():
-    x = torch.randn(1, 1, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    x = torch.randn(
+        1, 1, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True
+    )
     assert torch.autograd.gradgradcheck(lambda a: L.total_variation(a, "isotropic", eps=1e-2), (x,))
 
 
@@ -232,7 +240,15 @@ def _torch_aniso(x, per_image=False):
     return a.sum(dims) + b.sum(dims) if per_image else a.sum() + b.sum()
 
 
-TV_SHAPES = [(2, 3, 6, 7), (1, 1, 1, 5), (1, 2, 5, 1), (1, 1, 1, 1), (2, 1, 2, 2), (1, 1, 9000, 9), (0, 3, 4, 4)]
+TV_SHAPES = [
+    (2, 3, 6, 7),
+    (1, 1, 1, 5),
+    (1, 2, 5, 1),
+    (1, 1, 1, 1),
+    (2, 1, 2, 2),
+    (1, 1, 9000, 9),
+    (0, 3, 4, 4),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -240,7 +256,11 @@ TV_SHAPES = [(2, 3, 6, 7), (1, 1, 1, 5), (1, 2, 5, 1), (1, 1, 1, 1), (2, 1, 2, 2
 @pytest.mark.parametrize("kind", ["anisotropic", "isotropic"])
 @pytest.mark.parametrize("shape", TV_SHAPES, ids=str)
 def test_tv_matches_reference(shape, kind, reduction, dtype):
-    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(dtype).requires_grad_()
+    x = (
+        torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        .to(dtype)
+        .requires_grad_()
+    )
     a = L.total_variation(x, kind, reduction)
     b = ref.total_variation(x, kind, reduction)
     assert a.dtype == dtype and a.shape == b.shape
@@ -289,12 +309,18 @@ def test_tv_isotropic_eps_zero_kink_has_zero_gradient():
 
 @settings(max_examples=30, deadline=None)
 @given(
-    n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 12), w=st.integers(1, 12),
-    kind=st.sampled_from(["anisotropic", "isotropic"]), eps=st.sampled_from([0.0, 1e-8, 0.1]),
+    n=st.integers(1, 3),
+    c=st.integers(1, 3),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    kind=st.sampled_from(["anisotropic", "isotropic"]),
+    eps=st.sampled_from([0.0, 1e-8, 0.1]),
     seed=st.integers(0, 2**16),
 )
 def test_tv_property_random_shapes(n, c, h, w, kind, eps, seed):
-    x = torch.randn(n, c, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+    x = torch.randn(
+        n, c, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(seed), requires_grad=True
+    )
     a = L.total_variation(x, kind, "none", eps=eps)
     b = ref.total_variation(x, kind, "none", eps=eps)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
@@ -306,18 +332,24 @@ def test_tv_property_random_shapes(n, c, h, w, kind, eps, seed):
 @settings(max_examples=30, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 6), min_size=1, max_size=4),
-    kind=st.sampled_from(["l1", "mse"]), reduction=st.sampled_from(REDUCTIONS),
-    masked=st.booleans(), seed=st.integers(0, 2**16),
+    kind=st.sampled_from(["l1", "mse"]),
+    reduction=st.sampled_from(REDUCTIONS),
+    masked=st.booleans(),
+    seed=st.integers(0, 2**16),
 )
 def test_pointwise_property_random_shapes(shape, kind, reduction, masked, seed):
     p, t = _pair(tuple(shape), torch.float64, seed=seed)
-    m = (torch.rand((1,) + tuple(shape[1:]), generator=torch.Generator().manual_seed(seed)) > 0.3) if masked else None
+    m = (
+        (torch.rand((1,) + tuple(shape[1:]), generator=torch.Generator().manual_seed(seed)) > 0.3)
+        if masked
+        else None
+    )
     fn = L.l1_loss if kind == "l1" else L.mse_loss
     a = fn(p, t, mask=m, reduction=reduction)
     b = ref.pointwise_loss(kind, p, t, m, None, reduction)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, equal_nan=True)
     if a.isfinite().all():
-        for x, y in zip(_grads(a, [p, t]), _grads(b, [p, t])):
+        for x, y in zip(_grads(a, [p, t]), _grads(b, [p, t]), strict=True):
             torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
 
 
@@ -340,8 +372,13 @@ def test_ssim_loss_matches_skimage():
     per = L.ssim_loss(x, y, data_range=1.0, reduction="none")
     for i in range(2):
         s = structural_similarity(
-            x[i].numpy(), y[i].numpy(), channel_axis=0, data_range=1.0,
-            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+            x[i].numpy(),
+            y[i].numpy(),
+            channel_axis=0,
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
         )
         assert per[i].item() == pytest.approx(1 - s, abs=1e-6)
     assert L.ssim_loss(x, y).item() == pytest.approx(per.mean().item())
@@ -413,3 +450,20 @@ def test_ssim_errors():
         L.ssim_loss(x, torch.rand(1, 1, 16, 15))
     with pytest.raises(ValueError, match="'data_range'"):
         L.ssim_loss(x, x, data_range=0)
+
+
+def test_float16_runs_through_the_kernels():
+    p, t = _pair((2, 3, 6, 5), torch.float16)
+    for fn, kind in ((L.l1_loss, "l1"), (L.mse_loss, "mse")):
+        a = fn(p, t, reduction="sum")
+        assert a.dtype == torch.float16
+        torch.testing.assert_close(a.double(), ref.pointwise_loss(kind, p, t, reduction="sum"), rtol=1e-3, atol=1e-3)
+        (g,) = torch.autograd.grad(a, p)
+        (r,) = torch.autograd.grad(ref.pointwise_loss(kind, p, t, reduction="sum"), p)
+        torch.testing.assert_close(g.double(), r.to(torch.float16).double(), rtol=1e-3, atol=1e-3)
+    for kind in ("anisotropic", "isotropic"):
+        a = L.total_variation(p, kind)
+        torch.testing.assert_close(a.double(), ref.total_variation(p, kind), rtol=1e-3, atol=1e-2)
+        (g,) = torch.autograd.grad(a, p)
+        (r,) = torch.autograd.grad(ref.total_variation(p, kind), p)
+        torch.testing.assert_close(g.double(), r.to(torch.float16).double(), rtol=1e-3, atol=1e-3)

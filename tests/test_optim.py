@@ -478,3 +478,19 @@ def test_deepcopy_keeps_working():
     opt.step()
     opt2 = copy.deepcopy(opt)
     assert opt2._prox_step == 1 and isinstance(opt2.penalty_schedule, Cosine)
+
+
+@pytest.mark.parametrize("cls", [ProxSGD, ProxAdam])
+def test_loaded_state_that_does_not_fit_is_refused(cls):
+    kw = dict(lr=0.1, momentum=0.9) if cls is ProxSGD else dict(lr=0.1)
+    a = [torch.nn.Parameter(torch.ones(3))]
+    opt = cls(a, **kw)
+    a[0].grad = torch.ones(3)
+    opt.step()
+    b = [torch.nn.Parameter(torch.ones(5))]
+    opt_b = cls(b, **kw)
+    opt_b.load_state_dict(opt.state_dict())
+    b[0].grad = torch.ones(5)
+    with pytest.raises(ValueError, match="state of param 0"):
+        opt_b.step()
+    assert torch.equal(b[0].detach(), torch.ones(5))

@@ -186,43 +186,32 @@ inline void tv_grad(TVKind kind, const void* x, void* g, DType dtype, const Imag
         const T* xb = static_cast<const T*>(x);
         T* gb = static_cast<T*>(g);
         const std::int64_t H = s.h, W = s.w;
-        if (kind == TVKind::Anisotropic) {
+        // Per block, three rows of directions (ax, by of this row, by of the row above),
+        // allocated here, before the parallel loop, so nothing allocates (or throws) inside it.
+        // Each difference's direction is computed once and used by both of its pixels.
+        const C ceps = static_cast<C>(eps);
+        std::vector<C> buf(plan.size() * 3 * static_cast<std::size_t>(W));
+        auto run = [&](auto KC) {
+            constexpr TVKind K = decltype(KC)::value;
             for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
                 const RowBlock& b = plan[static_cast<std::size_t>(bi)];
                 const T* xp = xb + b.plane * H * W;
                 T* gp = gb + b.plane * H * W;
                 const C sc = static_cast<C>(scale[static_cast<std::size_t>(b.plane / s.c)]);
+                C* ax = buf.data() + static_cast<std::size_t>(bi) * 3 * static_cast<std::size_t>(W);
+                C* by = ax + W;
+                C* byp = by + W;
+                if (b.r0 > 0) kernels::tv_dirs<T, K>(xp + (b.r0 - 1) * W, xp + b.r0 * W, W, ceps, ax, byp);
+                else std::fill(byp, byp + W, C(0));
                 for (std::int64_t i = b.r0; i < b.r1; ++i) {
-                    const T* r = xp + i * W;
-                    const bool up = i > 0, down = i + 1 < H;
-                    if (up && down) kernels::tv_aniso_grad_row<T, true, true>(r - W, r, r + W, gp + i * W, W, sc);
-                    else if (up) kernels::tv_aniso_grad_row<T, true, false>(r - W, r, nullptr, gp + i * W, W, sc);
-                    else if (down) kernels::tv_aniso_grad_row<T, false, true>(nullptr, r, r + W, gp + i * W, W, sc);
-                    else kernels::tv_aniso_grad_row<T, false, false>(nullptr, r, nullptr, gp + i * W, W, sc);
+                    kernels::tv_dirs<T, K>(xp + i * W, i + 1 < H ? xp + (i + 1) * W : nullptr, W, ceps, ax, by);
+                    kernels::tv_grad_row<T>(ax, by, byp, gp + i * W, W, sc);
+                    std::swap(by, byp);
                 }
             });
-            return;
-        }
-        // Isotropic: per block, three rows of directions (ax, by of this row, by of the row above),
-        // allocated here, before the parallel loop, so nothing allocates (or throws) inside it.
-        const C ceps = static_cast<C>(eps);
-        std::vector<C> buf(plan.size() * 3 * static_cast<std::size_t>(W));
-        for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
-            const RowBlock& b = plan[static_cast<std::size_t>(bi)];
-            const T* xp = xb + b.plane * H * W;
-            T* gp = gb + b.plane * H * W;
-            const C sc = static_cast<C>(scale[static_cast<std::size_t>(b.plane / s.c)]);
-            C* ax = buf.data() + static_cast<std::size_t>(bi) * 3 * static_cast<std::size_t>(W);
-            C* by = ax + W;
-            C* byp = by + W;
-            if (b.r0 > 0) kernels::tv_iso_dirs<T>(xp + (b.r0 - 1) * W, xp + b.r0 * W, W, ceps, ax, byp);
-            else std::fill(byp, byp + W, C(0));
-            for (std::int64_t i = b.r0; i < b.r1; ++i) {
-                kernels::tv_iso_dirs<T>(xp + i * W, i + 1 < H ? xp + (i + 1) * W : nullptr, W, ceps, ax, by);
-                kernels::tv_iso_grad_row<T>(ax, by, byp, gp + i * W, W, sc);
-                std::swap(by, byp);
-            }
-        });
+        };
+        if (kind == TVKind::Isotropic) run(std::integral_constant<TVKind, TVKind::Isotropic>{});
+        else run(std::integral_constant<TVKind, TVKind::Anisotropic>{});
     });
 }
 

@@ -12,8 +12,9 @@
 
 namespace normreg::engine {
 
+// f(integral_constant<int, k>) for k in {0, 1, 2} (prox kinds, weight-decay modes).
 template <class F>
-inline decltype(auto) dispatch_prox_kind(int kind, F&& f) {
+inline decltype(auto) dispatch3(int kind, F&& f) {
     switch (kind) {
         case 1: return f(std::integral_constant<int, 1>{});
         case 2: return f(std::integral_constant<int, 2>{});
@@ -27,19 +28,21 @@ inline decltype(auto) dispatch_bool(bool b, F&& f) {
 }
 
 // SGD (momentum, dampening, nesterov, weight decay, maximize) + prox. `buf` is empty when
-// momentum == 0; init[i] marks tensors whose momentum buffer is new.
+// momentum == 0; init[i] marks tensors whose momentum buffer is new (and zero-filled).
 inline std::vector<std::int64_t> sgd_step(const TensorList& w, const TensorList& g, const TensorList& buf,
                                           const std::vector<char>& init, const kernels::SgdHyper& h, bool nesterov,
                                           int prox_kind, double pa, double pb) {
     const bool momentum = h.momentum != 0.0;
     auto plan = plan_chunks(w);
     auto combine = [](std::int64_t a, std::int64_t b) { return a + b; };
-    return dispatch_prox_kind(prox_kind, [&](auto kind) {
+    return dispatch3(prox_kind, [&](auto kind) {
         constexpr int K = decltype(kind)::value;
         return dispatch_bool(momentum, [&](auto mom) {
             constexpr bool M = decltype(mom)::value;
             return dispatch_bool(nesterov && M, [&](auto nest) {
                 constexpr bool N = decltype(nest)::value;
+                return dispatch_bool(h.weight_decay != 0.0, [&](auto wdc) {
+                constexpr bool WD = decltype(wdc)::value;
                 return reduce_per_tensor<std::int64_t>(
                     plan, w.size(), 0,
                     [&](const Chunk& c) -> std::int64_t {
@@ -48,11 +51,12 @@ inline std::vector<std::int64_t> sgd_step(const TensorList& w, const TensorList&
                             using T = typename decltype(tag)::type;
                             const auto p = kernels::prox_const<compute_t<T>>(pa, pb);
                             T* bp = M ? data_as<T>(buf[ti]) + c.begin : nullptr;
-                            return kernels::sgd_step<T, M, N, K>(data_as<T>(w[ti]) + c.begin, data_as<T>(g[ti]) + c.begin, bp,
-                                                                 c.end - c.begin, h, M && init[ti] != 0, p);
+                            return kernels::sgd_step<T, M, N, K, WD>(data_as<T>(w[ti]) + c.begin, data_as<T>(g[ti]) + c.begin,
+                                                                     bp, c.end - c.begin, h, M && init[ti] != 0, p);
                         });
                     },
                     combine);
+                });
             });
         });
     });
@@ -66,12 +70,14 @@ inline std::vector<std::int64_t> adam_step(const TensorList& w, const TensorList
                                            int prox_kind, double pa, double pb, bool preconditioned) {
     auto plan = plan_chunks(w);
     auto combine = [](std::int64_t a, std::int64_t b) { return a + b; };
-    return dispatch_prox_kind(prox_kind, [&](auto kind) {
+    return dispatch3(prox_kind, [&](auto kind) {
         constexpr int K = decltype(kind)::value;
         return dispatch_bool(amsgrad, [&](auto ams) {
             constexpr bool A = decltype(ams)::value;
             return dispatch_bool(preconditioned && K != 0, [&](auto pre) {
                 constexpr bool P = decltype(pre)::value;
+                return dispatch3(h.weight_decay == 0.0 ? 0 : (h.decoupled ? 2 : 1), [&](auto wdm) {
+                constexpr int WD = decltype(wdm)::value;
                 return reduce_per_tensor<std::int64_t>(
                     plan, w.size(), 0,
                     [&](const Chunk& c) -> std::int64_t {
@@ -80,12 +86,13 @@ inline std::vector<std::int64_t> adam_step(const TensorList& w, const TensorList
                             using T = typename decltype(tag)::type;
                             const auto p = kernels::prox_const<compute_t<T>>(pa, pb);
                             T* vm = A ? data_as<T>(vmax[ti]) + c.begin : nullptr;
-                            return kernels::adam_step<T, A, K, P>(data_as<T>(w[ti]) + c.begin, data_as<T>(g[ti]) + c.begin,
-                                                                  data_as<T>(m[ti]) + c.begin, data_as<T>(v[ti]) + c.begin, vm,
-                                                                  c.end - c.begin, h, step_size[ti], bc2_sqrt[ti], p);
+                            return kernels::adam_step<T, A, K, P, WD>(data_as<T>(w[ti]) + c.begin, data_as<T>(g[ti]) + c.begin,
+                                                                      data_as<T>(m[ti]) + c.begin, data_as<T>(v[ti]) + c.begin, vm,
+                                                                      c.end - c.begin, h, step_size[ti], bc2_sqrt[ti], p);
                         });
                     },
                     combine);
+                });
             });
         });
     });

@@ -8,9 +8,20 @@
 #include <cstdint>
 
 #include "engine/dtype.hpp"
-#include "kernels/penalty.hpp"  // sign_nan
 
 namespace normreg::kernels {
+
+using engine::compute_t;
+using engine::load;
+using engine::store;
+
+// sign(d) with sign(0) = 0 and sign(NaN) = NaN. Each comparison is converted to C on its
+// own (not subtracted as ints), which GCC if-converts, so the stencil loops vectorize.
+template <class C>
+inline C sign_of(C d) noexcept {
+    const C s = static_cast<C>(d > C(0)) - static_cast<C>(d < C(0));
+    return d != d ? d : s;
+}
 
 enum class PointLoss : int { L1 = 0, MSE = 1 };
 
@@ -32,7 +43,7 @@ NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restri
     for (std::int64_t i = 0; i < n; ++i) {
         const C d = load<T>(p[i]) - load<T>(t[i]);
         C e;
-        if constexpr (K == PointLoss::L1) e = d < C(0) ? -d : d;  // |d|, NaN stays NaN
+        if constexpr (K == PointLoss::L1) e = std::fabs(d);  // branch-free; NaN stays NaN
         else e = d * d;
         if constexpr (Mask) {
             const C mv = load<T>(m[i]);
@@ -59,7 +70,7 @@ NORMREG_KERNEL void pointwise_grad(const T* __restrict p, const T* __restrict t,
     for (std::int64_t i = 0; i < n; ++i) {
         const C d = load<T>(p[i]) - load<T>(t[i]);
         C g;
-        if constexpr (K == PointLoss::L1) g = c * sign_nan(d);
+        if constexpr (K == PointLoss::L1) g = c * sign_of(d);
         else g = c * d;
         if constexpr (Mask) g = g * load<T>(m[i]);
         if constexpr (Weight) g = g * load<T>(w[i]);
@@ -86,13 +97,13 @@ NORMREG_KERNEL double tv_row_value(const T* __restrict r, const T* __restrict rn
 #pragma omp simd reduction(+ : s)
         for (std::int64_t j = 0; j < W - 1; ++j) {
             const C dx = load<T>(r[j + 1]) - load<T>(r[j]);
-            s += static_cast<double>(dx < C(0) ? -dx : dx);
+            s += static_cast<double>(std::fabs(dx));
         }
         if (rn) {
 #pragma omp simd reduction(+ : s)
             for (std::int64_t j = 0; j < W; ++j) {
                 const C dy = load<T>(rn[j]) - load<T>(r[j]);
-                s += static_cast<double>(dy < C(0) ? -dy : dy);
+                s += static_cast<double>(std::fabs(dy));
             }
         }
     } else {
@@ -117,67 +128,47 @@ NORMREG_KERNEL double tv_row_value(const T* __restrict r, const T* __restrict rn
     return s;
 }
 
-// Anisotropic gradient of row i, one stencil pass:
-//   g(i,j) = scale * ( sign(dx(i,j-1)) - sign(dx(i,j)) + sign(dy(i-1,j)) - sign(dy(i,j)) ),
-// terms that fall off the plane omitted. rp / rn are rows i-1 / i+1 (used when Up / Down).
-template <class T, bool Up, bool Down>
-NORMREG_KERNEL void tv_aniso_grad_row(const T* __restrict rp, const T* __restrict r, const T* __restrict rn, T* __restrict g,
-                              std::int64_t W, compute_t<T> scale) noexcept {
-    using C = compute_t<T>;
-    auto edge = [&](std::int64_t j) noexcept {
-        const C v = load<T>(r[j]);
-        C s = C(0);
-        if (j + 1 < W) s -= sign_nan(load<T>(r[j + 1]) - v);
-        if (j > 0) s += sign_nan(v - load<T>(r[j - 1]));
-        if constexpr (Down) s -= sign_nan(load<T>(rn[j]) - v);
-        if constexpr (Up) s += sign_nan(v - load<T>(rp[j]));
-        g[j] = store<T>(scale * s);
-    };
-    if (W <= 2) {
-        for (std::int64_t j = 0; j < W; ++j) edge(j);
-        return;
-    }
-    edge(0);
-#pragma omp simd
-    for (std::int64_t j = 1; j < W - 1; ++j) {
-        const C v = load<T>(r[j]);
-        C s = sign_nan(v - load<T>(r[j - 1])) - sign_nan(load<T>(r[j + 1]) - v);
-        if constexpr (Down) s -= sign_nan(load<T>(rn[j]) - v);
-        if constexpr (Up) s += sign_nan(v - load<T>(rp[j]));
-        g[j] = store<T>(scale * s);
-    }
-    edge(W - 1);
-}
-
 // 1/t with the subgradient convention 0 at t = 0 (only reachable with eps = 0); NaN stays NaN.
+// Branch-free (no division by zero either), so the loops that call it vectorize.
 template <class C>
 inline C inv_or_zero(C t) noexcept {
-    return t == C(0) ? C(0) : C(1) / t;
+    const C nz = static_cast<C>(t != C(0));
+    return nz / (t + (C(1) - nz));
 }
 
-// Isotropic directions of row i: ax(j) = dx(i,j) / T(i,j), by(j) = dy(i,j) / T(i,j) with
-// T = sqrt(dx^2 + dy^2 + eps); rn is row i+1 or null (then dy = 0).
-template <class T>
-NORMREG_KERNEL void tv_iso_dirs(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps,
-                        compute_t<T>* __restrict ax, compute_t<T>* __restrict by) noexcept {
+// Directions of row i, the derivative of each term w.r.t. its differences:
+//   anisotropic: ax(j) = sign(dx(i,j)), by(j) = sign(dy(i,j))   (0 at 0, NaN stays NaN);
+//   isotropic:   ax(j) = dx(i,j) / T(i,j), by(j) = dy(i,j) / T(i,j), T = sqrt(dx^2 + dy^2 + eps)
+//                (0 where T = 0, which only eps = 0 reaches).
+// rn is row i+1 or null (last row: dy = 0); ax(W-1) = 0 (dx = 0 past the last column).
+template <class T, TVKind K>
+NORMREG_KERNEL void tv_dirs(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps,
+                            compute_t<T>* __restrict ax, compute_t<T>* __restrict by) noexcept {
     using C = compute_t<T>;
     if (rn) {
 #pragma omp simd
         for (std::int64_t j = 0; j < W - 1; ++j) {
             const C v = load<T>(r[j]);
             const C dx = load<T>(r[j + 1]) - v, dy = load<T>(rn[j]) - v;
-            const C inv = inv_or_zero(std::sqrt(dx * dx + dy * dy + eps));
-            ax[j] = dx * inv;
-            by[j] = dy * inv;
+            if constexpr (K == TVKind::Anisotropic) {
+                ax[j] = sign_of(dx);
+                by[j] = sign_of(dy);
+            } else {
+                const C inv = inv_or_zero(std::sqrt(dx * dx + dy * dy + eps));
+                ax[j] = dx * inv;
+                by[j] = dy * inv;
+            }
         }
         const C dy = load<T>(rn[W - 1]) - load<T>(r[W - 1]);
         ax[W - 1] = C(0);
-        by[W - 1] = dy * inv_or_zero(std::sqrt(dy * dy + eps));
+        if constexpr (K == TVKind::Anisotropic) by[W - 1] = sign_of(dy);
+        else by[W - 1] = dy * inv_or_zero(std::sqrt(dy * dy + eps));
     } else {
 #pragma omp simd
         for (std::int64_t j = 0; j < W - 1; ++j) {
             const C dx = load<T>(r[j + 1]) - load<T>(r[j]);
-            ax[j] = dx * inv_or_zero(std::sqrt(dx * dx + eps));
+            if constexpr (K == TVKind::Anisotropic) ax[j] = sign_of(dx);
+            else ax[j] = dx * inv_or_zero(std::sqrt(dx * dx + eps));
             by[j] = C(0);
         }
         ax[W - 1] = C(0);
@@ -185,11 +176,11 @@ NORMREG_KERNEL void tv_iso_dirs(const T* __restrict r, const T* __restrict rn, s
     }
 }
 
-// Isotropic gradient of row i from its directions and the by of row i-1 (byp):
+// Gradient of row i from its directions and the by of row i-1 (byp), either kind:
 //   g(i,j) = scale * ( ax(j-1) - ax(j) + byp(j) - by(j) ),  ax(-1) = 0.
 template <class T>
-NORMREG_KERNEL void tv_iso_grad_row(const compute_t<T>* __restrict ax, const compute_t<T>* __restrict by,
-                            const compute_t<T>* __restrict byp, T* __restrict g, std::int64_t W, compute_t<T> scale) noexcept {
+NORMREG_KERNEL void tv_grad_row(const compute_t<T>* __restrict ax, const compute_t<T>* __restrict by,
+                                const compute_t<T>* __restrict byp, T* __restrict g, std::int64_t W, compute_t<T> scale) noexcept {
     g[0] = store<T>(scale * (byp[0] - ax[0] - by[0]));
 #pragma omp simd
     for (std::int64_t j = 1; j < W; ++j) g[j] = store<T>(scale * (ax[j - 1] - ax[j] + byp[j] - by[j]));

@@ -39,16 +39,15 @@ inline ProxConst<C> prox_const(double a, double b) noexcept {
 }
 
 template <int Kind, bool Pre, class C>
-inline C fused_prox(C v, const ProxConst<C>& p, C den) noexcept {
+inline C fused_prox(C v, C a, C b, C inv, C thr, C two_a, C den) noexcept {
     if constexpr (Kind == static_cast<int>(ProxKind::Shrink)) {
-        if constexpr (Pre) return soft(v, p.a / den) * (den / (den + p.b));
-        else return soft(v, p.a) * p.inv;
+        if constexpr (Pre) return soft(v, a / den) * (den / (den + b));
+        else return soft(v, a) * inv;
     } else if constexpr (Kind == static_cast<int>(ProxKind::Hard)) {
-        if constexpr (Pre) return v * v * den <= p.two_a ? C(0) : v;  // |v| <= sqrt(2a/den), NaN kept
-        else return std::fabs(v) <= p.thr ? C(0) : v;
+        if constexpr (Pre) return v * v * den <= two_a ? C(0) : v;  // |v| <= sqrt(2a/den), NaN kept
+        else return std::fabs(v) <= thr ? C(0) : v;
     } else {
-        (void)p;
-        (void)den;
+        (void)a, (void)b, (void)inv, (void)thr, (void)two_a, (void)den;
         return v;
     }
 }
@@ -59,28 +58,31 @@ struct SgdHyper {
 };
 
 // One SGD step over n elements (torch.optim.SGD's formulas), then the prox. `init`: the
-// momentum buffer is new and takes the gradient as is (torch clones it on the first step).
-template <class T, bool Momentum, bool Nesterov, int Kind>
-inline std::int64_t sgd_step(T* __restrict w, const T* __restrict g, T* __restrict buf, std::int64_t n, const SgdHyper& h,
+// momentum buffer is new (zero-filled) and takes the gradient as is (torch clones it then).
+template <class T, bool Momentum, bool Nesterov, int Kind, bool WD>
+NORMREG_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g, T* __restrict buf, std::int64_t n, const SgdHyper& h,
                              bool init, const ProxConst<compute_t<T>>& p) noexcept {
     using C = compute_t<T>;
     const C neg_lr = static_cast<C>(-h.lr), mom = static_cast<C>(h.momentum), damp1 = static_cast<C>(1.0 - h.dampening),
             wd = static_cast<C>(h.weight_decay);
-    const bool has_wd = h.weight_decay != 0.0, maximize = h.maximize;
+    const C gsign = h.maximize ? C(-1) : C(1);
+    const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
+    // A new buffer (zero-filled by the caller) takes the gradient as is: 0 * 0 + 1 * d = d.
+    const C bmom = init ? C(0) : mom, bdamp = init ? C(1) : damp1;
+    (void)wd, (void)bmom, (void)bdamp;
     std::int64_t zeros = 0;
 #pragma omp simd reduction(+ : zeros)
     for (std::int64_t i = 0; i < n; ++i) {
         const C wi = load<T>(w[i]);
-        C d = load<T>(g[i]);
-        if (maximize) d = -d;
-        if (has_wd) d = d + wd * wi;
+        C d = load<T>(g[i]) * gsign;
+        if constexpr (WD) d = d + wd * wi;
         if constexpr (Momentum) {
-            const C bm = init ? d : load<T>(buf[i]) * mom + damp1 * d;
+            const C bm = load<T>(buf[i]) * bmom + bdamp * d;
             buf[i] = store<T>(bm);
             if constexpr (Nesterov) d = d + mom * bm;
             else d = bm;
         }
-        const C r = fused_prox<Kind, false>(wi + neg_lr * d, p, C(1));
+        const C r = fused_prox<Kind, false>(wi + neg_lr * d, pa, pb, pinv, pthr, p2a, C(1));
         w[i] = store<T>(r);
         zeros += (r == C(0));
     }
@@ -94,8 +96,9 @@ struct AdamHyper {
 
 // One Adam / AdamW step over n elements (torch.optim.Adam's single-tensor formulas), then
 // the prox. step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) for this tensor.
-template <class T, bool Amsgrad, int Kind, bool Pre>
-inline std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, T* __restrict vmax,
+// WD: 0 none, 1 coupled (g += wd*w, Adam), 2 decoupled (w *= 1 - lr*wd, AdamW).
+template <class T, bool Amsgrad, int Kind, bool Pre, int WD>
+NORMREG_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, T* __restrict vmax,
                               std::int64_t n, const AdamHyper& h, double step_size, double bc2_sqrt,
                               const ProxConst<compute_t<T>>& p) noexcept {
     using C = compute_t<T>;
@@ -103,20 +106,23 @@ inline std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restr
     const C wgt = static_cast<C>(wgt_d), wgt_c = C(1) - wgt, b2 = static_cast<C>(h.beta2), one_b2 = static_cast<C>(1.0 - h.beta2),
             eps = static_cast<C>(h.eps), bc2s = static_cast<C>(bc2_sqrt), neg_step = static_cast<C>(-step_size),
             wd = static_cast<C>(h.weight_decay), decay = static_cast<C>(1.0 - h.lr * h.weight_decay);
+    // torch's lerp(m, g, w): m + w*(g - m) for |w| < 0.5, else g - (g - m)*(1 - w). Written
+    // as one expression with 0/1 selectors so the loop has no branch: exactly one term is live.
     const bool small_w = std::fabs(static_cast<float>(wgt)) < 0.5f;
-    const bool has_wd = h.weight_decay != 0.0, decoupled = h.decoupled, maximize = h.maximize;
+    const C gsign = h.maximize ? C(-1) : C(1);
+    const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
+    (void)wd, (void)decay;
     std::int64_t zeros = 0;
 #pragma omp simd reduction(+ : zeros)
     for (std::int64_t i = 0; i < n; ++i) {
         C wi = load<T>(w[i]);
-        C gi = load<T>(g[i]);
-        if (maximize) gi = -gi;
-        if (has_wd) {
-            if (decoupled) wi = wi * decay;
-            else gi = gi + wd * wi;
-        }
+        C gi = load<T>(g[i]) * gsign;
+        if constexpr (WD == 1) gi = gi + wd * wi;
+        if constexpr (WD == 2) wi = wi * decay;
         C mi = load<T>(m[i]);
-        mi = small_w ? mi + wgt * (gi - mi) : gi - (gi - mi) * wgt_c;  // torch's lerp
+        const C diff = gi - mi;
+        const C lo = mi + wgt * diff, hi = gi - diff * wgt_c;
+        mi = small_w ? lo : hi;
         const C vi = load<T>(v[i]) * b2 + one_b2 * gi * gi;
         m[i] = store<T>(mi);
         v[i] = store<T>(vi);
@@ -127,7 +133,7 @@ inline std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restr
             vmax[i] = store<T>(vd);
         }
         const C den = std::sqrt(vd) / bc2s + eps;
-        const C r = fused_prox<Kind, Pre>(wi + neg_step * mi / den, p, den);
+        const C r = fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den);
         w[i] = store<T>(r);
         zeros += (r == C(0));
     }

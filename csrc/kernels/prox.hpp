@@ -6,6 +6,7 @@
 // NaN conventions: a NaN element stays NaN; a NaN threshold or coefficient (from a tensor
 // or group whose norm is NaN) makes every element it touches NaN. Nothing becomes 0 by
 // accident of a comparison with NaN: every select below is written so NaN falls through.
+// Chunk-level kernels are NORMREG_KERNEL (AVX2 and baseline clones, picked at load time).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -42,7 +43,7 @@ inline C soft_nonneg(C v, C t) noexcept {
 // (c = 1), the ridge shrink (t = 0, c = 1/(1+step*l)), the elastic net, and scaling by a
 // per-tensor coefficient (t = 0). Returns the number of zeros written.
 template <class T, bool NonNeg, bool Weighted>
-inline std::int64_t shrink(T* __restrict w, const T* __restrict u, std::int64_t n, double t, double c) noexcept {
+NORMREG_KERNEL std::int64_t shrink(T* __restrict w, const T* __restrict u, std::int64_t n, double t, double c) noexcept {
     using C = compute_t<T>;
     const C ct = static_cast<C>(t), cc = static_cast<C>(c);
     std::int64_t zeros = 0;
@@ -63,7 +64,7 @@ inline std::int64_t shrink(T* __restrict w, const T* __restrict u, std::int64_t 
 
 // Exact L0 prox: w <- 0 where |w| <= thr, else w (NaN kept). thr = sqrt(2 * step * l).
 template <class T>
-inline std::int64_t hard(T* __restrict w, std::int64_t n, double thr) noexcept {
+NORMREG_KERNEL std::int64_t hard(T* __restrict w, std::int64_t n, double thr) noexcept {
     using C = compute_t<T>;
     const C ct = static_cast<C>(thr);
     std::int64_t zeros = 0;
@@ -80,7 +81,7 @@ inline std::int64_t hard(T* __restrict w, std::int64_t n, double thr) noexcept {
 // Projection onto the box [lo, hi] (clamp). NaN in w stays NaN; a NaN bound (the Linf prox
 // of a tensor that contains NaN) makes the result NaN.
 template <class T>
-inline std::int64_t clamp(T* __restrict w, std::int64_t n, double lo, double hi) noexcept {
+NORMREG_KERNEL std::int64_t clamp(T* __restrict w, std::int64_t n, double lo, double hi) noexcept {
     using C = compute_t<T>;
     const C cl = static_cast<C>(lo), ch = static_cast<C>(hi);
     const bool nan_bound = (lo != lo) || (hi != hi);
@@ -112,7 +113,7 @@ struct SoftSums {
 inline SoftSums operator+(SoftSums a, SoftSums b) noexcept { return SoftSums{a.abs + b.abs, a.sq + b.sq}; }
 
 template <class T>
-inline SoftSums soft_sums(const T* __restrict w, std::int64_t n, double t) noexcept {
+NORMREG_KERNEL SoftSums soft_sums(const T* __restrict w, std::int64_t n, double t) noexcept {
     using C = compute_t<T>;
     const C ct = static_cast<C>(t);
     double sa = 0.0, ss = 0.0;
@@ -128,7 +129,7 @@ inline SoftSums soft_sums(const T* __restrict w, std::int64_t n, double t) noexc
 
 // Sum of soft(w, t)^2 per group for groups [g0, g1) of a (outer, groups, inner) tensor.
 template <class T>
-inline void group_soft_sq(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
+NORMREG_KERNEL void group_soft_sq(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
                           std::int64_t g1, double t, double* __restrict acc) noexcept {
     using C = compute_t<T>;
     const C ct = static_cast<C>(t);
@@ -148,7 +149,7 @@ inline void group_soft_sq(const T* __restrict x, std::int64_t outer, std::int64_
 
 // w <- coef[g] * soft(w, t) over groups [g0, g1); coef indexed from g0. Returns zeros.
 template <class T>
-inline std::int64_t group_shrink(T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
+NORMREG_KERNEL std::int64_t group_shrink(T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
                                  std::int64_t g1, double t, const double* __restrict coef) noexcept {
     using C = compute_t<T>;
     const C ct = static_cast<C>(t);
@@ -171,7 +172,7 @@ inline std::int64_t group_shrink(T* __restrict x, std::int64_t outer, std::int64
 
 // Number of elements with |w| > lo (candidates of the L1-ball threshold).
 template <class T>
-inline std::int64_t count_above(const T* __restrict w, std::int64_t n, double lo) noexcept {
+NORMREG_KERNEL std::int64_t count_above(const T* __restrict w, std::int64_t n, double lo) noexcept {
     const double l = lo;
     std::int64_t c = 0;
 #pragma omp simd reduction(+ : c)

@@ -44,7 +44,9 @@ def _check_tensor(x, arg: str, fn: str) -> None:
 
 def _check_float(x: Tensor, arg: str, fn: str) -> None:
     if x.dtype not in DTYPE_CODES:
-        raise TypeError(f"{fn}: '{arg}' has dtype {x.dtype}; use a {_SUPPORTED} tensor (convert with .float())")
+        raise TypeError(
+            f"{fn}: '{arg}' has dtype {x.dtype}; use a {_SUPPORTED} tensor (convert with .float())"
+        )
 
 
 def _check_reduction(reduction, fn: str) -> None:
@@ -81,7 +83,9 @@ def _factor(x, arg: str, pred: Tensor, fn: str) -> Tensor | None:
     if not (x.dtype == torch.bool or x.is_floating_point()):
         raise TypeError(f"{fn}: '{arg}' has dtype {x.dtype}; use a bool or floating-point tensor")
     if x.device != pred.device:
-        raise ValueError(f"{fn}: '{arg}' is on {x.device} but 'pred' is on {pred.device}; move it with .to(pred.device)")
+        raise ValueError(
+            f"{fn}: '{arg}' is on {x.device} but 'pred' is on {pred.device}; move it with .to(pred.device)"
+        )
     try:
         shape = torch.broadcast_shapes(x.shape, pred.shape)
     except RuntimeError:
@@ -104,50 +108,79 @@ def _ptrs(*tensors: Tensor | None) -> list[int]:
 # ---- pointwise reconstruction losses --------------------------------------------------------
 
 
+def _divide(total: float, denom: float) -> float:
+    """``total / denom`` with a float64 tensor's semantics: x/0 = +-inf, 0/0 = NaN."""
+    if denom != 0:
+        return total / denom
+    if total != total or total == 0:
+        return math.nan
+    return math.copysign(math.inf, total) * math.copysign(1.0, denom)
+
+
+class _Denominator:
+    """Filled by the forward with the "mean" denominator; read by setup_context."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 1.0
+
+
+def _pointwise_value(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, box) -> Tensor:
+    """One kernel pass: the reduced value (0-dim, pred's dtype) or the elementwise loss."""
+    out = torch.empty_like(pred, memory_format=torch.contiguous_format) if reduction == "none" else None
+    p, t, m, w, o = _ptrs(pred, target, mask, weight, out)
+    total, msum = _C.pointwise_loss_value(kind, p, t, m, w, o, pred.numel(), DTYPE_CODES[pred.dtype])
+    denom = msum if mask is not None else float(pred.numel())
+    if box is not None:
+        box.value = denom
+    if out is not None:
+        return out
+    return torch.tensor(total if reduction == "sum" else _divide(total, denom), dtype=pred.dtype)
+
+
 class _PointwiseLoss(torch.autograd.Function):
     """Reduced (or elementwise) ``[m] [w] loss(pred - target)`` through the fused kernels.
 
-    Outputs the loss and the "mean" denominator (non-differentiable). Double backward
-    (``create_graph=True``) goes through the differentiable reference.
+    The last input, a :class:`_Denominator`, carries the "mean" denominator (the mask's sum)
+    from the forward to the backward. Double backward (``create_graph=True``) goes through
+    the differentiable reference.
     """
 
     @staticmethod
-    def forward(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight):  # type: ignore[override]
-        out = torch.empty_like(pred, memory_format=torch.contiguous_format) if reduction == "none" else None
-        p, t, m, w, o = _ptrs(pred, target, mask, weight, out)
-        total, msum = _C.pointwise_loss_value(kind, p, t, m, w, o, pred.numel(), DTYPE_CODES[pred.dtype])
-        denom = torch.tensor(msum if mask is not None else float(pred.numel()), dtype=torch.float64)
-        if reduction == "none":
-            return out, denom
-        value = torch.tensor(total, dtype=torch.float64)
-        if reduction == "mean":
-            value = value / denom
-        return value.to(pred.dtype), denom
+    def forward(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, box):  # type: ignore[override]
+        return _pointwise_value(kind, reduction, pred, target, mask, weight, box)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        kind, reduction, pred, target, mask, weight = inputs
-        ctx.mark_non_differentiable(output[1])
-        ctx.kind, ctx.reduction = kind, reduction
-        ctx.denom = float(output[1])
+        kind, reduction, pred, target, mask, weight, box = inputs
+        ctx.kind, ctx.reduction, ctx.denom = kind, reduction, box.value
         ctx.save_for_backward(pred, target, mask, weight)
 
     @staticmethod
-    def backward(ctx, grad_value: Tensor, _grad_denom):  # type: ignore[override]
+    def backward(ctx, grad_value: Tensor):  # type: ignore[override]
         pred, target, mask, weight = ctx.saved_tensors
         need_p, need_t = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         if torch.is_grad_enabled():  # create_graph=True: stay differentiable through the reference
             inputs = [x for x, n in ((pred, need_p), (target, need_t)) if n]
             value = ref.pointwise_loss(ctx.kind, pred, target, mask, weight, ctx.reduction).to(pred.dtype)
             grads = iter(torch.autograd.grad(value, inputs, grad_value, create_graph=True))
-            return None, None, next(grads) if need_p else None, next(grads) if need_t else None, None, None
+            return (
+                None,
+                None,
+                next(grads) if need_p else None,
+                next(grads) if need_t else None,
+                None,
+                None,
+                None,
+            )
         go = None
         if ctx.reduction == "none":
             go, scale = grad_value.to(pred.dtype).contiguous(), 1.0
         else:
             scale = float(grad_value)
             if ctx.reduction == "mean":
-                scale = scale / ctx.denom if ctx.denom != 0 else math.nan
+                scale = _divide(scale, ctx.denom)
         gp = torch.empty_like(pred) if need_p else None
         gt = torch.empty_like(target) if need_t else None
         if gp is None:  # only the target: its gradient is the negative, written directly
@@ -155,8 +188,8 @@ class _PointwiseLoss(torch.autograd.Function):
         p, t, m, w, g, pg, tg = _ptrs(pred, target, mask, weight, go, gp, gt)
         _C.pointwise_loss_grad(ctx.kind, p, t, m, w, g, pg, tg, pred.numel(), DTYPE_CODES[pred.dtype], scale)
         if not need_p:
-            return None, None, None, gp, None, None
-        return None, None, gp, gt, None, None
+            return None, None, None, gp, None, None, None
+        return None, None, gp, gt, None, None, None
 
 
 def _pointwise(kind: str, fn: str, pred, target, mask, weight, reduction) -> Tensor:
@@ -171,8 +204,10 @@ def _pointwise(kind: str, fn: str, pred, target, mask, weight, reduction) -> Ten
         m = m.expand(shape).contiguous()
     if w is not None:
         w = w.expand(shape).contiguous()
-    out, _ = _PointwiseLoss.apply(kind, reduction, pred.contiguous(), target.contiguous(), m, w)
-    return out
+    pred, target = pred.contiguous(), target.contiguous()
+    if torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad):
+        return _PointwiseLoss.apply(kind, reduction, pred, target, m, w, _Denominator())
+    return _pointwise_value(kind, reduction, pred, target, m, w, None)
 
 
 def l1_loss(
@@ -258,19 +293,23 @@ def mse_loss(
 # ---- total variation ------------------------------------------------------------------------
 
 
+def _tv_value(kind: str, reduction: str, eps: float, images: Tensor) -> Tensor:
+    (p,) = _ptrs(images)
+    per = _C.tv_value(kind, p, list(images.shape), DTYPE_CODES[images.dtype], eps)
+    if reduction == "none":
+        return torch.tensor(per, dtype=torch.float64).to(images.dtype)
+    total = sum(per)  # image order: deterministic
+    return torch.tensor(
+        total if reduction == "sum" else _divide(total, float(images.numel())), dtype=images.dtype
+    )
+
+
 class _TotalVariation(torch.autograd.Function):
     """Total variation through the fused kernels: per-image values forward, one gradient pass back."""
 
     @staticmethod
     def forward(kind: str, reduction: str, eps: float, images: Tensor) -> Tensor:  # type: ignore[override]
-        (p,) = _ptrs(images)
-        per = _C.tv_value(kind, p, list(images.shape), DTYPE_CODES[images.dtype], eps)
-        if reduction == "none":
-            return torch.tensor(per, dtype=torch.float64).to(images.dtype)
-        value = torch.tensor(sum(per), dtype=torch.float64)  # image order: deterministic
-        if reduction == "mean":
-            value = value / images.numel() if images.numel() else value * math.nan
-        return value.to(images.dtype)
+        return _tv_value(kind, reduction, eps, images)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -291,7 +330,7 @@ class _TotalVariation(torch.autograd.Function):
         else:
             s = float(grad_value)
             if ctx.reduction == "mean":
-                s = s / images.numel() if images.numel() else math.nan
+                s = _divide(s, float(images.numel()))
             scale = [s] * n
         grad = torch.empty_like(images, memory_format=torch.contiguous_format)
         p, g = _ptrs(images, grad)
@@ -352,7 +391,10 @@ def total_variation(
         raise ValueError(f"{fn}: 'eps' must be finite and >= 0, got {eps}")
     if not images.is_cpu:
         return ref.total_variation(images, kind, reduction, eps).to(images.dtype)
-    return _TotalVariation.apply(kind, reduction, eps, images.contiguous())
+    images = images.contiguous()
+    if torch.is_grad_enabled() and images.requires_grad:
+        return _TotalVariation.apply(kind, reduction, eps, images)
+    return _tv_value(kind, reduction, eps, images)
 
 
 # ---- SSIM -----------------------------------------------------------------------------------
@@ -409,7 +451,11 @@ def ssim_loss(
     h, w = pred.shape[-2:]
     if win_size > min(h, w):
         best = min(h, w) if min(h, w) % 2 else min(h, w) - 1
-        hint = f"use win_size={best} or smaller (3 for 8x8 digits)" if best >= 3 else "images must be at least 3x3"
+        hint = (
+            f"use win_size={best} or smaller (3 for 8x8 digits)"
+            if best >= 3
+            else "images must be at least 3x3"
+        )
         raise ValueError(f"{fn}: 'win_size' {win_size} is larger than the {h}x{w} images; {hint}")
     for name, v in (("data_range", data_range), ("win_sigma", win_sigma)):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -421,7 +467,13 @@ def ssim_loss(
     except ImportError as exc:  # pragma: no cover - it is a declared dependency
         raise ImportError("ssim_loss needs pytorch-msssim: pip install pytorch-msssim") from exc
     per = 1.0 - ssim(
-        pred, target, data_range=float(data_range), size_average=False, win_size=win_size, win_sigma=float(win_sigma), K=K
+        pred,
+        target,
+        data_range=float(data_range),
+        size_average=False,
+        win_size=win_size,
+        win_sigma=float(win_sigma),
+        K=K,
     )
     if reduction == "none":
         return per

@@ -235,6 +235,7 @@ class _ProxOptimizer(torch.optim.Optimizer):
             )
         self.penalty_schedule = penalty_schedule
         self._prox_step = 0
+        self._state_loaded = False  # True after load_state_dict: check the state tensors once
         #: ProxStats of the last step over the params of penalized groups (None before).
         self.last_stats: ProxStats | None = None
         #: Per param group: ProxStats of the last step (None for unpenalized/skipped groups).
@@ -256,7 +257,7 @@ class _ProxOptimizer(torch.optim.Optimizer):
     def __getstate__(self) -> dict:  # pickling / deepcopy keep the schedule and step count
         state = super().__getstate__()
         state.update(penalty_schedule=self.penalty_schedule, _prox_step=self._prox_step, last_stats=self.last_stats,
-                     group_stats=list(self.group_stats))
+                     group_stats=list(self.group_stats), _state_loaded=True)
         return state
 
     # -- schedule -------------------------------------------------------------------------
@@ -283,6 +284,7 @@ class _ProxOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         extra = state_dict.pop("prox", None)
         super().load_state_dict(state_dict)
+        self._state_loaded = True
         if extra is not None:
             self._prox_step = int(extra["step"])
             if extra.get("schedule") is not None and hasattr(self.penalty_schedule, "load_state_dict"):
@@ -349,10 +351,24 @@ class _ProxOptimizer(torch.optim.Optimizer):
         if self.last_stats is not None and hasattr(self.penalty_schedule, "update"):
             self.penalty_schedule.update(self.last_stats)
         self._prox_step += 1
+        self._state_loaded = False
         return loss
 
     def _update(self, group, tl, gl, kind: int, a: float, b: float) -> list[int]:  # pragma: no cover
         raise NotImplementedError
+
+    def _check_state(self, tl, *lists) -> None:
+        """State tensors that came from load_state_dict must fit their params (checked once)."""
+        for lst in lists:
+            for i, t in enumerate(lst):
+                if t is None:
+                    continue
+                p = tl.tensors[i]
+                if t.shape != p.shape or t.dtype != p.dtype or t.device != p.device or not t.is_contiguous():
+                    raise ValueError(
+                        f"{type(self).__name__}: the optimizer state of param {i} does not match it (shape, "
+                        "dtype, device or layout); load a state_dict saved for the same params"
+                    )
 
 
 def _check_lr(lr) -> None:
@@ -416,10 +432,12 @@ class ProxSGD(_ProxOptimizer):
                     state[p]["momentum_buffer"] = buf
             return zeros
         bptrs: list[int] = []
+        if momentum != 0 and self._state_loaded:
+            self._check_state(tl, bufs)
         if momentum != 0:
             for i, p in enumerate(tl.tensors):
                 if bufs[i] is None:
-                    bufs[i] = state[p]["momentum_buffer"] = torch.empty_like(p, memory_format=torch.contiguous_format)
+                    bufs[i] = state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
             bptrs = [t.data_ptr() for t in bufs]  # type: ignore[union-attr]
         return _C.sgd_step(tl.ptrs, tl.numels, tl.dtypes, gl.ptrs, bptrs, init, kw["lr"], momentum, kw["dampening"],
                            kw["weight_decay"], kw["nesterov"], kw["maximize"], kind, a, b)
@@ -478,14 +496,8 @@ class ProxAdam(_ProxOptimizer):
                 vmax.append(st["max_exp_avg_sq"])
             s = st["step"]
             steps.append((float(s) if isinstance(s, Tensor) else s) + 1.0)
-        for lst in (ms, vs, vmax):  # state loaded from a checkpoint must fit the params
-            for i, t in enumerate(lst):
-                p = tl.tensors[i]
-                if t.shape != p.shape or t.dtype != p.dtype or t.device != p.device or not t.is_contiguous():
-                    raise ValueError(
-                        f"{type(self).__name__}: the optimizer state of param {i} does not match it (shape, "
-                        "dtype, device or layout); load a state_dict saved for the same params"
-                    )
+        if self._state_loaded:
+            self._check_state(tl, ms, vs, vmax)
         for p, s in zip(tl.tensors, steps):
             state[p]["step"] = s
         pre = bool(group.get("precondition_prox", False))

@@ -376,8 +376,9 @@ class Trainer:
             out["real_class_confidence"] = float(l_real.softmax(1).max(1).values.double().mean())
         else:
             f_fake, f_real, f_train = pixel_features(fake), pixel_features(real), pixel_features(train_real)
-        out["kid"] = kid(f_fake, f_real)
-        out["kid_floor"] = kid(f_train, f_real)
+        if min(f_fake.shape[0], f_real.shape[0], f_train.shape[0]) >= 2:  # KID needs 2 samples a set
+            out["kid"] = kid(f_fake, f_real)
+            out["kid_floor"] = kid(f_train, f_real)
         out["kid_features"] = "classifier" if clf is not None else "pixels"
         out["n"] = int(real.shape[0])
         return out
