@@ -95,7 +95,7 @@ def _prox_penalties() -> list:
 
 
 def _shard(full: list, cuts: list, rank: int) -> list:
-    return [(t[:c] if rank == 0 else t[c:]).clone() for t, c in zip(full, cuts)]
+    return [(t[:c] if rank == 0 else t[c:]).clone() for t, c in zip(full, cuts, strict=True)]
 
 
 def _grad0(full: list) -> list:
@@ -123,7 +123,7 @@ def _work(rank, world, pg):
             (SCALE * v).backward()
             out[name, i, "autograd"] = (v.item(), [s.grad for s in shards])
             shards = _shard(full, cuts, rank)
-            for j, (s, g) in enumerate(zip(shards, _shard(_grad0(full), cuts, rank))):
+            for j, (s, g) in enumerate(zip(shards, _shard(_grad0(full), cuts, rank), strict=True)):
                 s.requires_grad_()
                 s.grad = None if j == 1 else g  # one .grad allocated by add_grad_
             total = pen.add_grad_(shards, process_group=pg)
@@ -204,7 +204,7 @@ def test_sharded_matches_unsharded(results, name, i):
             torch.cat([results[0][name, i, mode][1][k], results[1][name, i, mode][1][k]])
             for k in range(len(full))
         ]
-        for k, (gk, wk) in enumerate(zip(got, want_g)):
+        for k, (gk, wk) in enumerate(zip(got, want_g, strict=True)):
             if mode == "autograd":
                 expect = SCALE * wk
             else:

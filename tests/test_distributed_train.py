@@ -20,10 +20,9 @@ import shutil
 import pytest
 import torch
 from dist_util import start_ranks
-from torch import nn
-
 from normreg.gan import TrainConfig, Trainer, load_checkpoint, train
 from normreg.gan import distributed as gd
+from torch import nn
 
 CFG = dict(
     task="completion",
@@ -245,6 +244,8 @@ def test_backend_errors_are_clear(monkeypatch):
         gd.init_from_env()
     with pytest.raises(ValueError, match="'--nproc'"):
         gd.launch(0, [])
+    with pytest.raises(ValueError, match="'nccl'.*computes on the CPU.*gloo"):
+        gd.DataParallel(gd.DistInfo(rank=0, world=2, backend="nccl"), nn.Linear(2, 2), None, 8)
 
 
 def test_single_process_trainer_is_untouched():

@@ -171,7 +171,7 @@ class _L2Norm(_Term):
             )
         else:
             with torch.no_grad():
-                for w, g, c in zip(tl.tensors, grads.tensors, self.coef):
+                for w, g, c in zip(tl.tensors, grads.tensors, self.coef, strict=True):
                     d = (_acc(w) * (scale * c)).to(g.dtype)
                     g.add_(d) if accumulate else g.copy_(d)
         _fill_nan(grads, nan)
@@ -186,7 +186,7 @@ class _Group(_Term):
         self.shapes = penalty.shapes(tl.tensors)  # raises on a bad dim before any collective
         dims = [penalty.dim + t.dim() if penalty.dim < 0 else penalty.dim for t in tl.tensors]
         self.spans = [d != 0 for d in dims]  # True: the groups span the ranks
-        self.n_sum = 1 + sum(g for g, s in zip(self.shapes[1], self.spans) if s)
+        self.n_sum = 1 + sum(g for g, s in zip(self.shapes[1], self.spans, strict=True) if s)
 
     def local(self, grads):
         tl = self.tl
@@ -194,12 +194,14 @@ class _Group(_Term):
             self.sq = [list(q) for q in _C.group_sq_sums(tl.ptrs, tl.numels, tl.dtypes, *self.shapes)]
         else:
             self.sq = []
-            for t, o, g, n in zip(tl.tensors, *self.shapes):
+            for t, o, g, n in zip(tl.tensors, *self.shapes, strict=True):
                 x = _acc(t).reshape(o, g, n)
                 self.sq.append((x * x).sum(dim=(0, 2)).tolist())
         l = self.penalty.l  # noqa: E741
-        local_value = sum(l * sum(math.sqrt(q) for q in sq) for sq, s in zip(self.sq, self.spans) if not s)
-        shared = [q for sq, s in zip(self.sq, self.spans) if s for q in sq]
+        local_value = sum(
+            l * sum(math.sqrt(q) for q in sq) for sq, s in zip(self.sq, self.spans, strict=True) if not s
+        )
+        shared = [q for sq, s in zip(self.sq, self.spans, strict=True) if s for q in sq]
         return [local_value, *shared], []
 
     def finish(self, sums, gathered, rank):
@@ -221,7 +223,7 @@ class _Group(_Term):
             _C.group_apply_coef(tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, *self.shapes, coef, accumulate)
             return
         with torch.no_grad():
-            for w, g, o, G, n, c in zip(tl.tensors, grads.tensors, *self.shapes, coef):
+            for w, g, o, G, n, c in zip(tl.tensors, grads.tensors, *self.shapes, coef, strict=True):
                 d = _acc(w).reshape(o, G, n) * torch.tensor(c, dtype=torch.float64, device=w.device).view(
                     1, G, 1
                 )
@@ -267,7 +269,7 @@ class _Linf(_Term):
             from . import _reference as ref
 
             with torch.no_grad():
-                for w, g, s in zip(tl.tensors, grads.tensors, s1):
+                for w, g, s in zip(tl.tensors, grads.tensors, s1, strict=True):
                     d = ref.penalty_grad("linf", [w], s)[0] * scale
                     g.add_(d) if accumulate else g.copy_(d)
         _fill_nan(grads, self.nan)
@@ -408,7 +410,7 @@ class _ShardedValue(torch.autograd.Function):
         needs = ctx.needs_input_grad[2:]
         outs = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in tl.tensors]
         ctx.plan.apply(paired(tl, outs, "grads"), float(grad_out), accumulate=False)
-        return (None, None, *[o if n else None for o, n in zip(outs, needs)])
+        return (None, None, *[o if n else None for o, n in zip(outs, needs, strict=True)])
 
 
 def sharded_value(penalty, params, process_group) -> Tensor:
@@ -514,7 +516,7 @@ def sharded_prox_(penalty, params, step: float, process_group):
             shapes = prox._group_shapes(tl.tensors, plan.norm[2])
             dim = plan.norm[2]
             spans = [(dim + t.dim() if dim < 0 else dim) != 0 for t in tl.tensors]
-            n_sum = sum(g for g, s in zip(shapes[1], spans) if s)
+            n_sum = sum(g for g, s in zip(shapes[1], spans, strict=True) if s)
         elif kind == "l2_norm":
             n_sum = len(tl)
         elif kind == "linf":
@@ -562,7 +564,7 @@ def _norm_prox_sharded(tl: TensorList, plan, step: float, shapes, spans, pg, dev
         if tl.on_cpu:
             return list(_C.scale_per_tensor(tl.ptrs, tl.numels, tl.dtypes, c))
         with torch.no_grad():
-            for w, ci in zip(tl.tensors, c):
+            for w, ci in zip(tl.tensors, c, strict=True):
                 w.copy_((_acc(w) * ci).to(w.dtype))
         return [int((w == 0).sum()) for w in tl.tensors]
     # GroupLasso: groups along the shard dim are local, the others span the ranks
@@ -571,9 +573,9 @@ def _norm_prox_sharded(tl: TensorList, plan, step: float, shapes, spans, pg, dev
     else:
         sq = [
             (_acc(w).reshape(o, g, i) ** 2).sum(dim=(0, 2)).tolist()
-            for w, o, g, i in zip(tl.tensors, *shapes)
+            for w, o, g, i in zip(tl.tensors, *shapes, strict=True)
         ]
-    shared = [q for qs, sp in zip(sq, spans) if sp for q in qs]
+    shared = [q for qs, sp in zip(sq, spans, strict=True) if sp for q in qs]
     if shared:
         red = torch.tensor(shared, dtype=torch.float64, device=dev)
         dist.all_reduce(red, group=pg)
@@ -586,7 +588,7 @@ def _norm_prox_sharded(tl: TensorList, plan, step: float, shapes, spans, pg, dev
     if tl.on_cpu:
         return list(_C.group_scale_inplace(tl.ptrs, tl.numels, tl.dtypes, *shapes, c))
     with torch.no_grad():
-        for w, o, g, i, ci in zip(tl.tensors, *shapes, c):
+        for w, o, g, i, ci in zip(tl.tensors, *shapes, c, strict=True):
             cw = torch.tensor(ci, dtype=torch.float64, device=w.device).view(1, g, 1)
             w.copy_((_acc(w).reshape(o, g, i) * cw).reshape(w.shape).to(w.dtype))
     return [int((w == 0).sum()) for w in tl.tensors]
@@ -629,7 +631,7 @@ def _linf_prox_sharded(tl: TensorList, s: float, pg, dev, world: int, rank: int)
             starts.append(start)
         prox.linf_prox_(fulls, 1.0, s)
         with torch.no_grad():
-            for i, full, start in zip(idx, fulls, starts):
+            for i, full, start in zip(idx, fulls, starts, strict=True):
                 w = tl.tensors[i]
                 w.copy_(full[start : start + w.numel()].view(w.shape))
     for w in tl.tensors:

@@ -13,17 +13,18 @@ and, because ``torch.distributed`` is initialized, the trainer trains data-paral
   then gives each rank its ``batch_size / N`` rows of it. ``batch_size`` must be a multiple
   of N. So N processes train on the same images as one process, and a checkpoint holds no
   per-rank state: a run resumes with any process count.
-* BatchNorm layers use the statistics of the global batch: ``torch.nn.SyncBatchNorm`` on CUDA
-  (nccl); on CPU, where SyncBatchNorm does not run, :class:`GlobalBatchNorm2d` all-reduces the
-  per-channel sums with a differentiable all-reduce.
-  With both, N processes compute the loss and gradients of the one-process step (up to
-  floating-point summation order).
+* BatchNorm layers use the statistics of the global batch. ``torch.nn.SyncBatchNorm`` only
+  runs on accelerators, so on the CPU :class:`GlobalBatchNorm2d` all-reduces the per-channel
+  sums with a differentiable all-reduce. N processes then compute the loss and gradients of
+  the one-process step (up to floating-point summation order).
 * Loss terms are averaged across ranks before they are logged; only rank 0 writes the run
   directory (logs, metrics, samples, checkpoints) and evaluates (the replicas are equal).
 
-Backends: gloo for CPU tensors, nccl for CUDA tensors. The trainer computes on the CPU, so
-it trains with gloo (``--backend nccl`` is refused with a message saying so). The process group is set up from the environment torchrun provides (``RANK``, ``WORLD_SIZE``,
-``MASTER_ADDR``, ``MASTER_PORT``); :func:`init_from_env` does it for scripts.
+Backends: gloo for CPU tensors, nccl for CUDA tensors. The trainer computes on the CPU, so it
+trains over gloo (``--backend nccl``, or a process group with nccl alone, is refused with a
+message saying so; the mixed ``cpu:gloo,cuda:nccl`` default of ``init_process_group()`` works).
+The process group is set up from the environment torchrun provides (``RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``); :func:`init_from_env` does it for scripts.
 """
 
 from __future__ import annotations
@@ -153,9 +154,9 @@ def is_main_process() -> bool:
 
 
 def _device(info: DistInfo) -> torch.device:
-    """Where collectives of this backend take their tensors."""
+    """Where collectives of this backend take their tensors (CPU unless nccl alone)."""
     return (
-        torch.device("cuda", torch.cuda.current_device()) if info.backend == "nccl" else torch.device("cpu")
+        torch.device("cpu") if "gloo" in info.backend else torch.device("cuda", torch.cuda.current_device())
     )
 
 
@@ -271,6 +272,11 @@ class DataParallel:
         from torch.utils.data import DistributedSampler
 
         self.info = info
+        if "gloo" not in info.backend:
+            raise ValueError(
+                f"the process group's backend is {info.backend!r}, but the GAN trainer computes on the CPU, "
+                "which needs gloo: init_process_group('gloo') (normreg train --backend gloo)"
+            )
         if global_batch % info.world:
             raise ValueError(
                 f"'batch_size' {global_batch} is not divisible by the number of processes ({info.world}): "
@@ -282,19 +288,12 @@ class DataParallel:
             range(global_batch), num_replicas=info.world, rank=info.rank, shuffle=False
         )
         self.rows = torch.tensor(list(sampler), dtype=torch.long)
-        cuda = info.backend == "nccl"
         for m in (G, D):
-            if m is None:
-                continue
-            if cuda:
-                nn.SyncBatchNorm.convert_sync_batchnorm(m)  # children replaced in place, same parameters
-            else:
+            if m is not None:
                 global_batchnorm_(m)
         # BatchNorm statistics are global, so buffers stay equal: no buffer sync before each
         # forward (still synced once at construction). torch 2.13 renamed the option.
         kw = {_no_buffer_sync(): False}
-        if cuda:
-            kw["device_ids"] = [torch.cuda.current_device()]
         self.g = DDP(G, **kw)
         self.d = DDP(D, **kw) if D is not None else None
 
@@ -316,7 +315,7 @@ class DataParallel:
         t = torch.tensor([float(terms[k]) for k in keys], dtype=torch.float64, device=_device(self.info))
         dist.all_reduce(t)
         t /= self.info.world
-        return dict(zip(keys, t.tolist()))
+        return dict(zip(keys, t.tolist(), strict=True))
 
     def barrier(self) -> None:
         dist.barrier()
