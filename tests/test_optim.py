@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import copy
 
+import normreg
 import pytest
 import torch
 import torch.nn.functional as F
-
-import normreg
 from normreg import _reference as ref
 from normreg.optim import Constant, Cosine, LinearWarmup, ProxAdam, ProxAdamW, ProxSGD, SparsityController
 
@@ -96,8 +95,14 @@ def test_prox_adam_matches_torch_adam(cls, case, dtype):
 
 def test_zero_strength_penalty_is_no_penalty():
     kw = dict(lr=1e-2)
-    a, b, _, _ = run_pair(ProxAdam, torch.optim.Adam, kw, torch.float32, steps=20,
-                          ours_kw=dict(penalty=normreg.L1(0.0) + normreg.SquaredL2(0.0)))
+    a, b, _, _ = run_pair(
+        ProxAdam,
+        torch.optim.Adam,
+        kw,
+        torch.float32,
+        steps=20,
+        ours_kw=dict(penalty=normreg.L1(0.0) + normreg.SquaredL2(0.0)),
+    )
     for p, q in zip(a, b):
         assert rel_err(p, q) <= 1e-6
 
@@ -113,7 +118,9 @@ PEN = {
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=["f32", "f64", "bf16"])
 @pytest.mark.parametrize("pen", list(PEN))
-@pytest.mark.parametrize("kw", [dict(momentum=0.0), dict(momentum=0.9, nesterov=True)], ids=["plain", "nesterov"])
+@pytest.mark.parametrize(
+    "kw", [dict(momentum=0.0), dict(momentum=0.9, nesterov=True)], ids=["plain", "nesterov"]
+)
 def test_prox_sgd_penalized_matches_reference(kw, pen, dtype):
     penalty, kind, ab = PEN[pen]
     lr = 0.05
@@ -127,8 +134,17 @@ def test_prox_sgd_penalized_matches_reference(kw, pen, dtype):
         for p, g in zip(a, gs):
             p.grad = g
         opt.step()
-        zeros = ref.sgd_step_(b, gs, bufs, lr=lr, momentum=kw["momentum"], nesterov=kw.get("nesterov", False),
-                              prox_kind=kind, prox_a=pa, prox_b=pb)
+        zeros = ref.sgd_step_(
+            b,
+            gs,
+            bufs,
+            lr=lr,
+            momentum=kw["momentum"],
+            nesterov=kw.get("nesterov", False),
+            prox_kind=kind,
+            prox_a=pa,
+            prox_b=pb,
+        )
         tol = 1e-2 if dtype == torch.bfloat16 else (1e-5 if dtype == torch.float32 else 1e-12)
         for p, q in zip(a, b):
             torch.testing.assert_close(p.detach().double(), q.double(), rtol=tol, atol=tol)
@@ -155,9 +171,24 @@ def test_prox_adam_penalized_matches_reference(cls, pen, pre):
         for p, g in zip(a, gs):
             p.grad = g
         opt.step()
-        zeros = ref.adam_step_(b, gs, ms, vs, [], [k + 1] * 2, lr=lr, beta1=0.9, beta2=0.999, eps=1e-8,
-                               weight_decay=0.01, decoupled=cls == "adamw", prox_kind=kind, prox_a=pa, prox_b=pb,
-                               preconditioned=pre)
+        zeros = ref.adam_step_(
+            b,
+            gs,
+            ms,
+            vs,
+            [],
+            [k + 1] * 2,
+            lr=lr,
+            beta1=0.9,
+            beta2=0.999,
+            eps=1e-8,
+            weight_decay=0.01,
+            decoupled=cls == "adamw",
+            prox_kind=kind,
+            prox_a=pa,
+            prox_b=pb,
+            preconditioned=pre,
+        )
         for p, q in zip(a, b):
             torch.testing.assert_close(p.detach(), q, rtol=1e-12, atol=1e-12)
         assert opt.last_stats.zeros == zeros
@@ -184,8 +215,12 @@ def test_adam_l1_equals_torch_adam_then_softshrink():
 
 @pytest.mark.parametrize(
     "penalty",
-    [normreg.GroupLasso(2.0, dim=0), normreg.L1(0.1) + normreg.GroupLasso(2.0, dim=1), normreg.L2Norm(3.0),
-     normreg.Linf(5.0)],
+    [
+        normreg.GroupLasso(2.0, dim=0),
+        normreg.L1(0.1) + normreg.GroupLasso(2.0, dim=1),
+        normreg.L2Norm(3.0),
+        normreg.Linf(5.0),
+    ],
     ids=["group", "sgl", "l2norm", "linf"],
 )
 def test_non_separable_penalty_is_update_then_prox(penalty):
@@ -221,7 +256,10 @@ def test_param_groups_carry_their_own_penalty():
             assert torch.count_nonzero(p) == 0
     assert opt.group_stats[0].total_zeros == 8 * 10 + 2 * 8 and opt.group_stats[1] is None
     assert opt.last_stats == opt.group_stats[0]
-    assert any(not torch.equal(b, p) for b, p in zip(biases, [p for n, p in model.named_parameters() if n.endswith("bias")]))
+    assert any(
+        not torch.equal(b, p)
+        for b, p in zip(biases, [p for n, p in model.named_parameters() if n.endswith("bias")])
+    )
     # a default penalty applies to groups without the key
     w = torch.nn.Parameter(torch.full((4,), 0.01))
     opt2 = ProxSGD([{"params": [w]}], lr=1.0, penalty=normreg.L1(0.1))
@@ -287,7 +325,12 @@ def test_schedule_scales_the_penalty():
         normreg.L1(lam * sched(k)).prox_(b, lr)
         torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-15)
     # any callable works
-    oc = ProxSGD(make_params(torch.float32, shapes=[(3,)]), lr=0.1, penalty=normreg.L1(1.0), penalty_schedule=lambda k: 0.0)
+    oc = ProxSGD(
+        make_params(torch.float32, shapes=[(3,)]),
+        lr=0.1,
+        penalty=normreg.L1(1.0),
+        penalty_schedule=lambda k: 0.0,
+    )
     assert oc.penalty_factor() == 0.0
 
 
@@ -383,7 +426,9 @@ def test_lasso_matches_sklearn():
     w_true[:4] = torch.tensor([2.0, -3.0, 1.5, 0.5], dtype=torch.float64)
     y = X @ w_true + 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
     alpha = 0.1
-    sk = sklearn.Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(X.numpy(), y.numpy())
+    sk = sklearn.Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(
+        X.numpy(), y.numpy()
+    )
     w = torch.nn.Parameter(torch.zeros(d, dtype=torch.float64))
     L = float(torch.linalg.eigvalsh(X.T @ X / n).max())
     opt = ProxSGD([w], lr=1.0 / L, penalty=normreg.L1.from_sklearn(alpha))
@@ -427,7 +472,11 @@ def test_step_bitwise_identical_for_any_thread_count(cls):
         (lambda p: ProxAdam(p, eps=-1.0), ValueError, "'eps'"),
         (lambda p: ProxAdamW(p, weight_decay=-1.0), ValueError, "'weight_decay'"),
         (lambda p: ProxAdam(p, penalty="l1"), TypeError, "'penalty'"),
-        (lambda p: ProxAdam(p, penalty=normreg.L1(0.1) + normreg.L0(0.1)), ValueError, "no exact closed form"),
+        (
+            lambda p: ProxAdam(p, penalty=normreg.L1(0.1) + normreg.L0(0.1)),
+            ValueError,
+            "no exact closed form",
+        ),
         (lambda p: ProxAdam(p, penalty_schedule=3), TypeError, "'penalty_schedule'"),
         (lambda p: SparsityController(target=1.5), ValueError, "'target'"),
         (lambda p: LinearWarmup(0), ValueError, "'warmup_steps'"),

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import math
 
+import normreg
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import normreg
 from normreg import _reference as ref
 from normreg import prox
 
@@ -66,7 +65,10 @@ ELEMENTWISE = {
     "linf_ball": (lambda ts: prox.project_linf_ball_(ts, 0.5), lambda ts: ref.project_box_(ts, -0.5, 0.5)),
     "l2_ball": (lambda ts: prox.project_l2_ball_(ts, 2.0), lambda ts: ref.project_l2_ball_(ts, 2.0)),
     "l2_norm": (lambda ts: prox.l2_norm_prox_(ts, 0.5, 3.0), lambda ts: ref.prox_l2_norm_(ts, 0.0, 1.5, 1.0)),
-    "group0": (lambda ts: prox.group_soft_threshold_(ts, 0.5, 2.0, dim=0), lambda ts: ref.prox_group_(ts, 0, 0.0, 1.0, 1.0)),
+    "group0": (
+        lambda ts: prox.group_soft_threshold_(ts, 0.5, 2.0, dim=0),
+        lambda ts: ref.prox_group_(ts, 0, 0.0, 1.0, 1.0),
+    ),
     "group_last": (
         lambda ts: prox.group_soft_threshold_(ts, 0.5, 2.0, dim=-1),
         lambda ts: ref.prox_group_(ts, -1, 0.0, 1.0, 1.0),
@@ -105,7 +107,10 @@ def test_soft_threshold_closed_form_and_torch_softshrink():
 
 def test_weighted_soft_threshold_matches_reference():
     x = make([(40,), (5, 6)], torch.float64, seed=2)
-    u = [torch.rand(t.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) * 2 for i, t in enumerate(x)]
+    u = [
+        torch.rand(t.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) * 2
+        for i, t in enumerate(x)
+    ]
     y = clones(x)
     s = prox.elastic_net_(x, 0.5, 0.8, 0.3, weights=u)
     z = ref.prox_shrink_(y, 0.4, 1.0 / 1.15, weights=u)
@@ -124,7 +129,9 @@ def test_hard_threshold_is_the_exact_l0_prox_not_hardshrink():
     step, lam = 0.5, 0.64  # sqrt(2 * 0.5 * 0.64) = 0.8
     y = x.clone()
     prox.hard_threshold_([y], step, lam)
-    brute = torch.where(0.5 * x**2 > step * lam, x, torch.zeros_like(x))  # argmin of 1/2 (z-x)^2 + step*l*[z != 0]
+    brute = torch.where(
+        0.5 * x**2 > step * lam, x, torch.zeros_like(x)
+    )  # argmin of 1/2 (z-x)^2 + step*l*[z != 0]
     assert torch.equal(y, brute)
     assert not torch.equal(y, F.hardshrink(x, step * lam))  # hardshrink(x, 0.32) keeps 0.5
     assert torch.equal(y, torch.where(x.abs() <= 0.8, 0.0, x))
@@ -196,7 +203,7 @@ def test_elastic_net_hypothesis(shape, dtype, step, l1, l2, seed):
     l1=st.floats(0.0, 1.0),
     seed=st.integers(0, 1000),
 )
-def test_sparse_group_lasso_hypothesis(shape, dim, step, l, l1, seed):
+def test_sparse_group_lasso_hypothesis(shape, dim, step, l, l1, seed):  # noqa: E741
     if not -len(shape) <= dim < len(shape):
         return
     x = make([tuple(shape)], torch.float64, seed)
@@ -364,8 +371,12 @@ def test_sum_prox_is_exact_or_refused():
     torch.testing.assert_close(x, y, rtol=0, atol=0)
     a = make([(4, 5)], torch.float64, 2)
     a0 = clones(a)
-    for bad in [normreg.L1(0.1) + normreg.L0(0.1), normreg.GroupLasso(1.0, 0) + normreg.GroupLasso(1.0, 1),
-                normreg.Linf(1.0) + normreg.L1(0.1), normreg.L2Norm(1.0) + normreg.GroupLasso(1.0, 0)]:
+    for bad in [
+        normreg.L1(0.1) + normreg.L0(0.1),
+        normreg.GroupLasso(1.0, 0) + normreg.GroupLasso(1.0, 1),
+        normreg.Linf(1.0) + normreg.L1(0.1),
+        normreg.L2Norm(1.0) + normreg.GroupLasso(1.0, 0),
+    ]:
         with pytest.raises(ValueError, match="no exact closed form"):
             bad.prox_(a, 0.5)
         assert torch.equal(a[0], a0[0])
@@ -451,9 +462,17 @@ def _unchanged_after(fn, ts):
         (lambda ts: prox.project_box_(ts, 1.0, 0.0), ValueError, "'lo'"),
         (lambda ts: prox.group_soft_threshold_(ts, 1.0, 1.0, dim=2), ValueError, "'dim'"),
         (lambda ts: prox.group_soft_threshold_(ts, 1.0, 1.0, dim=1.0), TypeError, "'dim'"),
-        (lambda ts: prox.soft_threshold_(ts, 1.0, weights=[torch.ones(3, 3), torch.ones(4)]), ValueError, "'weights'[0]"),
+        (
+            lambda ts: prox.soft_threshold_(ts, 1.0, weights=[torch.ones(3, 3), torch.ones(4)]),
+            ValueError,
+            "'weights'[0]",
+        ),
         (lambda ts: prox.soft_threshold_(ts, 1.0, weights=[torch.ones(3, 4)]), ValueError, "'weights'"),
-        (lambda ts: prox.soft_threshold_(ts, 1.0, weights=[-torch.ones(3, 4), torch.ones(4)]), ValueError, "'weights'[0]"),
+        (
+            lambda ts: prox.soft_threshold_(ts, 1.0, weights=[-torch.ones(3, 4), torch.ones(4)]),
+            ValueError,
+            "'weights'[0]",
+        ),
         (lambda ts: normreg.GroupLasso(1.0, dim=3).prox_(ts, 1.0), ValueError, "'dim'"),
         (lambda ts: normreg.L1(1.0).prox_(ts, -1.0), ValueError, "'step'"),
         (lambda ts: prox.penalty_prox_("l1", ts, 1.0), TypeError, "'penalty'"),

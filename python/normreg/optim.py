@@ -44,7 +44,7 @@ from torch import Tensor
 from . import _reference as ref
 from ._bridge import paired, tensor_list
 from ._loader import _C
-from .prox import ProxStats, _plan, _Plan, _run_plan, _check_plan_params
+from .prox import ProxStats, _check_plan_params, _Plan, _plan, _run_plan
 
 __all__ = [
     "ProxSGD",
@@ -118,7 +118,11 @@ class Cosine:
         return {"total_steps": self.total_steps, "start": self.start, "end": self.end}
 
     def load_state_dict(self, state: dict) -> None:
-        self.total_steps, self.start, self.end = int(state["total_steps"]), float(state["start"]), float(state["end"])
+        self.total_steps, self.start, self.end = (
+            int(state["total_steps"]),
+            float(state["start"]),
+            float(state["end"]),
+        )
 
     def __repr__(self) -> str:
         return f"Cosine({self.total_steps}, start={self.start:g}, end={self.end:g})"
@@ -159,7 +163,9 @@ class SparsityController:
         self.min_factor = _nonneg(min_factor, "min_factor")
         self.max_factor = _nonneg(max_factor, "max_factor")
         if not 0 < self.min_factor <= self.max_factor:
-            raise ValueError(f"need 0 < 'min_factor' <= 'max_factor', got {self.min_factor}, {self.max_factor}")
+            raise ValueError(
+                f"need 0 < 'min_factor' <= 'max_factor', got {self.min_factor}, {self.max_factor}"
+            )
         self.factor = min(max(_nonneg(initial, "initial"), self.min_factor), self.max_factor)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"'schedule' must be callable (step -> factor), got {type(schedule).__name__}")
@@ -176,7 +182,12 @@ class SparsityController:
         self.factor = min(max(f, self.min_factor), self.max_factor)
 
     def state_dict(self) -> dict:
-        out = {"factor": self.factor, "target": self.target, "gain": self.gain, "last_fraction": self.last_fraction}
+        out = {
+            "factor": self.factor,
+            "target": self.target,
+            "gain": self.gain,
+            "last_fraction": self.last_fraction,
+        }
         if hasattr(self.schedule, "state_dict"):
             out["schedule"] = self.schedule.state_dict()
         return out
@@ -256,8 +267,13 @@ class _ProxOptimizer(torch.optim.Optimizer):
 
     def __getstate__(self) -> dict:  # pickling / deepcopy keep the schedule and step count
         state = super().__getstate__()
-        state.update(penalty_schedule=self.penalty_schedule, _prox_step=self._prox_step, last_stats=self.last_stats,
-                     group_stats=list(self.group_stats), _state_loaded=True)
+        state.update(
+            penalty_schedule=self.penalty_schedule,
+            _prox_step=self._prox_step,
+            last_stats=self.last_stats,
+            group_stats=list(self.group_stats),
+            _state_loaded=True,
+        )
         return state
 
     # -- schedule -------------------------------------------------------------------------
@@ -268,7 +284,9 @@ class _ProxOptimizer(torch.optim.Optimizer):
         f = self.penalty_schedule(self._prox_step)
         f = float(f)
         if not (f >= 0) or f == math.inf:
-            raise ValueError(f"'penalty_schedule' returned {f} at step {self._prox_step}; factors must be finite and >= 0")
+            raise ValueError(
+                f"'penalty_schedule' returned {f} at step {self._prox_step}; factors must be finite and >= 0"
+            )
         return f
 
     def state_dict(self) -> dict:
@@ -408,8 +426,14 @@ class ProxSGD(_ProxOptimizer):
             raise ValueError(f"'dampening' must be finite, got {dampening}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("'nesterov' momentum requires a momentum and zero dampening")
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                        maximize=maximize)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
         super().__init__(params, defaults, penalty, penalty_schedule)
 
     def _update(self, group, tl, gl, kind, a, b):
@@ -422,9 +446,14 @@ class ProxSGD(_ProxOptimizer):
                 buf = state[p].get("momentum_buffer")
                 bufs.append(buf)
                 init.append(buf is None)
-        kw = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
-                  weight_decay=float(group["weight_decay"]), nesterov=bool(group["nesterov"]),
-                  maximize=bool(group["maximize"]))
+        kw = dict(
+            lr=float(group["lr"]),
+            momentum=momentum,
+            dampening=float(group["dampening"]),
+            weight_decay=float(group["weight_decay"]),
+            nesterov=bool(group["nesterov"]),
+            maximize=bool(group["maximize"]),
+        )
         if not tl.on_cpu:
             zeros = ref.sgd_step_(tl.tensors, gl.tensors, bufs, prox_kind=kind, prox_a=a, prox_b=b, **kw)
             if momentum != 0:
@@ -437,10 +466,27 @@ class ProxSGD(_ProxOptimizer):
         if momentum != 0:
             for i, p in enumerate(tl.tensors):
                 if bufs[i] is None:
-                    bufs[i] = state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    bufs[i] = state[p]["momentum_buffer"] = torch.zeros_like(
+                        p, memory_format=torch.contiguous_format
+                    )
             bptrs = [t.data_ptr() for t in bufs]  # type: ignore[union-attr]
-        return _C.sgd_step(tl.ptrs, tl.numels, tl.dtypes, gl.ptrs, bptrs, init, kw["lr"], momentum, kw["dampening"],
-                           kw["weight_decay"], kw["nesterov"], kw["maximize"], kind, a, b)
+        return _C.sgd_step(
+            tl.ptrs,
+            tl.numels,
+            tl.dtypes,
+            gl.ptrs,
+            bptrs,
+            init,
+            kw["lr"],
+            momentum,
+            kw["dampening"],
+            kw["weight_decay"],
+            kw["nesterov"],
+            kw["maximize"],
+            kind,
+            a,
+            b,
+        )
 
 
 class ProxAdam(_ProxOptimizer):
@@ -472,8 +518,15 @@ class ProxAdam(_ProxOptimizer):
             raise ValueError(f"Invalid beta parameters: 'betas' must be two values in [0, 1), got {betas}")
         if not 0.0 <= weight_decay < math.inf:
             raise ValueError(f"Invalid weight_decay value: 'weight_decay' must be >= 0, got {weight_decay}")
-        defaults = dict(lr=lr, betas=tuple(float(b) for b in betas), eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize, precondition_prox=precondition_prox)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(float(b) for b in betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            precondition_prox=precondition_prox,
+        )
         super().__init__(params, defaults, penalty, penalty_schedule)
 
     def _update(self, group, tl, gl, kind, a, b):
@@ -482,7 +535,7 @@ class ProxAdam(_ProxOptimizer):
         amsgrad = bool(group["amsgrad"])
         state = self.state
         ms, vs, vmax, steps = [], [], [], []
-        for i, p in enumerate(tl.tensors):
+        for p in tl.tensors:
             st = state[p]
             if not st:
                 st["step"] = 0.0
@@ -502,9 +555,26 @@ class ProxAdam(_ProxOptimizer):
             state[p]["step"] = s
         pre = bool(group.get("precondition_prox", False))
         if not tl.on_cpu:
-            return ref.adam_step_(tl.tensors, gl.tensors, ms, vs, vmax, steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                                  weight_decay=wd, decoupled=self._decoupled, maximize=bool(group["maximize"]),
-                                  amsgrad=amsgrad, prox_kind=kind, prox_a=a, prox_b=b, preconditioned=pre)
+            return ref.adam_step_(
+                tl.tensors,
+                gl.tensors,
+                ms,
+                vs,
+                vmax,
+                steps,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=wd,
+                decoupled=self._decoupled,
+                maximize=bool(group["maximize"]),
+                amsgrad=amsgrad,
+                prox_kind=kind,
+                prox_a=a,
+                prox_b=b,
+                preconditioned=pre,
+            )
         cache: dict[float, tuple[float, float]] = {}
         step_size, bc2s = [], []
         for s in steps:
@@ -516,8 +586,29 @@ class ProxAdam(_ProxOptimizer):
         mp = list(map(Tensor.data_ptr, ms))
         vp = list(map(Tensor.data_ptr, vs))
         xp = list(map(Tensor.data_ptr, vmax))
-        return _C.adam_step(tl.ptrs, tl.numels, tl.dtypes, gl.ptrs, mp, vp, xp, step_size, bc2s, lr, float(beta1),
-                            float(beta2), eps, wd, self._decoupled, bool(group["maximize"]), amsgrad, kind, a, b, pre)
+        return _C.adam_step(
+            tl.ptrs,
+            tl.numels,
+            tl.dtypes,
+            gl.ptrs,
+            mp,
+            vp,
+            xp,
+            step_size,
+            bc2s,
+            lr,
+            float(beta1),
+            float(beta2),
+            eps,
+            wd,
+            self._decoupled,
+            bool(group["maximize"]),
+            amsgrad,
+            kind,
+            a,
+            b,
+            pre,
+        )
 
 
 class ProxAdamW(ProxAdam):
@@ -539,6 +630,15 @@ class ProxAdamW(ProxAdam):
         penalty=None,
         penalty_schedule=None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         precondition_prox=precondition_prox, penalty=penalty, penalty_schedule=penalty_schedule)
-
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize=maximize,
+            precondition_prox=precondition_prox,
+            penalty=penalty,
+            penalty_schedule=penalty_schedule,
+        )

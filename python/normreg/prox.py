@@ -125,7 +125,9 @@ def _strengths(value, arg: str, n: int, *, positive: bool = False) -> list[float
     if isinstance(value, (list, tuple)) or (isinstance(value, Tensor) and value.dim() == 1):
         vals = list(value.tolist() if isinstance(value, Tensor) else value)
         if len(vals) != n:
-            raise ValueError(f"'{arg}' has {len(vals)} values for {n} tensors; give one number or one per tensor")
+            raise ValueError(
+                f"'{arg}' has {len(vals)} values for {n} tensors; give one number or one per tensor"
+            )
         out = [check_strength(v, f"{arg}[{i}]") for i, v in enumerate(vals)]
     else:
         out = [check_strength(value, arg)]
@@ -209,7 +211,9 @@ def _mul(step: float, ls: list[float]) -> list[float]:
 # ---- runners (checked arguments in, stats out) ----------------------------------------------
 
 
-def _run_shrink(tl: TensorList, t: list[float], c: list[float], u: TensorList | None, nonneg: bool) -> ProxStats:
+def _run_shrink(
+    tl: TensorList, t: list[float], c: list[float], u: TensorList | None, nonneg: bool
+) -> ProxStats:
     if tl.on_cpu:
         op = _SHRINK_NONNEG if nonneg else _SHRINK
         zeros = _C.prox_elementwise(op, tl.ptrs, tl.numels, tl.dtypes, u.ptrs if u else [], t, c)
@@ -266,7 +270,12 @@ def _run_linf(tl: TensorList, s: list[float]) -> ProxStats:
 
 
 def soft_threshold_(
-    params: Params, step: float, l: Strength = 1.0, *, weights=None, nonneg: bool = False  # noqa: E741
+    params: Params,
+    step: float,
+    l: Strength = 1.0,  # noqa: E741
+    *,
+    weights=None,
+    nonneg: bool = False,
 ) -> ProxStats:
     """Soft threshold in place: the prox of ``step * l * ||u ⊙ w||_1`` (weighted L1).
 
@@ -428,7 +437,9 @@ def _plan(penalty) -> _Plan:
     from .penalties import L0, GroupLasso, L2Norm, Linf, Penalty, Sum
 
     if not isinstance(penalty, Penalty):
-        raise TypeError(f"'penalty' must be a normreg penalty (e.g. normreg.L1(1e-4)), got {type(penalty).__name__}")
+        raise TypeError(
+            f"'penalty' must be a normreg penalty (e.g. normreg.L1(1e-4)), got {type(penalty).__name__}"
+        )
     terms = penalty.terms if isinstance(penalty, Sum) else [penalty]
     l1 = l2 = l0 = 0.0
     norm: tuple | None = None
