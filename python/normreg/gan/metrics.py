@@ -146,12 +146,12 @@ def train_classifier(
     """Train the classifier deterministically (own RNG, fixed order); global RNG untouched.
 
     Light augmentation (random shifts of one pixel) keeps it from judging generated images by
-    exact pixel positions. ``epochs=0`` picks enough epochs for about 400 steps (at least 5).
+    exact pixel positions. ``epochs=0`` picks enough epochs for about 800 steps (at least 5).
     """
     n = images.shape[0]
     batch = 64
     if epochs <= 0:
-        epochs = max(5, min(60, math.ceil(400 / max(1, n // batch))))
+        epochs = max(5, min(60, math.ceil(800 / max(1, n // batch))))
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
         model = Classifier(images.shape[1], num_classes)
