@@ -7,7 +7,7 @@ namespace py = pybind11;
 void bind_runtime(py::module_& m);
 void bind_penalty(py::module_& m);
 void bind_dist(py::module_& m);
+void bind_image(py::module_& m);
 void bind_prox(py::module_& m);
 void bind_optim(py::module_& m);
-void bind_image(py::module_& m);
 }  // namespace normreg

@@ -6,7 +6,7 @@ PYBIND11_MODULE(_C, m) {
     normreg::bind_runtime(m);
     normreg::bind_penalty(m);
     normreg::bind_dist(m);
+    normreg::bind_image(m);
     normreg::bind_prox(m);
     normreg::bind_optim(m);
-    normreg::bind_image(m);
 }

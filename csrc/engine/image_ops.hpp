@@ -134,17 +134,6 @@ inline std::vector<RowBlock> plan_rows(const ImageShape& s, std::int64_t chunk =
     return plan;
 }
 
-// Runs f(block) for every block; in parallel only when the batch holds more than one chunk
-// of work (small batches of many tiny planes would pay a parallel region for nothing).
-template <class F>
-inline void for_each_block(std::int64_t nblocks, std::int64_t numel, F&& f) {
-    if (numel <= kChunk) {
-        for (std::int64_t i = 0; i < nblocks; ++i) f(i);
-        return;
-    }
-    parallel_for(nblocks, std::forward<F>(f));
-}
-
 // Total variation of each image (sum over its channels), in image order; deterministic.
 inline std::vector<double> tv_value(TVKind kind, const void* x, DType dtype, const ImageShape& s, double eps) {
     std::vector<double> per_image(static_cast<std::size_t>(s.n > 0 ? s.n : 0), 0.0);
@@ -159,14 +148,10 @@ inline std::vector<double> tv_value(TVKind kind, const void* x, DType dtype, con
         const std::int64_t H = s.h, W = s.w;
         auto run = [&](auto KC) {
             constexpr TVKind K = decltype(KC)::value;
-            for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
+            parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t bi) {
                 const RowBlock& b = plan[static_cast<std::size_t>(bi)];
-                const T* plane = base + b.plane * H * W;
-                double acc = 0.0;
-                for (std::int64_t i = b.r0; i < b.r1; ++i)
-                    acc += kernels::tv_row_value<T, K>(plane + i * W, i + 1 < H ? plane + (i + 1) * W : nullptr, W, ceps);
-                partial[static_cast<std::size_t>(bi)] = acc;
-            });
+                partial[static_cast<std::size_t>(bi)] = kernels::tv_block_value<T, K>(base + b.plane * H * W, H, W, b.r0, b.r1, ceps);
+            }, s.n * s.c * H * W);
         };
         if (kind == TVKind::Isotropic) run(std::integral_constant<TVKind, TVKind::Isotropic>{});
         else run(std::integral_constant<TVKind, TVKind::Anisotropic>{});
@@ -193,22 +178,12 @@ inline void tv_grad(TVKind kind, const void* x, void* g, DType dtype, const Imag
         std::vector<C> buf(plan.size() * 3 * static_cast<std::size_t>(W));
         auto run = [&](auto KC) {
             constexpr TVKind K = decltype(KC)::value;
-            for_each_block(static_cast<std::int64_t>(plan.size()), s.n * s.c * H * W, [&](std::int64_t bi) {
+            parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t bi) {
                 const RowBlock& b = plan[static_cast<std::size_t>(bi)];
-                const T* xp = xb + b.plane * H * W;
-                T* gp = gb + b.plane * H * W;
                 const C sc = static_cast<C>(scale[static_cast<std::size_t>(b.plane / s.c)]);
-                C* ax = buf.data() + static_cast<std::size_t>(bi) * 3 * static_cast<std::size_t>(W);
-                C* by = ax + W;
-                C* byp = by + W;
-                if (b.r0 > 0) kernels::tv_dirs<T, K>(xp + (b.r0 - 1) * W, xp + b.r0 * W, W, ceps, ax, byp);
-                else std::fill(byp, byp + W, C(0));
-                for (std::int64_t i = b.r0; i < b.r1; ++i) {
-                    kernels::tv_dirs<T, K>(xp + i * W, i + 1 < H ? xp + (i + 1) * W : nullptr, W, ceps, ax, by);
-                    kernels::tv_grad_row<T>(ax, by, byp, gp + i * W, W, sc);
-                    std::swap(by, byp);
-                }
-            });
+                C* scratch = buf.data() + static_cast<std::size_t>(bi) * 3 * static_cast<std::size_t>(W);
+                kernels::tv_block_grad<T, K>(xb + b.plane * H * W, gb + b.plane * H * W, H, W, b.r0, b.r1, ceps, sc, scratch);
+            }, s.n * s.c * H * W);
         };
         if (kind == TVKind::Isotropic) run(std::integral_constant<TVKind, TVKind::Isotropic>{});
         else run(std::integral_constant<TVKind, TVKind::Anisotropic>{});

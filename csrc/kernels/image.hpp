@@ -90,7 +90,7 @@ enum class TVKind : int { Anisotropic = 0, Isotropic = 1 };
 
 // Value of the terms of row i (pointer r) of a plane of width W; rn is row i+1 or null.
 template <class T, TVKind K>
-NORMREG_KERNEL double tv_row_value(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps) noexcept {
+inline double tv_row_value(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps) noexcept {
     using C = compute_t<T>;
     double s = 0.0;
     if constexpr (K == TVKind::Anisotropic) {
@@ -142,8 +142,8 @@ inline C inv_or_zero(C t) noexcept {
 //                (0 where T = 0, which only eps = 0 reaches).
 // rn is row i+1 or null (last row: dy = 0); ax(W-1) = 0 (dx = 0 past the last column).
 template <class T, TVKind K>
-NORMREG_KERNEL void tv_dirs(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps,
-                            compute_t<T>* __restrict ax, compute_t<T>* __restrict by) noexcept {
+inline void tv_dirs(const T* __restrict r, const T* __restrict rn, std::int64_t W, compute_t<T> eps,
+                    compute_t<T>* __restrict ax, compute_t<T>* __restrict by) noexcept {
     using C = compute_t<T>;
     if (rn) {
 #pragma omp simd
@@ -179,11 +179,43 @@ NORMREG_KERNEL void tv_dirs(const T* __restrict r, const T* __restrict rn, std::
 // Gradient of row i from its directions and the by of row i-1 (byp), either kind:
 //   g(i,j) = scale * ( ax(j-1) - ax(j) + byp(j) - by(j) ),  ax(-1) = 0.
 template <class T>
-NORMREG_KERNEL void tv_grad_row(const compute_t<T>* __restrict ax, const compute_t<T>* __restrict by,
-                                const compute_t<T>* __restrict byp, T* __restrict g, std::int64_t W, compute_t<T> scale) noexcept {
+inline void tv_grad_row(const compute_t<T>* __restrict ax, const compute_t<T>* __restrict by,
+                        const compute_t<T>* __restrict byp, T* __restrict g, std::int64_t W, compute_t<T> scale) noexcept {
     g[0] = store<T>(scale * (byp[0] - ax[0] - by[0]));
 #pragma omp simd
     for (std::int64_t j = 1; j < W; ++j) g[j] = store<T>(scale * (ax[j - 1] - ax[j] + byp[j] - by[j]));
+}
+
+// ---- a block of rows [r0, r1) of one H x W plane: the unit the engine runs in parallel ----
+// (The row helpers above are inlined here, so each block makes one dispatched call.)
+
+// Sum of the terms of rows [r0, r1).
+template <class T, TVKind K>
+NORMREG_KERNEL double tv_block_value(const T* __restrict plane, std::int64_t H, std::int64_t W, std::int64_t r0, std::int64_t r1,
+                                     compute_t<T> eps) noexcept {
+    double acc = 0.0;
+    for (std::int64_t i = r0; i < r1; ++i) acc += tv_row_value<T, K>(plane + i * W, i + 1 < H ? plane + (i + 1) * W : nullptr, W, eps);
+    return acc;
+}
+
+// Gradient rows [r0, r1) of g = scale * dTV/dx; buf holds 3 * W compute-type scratch values.
+template <class T, TVKind K>
+NORMREG_KERNEL void tv_block_grad(const T* __restrict plane, T* __restrict g, std::int64_t H, std::int64_t W, std::int64_t r0,
+                                  std::int64_t r1, compute_t<T> eps, compute_t<T> scale, compute_t<T>* __restrict buf) noexcept {
+    using C = compute_t<T>;
+    C* ax = buf;
+    C* by = buf + W;
+    C* byp = buf + 2 * W;
+    if (r0 > 0) tv_dirs<T, K>(plane + (r0 - 1) * W, plane + r0 * W, W, eps, ax, byp);
+    else
+        for (std::int64_t j = 0; j < W; ++j) byp[j] = C(0);
+    for (std::int64_t i = r0; i < r1; ++i) {
+        tv_dirs<T, K>(plane + i * W, i + 1 < H ? plane + (i + 1) * W : nullptr, W, eps, ax, by);
+        tv_grad_row<T>(ax, by, byp, g + i * W, W, scale);
+        C* tmp = by;
+        by = byp;
+        byp = tmp;
+    }
 }
 
 }  // namespace normreg::kernels

@@ -19,6 +19,8 @@ __all__ = [
     "group_norms",
     "group_value",
     "group_grad",
+    "pointwise_loss",
+    "total_variation",
     "soft",
     "prox_shrink_",
     "prox_hard_",
@@ -31,8 +33,6 @@ __all__ = [
     "prox_linf_",
     "sgd_step_",
     "adam_step_",
-    "pointwise_loss",
-    "total_variation",
 ]
 
 
@@ -156,6 +156,75 @@ def group_grad(tensors: Sequence[Tensor], dim: int, s1=0.0, dtype: torch.dtype |
     return out
 
 
+# ---- image-space losses -------------------------------------------------------------------
+
+
+def pointwise_loss(
+    kind: str,
+    pred: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """``[mask] [weight] loss(pred - target)`` reduced, in float64 (differentiable).
+
+    ``loss`` is ``|d|`` (``kind="l1"``) or ``d**2`` (``kind="mse"``). ``mask`` and ``weight``
+    broadcast to pred's shape. "mean" divides by the mask's sum over pred's shape when a mask
+    is given, else by ``pred.numel()``; weights do not enter the denominator.
+    """
+    d = _acc(pred) - _acc(target)
+    if kind == "l1":
+        e = d.abs()
+    elif kind == "mse":
+        e = d * d
+    else:
+        raise ValueError(f"unknown loss kind {kind!r}")
+    m = None
+    if mask is not None:
+        m = _acc(mask).expand_as(d)
+        e = m * e
+    if weight is not None:
+        e = _acc(weight).expand_as(d) * e
+    if reduction == "none":
+        return e
+    total = e.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / (m.sum() if m is not None else d.new_tensor(float(d.numel())))
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def total_variation(images: Tensor, kind: str = "anisotropic", reduction: str = "sum", eps: float = 1e-8) -> Tensor:
+    """Total variation of an NCHW batch in float64 (differentiable).
+
+    Forward differences, zero past the last row / column. anisotropic: ``sum |dx| + |dy|``;
+    isotropic: ``sum sqrt(dx^2 + dy^2 + eps)`` over all N*C*H*W pixels (a zero term has
+    gradient 0 when ``eps == 0``). "none": per-image values (N,); "mean": the sum divided by
+    N*C*H*W.
+    """
+    x = _acc(images)
+    dx = torch.diff(x, dim=-1)
+    dy = torch.diff(x, dim=-2)
+    if kind == "anisotropic":
+        per = dx.abs().sum(dim=(1, 2, 3)) + dy.abs().sum(dim=(1, 2, 3))
+    elif kind == "isotropic":
+        n, c, h, w = x.shape
+        dx = torch.cat([dx, x.new_zeros(n, c, h, min(w, 1))], dim=-1)
+        dy = torch.cat([dy, x.new_zeros(n, c, min(h, 1), w)], dim=-2)
+        q = dx * dx + dy * dy + eps
+        nz = q != 0  # NaN counts as nonzero, so it propagates
+        per = torch.where(nz, torch.where(nz, q, 1.0).sqrt(), 0.0).sum(dim=(1, 2, 3))
+    else:
+        raise ValueError(f"unknown total variation kind {kind!r}")
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    if reduction == "mean":
+        return per.sum() / float(x.numel()) if x.numel() else per.sum() * float("nan")
+    raise ValueError(f"unknown reduction {reduction!r}")
 # ---- proximal operators (in place; each returns the zeros per tensor after the step) ----
 # Computed in float64 and written back with one rounding, like the kernels. A threshold or
 # coefficient that is NaN (a tensor or group whose norm is NaN) makes its elements NaN.
@@ -347,72 +416,3 @@ def adam_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, 
             y = x - (lr / bc1) * m / den
             out.append(_write(w, _elementwise_prox(y, prox_kind, prox_a, prox_b, den if preconditioned else None)))
     return out
-# ---- image-space losses -------------------------------------------------------------------
-
-
-def pointwise_loss(
-    kind: str,
-    pred: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """``[mask] [weight] loss(pred - target)`` reduced, in float64 (differentiable).
-
-    ``loss`` is ``|d|`` (``kind="l1"``) or ``d**2`` (``kind="mse"``). ``mask`` and ``weight``
-    broadcast to pred's shape. "mean" divides by the mask's sum over pred's shape when a mask
-    is given, else by ``pred.numel()``; weights do not enter the denominator.
-    """
-    d = _acc(pred) - _acc(target)
-    if kind == "l1":
-        e = d.abs()
-    elif kind == "mse":
-        e = d * d
-    else:
-        raise ValueError(f"unknown loss kind {kind!r}")
-    m = None
-    if mask is not None:
-        m = _acc(mask).expand_as(d)
-        e = m * e
-    if weight is not None:
-        e = _acc(weight).expand_as(d) * e
-    if reduction == "none":
-        return e
-    total = e.sum()
-    if reduction == "sum":
-        return total
-    if reduction == "mean":
-        return total / (m.sum() if m is not None else d.new_tensor(float(d.numel())))
-    raise ValueError(f"unknown reduction {reduction!r}")
-
-
-def total_variation(images: Tensor, kind: str = "anisotropic", reduction: str = "sum", eps: float = 1e-8) -> Tensor:
-    """Total variation of an NCHW batch in float64 (differentiable).
-
-    Forward differences, zero past the last row / column. anisotropic: ``sum |dx| + |dy|``;
-    isotropic: ``sum sqrt(dx^2 + dy^2 + eps)`` over all N*C*H*W pixels (a zero term has
-    gradient 0 when ``eps == 0``). "none": per-image values (N,); "mean": the sum divided by
-    N*C*H*W.
-    """
-    x = _acc(images)
-    dx = torch.diff(x, dim=-1)
-    dy = torch.diff(x, dim=-2)
-    if kind == "anisotropic":
-        per = dx.abs().sum(dim=(1, 2, 3)) + dy.abs().sum(dim=(1, 2, 3))
-    elif kind == "isotropic":
-        n, c, h, w = x.shape
-        dx = torch.cat([dx, x.new_zeros(n, c, h, min(w, 1))], dim=-1)
-        dy = torch.cat([dy, x.new_zeros(n, c, min(h, 1), w)], dim=-2)
-        q = dx * dx + dy * dy + eps
-        nz = q != 0  # NaN counts as nonzero, so it propagates
-        per = torch.where(nz, torch.where(nz, q, 1.0).sqrt(), 0.0).sum(dim=(1, 2, 3))
-    else:
-        raise ValueError(f"unknown total variation kind {kind!r}")
-    if reduction == "none":
-        return per
-    if reduction == "sum":
-        return per.sum()
-    if reduction == "mean":
-        return per.sum() / float(x.numel()) if x.numel() else per.sum() * float("nan")
-    raise ValueError(f"unknown reduction {reduction!r}")
