@@ -8,20 +8,13 @@
 #include <cstdint>
 
 #include "engine/dtype.hpp"
+#include "kernels/penalty.hpp"  // sign_nan
 
 namespace normreg::kernels {
 
 using engine::compute_t;
 using engine::load;
 using engine::store;
-
-// sign(d) with sign(0) = 0 and sign(NaN) = NaN. Each comparison is converted to C on its
-// own (not subtracted as ints), which GCC if-converts, so the stencil loops vectorize.
-template <class C>
-inline C sign_of(C d) noexcept {
-    const C s = static_cast<C>(d > C(0)) - static_cast<C>(d < C(0));
-    return d != d ? d : s;
-}
 
 enum class PointLoss : int { L1 = 0, MSE = 1 };
 
@@ -70,7 +63,7 @@ NORMREG_KERNEL void pointwise_grad(const T* __restrict p, const T* __restrict t,
     for (std::int64_t i = 0; i < n; ++i) {
         const C d = load<T>(p[i]) - load<T>(t[i]);
         C g;
-        if constexpr (K == PointLoss::L1) g = c * sign_of(d);
+        if constexpr (K == PointLoss::L1) g = c * sign_nan(d);
         else g = c * d;
         if constexpr (Mask) g = g * load<T>(m[i]);
         if constexpr (Weight) g = g * load<T>(w[i]);
@@ -151,8 +144,8 @@ inline void tv_dirs(const T* __restrict r, const T* __restrict rn, std::int64_t 
             const C v = load<T>(r[j]);
             const C dx = load<T>(r[j + 1]) - v, dy = load<T>(rn[j]) - v;
             if constexpr (K == TVKind::Anisotropic) {
-                ax[j] = sign_of(dx);
-                by[j] = sign_of(dy);
+                ax[j] = sign_nan(dx);
+                by[j] = sign_nan(dy);
             } else {
                 const C inv = inv_or_zero(std::sqrt(dx * dx + dy * dy + eps));
                 ax[j] = dx * inv;
@@ -161,13 +154,13 @@ inline void tv_dirs(const T* __restrict r, const T* __restrict rn, std::int64_t 
         }
         const C dy = load<T>(rn[W - 1]) - load<T>(r[W - 1]);
         ax[W - 1] = C(0);
-        if constexpr (K == TVKind::Anisotropic) by[W - 1] = sign_of(dy);
+        if constexpr (K == TVKind::Anisotropic) by[W - 1] = sign_nan(dy);
         else by[W - 1] = dy * inv_or_zero(std::sqrt(dy * dy + eps));
     } else {
 #pragma omp simd
         for (std::int64_t j = 0; j < W - 1; ++j) {
             const C dx = load<T>(r[j + 1]) - load<T>(r[j]);
-            if constexpr (K == TVKind::Anisotropic) ax[j] = sign_of(dx);
+            if constexpr (K == TVKind::Anisotropic) ax[j] = sign_nan(dx);
             else ax[j] = dx * inv_or_zero(std::sqrt(dx * dx + eps));
             by[j] = C(0);
         }

@@ -15,9 +15,11 @@ using engine::load;
 using engine::store;
 
 // sign(w) with sign(0) = 0 and sign(NaN) = NaN (NaN is never turned into 0).
+// Each comparison is converted on its own (no int subtraction), which keeps loops that
+// use it vectorizable.
 template <class C>
 inline C sign_nan(C w) noexcept {
-    C s = static_cast<C>((w > C(0)) - (w < C(0)));
+    const C s = static_cast<C>(w > C(0)) - static_cast<C>(w < C(0));
     return w != w ? w : s;
 }
 
