@@ -69,6 +69,6 @@ def __getattr__(name: str):
     # Submodules added by later layers are imported lazily (normreg.prox, .optim, ...).
     import importlib
 
-    if name in {"prox", "optim", "losses", "gan", "study", "bench"}:
+    if name in {"prox", "optim", "losses", "gan", "study", "bench", "distributed"}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'normreg' has no attribute {name!r}")

@@ -42,6 +42,12 @@ __all__ = [
 Params = Tensor | Iterable[Tensor] | torch.nn.Module
 
 
+def _dist():
+    from . import distributed  # imported on first use: torch.distributed is not needed otherwise
+
+    return distributed
+
+
 def _value_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
@@ -127,19 +133,25 @@ class Penalty:
         """Per-penalty checks of the tensors (shapes); raise before anything is modified."""
 
     # -- public API --------------------------------------------------------------------
-    def value(self, params: Params) -> Tensor:
+    def value(self, params: Params, *, process_group=None) -> Tensor:
         """The penalty ``R(params)`` as a 0-dim tensor that autograd can differentiate.
 
         Parameters
         ----------
         params : tensor, nn.Module or iterable of tensors
             Float tensors (float32, float64, bfloat16, float16), all on one device.
+        process_group : torch.distributed.ProcessGroup, optional
+            ``params`` are this rank's shards of tensors split across the group's ranks:
+            the value of the whole (all-reduced) is returned on every rank, and backward
+            gives each rank the gradient for its shards. See :mod:`normreg.distributed`.
 
         Returns
         -------
         Tensor
             0-dim, float64 if any param is float64 else float32.
         """
+        if process_group is not None:  # sharded params: normreg.distributed
+            return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params)
         self._check_params(tl)
         if torch.is_grad_enabled() and any(t.requires_grad for t in tl.tensors):
@@ -157,13 +169,16 @@ class Penalty:
         self._grad(tl, paired(tl, outs, "grads"), 1.0, accumulate=False)
         return outs
 
-    def add_grad_(self, params: Params) -> float:
+    def add_grad_(self, params: Params, *, process_group=None) -> float:
         """Add the penalty's gradient into each param's ``.grad`` in one pass.
 
         Tensors with ``requires_grad=False`` (frozen) are skipped. Where ``.grad`` is
         ``None`` a zero gradient is allocated first. Returns the penalty value of the
-        params that received a gradient, as a Python float.
+        params that received a gradient, as a Python float. With ``process_group``, the
+        params are this rank's shards and the value is global (:mod:`normreg.distributed`).
         """
+        if process_group is not None:  # sharded params: normreg.distributed
+            return _dist().sharded_add_grad_(self, params, process_group)
         tl = tensor_list(params, inplace=False)
         tensors = [t for t in tl.tensors if t.requires_grad]
         if len(tensors) != len(tl.tensors):
@@ -191,8 +206,13 @@ class Penalty:
         gl = paired(tl, [p.grad for p in tl.tensors], "grads", inplace=True)
         return self._grad(tl, gl, 1.0, accumulate=True)
 
-    def prox_(self, params: Params, step: float):
-        """Proximal step ``w <- prox_{step * R}(w)`` in place; see :mod:`normreg.prox`."""
+    def prox_(self, params: Params, step: float, *, process_group=None):
+        """Proximal step ``w <- prox_{step * R}(w)`` in place; see :mod:`normreg.prox`.
+
+        With ``process_group``, the params are this rank's shards and the step is that of the
+        whole tensors (:mod:`normreg.distributed`)."""
+        if process_group is not None:  # sharded params: normreg.distributed
+            return _dist().sharded_prox_(self, params, step, process_group)
         from . import prox
 
         return prox.penalty_prox_(self, params, step)
@@ -436,7 +456,9 @@ class L0(Penalty):
     def _scale_(self, f: float) -> None:
         self.l *= f
 
-    def value(self, params: Params) -> Tensor:
+    def value(self, params: Params, *, process_group=None) -> Tensor:
+        if process_group is not None:  # sharded params: normreg.distributed
+            return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params)
         return torch.tensor(self._value(tl), dtype=_value_dtype(tl.tensors), device=tl.tensors[0].device)
 
@@ -446,7 +468,7 @@ class L0(Penalty):
     def grad(self, params: Params) -> list[Tensor]:
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
 
-    def add_grad_(self, params: Params) -> float:
+    def add_grad_(self, params: Params, *, process_group=None) -> float:
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
 
     def __repr__(self) -> str:

@@ -95,6 +95,19 @@ def register(sub) -> None:
         help="torch threads (default 1: the small models gain nothing from more; 0: torch's default)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # DDP hook (normreg.gan.distributed, docs/distributed.md)
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train on N processes: runs torchrun --standalone --nproc_per_node N -m normreg train ...",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("gloo", "nccl"),
+        help="multi-process backend (default gloo: the trainer computes on the CPU)",
+    )
     _add_config_flags(p)
     p.set_defaults(func=train_main)
 
@@ -127,6 +140,16 @@ def train_main(args: argparse.Namespace) -> int:
         return _error("train", ValueError(f"'--threads' must be >= 0, got {args.threads}"))
     if args.threads:
         torch.set_num_threads(args.threads)
+    # DDP hooks: --nproc relaunches this command under torchrun; under torchrun (WORLD_SIZE > 1)
+    # the default process group is set up here and the Trainer trains with DDP.
+    from . import distributed as _dist
+
+    try:
+        if args.nproc:
+            return _dist.launch_from_cli(args)
+        _dist.init_from_env(args.backend)
+    except ValueError as exc:
+        return _error("train", exc)
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     given = {k: getattr(args, k) for k in names if hasattr(args, k)}
     if "betas" in given:
@@ -176,7 +199,8 @@ def train_main(args: argparse.Namespace) -> int:
         return 130
     except (ValueError, TypeError, CheckpointError) as exc:
         return _error("train", exc)
-    _print_summary(run_dir, summary)
+    if _dist.is_main_process():  # DDP hook: rank 0 reports
+        _print_summary(run_dir, summary)
     return 0
 
 

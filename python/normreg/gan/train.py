@@ -39,6 +39,7 @@ from torch import Tensor, nn
 import normreg
 
 from . import _ops
+from . import distributed as _dist  # DDP hooks: see normreg.gan.distributed
 from .checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
 from .config import RESUME_MUTABLE, TrainConfig
 from .data import ImageData, input_channels, load_data, make_inputs
@@ -158,6 +159,9 @@ class Trainer:
         self._classifier = None
         self._classifier_ready = False
         self.last_terms: dict[str, float] = {}
+        # DDP hook: data-parallel (DistributedDataParallel G and D, this rank's rows of each
+        # global batch) when torch.distributed is initialized with > 1 process; else None.
+        self.dist = _dist.attach(self.G, self.D, self.batch)
 
     # -- setup -------------------------------------------------------------------------------
     def _optimizer(self, model: nn.Module, lr: float, penalized: bool):
@@ -222,19 +226,27 @@ class Trainer:
         lam = self.lambdas(t)
         penalty = self._penalty_at(t)
         x = self._batch(t)
+        # DDP hook: the global batch and its noise are drawn as on one process; each rank
+        # keeps its rows and trains through the DDP wrappers of G and D.
+        ddp = self.dist
+        G, D = (ddp.g, ddp.d) if ddp is not None else (self.G, self.D)
         if cfg.paired:
             c = make_inputs(cfg, x, self.gen)
-            fake = self.G(c)
+            if ddp is not None:
+                x, c = ddp.local(x), ddp.local(c)
+            fake = G(c)
         else:
             c = None
             z = torch.randn(x.shape[0], cfg.z_dim, generator=self.gen)
-            fake = self.G(z)
+            if ddp is not None:
+                x, z = ddp.local(x), ddp.local(z)
+            fake = G(z)
         terms: dict[str, Tensor] = {}
         # -- D ------------------------------------------------------------------------------
         if self.D is not None:
             self.D.requires_grad_(True)
-            lr_ = self.D(x, c)
-            lf = self.D(fake.detach(), c)
+            lr_ = D(x, c)
+            lf = D(fake.detach(), c)
             d_real = F.binary_cross_entropy_with_logits(lr_, torch.ones_like(lr_))
             d_fake = F.binary_cross_entropy_with_logits(lf, torch.zeros_like(lf))
             terms["d_real"], terms["d_fake"] = d_real, d_fake
@@ -242,7 +254,7 @@ class Trainer:
             loss_d = [terms["d_adv"]]
             if cfg.r1_weight > 0 and t % cfg.r1_every == 0:
                 xr = x.detach().requires_grad_(True)
-                out = self.D(xr, c)
+                out = D(xr, c)
                 (grad,) = torch.autograd.grad(out.sum(), xr, create_graph=True)
                 r1 = grad.pow(2).flatten(1).sum(1).mean()
                 terms["d_r1"] = r1
@@ -292,6 +304,8 @@ class Trainer:
         """
         terms, lam = self._last
         out = {k: float(v) for k, v in terms.items()}
+        if self.dist is not None:  # DDP hook: the mean over ranks (collective: every rank calls it)
+            out = self.dist.mean(out)
         with torch.no_grad():
             for net, on, groups in (("g", self.pen_g, self.groups_g), ("d", self.pen_d, self.groups_d)):
                 if on:
@@ -566,11 +580,16 @@ def train(
         if state["data"]["fingerprint"] != trainer.data.fingerprint():
             raise ValueError(f"cannot resume: the data set {cfg.dataset!r} changed since the run was started")
         trainer.load_state_dict(state)
-        _truncate_logs(run_dir, trainer.step_)
-    else:
-        _prepare_run_dir(run_dir, overwrite)
-    (run_dir / "samples").mkdir(exist_ok=True)
-    cfg.to_toml(run_dir / "config.toml")
+
+    def prepare() -> None:
+        if state is not None:
+            _truncate_logs(run_dir, trainer.step_)
+        else:
+            _prepare_run_dir(run_dir, overwrite)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        cfg.to_toml(run_dir / "config.toml")
+
+    _dist.on_main(prepare)  # DDP hook: only rank 0 writes; its errors stop every rank
     return _run(trainer, run_dir, progress, stop_after)
 
 
@@ -581,21 +600,22 @@ def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     fields = ["step", "split", *METRIC_FIELDS]
     met_path = run_dir / "metrics.csv"
-    if not met_path.exists():
+    main = trainer.dist is None or trainer.dist.is_main  # DDP hook: only rank 0 writes files
+    if main and not met_path.exists():
         with open(met_path, "w", newline="") as fh:
             csv.writer(fh).writerow(fields)
     t0 = time.perf_counter()
     bar = tqdm(
         total=cfg.steps,
         initial=trainer.step_,
-        disable=not progress or not sys.stderr.isatty(),
+        disable=not progress or not sys.stderr.isatty() or not main,
         desc=f"{cfg.task}/{cfg.dataset.split(':')[0]}",
         dynamic_ncols=True,
     )
     last: dict[str, float] = {}
     interrupted = False
     try:
-        with open(run_dir / "log.jsonl", "a") as log:
+        with open(run_dir / "log.jsonl" if main else os.devnull, "a") as log:
             while trainer.step_ < end:
                 trainer.step()
                 s = trainer.step_
@@ -613,19 +633,20 @@ def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None
                     )
                     bar.set_postfix(post, refresh=False)
                 bar.update(1)
-                if s % cfg.sample_every == 0 or s == cfg.steps:
+                if main and (s % cfg.sample_every == 0 or s == cfg.steps):
                     trainer.sample_grid(run_dir / "samples" / f"step_{s:06d}.png")
-                if s % cfg.eval_every == 0 or s == cfg.steps:
+                if main and (s % cfg.eval_every == 0 or s == cfg.steps):
                     m = trainer.evaluate("val")
                     with open(met_path, "a", newline="") as fh:
                         csv.writer(fh).writerow(
                             [s, "val", *[_fmt(m[k]) if m[k] is not None else "" for k in METRIC_FIELDS]]
                         )
-                if s % cfg.checkpoint_every == 0 or s == end:
+                if main and (s % cfg.checkpoint_every == 0 or s == end):
                     save_checkpoint(trainer.state_dict(), run_dir)
     except KeyboardInterrupt:
         interrupted = True
-        save_checkpoint(trainer.state_dict(), run_dir)
+        if main:
+            save_checkpoint(trainer.state_dict(), run_dir)
         print(
             f"\ninterrupted at step {trainer.step_}; checkpoint saved. Continue with: normreg train --resume {run_dir}",
             file=sys.stderr,
@@ -635,7 +656,8 @@ def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None
     seconds = time.perf_counter() - t0
     from .plots import plot_curves
 
-    plot_curves(run_dir)
+    if main:
+        plot_curves(run_dir)
     done = trainer.step_ >= cfg.steps
     summary: dict[str, Any] = {
         "task": cfg.task,
@@ -653,6 +675,10 @@ def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None
         "losses": last or (trainer.loss_terms() if hasattr(trainer, "_last") else {}),
         "checkpoint": CHECKPOINT,
     }
+    if trainer.dist is not None:
+        summary["processes"] = trainer.dist.info.world
+    if not main:  # DDP hook: rank 0 evaluates and writes the summary
+        return _json_safe(summary)
     if done:
         summary["val_metrics"] = trainer.evaluate("val")
         summary["metrics"] = trainer.evaluate("test")

@@ -1,0 +1,37 @@
+// In-place scaling for the sharded proximal steps (normreg.distributed): the caller computes
+// the coefficients from norms combined across ranks. Pure C++: raw pointers, noexcept,
+// templated on the storage type; bf16/f16 are computed in float and rounded once.
+#pragma once
+#include <cstdint>
+
+#include "engine/dtype.hpp"
+
+namespace normreg::kernels {
+
+// w <- c * w over n elements; returns how many elements are exactly zero afterwards.
+template <class T>
+inline std::int64_t scale_count(T* __restrict w, std::int64_t n, double c) noexcept {
+    using C = engine::compute_t<T>;
+    const C cc = static_cast<C>(c);
+    std::int64_t zeros = 0;
+#pragma omp simd reduction(+ : zeros)
+    for (std::int64_t i = 0; i < n; ++i) {
+        const T v = engine::store<T>(cc * engine::load<T>(w[i]));
+        w[i] = v;
+        zeros += (engine::load<T>(v) == C(0));
+    }
+    return zeros;
+}
+
+// w[o, g, :] <- coef[g - g0] * w[o, g, :] for groups [g0, g1) of an (outer, groups, inner)
+// tensor; returns the zeros written.
+template <class T>
+inline std::int64_t group_scale_count(T* __restrict w, std::int64_t outer, std::int64_t groups, std::int64_t inner,
+                                      std::int64_t g0, std::int64_t g1, const double* __restrict coef) noexcept {
+    std::int64_t zeros = 0;
+    for (std::int64_t o = 0; o < outer; ++o)
+        for (std::int64_t g = g0; g < g1; ++g) zeros += scale_count<T>(w + (o * groups + g) * inner, inner, coef[g - g0]);
+    return zeros;
+}
+
+}  // namespace normreg::kernels
