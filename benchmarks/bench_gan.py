@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from normreg.gan import TrainConfig, Trainer
 
 MODES = ["none", "loss", "add_grad", "prox"]

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import report
+
 from normreg import losses as L
 
 # N x C x H x W image batches: a DCGAN-size batch and a few high-resolution images.

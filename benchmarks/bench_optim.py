@@ -13,11 +13,12 @@ param bytes; SGD with momentum 5x.
 
 from __future__ import annotations
 
-import normreg
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import report
+
+import normreg
 from normreg.bench import workload_bytes
 from normreg.optim import ProxAdam, ProxSGD
 

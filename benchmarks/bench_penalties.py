@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import report
+
 from normreg.bench import cases, runner
 
 KINDS = ["l1", "squared_l2", "elastic_net"]

@@ -8,11 +8,12 @@ reads and writes every element once (``rw``).
 
 from __future__ import annotations
 
-import normreg
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import report
+
+import normreg
 from normreg.bench import workload_bytes
 
 THRESHOLD = 0.01  # the workloads are N(0, 0.02^2): about 38% of the entries become 0

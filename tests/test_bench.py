@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import math
 
-import normreg
-import normreg.cli
 import pytest
 import torch
+
+import normreg
+import normreg.cli
 from normreg.bench import cases as cases_mod
 from normreg.bench import cli, report, runner
 from normreg.bench.cases import Case, Impl, Inputs, build_cases

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 
-import normreg
 import pytest
 import torch
 from dist_util import run_ranks
+
+import normreg
 from normreg import _reference as ref
 
 SCALE = 2.5  # backward of SCALE * value

@@ -20,9 +20,10 @@ import shutil
 import pytest
 import torch
 from dist_util import start_ranks
+from torch import nn
+
 from normreg.gan import TrainConfig, Trainer, load_checkpoint, train
 from normreg.gan import distributed as gd
-from torch import nn
 
 CFG = dict(
     task="completion",

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from _gan_util import TINY, _one_thread_and_cache, write_pngs  # noqa: F401
+
 from normreg.cli import main
 from normreg.gan import TrainConfig, load_checkpoint
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from _gan_util import _one_thread_and_cache, tiny, write_idx, write_pngs  # noqa: F401
+
 from normreg.gan import TrainConfig, load_data
 from normreg.gan.data import completion_mask, make_inputs, read_idx, split_indices
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from _gan_util import _one_thread_and_cache  # noqa: F401
+
 from normreg.gan import TrainConfig, load_data
 from normreg.gan.metrics import kid, load_or_train_classifier, psnr, ssim
 

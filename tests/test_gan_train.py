@@ -6,11 +6,12 @@ import csv
 import json
 import math
 
-import normreg
 import numpy as np
 import pytest
 import torch
 from _gan_util import _one_thread_and_cache, tiny, write_idx, write_pngs  # noqa: F401
+
+import normreg
 from normreg.gan import CheckpointError, RunDirError, TrainConfig, Trainer, evaluate, load_checkpoint, train
 from normreg.gan.checkpoint import save_checkpoint
 

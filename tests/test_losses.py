@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from conftest import num_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from normreg import _reference as ref
 from normreg import losses as L
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import copy
 
-import normreg
 import pytest
 import torch
 import torch.nn.functional as F
+
+import normreg
 from normreg import _reference as ref
 from normreg.optim import Constant, Cosine, LinearWarmup, ProxAdam, ProxAdamW, ProxSGD, SparsityController
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 
-import normreg
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import normreg
 from normreg import _reference as ref
 from normreg import prox
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from ._loader import _C
 from . import functional
 from ._groups import param_groups
+from ._loader import _C
 from .penalties import L0, L1, ElasticNet, GroupLasso, L2Norm, Linf, Penalty, SquaredL2, Sum
 
 __version__ = "0.1.0"

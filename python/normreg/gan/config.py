@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 __all__ = ["TrainConfig", "TASKS", "PAIRED_TASKS", "PENALTIES", "PENALTY_MODES", "SCHEDULES", "RECONS"]
 
