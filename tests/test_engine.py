@@ -60,6 +60,32 @@ def test_bitwise_identical_for_1_and_2_threads(pen):
     assert all(torch.equal(a, b) for a, b in zip(g1, g2))
 
 
+@pytest.mark.parametrize("order", ["big_then_small", "interleaved"])
+def test_work_balanced_split_gives_the_same_results_for_any_thread_count(order):
+    # The engine splits the chunks of a list by elements, not by count (100 big tensors then
+    # 100 biases would leave one thread idle); who computes a chunk must not change a bit.
+    g = torch.Generator().manual_seed(3)
+    big = [torch.randn(70_001, generator=g) for _ in range(12)]
+    small = [torch.randn(257, generator=g) for _ in range(12)]
+    ts = big + small if order == "big_then_small" else [t for pair in zip(big, small) for t in pair]
+    pen = normreg.ElasticNet(0.3, 0.7) + normreg.GroupLasso(0.1, dim=0)
+    results = []
+    for n in (1, 2, 3):
+        with num_threads(n):
+            w = [t.clone() for t in ts]
+            v = float(pen.value(w))
+            gr = pen.grad(w)
+            normreg.L1(0.5).prox_(w, 0.1)
+            results.append((v, gr, w))
+    want = sum(float(t.double().abs().sum()) * 0.3 + 0.35 * float((t.double() ** 2).sum()) for t in ts)
+    want += 0.1 * sum(float(t.double().abs().sum()) for t in ts)  # groups along dim 0 of 1-D: |w_i|
+    assert math.isclose(results[0][0], want, rel_tol=1e-6)
+    for v, gr, w in results[1:]:
+        assert v == results[0][0]
+        assert all(torch.equal(a, b) for a, b in zip(gr, results[0][1]))
+        assert all(torch.equal(a, b) for a, b in zip(w, results[0][2]))
+
+
 def test_value_of_1e8_float32_elements_within_1e6_of_float64():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(100_000_000, generator=g) + 0.25  # all positive: errors cannot cancel

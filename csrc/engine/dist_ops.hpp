@@ -50,9 +50,7 @@ inline std::vector<std::int64_t> group_scale_inplace(const TensorList& w, const 
                                                      const std::vector<std::vector<double>>& coef) {
     auto plan = plan_groups(shapes);
     std::vector<std::int64_t> partial(plan.size(), 0);
-    std::int64_t work = 0;
-    for (const auto& b : plan) work += (b.g_end - b.g_begin) * shapes[static_cast<std::size_t>(b.tensor)].outer * shapes[static_cast<std::size_t>(b.tensor)].inner;
-    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t i) {
+    parallel_for_group_blocks(plan, shapes, [&](std::int64_t i) {
         const GroupBlock& blk = plan[static_cast<std::size_t>(i)];
         const std::size_t ti = static_cast<std::size_t>(blk.tensor);
         const GroupShape& s = shapes[ti];
@@ -61,7 +59,7 @@ inline std::vector<std::int64_t> group_scale_inplace(const TensorList& w, const 
             return kernels::group_scale_count<T>(data_as<T>(w[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end,
                                                  coef[ti].data() + blk.g_begin);
         });
-    }, work);
+    });
     std::vector<std::int64_t> out(w.size(), 0);
     for (std::size_t i = 0; i < plan.size(); ++i) out[static_cast<std::size_t>(plan[i].tensor)] += partial[i];
     return out;

@@ -125,7 +125,7 @@ inline std::vector<double> l1_ball_thresholds(const TensorList& w, const std::ve
     // 1) candidates per chunk
     auto plan = plan_chunks(w);
     std::vector<std::int64_t> cnt(plan.size(), 0);
-    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t k) {
+    parallel_for_chunks(plan, [&](std::int64_t k) {
         const Chunk& c = plan[static_cast<std::size_t>(k)];
         const std::size_t ti = static_cast<std::size_t>(c.tensor);
         if (!need[ti]) return;
@@ -133,7 +133,7 @@ inline std::vector<double> l1_ball_thresholds(const TensorList& w, const std::ve
             using T = typename decltype(tag)::type;
             return kernels::count_above<T>(data_as<T>(w[ti]) + c.begin, c.end - c.begin, lower[ti]);
         });
-    }, plan_work(plan));
+    });
     // 2) offsets in chunk order, one buffer per tensor (allocated here, outside the loops)
     std::vector<std::int64_t> offset(plan.size(), 0), total(nt, 0);
     for (std::size_t k = 0; k < plan.size(); ++k) {
@@ -148,7 +148,7 @@ inline std::vector<double> l1_ball_thresholds(const TensorList& w, const std::ve
             v[i].resize(static_cast<std::size_t>(total[i]));
             vt[i].resize(static_cast<std::size_t>(total[i]));
         }
-    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t k) {
+    parallel_for_chunks(plan, [&](std::int64_t k) {
         const Chunk& c = plan[static_cast<std::size_t>(k)];
         const std::size_t ti = static_cast<std::size_t>(c.tensor);
         if (!need[ti] || cnt[static_cast<std::size_t>(k)] == 0) return;
@@ -157,7 +157,7 @@ inline std::vector<double> l1_ball_thresholds(const TensorList& w, const std::ve
             kernels::gather_above<T>(data_as<T>(w[ti]) + c.begin, c.end - c.begin, lower[ti],
                                      cand[ti].data() + offset[static_cast<std::size_t>(k)]);
         });
-    }, plan_work(plan));
+    });
     // 3) Condat per tensor (tensors in parallel; each is sequential and exact)
     parallel_for(static_cast<std::int64_t>(nt), [&](std::int64_t k) {
         const std::size_t i = static_cast<std::size_t>(k);
@@ -204,13 +204,8 @@ inline Counts prox_group(const TensorList& w, const std::vector<GroupShape>& sha
     });
     for (std::size_t i = 0; i < nt; ++i)
         for (double& q : coef[i]) q = norm_prox_coef(std::sqrt(q), s[i]) * d[i];
-    std::int64_t group_work = 0;
-    for (const auto& blk : plan) {
-        const GroupShape& sh = shapes[static_cast<std::size_t>(blk.tensor)];
-        group_work += (blk.g_end - blk.g_begin) * sh.outer * sh.inner;
-    }
     std::vector<std::int64_t> partial(plan.size(), 0);
-    parallel_for(static_cast<std::int64_t>(plan.size()), [&](std::int64_t k) {
+    parallel_for_group_blocks(plan, shapes, [&](std::int64_t k) {
         const GroupBlock& blk = plan[static_cast<std::size_t>(k)];
         const std::size_t ti = static_cast<std::size_t>(blk.tensor);
         const GroupShape& sh = shapes[ti];
@@ -219,7 +214,7 @@ inline Counts prox_group(const TensorList& w, const std::vector<GroupShape>& sha
             return kernels::group_shrink<T>(data_as<T>(w[ti]), sh.outer, sh.groups, sh.inner, blk.g_begin, blk.g_end, t[ti],
                                             coef[ti].data() + blk.g_begin);
         });
-    }, group_work);
+    });
     Counts out(nt, 0);
     for (std::size_t k = 0; k < plan.size(); ++k) out[static_cast<std::size_t>(plan[k].tensor)] += partial[k];
     return out;

@@ -30,18 +30,40 @@ struct AbsSq {
 
 inline AbsSq operator+(AbsSq a, AbsSq b) noexcept { return AbsSq{a.abs + b.abs, a.sq + b.sq}; }
 
-// Sum of |w| and of w^2 over n elements, in double. The simd reduction order is fixed at
-// compile time, so the result does not depend on the thread count.
+// Sum of |w| and of w^2 over n elements, in double. kLanes independent accumulators: one
+// double add chain per vector register would be bound by the add's latency (about one
+// element per cycle), not by memory. Accumulator j sums elements j, j + kLanes, ... in
+// order and the lanes are combined in a fixed order, so the result is the same for any
+// thread count and any instruction set the kernel is dispatched to.
+constexpr std::int64_t kLanes = 16;
+#ifndef NORMREG_PREFETCH_ELEMS
+#define NORMREG_PREFETCH_ELEMS 1024
+#endif
+
 template <class T, bool WantAbs, bool WantSq>
 NORMREG_KERNEL AbsSq abs_sq_sum(const T* __restrict x, std::int64_t n) noexcept {
-    double sa = 0.0, ss = 0.0;
-#pragma omp simd reduction(+ : sa, ss)
-    for (std::int64_t i = 0; i < n; ++i) {
-        const double v = static_cast<double>(load<T>(x[i]));
-        if constexpr (WantAbs) sa += std::fabs(v);
-        if constexpr (WantSq) ss += v * v;
+    double sa[kLanes] = {}, ss[kLanes] = {};
+    std::int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+        __builtin_prefetch(x + i + NORMREG_PREFETCH_ELEMS, 0, 0);
+#pragma omp simd
+        for (std::int64_t j = 0; j < kLanes; ++j) {
+            const double v = static_cast<double>(load<T>(x[i + j]));
+            if constexpr (WantAbs) sa[j] += std::fabs(v);
+            if constexpr (WantSq) ss[j] += v * v;
+        }
     }
-    return AbsSq{sa, ss};
+    for (std::int64_t j = 0; i + j < n; ++j) {
+        const double v = static_cast<double>(load<T>(x[i + j]));
+        if constexpr (WantAbs) sa[j] += std::fabs(v);
+        if constexpr (WantSq) ss[j] += v * v;
+    }
+    double ta = 0.0, ts = 0.0;
+    for (std::int64_t j = 0; j < kLanes; ++j) {
+        ta += sa[j];
+        ts += ss[j];
+    }
+    return AbsSq{ta, ts};
 }
 
 // g = (Accumulate ? g : 0) + a * sign(w) + b * w, in the compute type of T; also returns

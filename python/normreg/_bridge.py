@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["DTYPE_CODES", "TensorList", "tensor_list", "paired", "check_strength", "as_tensors"]
+__all__ = ["DTYPE_CODES", "TensorList", "tensor_list", "paired", "present_grads", "check_strength", "as_tensors"]
 
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 _SUPPORTED = "float32, float64, bfloat16 or float16"
@@ -25,6 +25,8 @@ _SUPPORTED = "float32, float64, bfloat16 or float16"
 _dtype_of = operator.attrgetter("dtype")
 _PLAIN_TYPES = {Tensor, torch.nn.Parameter}
 _is_cpu = operator.attrgetter("is_cpu")
+_grad_of = operator.attrgetter("grad")
+_is_sparse = operator.attrgetter("is_sparse")
 
 
 class TensorList(NamedTuple):
@@ -139,6 +141,35 @@ def paired(first: TensorList, others: list[Tensor], arg: str, *, inplace: bool =
             raise ValueError(f"'{arg}'[{i}] is on {o.device} but its param is on {p.device}")
     out = tensor_list(others, arg, inplace=inplace)
     return out
+
+
+def present_grads(first: TensorList) -> TensorList | None:
+    """The ``.grad`` of every tensor of ``first`` as kernel arguments, on the fast path.
+
+    The common case of a training loop: every param on the CPU already has a dense,
+    contiguous ``.grad`` of its dtype and size, in memory of its own (torch checks shape,
+    dtype and device when a ``.grad`` is assigned). Each check is one pass over the list;
+    ``None`` means "something is missing or odd": the caller then takes the slow path, which
+    allocates missing grads and raises the precise error.
+    """
+    if not first.on_cpu:
+        return None
+    grads = list(map(_grad_of, first.tensors))
+    if not set(map(type, grads)) <= _PLAIN_TYPES:  # a None (missing grad) or a subclass
+        return None
+    if any(map(_is_sparse, grads)) or not all(map(Tensor.is_contiguous, grads)) or not all(map(_is_cpu, grads)):
+        return None
+    try:
+        dtypes = list(map(DTYPE_CODES.__getitem__, map(_dtype_of, grads)))
+    except KeyError:
+        return None
+    numels = list(map(Tensor.numel, grads))
+    if dtypes != first.dtypes or numels != first.numels:
+        return None
+    ptrs = list(map(Tensor.data_ptr, grads))
+    if len(set(ptrs)) != len(ptrs):
+        return None
+    return TensorList(grads, ptrs, numels, dtypes, True)
 
 
 def check_strength(value, arg: str) -> float:

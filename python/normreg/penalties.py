@@ -18,14 +18,18 @@ NaN in a weight propagates to values and gradients.
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 from . import _reference as ref
-from ._bridge import TensorList, check_strength, paired, tensor_list
+from ._bridge import DTYPE_CODES, TensorList, check_strength, paired, present_grads, tensor_list
 from ._loader import _C
+
+_requires_grad = operator.attrgetter("requires_grad")
+_dtype_of = operator.attrgetter("dtype")
 
 __all__ = [
     "Penalty",
@@ -49,7 +53,11 @@ def _dist():
 
 
 def _value_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    return torch.float64 if torch.float64 in set(map(_dtype_of, tensors)) else torch.float32
+
+
+def _list_value_dtype(tl: TensorList) -> torch.dtype:
+    return torch.float64 if DTYPE_CODES[torch.float64] in tl.dtypes else torch.float32
 
 
 class _PenaltyValue(torch.autograd.Function):
@@ -60,7 +68,7 @@ class _PenaltyValue(torch.autograd.Function):
 
     @staticmethod
     def forward(penalty: Penalty, tl: TensorList, *params: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.tensor(penalty._value(tl), dtype=_value_dtype(params), device=params[0].device)
+        return torch.tensor(penalty._value(tl), dtype=_list_value_dtype(tl), device=params[0].device)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -154,9 +162,9 @@ class Penalty:
             return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params)
         self._check_params(tl)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tl.tensors):
+        if torch.is_grad_enabled() and any(map(_requires_grad, tl.tensors)):
             return _PenaltyValue.apply(self, tl, *tl.tensors)
-        return torch.tensor(self._value(tl), dtype=_value_dtype(tl.tensors), device=tl.tensors[0].device)
+        return torch.tensor(self._value(tl), dtype=_list_value_dtype(tl), device=tl.tensors[0].device)
 
     def __call__(self, params: Params) -> Tensor:
         return self.value(params)
@@ -180,12 +188,15 @@ class Penalty:
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_add_grad_(self, params, process_group)
         tl = tensor_list(params, inplace=False)
-        tensors = [t for t in tl.tensors if t.requires_grad]
-        if len(tensors) != len(tl.tensors):
+        if not all(map(_requires_grad, tl.tensors)):
+            tensors = [t for t in tl.tensors if t.requires_grad]
             if not tensors:
                 return 0.0
             tl = tensor_list(tensors)
         self._check_params(tl)
+        gl = present_grads(tl)  # every .grad there and well formed: the common case
+        if gl is not None:
+            return self._grad(tl, gl, 1.0, accumulate=True)
         grads = []
         for i, p in enumerate(tl.tensors):
             g = p.grad
@@ -460,7 +471,7 @@ class L0(Penalty):
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params)
-        return torch.tensor(self._value(tl), dtype=_value_dtype(tl.tensors), device=tl.tensors[0].device)
+        return torch.tensor(self._value(tl), dtype=_list_value_dtype(tl), device=tl.tensors[0].device)
 
     def _grad(self, tl, grads, scale, accumulate):
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
