@@ -39,27 +39,45 @@ inline C soft_nonneg(C v, C t) noexcept {
     return pos_nan(v - t) + C(0);
 }
 
+// Zeros are counted in 32-bit lanes over blocks of kCountBlock elements (no widening to
+// 64 bits per vector in the hot loop), then added into a 64-bit total.
+constexpr std::int64_t kCountBlock = std::int64_t{1} << 20;
+
+template <class T, bool NonNeg, bool Weighted, bool Scaled>
+__attribute__((always_inline)) inline std::int64_t shrink_loop(T* __restrict w, const T* __restrict u, std::int64_t n,
+                                                                compute_t<T> ct, compute_t<T> cc) noexcept {
+    using C = compute_t<T>;
+    std::int64_t zeros = 0;
+    for (std::int64_t b = 0; b < n; b += kCountBlock) {
+        const std::int64_t e = n - b < kCountBlock ? n : b + kCountBlock;
+        std::int32_t z = 0;
+#pragma omp simd reduction(+ : z)
+        for (std::int64_t i = b; i < e; ++i) {
+            const C v = load<T>(w[i]);
+            C ti = ct;
+            if constexpr (Weighted) ti = ct * load<T>(u[i]);
+            C r;
+            if constexpr (NonNeg) r = soft_nonneg(v, ti);
+            else r = soft(v, ti);
+            if constexpr (Scaled) r = r * cc;
+            w[i] = store<T>(r);
+            z += (r == C(0));
+        }
+        zeros += z;
+    }
+    return zeros;
+}
+
 // w <- c * soft(w, t * u_i), u = per-element weights (Weighted) or 1. Covers the L1 prox
-// (c = 1), the ridge shrink (t = 0, c = 1/(1+step*l)), the elastic net, and scaling by a
-// per-tensor coefficient (t = 0). Returns the number of zeros written.
+// (c = 1: the multiply is left out), the ridge shrink (t = 0, c = 1/(1+step*l)), the
+// elastic net, and scaling by a per-tensor coefficient (t = 0). Returns the number of
+// zeros written.
 template <class T, bool NonNeg, bool Weighted>
 NORMREG_KERNEL std::int64_t shrink(T* __restrict w, const T* __restrict u, std::int64_t n, double t, double c) noexcept {
     using C = compute_t<T>;
     const C ct = static_cast<C>(t), cc = static_cast<C>(c);
-    std::int64_t zeros = 0;
-#pragma omp simd reduction(+ : zeros)
-    for (std::int64_t i = 0; i < n; ++i) {
-        const C v = load<T>(w[i]);
-        C ti = ct;
-        if constexpr (Weighted) ti = ct * load<T>(u[i]);
-        C r;
-        if constexpr (NonNeg) r = soft_nonneg(v, ti);
-        else r = soft(v, ti);
-        r = r * cc;
-        w[i] = store<T>(r);
-        zeros += (r == C(0));
-    }
-    return zeros;
+    if (c == 1.0) return shrink_loop<T, NonNeg, Weighted, false>(w, u, n, ct, cc);
+    return shrink_loop<T, NonNeg, Weighted, true>(w, u, n, ct, cc);
 }
 
 // Exact L0 prox: w <- 0 where |w| <= thr, else w (NaN kept). thr = sqrt(2 * step * l).
