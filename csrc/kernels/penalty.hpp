@@ -72,17 +72,27 @@ template <class T, bool Accumulate, bool WantAbs, bool WantSq>
 NORMREG_KERNEL AbsSq affine_grad(const T* __restrict w, T* __restrict g, std::int64_t n, double a, double b) noexcept {
     using C = compute_t<T>;
     const C ca = static_cast<C>(a), cb = static_cast<C>(b);
-    double sa = 0.0, ss = 0.0;
-#pragma omp simd reduction(+ : sa, ss)
-    for (std::int64_t i = 0; i < n; ++i) {
+    double sa[kLanes] = {}, ss[kLanes] = {};  // independent accumulators, as in abs_sq_sum
+    auto one = [&](std::int64_t i, std::int64_t j) __attribute__((always_inline)) {
         const C v = load<T>(w[i]);
         C d = ca * sign_nan(v) + cb * v;
         if constexpr (Accumulate) d = load<T>(g[i]) + d;
         g[i] = store<T>(d);
-        if constexpr (WantAbs) sa += std::fabs(static_cast<double>(v));
-        if constexpr (WantSq) ss += static_cast<double>(v) * static_cast<double>(v);
+        if constexpr (WantAbs) sa[j] += std::fabs(static_cast<double>(v));
+        if constexpr (WantSq) ss[j] += static_cast<double>(v) * static_cast<double>(v);
+    };
+    std::int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+#pragma omp simd
+        for (std::int64_t j = 0; j < kLanes; ++j) one(i + j, j);
     }
-    return AbsSq{sa, ss};
+    for (std::int64_t j = 0; i + j < n; ++j) one(i + j, j);
+    double ta = 0.0, ts = 0.0;
+    for (std::int64_t j = 0; j < kLanes; ++j) {
+        ta += sa[j];
+        ts += ss[j];
+    }
+    return AbsSq{ta, ts};
 }
 
 struct MaxAbs {
