@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["DTYPE_CODES", "TensorList", "tensor_list", "paired", "present_grads", "check_strength", "as_tensors"]
+__all__ = ["DTYPE_CODES", "TensorList", "tensor_list", "paired", "present_grads", "trainable", "checked_grads", "check_strength", "as_tensors"]
 
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 _SUPPORTED = "float32, float64, bfloat16 or float16"
@@ -170,6 +170,43 @@ def present_grads(first: TensorList) -> TensorList | None:
     if len(set(ptrs)) != len(ptrs):
         return None
     return TensorList(grads, ptrs, numels, dtypes, True)
+
+
+_requires_grad = operator.attrgetter("requires_grad")
+
+
+def trainable(tl: TensorList) -> TensorList | None:
+    """The tensors of ``tl`` that receive a gradient (``requires_grad``); ``None`` if none."""
+    if all(map(_requires_grad, tl.tensors)):
+        return tl
+    tensors = [t for t in tl.tensors if t.requires_grad]
+    return tensor_list(tensors) if tensors else None
+
+
+def checked_grads(tl: TensorList) -> TensorList:
+    """Every ``.grad`` of ``tl`` as an in-place kernel argument, zeros allocated where missing.
+
+    The fast path (:func:`present_grads`) first; otherwise each existing grad is checked
+    (dense, contiguous, same shape, dtype and device as its param) and only then are the
+    missing ones allocated, so a bad grad raises before any tensor is touched.
+    """
+    gl = present_grads(tl)
+    if gl is not None:
+        return gl
+    for i, g in enumerate(map(_grad_of, tl.tensors)):
+        if g is not None:
+            if g.is_sparse:
+                raise TypeError(f"add_grad_: 'params'[{i}].grad is sparse; dense gradients are required")
+            if not g.is_contiguous():
+                raise ValueError(
+                    f"add_grad_: 'params'[{i}].grad is not contiguous; replace it with "
+                    "p.grad = p.grad.contiguous() first"
+                )
+    paired(tl, [(p.grad if p.grad is not None else p) for p in tl.tensors], "grads")
+    for p in tl.tensors:
+        if p.grad is None:
+            p.grad = torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+    return paired(tl, [p.grad for p in tl.tensors], "grads", inplace=True)
 
 
 def check_strength(value, arg: str) -> float:

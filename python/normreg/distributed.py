@@ -45,7 +45,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._bridge import TensorList, paired, tensor_list
+from ._bridge import TensorList, checked_grads, paired, tensor_list, trainable
 from ._loader import _C
 
 __all__ = ["sharded_value", "sharded_add_grad_", "sharded_prox_", "check_process_group"]
@@ -348,11 +348,11 @@ def _plan(penalty, params, pg, *, for_grad: bool = False):
     try:
         tl = tensor_list(params)
         if for_grad:
-            tl = _trainable(tl)
+            tl = trainable(tl)
         if tl is not None:
             terms = _terms(penalty, tl)  # per-penalty checks (GroupLasso dim)
             if for_grad:
-                grads = _alloc_grads(tl)
+                grads = checked_grads(tl)
     except (TypeError, ValueError) as exc:
         err = exc
     n = len(tl) if tl is not None else 0
@@ -423,34 +423,6 @@ def sharded_value(penalty, params, process_group) -> Tensor:
     if torch.is_grad_enabled() and any(t.requires_grad for t in tl.tensors):
         return _ShardedValue.apply(plan, tl, *tl.tensors)
     return torch.tensor(plan.value, dtype=_value_dtype(tl.tensors), device=tl.tensors[0].device)
-
-
-def _trainable(tl: TensorList) -> TensorList | None:
-    """The params that receive a gradient (``requires_grad``), their ``.grad`` checked."""
-    tensors = [t for t in tl.tensors if t.requires_grad]
-    if not tensors:
-        return None
-    if len(tensors) != len(tl.tensors):
-        tl = tensor_list(tensors)
-    for i, p in enumerate(tl.tensors):
-        g = p.grad
-        if g is not None:
-            if g.is_sparse:
-                raise TypeError(f"add_grad_: 'params'[{i}].grad is sparse; dense gradients are required")
-            if not g.is_contiguous():
-                raise ValueError(
-                    f"add_grad_: 'params'[{i}].grad is not contiguous; replace it with "
-                    "p.grad = p.grad.contiguous() first"
-                )
-    paired(tl, [(p.grad if p.grad is not None else p) for p in tl.tensors], "grads")
-    return tl
-
-
-def _alloc_grads(tl: TensorList) -> TensorList:
-    for p in tl.tensors:
-        if p.grad is None:
-            p.grad = torch.zeros(p.shape, dtype=p.dtype, device=p.device)
-    return paired(tl, [p.grad for p in tl.tensors], "grads", inplace=True)
 
 
 def sharded_add_grad_(penalty, params, process_group) -> float:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from . import _reference as ref
-from ._bridge import DTYPE_CODES, TensorList, check_strength, paired, present_grads, tensor_list
+from ._bridge import DTYPE_CODES, TensorList, check_strength, checked_grads, paired, tensor_list, trainable
 from ._loader import _C
 
 _requires_grad = operator.attrgetter("requires_grad")
@@ -187,34 +187,11 @@ class Penalty:
         """
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_add_grad_(self, params, process_group)
-        tl = tensor_list(params, inplace=False)
-        if not all(map(_requires_grad, tl.tensors)):
-            tensors = [t for t in tl.tensors if t.requires_grad]
-            if not tensors:
-                return 0.0
-            tl = tensor_list(tensors)
+        tl = trainable(tensor_list(params))
+        if tl is None:
+            return 0.0
         self._check_params(tl)
-        gl = present_grads(tl)  # every .grad there and well formed: the common case
-        if gl is not None:
-            return self._grad(tl, gl, 1.0, accumulate=True)
-        grads = []
-        for i, p in enumerate(tl.tensors):
-            g = p.grad
-            if g is not None:
-                if g.is_sparse:
-                    raise TypeError(f"add_grad_: 'params'[{i}].grad is sparse; dense gradients are required")
-                if not g.is_contiguous():
-                    raise ValueError(
-                        f"add_grad_: 'params'[{i}].grad is not contiguous; replace it with "
-                        "p.grad = p.grad.contiguous() first"
-                    )
-            grads.append(g)
-        existing = [(g if g is not None else p) for p, g in zip(tl.tensors, grads)]
-        paired(tl, existing, "grads")  # shape/dtype/device checks before anything is written
-        for p, g in zip(tl.tensors, grads):
-            if g is None:
-                p.grad = torch.zeros(p.shape, dtype=p.dtype, device=p.device)
-        gl = paired(tl, [p.grad for p in tl.tensors], "grads", inplace=True)
+        gl = checked_grads(tl)
         return self._grad(tl, gl, 1.0, accumulate=True)
 
     def prox_(self, params: Params, step: float, *, process_group=None):
