@@ -194,6 +194,20 @@ def _make_step(s: GanSetup, variant: str) -> tuple[Callable[[], None], list[floa
     return step, pen_times
 
 
+def _shares(best: dict, times: dict, pen: dict, variants) -> dict:
+    """The per-variant times and the regularization shares of a step (both measurements)."""
+    share = {v: pen[v] / best[v] for v in pen}
+    return {
+        "variants": {
+            v: {"best_s": best[v], "median_s": sorted(times[v])[len(times[v]) // 2], "penalty_s": pen.get(v, 0.0)}
+            for v in variants
+        },
+        "share": share,
+        "share_ratio": share["normreg"] / share["torch-eager"] if share["torch-eager"] > 0 else None,
+        "share_by_difference": {v: (best[v] - best["none"]) / best[v] for v in pen},
+    }
+
+
 def measure_training_step(setup: GanSetup | None = None, *, warmup: int = 2, reps: int = 10) -> dict:
     """Best step time without a penalty, with normreg's and with the eager penalty, and
     the share of the step the penalty costs in each (see module doc)."""
@@ -220,24 +234,13 @@ def measure_training_step(setup: GanSetup | None = None, *, warmup: int = 2, rep
             times[v].append(time.perf_counter() - t0)
     best = {v: min(ts) for v, ts in times.items()}
     pen = {v: min(steps[v][1]) for v in ("normreg", "torch-eager")}
-    share = {v: pen[v] / best[v] for v in pen}
     return {
         "model": s.name,
         "parameters": n_params,
         "penalized_weights": n_weights,
         "penalty": f"L1({STRENGTH:g}) on the weights of both networks",
         "reps": reps,
-        "variants": {
-            v: {
-                "best_s": best[v],
-                "median_s": sorted(times[v])[len(times[v]) // 2],
-                "penalty_s": pen.get(v, 0.0),
-            }
-            for v in variants
-        },
-        "share": share,
-        "share_ratio": share["normreg"] / share["torch-eager"] if share["torch-eager"] > 0 else None,
-        "share_by_difference": {v: (best[v] - best["none"]) / best[v] for v in pen},
+        **_shares(best, times, pen, variants),
     }
 
 
@@ -308,7 +311,6 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
                     pen_times[v].append(pen)
     best = {v: min(ts) for v, ts in times.items()}
     pen = {v: min(ts) for v, ts in pen_times.items()}
-    share = {v: pen[v] / best[v] for v in pen}
     g, d = tr.G, tr.D
     n_params = sum(p.numel() for p in g.parameters()) + (
         sum(p.numel() for p in d.parameters()) if d is not None else 0
@@ -327,15 +329,5 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
         "penalized_weights": n_weights,
         "penalty": f"L1({cfg.weight_penalty_strength:g}) on the weights of {'G and D' if cfg.penalty_on == 'both' else cfg.penalty_on.upper()}",
         "reps": reps,
-        "variants": {
-            v: {
-                "best_s": best[v],
-                "median_s": sorted(times[v])[len(times[v]) // 2],
-                "penalty_s": pen.get(v, 0.0),
-            }
-            for v in trainers
-        },
-        "share": share,
-        "share_ratio": share["normreg"] / share["torch-eager"] if share["torch-eager"] > 0 else None,
-        "share_by_difference": {v: (best[v] - best["none"]) / best[v] for v in pen},
+        **_shares(best, times, pen, trainers),
     }
