@@ -5,6 +5,7 @@
 namespace normreg {
 namespace py = pybind11;
 void bind_runtime(py::module_& m);
+void bind_scan(py::module_& m);
 void bind_penalty(py::module_& m);
 void bind_dist(py::module_& m);
 void bind_image(py::module_& m);

@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._loader import _C
+
 __all__ = ["DTYPE_CODES", "TensorList", "tensor_list", "paired", "present_grads", "trainable", "checked_grads", "check_strength", "as_tensors"]
 
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
@@ -37,13 +39,40 @@ class TensorList(NamedTuple):
     numels: list[int]
     dtypes: list[int]
     on_cpu: bool  # False: route the call to the pure-torch reference
+    any_requires_grad: bool | None = None  # known when the fast scan built the list
 
     def __len__(self) -> int:  # noqa: D105
         return len(self.tensors)
 
 
-def as_tensors(params: Tensor | Iterable[Tensor] | torch.nn.Module, arg: str = "params") -> list[Tensor]:
-    """Materialize ``params`` (a tensor, a module, or an iterable of tensors) as a list."""
+def _init_scan() -> bool:
+    """Hand torch's tensor accessors to the C scan (see csrc/bindings/bind_scan.cpp).
+
+    The fast path takes exact ``Tensor`` and ``Parameter`` objects, and ``Parameter`` only
+    if it reads its metadata through the very same accessors as ``Tensor`` (a subclass
+    that overrides one of them always takes the slow path).
+    """
+    import inspect
+
+    names = ("dtype", "is_cpu", "requires_grad", "grad", "layout", "data_ptr", "numel", "is_contiguous")
+    types = [Tensor]
+    param = torch.nn.Parameter
+    if all(inspect.getattr_static(param, n) is inspect.getattr_static(Tensor, n) for n in names):
+        types.append(param)
+    try:
+        _C.scan_init(types, (torch.float32, torch.float64, torch.bfloat16, torch.float16), torch.strided, Tensor)
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - another torch's accessors
+        return False
+    return True
+
+
+_SCAN = _init_scan()
+
+def as_tensors(params: Tensor | Iterable[Tensor] | torch.nn.Module, arg: str = "params", *, check: bool = True) -> list[Tensor]:
+    """Materialize ``params`` (a tensor, a module, or an iterable of tensors) as a list.
+
+    ``check=False`` leaves the element types to the caller (:func:`_check_types`).
+    """
     if isinstance(params, Tensor):
         tensors = [params]
     elif isinstance(params, torch.nn.Module):
@@ -57,11 +86,16 @@ def as_tensors(params: Tensor | Iterable[Tensor] | torch.nn.Module, arg: str = "
         tensors = list(params)
     if not tensors:
         raise ValueError(f"'{arg}' is empty: pass at least one tensor (an exhausted generator is empty too)")
+    if check:
+        _check_types(tensors, arg)
+    return tensors
+
+
+def _check_types(tensors: list, arg: str) -> None:
     if not set(map(type, tensors)) <= _PLAIN_TYPES:  # fast path: plain tensors and Parameters
         for i, t in enumerate(tensors):
             if not isinstance(t, Tensor):
                 raise TypeError(f"'{arg}'[{i}] must be a torch.Tensor, got {type(t).__name__}")
-    return tensors
 
 
 def _check_dtypes(tensors: list[Tensor], arg: str) -> list[int]:
@@ -97,7 +131,12 @@ def tensor_list(params, arg: str = "params", *, inplace: bool = False) -> Tensor
     would silently lose the update) and must not share memory with each other.
     Read-only non-contiguous tensors are made contiguous (a copy, read only).
     """
-    tensors = as_tensors(params, arg)
+    tensors = as_tensors(params, arg, check=False)
+    if _SCAN:
+        fast = _C.scan(tensors, inplace, True)
+        if fast is not None:  # every tensor plain, supported, on the CPU and contiguous
+            return TensorList(tensors, fast[0], fast[1], fast[2], True, fast[3])
+    _check_types(tensors, arg)
     dtypes = _check_dtypes(tensors, arg)
     on_cpu = _check_device(tensors, arg)
     if not all(map(Tensor.is_contiguous, tensors)):
@@ -154,6 +193,11 @@ def present_grads(first: TensorList) -> TensorList | None:
     """
     if not first.on_cpu:
         return None
+    if _SCAN:
+        fast = _C.scan_grads(first.tensors, first.numels, first.dtypes)
+        if fast is None:
+            return None
+        return TensorList(fast[0], fast[1], first.numels, first.dtypes, True)
     grads = list(map(_grad_of, first.tensors))
     if not set(map(type, grads)) <= _PLAIN_TYPES:  # a None (missing grad) or a subclass
         return None

@@ -68,7 +68,7 @@ class _PenaltyValue(torch.autograd.Function):
 
     @staticmethod
     def forward(penalty: Penalty, tl: TensorList, *params: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.tensor(penalty._value(tl), dtype=_list_value_dtype(tl), device=params[0].device)
+        return torch.scalar_tensor(penalty._value(tl), dtype=_list_value_dtype(tl), device=params[0].device)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -162,9 +162,10 @@ class Penalty:
             return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params)
         self._check_params(tl)
-        if torch.is_grad_enabled() and any(map(_requires_grad, tl.tensors)):
+        rg = tl.any_requires_grad
+        if torch.is_grad_enabled() and (rg if rg is not None else any(map(_requires_grad, tl.tensors))):
             return _PenaltyValue.apply(self, tl, *tl.tensors)
-        return torch.tensor(self._value(tl), dtype=_list_value_dtype(tl), device=tl.tensors[0].device)
+        return torch.scalar_tensor(self._value(tl), dtype=_list_value_dtype(tl), device=tl.tensors[0].device)
 
     def __call__(self, params: Params) -> Tensor:
         return self.value(params)
@@ -448,7 +449,7 @@ class L0(Penalty):
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params)
-        return torch.tensor(self._value(tl), dtype=_list_value_dtype(tl), device=tl.tensors[0].device)
+        return torch.scalar_tensor(self._value(tl), dtype=_list_value_dtype(tl), device=tl.tensors[0].device)
 
     def _grad(self, tl, grads, scale, accumulate):
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")

@@ -1,0 +1,120 @@
+"""The bridge's C fast path (``_C.scan`` / ``_C.scan_grads``) against its Python slow path.
+
+The scan must give exactly the kernel arguments the slow path gives, and hand every case
+that is not plain back to the slow path (``None``), which raises the precise errors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import normreg
+from normreg import _bridge
+from normreg._loader import _C
+
+pytestmark = pytest.mark.skipif(not _bridge._SCAN, reason="the C scan is not available with this torch")
+
+
+def _mixed():
+    g = torch.Generator().manual_seed(0)
+    return [
+        torch.randn(3, 4, generator=g),
+        torch.nn.Parameter(torch.randn(5, generator=g, dtype=torch.float64)),
+        torch.randn(7, generator=g).to(torch.bfloat16),
+        torch.randn(2, 2, generator=g).to(torch.float16),
+        torch.empty(0),
+    ]
+
+
+def _slow(tensors):
+    return (
+        [t.data_ptr() for t in tensors],
+        [t.numel() for t in tensors],
+        [_bridge.DTYPE_CODES[t.dtype] for t in tensors],
+    )
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_scan_matches_the_python_reading(inplace):
+    ts = _mixed()
+    ptrs, numels, codes, any_rg = _C.scan(ts, inplace, True)
+    assert (ptrs, numels, codes) == _slow(ts)
+    assert any_rg is True  # the Parameter
+    assert _C.scan([t.detach() for t in ts], inplace, True)[3] is False
+    tl = _bridge.tensor_list(ts, inplace=inplace)
+    assert (tl.ptrs, tl.numels, tl.dtypes) == _slow(ts) and tl.on_cpu
+
+
+class _Sub(torch.Tensor):
+    pass
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        lambda: torch.randn(4, 4).t(),  # not contiguous
+        lambda: torch.arange(4),  # integer
+        lambda: torch.randn(3, dtype=torch.complex64),
+        lambda: torch.randn(3).as_subclass(_Sub),  # a subclass: its accessors may differ
+        lambda: torch.empty(3, device="meta"),  # not on the CPU
+        lambda: 3.0,  # not a tensor
+    ],
+)
+def test_scan_hands_odd_tensors_to_the_slow_path(odd):
+    ts = [torch.randn(2), odd()]
+    assert _C.scan(ts, False, True) is None
+
+
+def test_scan_refuses_shared_memory_only_in_place():
+    t = torch.randn(4)
+    assert _C.scan([t, t], False, False) is not None
+    assert _C.scan([t, t], True, False) is None
+    with pytest.raises(ValueError, match=r"'params'\[1\] shares memory"):
+        normreg.L1(1.0).prox_([t, t], 0.1)
+
+
+def test_subclass_and_noncontiguous_still_give_the_reference_value():
+    base = torch.randn(6, 5, dtype=torch.float64)
+    ts = [base.t(), base.as_subclass(_Sub)]
+    want = 2 * base.abs().sum().item()
+    assert normreg.L1(1.0).value(ts).item() == pytest.approx(want, rel=1e-12)
+
+
+def test_scan_grads():
+    ps = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    tl = _bridge.tensor_list(ps)
+    assert _C.scan_grads(tl.tensors, tl.numels, tl.dtypes) is None  # no grads yet
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    grads, gptrs = _C.scan_grads(tl.tensors, tl.numels, tl.dtypes)
+    assert all(g is p.grad for g, p in zip(grads, ps))
+    assert gptrs == [p.grad.data_ptr() for p in ps]
+    # a param whose data was swapped for a larger tensor: its old grad no longer fits
+    ps[1].data = torch.randn(8)
+    tl = _bridge.tensor_list(ps)
+    assert _C.scan_grads(tl.tensors, tl.numels, tl.dtypes) is None
+    with pytest.raises(ValueError, match="grads"):
+        normreg.L1(1.0).add_grad_(ps)
+    # a sparse grad
+    q = torch.nn.Parameter(torch.randn(4))
+    q.grad = torch.randn(4).to_sparse()
+    tl = _bridge.tensor_list([q])
+    assert _C.scan_grads(tl.tensors, tl.numels, tl.dtypes) is None
+    with pytest.raises(TypeError, match="sparse"):
+        normreg.L1(1.0).add_grad_([q])
+
+
+def test_torch_function_mode_is_respected():
+    seen = []
+
+    class Spy(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    w = torch.randn(10, dtype=torch.float64)
+    with Spy():
+        v = normreg.L1(1.0).value([w])
+    assert seen  # torch's accessors went through the mode, as attribute access does
+    assert v.item() == pytest.approx(w.abs().sum().item(), rel=1e-12)
