@@ -38,10 +38,14 @@ def _slow(tensors):
 @pytest.mark.parametrize("inplace", [False, True])
 def test_scan_matches_the_python_reading(inplace):
     ts = _mixed()
-    ptrs, numels, codes, any_rg = _C.scan(ts, inplace, True)
+    ptrs, numels, codes, any_rg = _C.scan(ts, inplace, 1)
     assert (ptrs, numels, codes) == _slow(ts)
     assert any_rg is True  # the Parameter
-    assert _C.scan([t.detach() for t in ts], inplace, True)[3] is False
+    assert _C.scan([t.detach() for t in ts], inplace, 1)[3] is False
+    assert _C.scan(ts, inplace, 2)[3] is False  # only one of them requires grad
+    assert _C.scan([t.detach().requires_grad_() for t in ts], inplace, 2)[3] is True
+    assert _C.scan(ts, inplace, 0)[3] is None
+    assert _C.scan([], inplace, 2)[3] is True and _C.scan([], inplace, 1)[3] is False  # as all() / any()
     tl = _bridge.tensor_list(ts, inplace=inplace)
     assert (tl.ptrs, tl.numels, tl.dtypes) == _slow(ts) and tl.on_cpu
 
@@ -63,13 +67,13 @@ class _Sub(torch.Tensor):
 )
 def test_scan_hands_odd_tensors_to_the_slow_path(odd):
     ts = [torch.randn(2), odd()]
-    assert _C.scan(ts, False, True) is None
+    assert _C.scan(ts, False, 1) is None
 
 
 def test_scan_refuses_shared_memory_only_in_place():
     t = torch.randn(4)
-    assert _C.scan([t, t], False, False) is not None
-    assert _C.scan([t, t], True, False) is None
+    assert _C.scan([t, t], False, 0) is not None
+    assert _C.scan([t, t], True, 0) is None
     with pytest.raises(ValueError, match=r"'params'\[1\] shares memory"):
         normreg.L1(1.0).prox_([t, t], 0.1)
 
@@ -118,3 +122,30 @@ def test_torch_function_mode_is_respected():
         v = normreg.L1(1.0).value([w])
     assert seen  # torch's accessors went through the mode, as attribute access does
     assert v.item() == pytest.approx(w.abs().sum().item(), rel=1e-12)
+
+
+def test_kernel_argument_lists_read_fast_or_generic_alike():
+    # The bindings read (ptrs, numels, dtypes) from exact lists of ints in a direct loop and
+    # from any other sequence through pybind11's generic caster: same arguments, same value.
+    ts = _mixed()
+    tl = _bridge.tensor_list(ts)
+    want = sum(t.double().abs().sum().item() for t in ts)
+    fast = _C.penalty_value("l1", tl.ptrs, tl.numels, tl.dtypes, [1.0], [0.0])
+    generic = _C.penalty_value("l1", tuple(tl.ptrs), tuple(tl.numels), tuple(tl.dtypes), [1.0], [0.0])
+    assert fast == generic == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda tl: (tl.ptrs, tl.numels, [0, 7]),  # dtype code out of range: the binding's own check
+        lambda tl: (tl.ptrs, [1, -1], tl.dtypes),  # negative numel: the binding's own check
+        lambda tl: ([-1, tl.ptrs[1]], tl.numels, tl.dtypes),  # negative pointer: refused by the caster
+        lambda tl: (tl.ptrs, [1, 2**70], tl.dtypes),  # out of int64: refused by the caster
+        lambda tl: (tl.ptrs, [1, 1.0], tl.dtypes),  # a float where an int belongs
+    ],
+)
+def test_kernel_argument_lists_refuse_bad_values(bad):
+    tl = _bridge.tensor_list([torch.randn(1), torch.randn(1)])
+    with pytest.raises((TypeError, ValueError)):
+        _C.penalty_value("l1", *bad(tl), [1.0], [0.0])

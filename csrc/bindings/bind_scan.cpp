@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "bindings/bind.hpp"
@@ -26,35 +27,78 @@ namespace normreg {
 
 namespace {
 
+// One of torch's accessors, resolved once: the C function behind a getset descriptor or a
+// method descriptor, called directly. That is what CPython's descriptor machinery calls
+// after its type check (getset_get, method_vectorcall_*); the scan makes that check once
+// per tensor (exact_type) and once per accessor at set-up (the tensor types derive from
+// the descriptor's type), so each call skips the interpreter's generic path. Anything
+// else (another calling convention) goes through the generic descriptor protocol.
+struct Accessor {
+    PyObject* descr = nullptr;  // owned for the process's lifetime
+    getter get = nullptr;       // getset descriptor: get(obj, closure)
+    void* closure = nullptr;
+    PyCFunction noargs = nullptr;               // METH_NOARGS method: f(obj, nullptr)
+    PyCFunctionWithKeywords varargs = nullptr;  // METH_VARARGS | METH_KEYWORDS: f(obj, (), nullptr)
+    bool method = false;
+
+    // A new reference, or nullptr with a Python error set.
+    PyObject* operator()(PyObject* obj) const;
+};
+
 struct ScanTable {
     bool ready = false;
     std::vector<PyTypeObject*> types;  // exact types taken on the fast path (Tensor, Parameter)
     PyObject* dtypes[4] = {nullptr, nullptr, nullptr, nullptr};  // float32, float64, bfloat16, float16
-    PyObject* get_dtype = nullptr;      // getset descriptors
-    PyObject* get_is_cpu = nullptr;
-    PyObject* get_requires_grad = nullptr;
-    PyObject* get_grad = nullptr;
-    PyObject* get_layout = nullptr;
-    PyObject* strided = nullptr;         // torch.strided
-    PyObject* data_ptr = nullptr;        // method descriptors
-    PyObject* numel = nullptr;
-    PyObject* is_contiguous = nullptr;
+    PyObject* strided = nullptr;  // torch.strided
+    PyObject* empty = nullptr;    // () for METH_VARARGS accessors
+    Accessor dtype, is_cpu, requires_grad, grad, layout;  // getters
+    Accessor data_ptr, numel, is_contiguous;              // methods
 };
 
 ScanTable table;
 
-// Attribute `d` (a descriptor found on the tensor type) read from `obj`: a new reference or
-// nullptr with a Python error set.
-inline PyObject* get(PyObject* d, PyObject* obj) {
-    descrgetfunc f = Py_TYPE(d)->tp_descr_get;
-    if (f == nullptr) {
-        PyErr_SetString(PyExc_TypeError, "not a descriptor");
-        return nullptr;
-    }
-    return f(d, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
+PyObject* Accessor::operator()(PyObject* obj) const {
+    if (get != nullptr) return get(obj, closure);
+    if (noargs != nullptr) return noargs(obj, nullptr);
+    if (varargs != nullptr) return varargs(obj, table.empty, nullptr);
+    if (method) return PyObject_Vectorcall(descr, &obj, 1, nullptr);
+    return Py_TYPE(descr)->tp_descr_get(descr, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
 }
 
-inline PyObject* call(PyObject* method, PyObject* obj) { return PyObject_Vectorcall(method, &obj, 1, nullptr); }
+// Resolve `name` on `tensor_type` for objects of every type in `types`.
+Accessor resolve(PyObject* tensor_type, const char* name, bool method, const std::vector<PyTypeObject*>& types) {
+    Accessor a;
+    a.method = method;
+    a.descr = PyObject_GetAttrString(tensor_type, name);
+    if (a.descr == nullptr) throw py::error_already_set();
+    PyTypeObject* owner = nullptr;
+    if (!method && Py_TYPE(a.descr) == &PyGetSetDescr_Type) {
+        auto* d = reinterpret_cast<PyGetSetDescrObject*>(a.descr);
+        owner = PyDescr_TYPE(d);
+        if (d->d_getset->get != nullptr) {
+            a.get = d->d_getset->get;
+            a.closure = d->d_getset->closure;
+        }
+    } else if (method && Py_TYPE(a.descr) == &PyMethodDescr_Type) {
+        auto* d = reinterpret_cast<PyMethodDescrObject*>(a.descr);
+        owner = PyDescr_TYPE(d);
+        const int flags = d->d_method->ml_flags & ~(METH_COEXIST);
+        if (flags == METH_NOARGS) a.noargs = d->d_method->ml_meth;
+        else if (flags == (METH_VARARGS | METH_KEYWORDS))
+            a.varargs = reinterpret_cast<PyCFunctionWithKeywords>(reinterpret_cast<void (*)(void)>(d->d_method->ml_meth));
+    } else if (!method && Py_TYPE(a.descr)->tp_descr_get == nullptr) {
+        throw py::type_error(std::string("scan_init: tensor attribute '") + name + "' is not a descriptor");
+    }
+    if (owner != nullptr) {
+        for (PyTypeObject* t : types)
+            if (!PyType_IsSubtype(t, owner)) {  // cannot happen for torch's types; stay generic
+                a.get = nullptr;
+                a.noargs = nullptr;
+                a.varargs = nullptr;
+            }
+    }
+    return a;
+}
 
 inline bool exact_type(PyObject* obj) {
     PyTypeObject* t = Py_TYPE(obj);
@@ -69,54 +113,53 @@ inline int dtype_code(PyObject* dt) {
     return -1;
 }
 
-// true: the getter returned Py_True; false: Py_False or anything else; -1: error.
-inline int flag(PyObject* d, PyObject* obj, bool method) {
-    PyObject* r = method ? call(d, obj) : get(d, obj);
+// 1: the accessor returned True; 0: False or anything else; -1: error.
+inline int flag(const Accessor& a, PyObject* obj) {
+    PyObject* r = a(obj);
     if (r == nullptr) return -1;
     const int out = (r == Py_True) ? 1 : 0;
     Py_DECREF(r);
     return out;
 }
 
-// A plain CPU tensor's (data_ptr, numel, dtype code) appended to the three lists; false when
-// the tensor is not the plain case (or on a Python error, which is cleared).
-bool scan_one(PyObject* t, PyObject* ptrs, PyObject* numels, PyObject* codes, int* any_rg, std::vector<std::uintptr_t>* raw) {
+// What the scan reads of requires_grad: nothing, whether any tensor requires grad (read
+// until the first that does), or whether all do (read until the first that does not).
+constexpr int kNone = 0, kAny = 1, kAll = 2;
+
+// A plain CPU tensor's data_ptr, numel and dtype code stored at index i of the three
+// (preallocated) lists, and requires_grad folded into *rg as rg_mode says; false when the tensor is not the plain case (or on a Python error,
+// which the caller clears).
+bool scan_one(PyObject* t, Py_ssize_t i, PyObject* ptrs, PyObject* numels, PyObject* codes, int rg_mode, int* rg,
+              std::vector<std::uintptr_t>* raw) {
     if (!exact_type(t)) return false;
-    PyObject* dt = get(table.get_dtype, t);
+    PyObject* dt = table.dtype(t);
     if (dt == nullptr) return false;
     const int code = dtype_code(dt);
     Py_DECREF(dt);
     if (code < 0) return false;
-    if (flag(table.get_is_cpu, t, false) != 1) return false;
-    if (flag(table.is_contiguous, t, true) != 1) return false;
-    if (any_rg != nullptr && *any_rg == 0) {
-        const int rg = flag(table.get_requires_grad, t, false);
-        if (rg < 0) return false;
-        *any_rg = rg;
+    if (flag(table.is_cpu, t) != 1) return false;
+    if (flag(table.is_contiguous, t) != 1) return false;
+    if (rg_mode != 0 && *rg == (rg_mode == kAny ? 0 : 1)) {  // not settled yet
+        const int r = flag(table.requires_grad, t);
+        if (r < 0) return false;
+        *rg = r;
     }
-    PyObject* p = call(table.data_ptr, t);
+    PyObject* p = table.data_ptr(t);
     if (p == nullptr) return false;
-    PyObject* n = call(table.numel, t);
-    if (n == nullptr) {
-        Py_DECREF(p);
-        return false;
-    }
+    PyList_SET_ITEM(ptrs, i, p);  // the list owns it from here
+    PyObject* n = table.numel(t);
+    if (n == nullptr) return false;
+    PyList_SET_ITEM(numels, i, n);
     if (raw != nullptr) {
         const long long ne = PyLong_AsLongLong(n);
         const unsigned long long pv = PyLong_AsUnsignedLongLong(p);
-        if (PyErr_Occurred()) {
-            Py_DECREF(p);
-            Py_DECREF(n);
-            return false;
-        }
+        if (PyErr_Occurred()) return false;
         if (ne > 0) raw->push_back(static_cast<std::uintptr_t>(pv));
     }
     PyObject* c = PyLong_FromLong(code);
-    const bool ok = c != nullptr && PyList_Append(ptrs, p) == 0 && PyList_Append(numels, n) == 0 && PyList_Append(codes, c) == 0;
-    Py_XDECREF(c);
-    Py_DECREF(p);
-    Py_DECREF(n);
-    return ok;
+    if (c == nullptr) return false;
+    PyList_SET_ITEM(codes, i, c);
+    return true;
 }
 
 bool distinct(std::vector<std::uintptr_t>& raw) {
@@ -147,17 +190,16 @@ void bind_scan(py::module_& m) {
                 Py_INCREF(t.dtypes[c]);
             }
             t.strided = strided.release().ptr();
-            auto attr = [&](const char* name) { return py::object(tensor_type.attr(name)).release().ptr(); };
-            t.get_dtype = attr("dtype");
-            t.get_is_cpu = attr("is_cpu");
-            t.get_requires_grad = attr("requires_grad");
-            t.get_grad = attr("grad");
-            t.get_layout = attr("layout");
-            t.data_ptr = attr("data_ptr");
-            t.numel = attr("numel");
-            t.is_contiguous = attr("is_contiguous");
-            for (PyObject* d : {t.get_dtype, t.get_is_cpu, t.get_requires_grad, t.get_grad, t.get_layout})
-                if (Py_TYPE(d)->tp_descr_get == nullptr) throw py::type_error("scan_init: a tensor attribute is not a descriptor");
+            t.empty = PyTuple_New(0);
+            PyObject* tt = tensor_type.ptr();
+            t.dtype = resolve(tt, "dtype", false, t.types);
+            t.is_cpu = resolve(tt, "is_cpu", false, t.types);
+            t.requires_grad = resolve(tt, "requires_grad", false, t.types);
+            t.grad = resolve(tt, "grad", false, t.types);
+            t.layout = resolve(tt, "layout", false, t.types);
+            t.data_ptr = resolve(tt, "data_ptr", true, t.types);
+            t.numel = resolve(tt, "numel", true, t.types);
+            t.is_contiguous = resolve(tt, "is_contiguous", true, t.types);
             t.ready = true;
             table = t;
         },
@@ -166,23 +208,29 @@ void bind_scan(py::module_& m) {
 
     m.def(
         "scan",
-        [](py::list tensors, bool inplace, bool requires_grad) -> py::object {
+        [](py::list tensors, bool inplace, int requires_grad) -> py::object {
             if (!table.ready) return py::none();
+            if (requires_grad < kNone || requires_grad > kAll) throw py::value_error("scan: requires_grad must be 0, 1 (any) or 2 (all)");
             const Py_ssize_t n = PyList_GET_SIZE(tensors.ptr());
-            py::list ptrs, numels, codes;
-            int any_rg = 0;
+            auto ptrs = py::reinterpret_steal<py::list>(PyList_New(n));
+            auto numels = py::reinterpret_steal<py::list>(PyList_New(n));
+            auto codes = py::reinterpret_steal<py::list>(PyList_New(n));
+            if (!ptrs || !numels || !codes) throw py::error_already_set();
+            int rg = requires_grad == kAll ? 1 : 0;  // all() of nothing is true, any() false
             std::vector<std::uintptr_t> raw;
             if (inplace) raw.reserve(static_cast<std::size_t>(n));
             for (Py_ssize_t i = 0; i < n; ++i) {
                 PyObject* t = PyList_GET_ITEM(tensors.ptr(), i);
-                if (!scan_one(t, ptrs.ptr(), numels.ptr(), codes.ptr(), requires_grad ? &any_rg : nullptr, inplace ? &raw : nullptr))
+                if (!scan_one(t, i, ptrs.ptr(), numels.ptr(), codes.ptr(), requires_grad, &rg, inplace ? &raw : nullptr))
                     return none_after_clear();
             }
             if (inplace && !distinct(raw)) return py::none();
-            return py::make_tuple(ptrs, numels, codes, py::bool_(any_rg != 0));
+            py::object flag = requires_grad == kNone ? py::none() : py::object(py::bool_(rg != 0));
+            return py::make_tuple(ptrs, numels, codes, flag);
         },
-        py::arg("tensors"), py::arg("inplace"), py::arg("requires_grad") = false,
-        "(ptrs, numels, dtype codes, any requires_grad) of a list of plain, contiguous CPU tensors, or None.");
+        py::arg("tensors"), py::arg("inplace"), py::arg("requires_grad") = kNone,
+        "(ptrs, numels, dtype codes, flag) of a list of plain, contiguous CPU tensors, or None. `flag` is "
+        "None, any(requires_grad) or all(requires_grad) for requires_grad = 0, 1 or 2.");
 
     m.def(
         "scan_grads",
@@ -192,25 +240,29 @@ void bind_scan(py::module_& m) {
             if (!table.ready) return py::none();
             const Py_ssize_t n = PyList_GET_SIZE(tensors.ptr());
             if (PyList_GET_SIZE(numels.ptr()) != n || PyList_GET_SIZE(codes.ptr()) != n) return py::none();
-            py::list grads, gptrs, gnumels, gcodes;
+            auto grads = py::reinterpret_steal<py::list>(PyList_New(n));
+            auto gptrs = py::reinterpret_steal<py::list>(PyList_New(n));
+            auto gnumels = py::reinterpret_steal<py::list>(PyList_New(n));
+            auto gcodes = py::reinterpret_steal<py::list>(PyList_New(n));
+            if (!grads || !gptrs || !gnumels || !gcodes) throw py::error_already_set();
             std::vector<std::uintptr_t> raw;
             raw.reserve(static_cast<std::size_t>(n));
             for (Py_ssize_t i = 0; i < n; ++i) {
-                PyObject* g = get(table.get_grad, PyList_GET_ITEM(tensors.ptr(), i));
+                PyObject* g = table.grad(PyList_GET_ITEM(tensors.ptr(), i));
                 if (g == nullptr) return none_after_clear();
-                py::object gref = py::reinterpret_steal<py::object>(g);
+                PyList_SET_ITEM(grads.ptr(), i, g);  // the list owns it from here
                 if (!exact_type(g)) return py::none();  // None (missing) or a subclass
-                PyObject* layout = get(table.get_layout, g);
+                PyObject* layout = table.layout(g);
                 if (layout == nullptr) return none_after_clear();
                 const bool dense = layout == table.strided;
                 Py_DECREF(layout);
                 if (!dense) return py::none();
-                if (!scan_one(g, gptrs.ptr(), gnumels.ptr(), gcodes.ptr(), nullptr, &raw)) return none_after_clear();
+                int unused = 0;
+                if (!scan_one(g, i, gptrs.ptr(), gnumels.ptr(), gcodes.ptr(), kNone, &unused, &raw)) return none_after_clear();
                 // Same numel and dtype as the param (Python ints: compare by value).
                 const int eq_n = PyObject_RichCompareBool(PyList_GET_ITEM(gnumels.ptr(), i), PyList_GET_ITEM(numels.ptr(), i), Py_EQ);
                 const int eq_c = PyObject_RichCompareBool(PyList_GET_ITEM(gcodes.ptr(), i), PyList_GET_ITEM(codes.ptr(), i), Py_EQ);
                 if (eq_n != 1 || eq_c != 1) return none_after_clear();
-                grads.append(gref);
             }
             if (!distinct(raw)) return py::none();
             return py::make_tuple(grads, gptrs);

@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -17,9 +19,18 @@ namespace normreg {
 
 namespace py = pybind11;
 
-using Ptrs = std::vector<std::uintptr_t>;
-using Numels = std::vector<std::int64_t>;
-using DTypes = std::vector<int>;
+// The bridge's integer lists (pointers, numels, dtype codes). A std::vector with a caster of
+// its own (below): these lists are read on every call, once per tensor, so an exact Python
+// list of exact ints is read in one direct loop; anything else goes through pybind11's
+// generic sequence caster, with its usual conversions and errors.
+template <class T>
+struct IntList : std::vector<T> {
+    using std::vector<T>::vector;
+};
+
+using Ptrs = IntList<std::uintptr_t>;
+using Numels = IntList<std::int64_t>;
+using DTypes = IntList<int>;
 
 inline engine::TensorList make_list(const char* op, const char* arg, const Ptrs& ptrs, const Numels& numels,
                                     const DTypes& dtypes) {
@@ -75,3 +86,54 @@ inline void require_finite(const char* op, const char* arg, double v) {
 }
 
 }  // namespace normreg
+
+namespace pybind11 {
+namespace detail {
+
+template <class T>
+struct type_caster<normreg::IntList<T>> {
+    PYBIND11_TYPE_CASTER(normreg::IntList<T>, const_name("list[int]"));
+
+    bool load(handle src, bool convert) {
+        PyObject* o = src.ptr();
+        if (PyList_CheckExact(o) && fast_load(o)) return true;
+        list_caster<std::vector<T>, T> generic;
+        if (!generic.load(src, convert)) return false;
+        std::vector<T>& v = generic;
+        value.assign(v.begin(), v.end());
+        return true;
+    }
+
+    static handle cast(const normreg::IntList<T>& src, return_value_policy policy, handle parent) {
+        return list_caster<std::vector<T>, T>::cast(src, policy, parent);
+    }
+
+private:
+    // Every item an exact int in T's range; false (nothing raised) otherwise.
+    bool fast_load(PyObject* list) {
+        const Py_ssize_t n = PyList_GET_SIZE(list);
+        value.resize(static_cast<std::size_t>(n));
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            PyObject* item = PyList_GET_ITEM(list, i);
+            if (!PyLong_CheckExact(item)) return false;
+            if constexpr (std::is_unsigned_v<T>) {
+                const unsigned long long x = PyLong_AsUnsignedLongLong(item);
+                if (x == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+                    PyErr_Clear();
+                    return false;
+                }
+                if (x > std::numeric_limits<T>::max()) return false;
+                value[static_cast<std::size_t>(i)] = static_cast<T>(x);
+            } else {
+                int overflow = 0;
+                const long long x = PyLong_AsLongLongAndOverflow(item, &overflow);
+                if (overflow != 0 || x < std::numeric_limits<T>::min() || x > std::numeric_limits<T>::max()) return false;
+                value[static_cast<std::size_t>(i)] = static_cast<T>(x);
+            }
+        }
+        return true;
+    }
+};
+
+}  // namespace detail
+}  // namespace pybind11

@@ -39,7 +39,10 @@ class TensorList(NamedTuple):
     numels: list[int]
     dtypes: list[int]
     on_cpu: bool  # False: route the call to the pure-torch reference
-    any_requires_grad: bool | None = None  # known when the fast scan built the list
+    #: any / all of the tensors' requires_grad, when the fast scan read it on its way
+    #: (``tensor_list(requires_grad="any" | "all")``); None when unknown
+    any_requires_grad: bool | None = None
+    all_requires_grad: bool | None = None
 
     def __len__(self) -> int:  # noqa: D105
         return len(self.tensors)
@@ -124,17 +127,24 @@ def _check_device(tensors: list[Tensor], arg: str) -> bool:
     return False
 
 
-def tensor_list(params, arg: str = "params", *, inplace: bool = False) -> TensorList:
+_RG_MODES = {None: 0, "any": 1, "all": 2}
+
+
+def tensor_list(params, arg: str = "params", *, inplace: bool = False, requires_grad: str | None = "any") -> TensorList:
     """Check ``params`` and build the kernel arguments.
 
     With ``inplace=True`` the op writes into these tensors: they must be contiguous (a copy
     would silently lose the update) and must not share memory with each other.
     Read-only non-contiguous tensors are made contiguous (a copy, read only).
+    ``requires_grad`` ("any", "all" or None) is what the fast scan folds into
+    :attr:`TensorList.requires_grad` on its way through the list.
     """
     tensors = as_tensors(params, arg, check=False)
     if _SCAN:
-        fast = _C.scan(tensors, inplace, True)
+        fast = _C.scan(tensors, inplace, _RG_MODES[requires_grad])
         if fast is not None:  # every tensor plain, supported, on the CPU and contiguous
+            if requires_grad == "all":
+                return TensorList(tensors, fast[0], fast[1], fast[2], True, None, fast[3])
             return TensorList(tensors, fast[0], fast[1], fast[2], True, fast[3])
     _check_types(tensors, arg)
     dtypes = _check_dtypes(tensors, arg)
@@ -220,8 +230,13 @@ _requires_grad = operator.attrgetter("requires_grad")
 
 
 def trainable(tl: TensorList) -> TensorList | None:
-    """The tensors of ``tl`` that receive a gradient (``requires_grad``); ``None`` if none."""
-    if all(map(_requires_grad, tl.tensors)):
+    """The tensors of ``tl`` that receive a gradient (``requires_grad``); ``None`` if none.
+
+    Build ``tl`` with ``tensor_list(..., requires_grad="all")`` and the common case (every
+    tensor trainable) costs nothing more here.
+    """
+    every = tl.all_requires_grad
+    if every if every is not None else all(map(_requires_grad, tl.tensors)):
         return tl
     tensors = [t for t in tl.tensors if t.requires_grad]
     return tensor_list(tensors) if tensors else None

@@ -188,7 +188,7 @@ class Penalty:
         """
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_add_grad_(self, params, process_group)
-        tl = trainable(tensor_list(params))
+        tl = trainable(tensor_list(params, requires_grad="all"))
         if tl is None:
             return 0.0
         self._check_params(tl)
