@@ -15,7 +15,8 @@ namespace normreg {
 namespace {
 
 void check_prox(const char* op, int kind, double a, double b) {
-    if (kind < 0 || kind > 2) throw py::value_error(std::string(op) + ": 'prox_kind' must be 0 (none), 1 (shrink) or 2 (hard)");
+    if (kind < 0 || kind > 3)
+        throw py::value_error(std::string(op) + ": 'prox_kind' must be 0 (none), 1 (shrink), 2 (hard) or 3 (penalty gradient)");
     if (!(a >= 0.0) || !std::isfinite(a)) throw py::value_error(std::string(op) + ": 'prox_a' must be finite and >= 0");
     if (!(b >= 0.0) || !std::isfinite(b)) throw py::value_error(std::string(op) + ": 'prox_b' must be finite and >= 0");
 }

@@ -12,7 +12,7 @@
 
 namespace normreg::engine {
 
-// f(integral_constant<int, k>) for k in {0, 1, 2} (prox kinds, weight-decay modes).
+// f(integral_constant<int, k>) for k in {0, 1, 2} (weight-decay modes).
 template <class F>
 inline decltype(auto) dispatch3(int kind, F&& f) {
     switch (kind) {
@@ -22,12 +22,19 @@ inline decltype(auto) dispatch3(int kind, F&& f) {
     }
 }
 
+// f(integral_constant<int, k>) for the fused penalty kinds k in {0, 1, 2, 3} (kernels::ProxKind).
+template <class F>
+inline decltype(auto) dispatch_penalty(int kind, F&& f) {
+    if (kind == 3) return f(std::integral_constant<int, 3>{});
+    return dispatch3(kind, f);
+}
+
 template <class F>
 inline decltype(auto) dispatch_bool(bool b, F&& f) {
     return b ? f(std::true_type{}) : f(std::false_type{});
 }
 
-// SGD (momentum, dampening, nesterov, weight decay, maximize) + prox. `buf` is empty when
+// SGD (momentum, dampening, nesterov, weight decay, maximize) + the fused penalty (prox or gradient). `buf` is empty when
 // momentum == 0; init[i] marks tensors whose momentum buffer is new (and zero-filled).
 inline std::vector<std::int64_t> sgd_step(const TensorList& w, const TensorList& g, const TensorList& buf,
                                           const std::vector<char>& init, const kernels::SgdHyper& h, bool nesterov,
@@ -35,7 +42,7 @@ inline std::vector<std::int64_t> sgd_step(const TensorList& w, const TensorList&
     const bool momentum = h.momentum != 0.0;
     auto plan = plan_chunks(w);
     auto combine = [](std::int64_t a, std::int64_t b) { return a + b; };
-    return dispatch3(prox_kind, [&](auto kind) {
+    return dispatch_penalty(prox_kind, [&](auto kind) {
         constexpr int K = decltype(kind)::value;
         return dispatch_bool(momentum, [&](auto mom) {
             constexpr bool M = decltype(mom)::value;
@@ -62,7 +69,7 @@ inline std::vector<std::int64_t> sgd_step(const TensorList& w, const TensorList&
     });
 }
 
-// Adam / AdamW (+ amsgrad) + prox; step_size and bc2_sqrt per tensor (each param has its
+// Adam / AdamW (+ amsgrad) + the fused penalty (prox or gradient); step_size and bc2_sqrt per tensor (each param has its
 // own step count, as in torch.optim). `vmax` is empty unless amsgrad.
 inline std::vector<std::int64_t> adam_step(const TensorList& w, const TensorList& g, const TensorList& m, const TensorList& v,
                                            const TensorList& vmax, const std::vector<double>& step_size,
@@ -70,11 +77,11 @@ inline std::vector<std::int64_t> adam_step(const TensorList& w, const TensorList
                                            int prox_kind, double pa, double pb, bool preconditioned) {
     auto plan = plan_chunks(w);
     auto combine = [](std::int64_t a, std::int64_t b) { return a + b; };
-    return dispatch3(prox_kind, [&](auto kind) {
+    return dispatch_penalty(prox_kind, [&](auto kind) {
         constexpr int K = decltype(kind)::value;
         return dispatch_bool(amsgrad, [&](auto ams) {
             constexpr bool A = decltype(ams)::value;
-            return dispatch_bool(preconditioned && K != 0, [&](auto pre) {
+            return dispatch_bool(preconditioned && (K == 1 || K == 2), [&](auto pre) {
                 constexpr bool P = decltype(pre)::value;
                 return dispatch3(h.weight_decay == 0.0 ? 0 : (h.decoupled ? 2 : 1), [&](auto wdm) {
                 constexpr int WD = decltype(wdm)::value;

@@ -11,17 +11,34 @@
 #include <cstdint>
 
 #include "engine/dtype.hpp"
+#include "kernels/penalty.hpp"  // sign_nan
 #include "kernels/prox.hpp"
 
 namespace normreg::kernels {
 
-// Elementwise prox fused into an optimizer step.
-//   None:   no prox
-//   Shrink: elastic net  w <- soft(w, a) / (1 + b)           (a = lr*l1, b = lr*l2)
-//   Hard:   exact L0     w <- |w| <= sqrt(2a) ? 0 : w        (a = lr*l0)
-// Preconditioned (Adam): the metric is diag(den)/lr, so a and b are divided by the
-// element's denominator den = sqrt(v_hat) + eps.
-enum class ProxKind : int { None = 0, Shrink = 1, Hard = 2 };
+// Elementwise penalty fused into an optimizer step.
+//   None:   no penalty
+//   Shrink: elastic net prox  w <- soft(w, a) / (1 + b)      (a = lr*l1, b = lr*l2)
+//   Hard:   exact L0 prox     w <- |w| <= sqrt(2a) ? 0 : w   (a = lr*l0)
+//   Grad:   no prox; the penalty's gradient enters the update instead:
+//           g <- g + (a*sign(w) + b*w) before anything else  (a = l1, b = l2), rounded to
+//           T as penalty.add_grad_ stores it, so the step equals add_grad_ then the step.
+// Preconditioned (Adam, Shrink and Hard only): the metric is diag(den)/lr, so a and b are
+// divided by the element's denominator den = sqrt(v_hat) + eps.
+enum class ProxKind : int { None = 0, Shrink = 1, Hard = 2, Grad = 3 };
+
+// The gradient the update uses: g itself, or g plus the affine penalty's gradient (Grad),
+// with the same operations and rounding as penalty.add_grad_ (kernels::affine_grad).
+template <int Kind, class T, class C>
+inline C penalized_grad(T g, C w, C a, C b) noexcept {
+    if constexpr (Kind == static_cast<int>(ProxKind::Grad)) {
+        const C d = a * sign_nan(w) + b * w;
+        return load<T>(store<T>(load<T>(g) + d));
+    } else {
+        (void)w, (void)a, (void)b;
+        return load<T>(g);
+    }
+}
 
 template <class C>
 struct ProxConst {
@@ -74,7 +91,7 @@ NORMREG_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g, T* 
 #pragma omp simd reduction(+ : zeros)
     for (std::int64_t i = 0; i < n; ++i) {
         const C wi = load<T>(w[i]);
-        C d = load<T>(g[i]) * gsign;
+        C d = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
         if constexpr (WD) d = d + wd * wi;
         if constexpr (Momentum) {
             const C bm = load<T>(buf[i]) * bmom + bdamp * d;
@@ -116,7 +133,7 @@ NORMREG_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T*
 #pragma omp simd reduction(+ : zeros)
     for (std::int64_t i = 0; i < n; ++i) {
         C wi = load<T>(w[i]);
-        C gi = load<T>(g[i]) * gsign;
+        C gi = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
         if constexpr (WD == 1) gi = gi + wd * wi;
         if constexpr (WD == 2) wi = wi * decay;
         C mi = load<T>(m[i]);

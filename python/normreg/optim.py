@@ -26,6 +26,17 @@ call of ``step()`` (k = 0, 1, ...): any callable, or :class:`Constant`,
 factor after each step to reach a target fraction of zeros. The step count and the
 schedule's state are part of ``state_dict()``.
 
+Penalty as a proximal step or as a gradient
+-------------------------------------------
+``penalty_mode="prox"`` (the default) takes the proximal step above. ``penalty_mode="grad"``
+adds the penalty's (sub)gradient to each gradient instead, in the same fused pass:
+``opt.step()`` then equals ``penalty.add_grad_(params); opt.step()`` of the unpenalized
+optimizer (bitwise, for every dtype, with L1 / SquaredL2 / ElasticNet and their sums) but
+reads the weights and gradients once, and leaves ``.grad`` untouched. Other penalties with
+a gradient (GroupLasso, L2Norm, Linf) work too, through a separate gradient pass into a
+copy of the gradients; L0 has no gradient and is refused. A group may set its own
+``"penalty_mode"``.
+
 Adam-preconditioned prox
 ------------------------
 ``precondition_prox=True`` (ProxAdam / ProxAdamW) takes the prox in Adam's metric: the
@@ -233,6 +244,39 @@ def _fused_args(plan: _Plan | None, lr: float) -> tuple[int, float, float]:
     return 0, 0.0, 0.0
 
 
+_PENALTY_MODES = ("prox", "grad")
+_GRAD = 3  # the kernels' fused-gradient penalty kind (kernels::ProxKind::Grad)
+
+
+def _check_has_grad(penalty) -> None:
+    from .penalties import L0, Penalty, Sum
+
+    if not isinstance(penalty, Penalty):
+        raise TypeError(f"'penalty' must be a normreg penalty (e.g. normreg.L1(1e-4)), got {type(penalty).__name__}")
+    terms = penalty.terms if isinstance(penalty, Sum) else [penalty]
+    if any(isinstance(t, L0) for t in terms):
+        raise ValueError(
+            f"penalty_mode='grad': {penalty!r} has an L0 term, which has no gradient; use penalty_mode='prox' "
+            "(its hard threshold)"
+        )
+
+
+def _grad_args(penalty, tl, gl):
+    """(kind, a, b, grads) of the kernel for a penalty applied as a gradient.
+
+    L1 / SquaredL2 / ElasticNet (and sums of them) on the CPU go into the fused pass as
+    ``g + l1*sign(w) + l2*w``; any other penalty with a gradient (or tensors the kernels do
+    not take) adds its gradient into a copy of the gradients first, as ``add_grad_`` would.
+    """
+    if penalty.affine and tl.on_cpu:
+        a, b = penalty._s1(), penalty._s2()
+        return (_GRAD, a, b, gl) if a > 0 or b > 0 else (0, 0.0, 0.0, gl)
+    copies = [g.clone(memory_format=torch.contiguous_format) for g in gl.tensors]
+    cl = paired(tl, copies, "grads", inplace=True)
+    penalty._grad(tl, cl, 1.0, accumulate=True)
+    return 0, 0.0, 0.0, cl
+
+
 class _ProxOptimizer(torch.optim.Optimizer):
     """Bookkeeping shared by the proximal optimizers: penalties per group, the λ schedule,
     stats, state_dict. Subclasses implement ``_update(group, params, grads, kind, a, b)``."""
@@ -255,9 +299,19 @@ class _ProxOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         penalty = param_group.get("penalty", self.defaults.get("penalty"))
-        if penalty is not None:
+        mode = param_group.get("penalty_mode", self.defaults.get("penalty_mode", "prox"))
+        if mode not in _PENALTY_MODES:
+            raise ValueError(f"'penalty_mode' must be 'prox' or 'grad', got {mode!r}")
+        pre = param_group.get("precondition_prox", self.defaults.get("precondition_prox", False))
+        if penalty is not None and mode == "grad":
+            _check_has_grad(penalty)
+            if pre:
+                raise ValueError(
+                    "'precondition_prox' applies to penalty_mode='prox'; with penalty_mode='grad' the "
+                    "penalty's gradient goes through Adam's preconditioner like the loss's"
+                )
+        elif penalty is not None:
             plan = _plan(penalty)  # TypeError / ValueError for penalties without an exact prox
-            pre = param_group.get("precondition_prox", self.defaults.get("precondition_prox", False))
             if pre and not plan.elementwise:
                 raise ValueError(
                     f"'precondition_prox' needs an elementwise penalty (L1, SquaredL2, ElasticNet, L0), "
@@ -342,18 +396,25 @@ class _ProxOptimizer(torch.optim.Optimizer):
                 continue
             if penalty is not None and factor != 1.0:
                 penalty = penalty.scaled(factor)
-            plan = _plan(penalty) if penalty is not None else None
+            as_grad = penalty is not None and group.get("penalty_mode", "prox") == "grad"
+            plan = _plan(penalty) if penalty is not None and not as_grad else None
             tl = tensor_list(params, "params", inplace=True)
             gl = paired(tl, grads, "grads", inplace=False)
+            if as_grad:
+                penalty._check_params(tl)
             shapes = _check_plan_params(plan, tl) if plan is not None else None
-            todo.append((group, penalty, plan, tl, gl, shapes))
+            todo.append((group, penalty, as_grad, plan, tl, gl, shapes))
         group_stats: list[ProxStats | None] = []
         for item in todo:
             if item is None:
                 group_stats.append(None)
                 continue
-            group, penalty, plan, tl, gl, shapes = item
+            group, penalty, as_grad, plan, tl, gl, shapes = item
             lr = float(group["lr"])
+            if as_grad:
+                kind, a, b, gl = _grad_args(penalty, tl, gl)
+                group_stats.append(ProxStats.from_counts(self._update(group, tl, gl, kind, a, b), tl.tensors))
+                continue
             kind, a, b = _fused_args(plan, lr)
             zeros = self._update(group, tl, gl, kind, a, b)
             if plan is None:
@@ -415,6 +476,7 @@ class ProxSGD(_ProxOptimizer):
         *,
         maximize: bool = False,
         penalty=None,
+        penalty_mode: str = "prox",
         penalty_schedule=None,
     ) -> None:
         _check_lr(lr)
@@ -433,6 +495,7 @@ class ProxSGD(_ProxOptimizer):
             weight_decay=weight_decay,
             nesterov=nesterov,
             maximize=maximize,
+            penalty_mode=penalty_mode,
         )
         super().__init__(params, defaults, penalty, penalty_schedule)
 
@@ -509,6 +572,7 @@ class ProxAdam(_ProxOptimizer):
         maximize: bool = False,
         precondition_prox: bool = False,
         penalty=None,
+        penalty_mode: str = "prox",
         penalty_schedule=None,
     ) -> None:
         _check_lr(lr)
@@ -526,6 +590,7 @@ class ProxAdam(_ProxOptimizer):
             amsgrad=amsgrad,
             maximize=maximize,
             precondition_prox=precondition_prox,
+            penalty_mode=penalty_mode,
         )
         super().__init__(params, defaults, penalty, penalty_schedule)
 
@@ -628,6 +693,7 @@ class ProxAdamW(ProxAdam):
         maximize: bool = False,
         precondition_prox: bool = False,
         penalty=None,
+        penalty_mode: str = "prox",
         penalty_schedule=None,
     ) -> None:
         super().__init__(
@@ -640,5 +706,6 @@ class ProxAdamW(ProxAdam):
             maximize=maximize,
             precondition_prox=precondition_prox,
             penalty=penalty,
+            penalty_mode=penalty_mode,
             penalty_schedule=penalty_schedule,
         )
