@@ -101,9 +101,18 @@ def test_tiny_run_json_is_well_formed(tiny_run):
             assert d["ratio"]["1"] == pytest.approx(1.0)
             assert d["ratio"]["2"] == pytest.approx(d["best_s"]["1"] / d["best_s"]["2"])
     ts = r["training_step"]
-    for v in ("normreg", "torch-eager"):
-        assert 0 < ts["share"][v] < 1
+    for v in ("normreg", "normreg-add_grad", "torch-eager"):
+        assert ts["share"][v] < 1
         assert ts["share"][v] == pytest.approx(ts["variants"][v]["penalty_s"] / ts["variants"][v]["best_s"])
+        assert ts["share_ratios"].get(v, ts["share"][v] / ts["share"]["torch-eager"]) == pytest.approx(
+            ts["share"][v] / ts["share"]["torch-eager"]
+        )
+    for v in ("normreg-add_grad", "torch-eager"):  # timed directly: positive
+        assert ts["share"][v] > 0
+    # the fused penalty's cost is a difference of optimizer-step times (it may be noise-small)
+    opt = ts["optimizer_step"]
+    assert opt["with_penalty_s"] > 0 and opt["without_penalty_s"] > 0
+    assert ts["variants"]["normreg"]["penalty_s"] == pytest.approx(opt["with_penalty_s"] - opt["without_penalty_s"])
     # the saved run redraws without re-running
     assert report.main([str(paths["json"])]) == 0
 

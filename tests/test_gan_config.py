@@ -33,7 +33,7 @@ def test_defaults_are_the_documented_default_run():
         ("test_fraction", 0.7),
         ("ema_decay", 1.0),
         ("weight_penalty", "l3"),
-        ("penalty_mode", "fused"),
+        ("penalty_mode", "hybrid"),
         ("penalty_on", "x"),
         ("recon", "l3"),
         ("penalty_schedule", "step"),

@@ -9,6 +9,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "engine/dtype.hpp"
 #include "kernels/penalty.hpp"  // sign_nan
@@ -123,37 +124,43 @@ NORMREG_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T*
     const C wgt = static_cast<C>(wgt_d), wgt_c = C(1) - wgt, b2 = static_cast<C>(h.beta2), one_b2 = static_cast<C>(1.0 - h.beta2),
             eps = static_cast<C>(h.eps), bc2s = static_cast<C>(bc2_sqrt), neg_step = static_cast<C>(-step_size),
             wd = static_cast<C>(h.weight_decay), decay = static_cast<C>(1.0 - h.lr * h.weight_decay);
-    // torch's lerp(m, g, w): m + w*(g - m) for |w| < 0.5, else g - (g - m)*(1 - w). Written
-    // as one expression with 0/1 selectors so the loop has no branch: exactly one term is live.
+    // torch's lerp(m, g, w): m + w*(g - m) for |w| < 0.5, else g - (g - m)*(1 - w). The
+    // choice is made once, outside the loop: with a select inside, GCC unswitches the loop
+    // and leaves one of the two copies scalar (5x slower for beta1 <= 0.5, as in DCGAN).
     const bool small_w = std::fabs(static_cast<float>(wgt)) < 0.5f;
     const C gsign = h.maximize ? C(-1) : C(1);
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
     (void)wd, (void)decay;
     std::int64_t zeros = 0;
+    auto pass = [&](auto small) __attribute__((always_inline)) {
+        constexpr bool Small = decltype(small)::value;
 #pragma omp simd reduction(+ : zeros)
-    for (std::int64_t i = 0; i < n; ++i) {
-        C wi = load<T>(w[i]);
-        C gi = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
-        if constexpr (WD == 1) gi = gi + wd * wi;
-        if constexpr (WD == 2) wi = wi * decay;
-        C mi = load<T>(m[i]);
-        const C diff = gi - mi;
-        const C lo = mi + wgt * diff, hi = gi - diff * wgt_c;
-        mi = small_w ? lo : hi;
-        const C vi = load<T>(v[i]) * b2 + one_b2 * gi * gi;
-        m[i] = store<T>(mi);
-        v[i] = store<T>(vi);
-        C vd = vi;
-        if constexpr (Amsgrad) {
-            const C old = load<T>(vmax[i]);
-            vd = vi != vi ? vi : (old < vi ? vi : old);  // torch.maximum keeps NaN
-            vmax[i] = store<T>(vd);
+        for (std::int64_t i = 0; i < n; ++i) {
+            C wi = load<T>(w[i]);
+            C gi = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
+            if constexpr (WD == 1) gi = gi + wd * wi;
+            if constexpr (WD == 2) wi = wi * decay;
+            C mi = load<T>(m[i]);
+            const C diff = gi - mi;
+            if constexpr (Small) mi = mi + wgt * diff;
+            else mi = gi - diff * wgt_c;
+            const C vi = load<T>(v[i]) * b2 + one_b2 * gi * gi;
+            m[i] = store<T>(mi);
+            v[i] = store<T>(vi);
+            C vd = vi;
+            if constexpr (Amsgrad) {
+                const C old = load<T>(vmax[i]);
+                vd = vi != vi ? vi : (old < vi ? vi : old);  // torch.maximum keeps NaN
+                vmax[i] = store<T>(vd);
+            }
+            const C den = std::sqrt(vd) / bc2s + eps;
+            const C r = fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den);
+            w[i] = store<T>(r);
+            zeros += (r == C(0));
         }
-        const C den = std::sqrt(vd) / bc2s + eps;
-        const C r = fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den);
-        w[i] = store<T>(r);
-        zeros += (r == C(0));
-    }
+    };
+    if (small_w) pass(std::true_type{});
+    else pass(std::false_type{});
     return zeros;
 }
 

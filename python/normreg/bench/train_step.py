@@ -6,25 +6,33 @@ patch discriminator, batch 64, Adam), whose default weight penalty is L1 on the 
 weights (biases and norm layers excluded), applied by ``penalty.add_grad_``. Without it, a
 stand-in DCGAN step (:func:`standin_setup`) is measured instead and the result says so.
 
-The L1 weight penalty is applied three ways:
+The L1 weight penalty is applied these ways:
 
 ``none``
     no penalty: the baseline step;
 ``normreg``
-    ``penalty.add_grad_(weights)`` after ``backward()``: one fused pass, no graph (the
-    trainer's ``penalty_mode="add_grad"``);
+    the trainer's default ``penalty_mode="fused"``: ``ProxAdam(penalty_mode="grad")`` adds
+    ``l * sign(w)`` to the gradient inside its update pass, so the weights and gradients are
+    read once per step (in the stand-in step: ``penalty.add_grad_``);
+``normreg-add_grad``
+    ``penalty.add_grad_(weights)`` after ``backward()``, then ``torch.optim.Adam``: one
+    fused pass of its own, no graph (``penalty_mode="add_grad"``);
 ``torch-eager``
     ``loss = loss + l * sum(w.abs().sum() for w in weights)`` before ``backward()``: the
     expression users write, whose cost is split between the forward and the backward.
 
-How the penalty's time is measured: for normreg, the ``add_grad_`` calls inside the step,
-timed with ``time.perf_counter``; for eager, the expression and its ``backward()`` on the
-same weights, run right after the step (inside the step its backward is fused into the
-loss's backward pass and cannot be timed apart; run alone it does the same autograd work
-and accumulates the same gradient into ``.grad``, which the next step discards). The
+How the penalty's time is measured. ``normreg``: the penalized optimizer steps are timed
+inside the trainer's step, and so are the same optimizer's steps in a twin trainer whose
+groups carry no penalty; the penalty's cost is the difference of the two best times (the
+marginal cost of the fused term, in the cache state of a real step). ``normreg-add_grad``:
+the ``add_grad_`` calls inside the step, timed with ``time.perf_counter``. ``torch-eager``:
+the expression and its ``backward()`` on the same weights, run right after the step (inside
+the step its backward is fused into the loss's backward pass and cannot be timed apart; run
+alone it does the same autograd work and accumulates the same gradient into ``.grad``,
+which the next step discards; its data are then warm in cache, which favours eager). The
 variants run interleaved, ``reps`` times each after warm-up, and the best time of each is
-kept. The regularization's share of a step is ``best penalty time / best step time``;
-the issue's target is normreg's share at most a fifth of eager's. The difference of step
+kept. The regularization's share of a step is ``penalty time / best step time``; the
+issue's target is normreg's share at most a fifth of eager's. The difference of step
 times with and without the penalty is reported too, but a step's run-to-run noise is often
 larger than the penalty itself.
 """
@@ -204,6 +212,10 @@ def _shares(best: dict, times: dict, pen: dict, variants) -> dict:
         },
         "share": share,
         "share_ratio": share["normreg"] / share["torch-eager"] if share["torch-eager"] > 0 else None,
+        # every normreg way of applying the penalty against eager (the stand-in has only one)
+        "share_ratios": {
+            v: share[v] / share["torch-eager"] for v in share if v.startswith("normreg") and share["torch-eager"] > 0
+        },
         "share_by_difference": {v: (best[v] - best["none"]) / best[v] for v in pen},
     }
 
@@ -255,22 +267,39 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
     data = load_data(base)
     trainers = {
         "none": Trainer(base.replace(weight_penalty="none"), data=data),
-        "normreg": Trainer(base.replace(penalty_mode="add_grad"), data=data),
+        "normreg": Trainer(base.replace(penalty_mode="fused"), data=data),
+        "normreg-add_grad": Trainer(base.replace(penalty_mode="add_grad"), data=data),
         "torch-eager": Trainer(base.replace(penalty_mode="add_grad"), data=data),
+        # the fused trainer's optimizer with no penalty: the baseline of its optimizer step
+        "fused-baseline": Trainer(base.replace(penalty_mode="fused"), data=data),
     }
-    pen_times: dict[str, list[float]] = {"normreg": [], "torch-eager": []}
-
-    # normreg: time the trainer's own add_grad_ call inside its step
-    tr = trainers["normreg"]
-    original_after = tr._apply_penalty_after
+    for opt in (trainers["fused-baseline"].opt_g, trainers["fused-baseline"].opt_d):
+        for group in opt.param_groups if opt is not None else []:
+            group["penalty"] = None
+    pen_times: dict[str, list[float]] = {"normreg": [], "normreg-add_grad": [], "torch-eager": []}
     spent = [0.0]
 
-    def timed_after(opt, groups, penalty):
-        t0 = time.perf_counter()
-        original_after(opt, groups, penalty)
-        spent[0] += time.perf_counter() - t0
+    def timed(f):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = f(*args, **kwargs)
+            spent[0] += time.perf_counter() - t0
+            return out
 
-    tr._apply_penalty_after = timed_after
+        return run
+
+    # normreg, fused: the penalized optimizer steps inside the trainer's step (their cost
+    # over the same optimizer's steps without a penalty is the penalty's cost)
+    opt_times: dict[str, list[float]] = {"normreg": [], "fused-baseline": []}
+    for v in opt_times:
+        tr = trainers[v]
+        for opt, on in ((tr.opt_g, tr.pen_g), (tr.opt_d, tr.pen_d)):
+            if opt is not None and on:
+                opt.step = timed(opt.step)
+
+    # normreg, add_grad: the trainer's own add_grad_ call inside its step
+    ta = trainers["normreg-add_grad"]
+    ta._apply_penalty_after = timed(ta._apply_penalty_after)
 
     # eager: the same penalty as a loss term (the expression users write), no add_grad_
     te = trainers["torch-eager"]
@@ -301,16 +330,19 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
             t0 = time.perf_counter()
             trainer.step()
             dt = time.perf_counter() - t0
-            if v == "torch-eager":
-                pen = eager_cost()
-            else:
-                pen = spent[0]
+            pen = eager_cost() if v == "torch-eager" else spent[0]
             if i >= warmup:
                 times[v].append(dt)
-                if v in pen_times:
+                if v in opt_times:
+                    opt_times[v].append(pen)
+                elif v in pen_times:
                     pen_times[v].append(pen)
+    del times["fused-baseline"]
     best = {v: min(ts) for v, ts in times.items()}
-    pen = {v: min(ts) for v, ts in pen_times.items()}
+    pen = {v: min(ts) for v, ts in pen_times.items() if ts}
+    opt_best = {v: min(ts) for v, ts in opt_times.items()}
+    pen["normreg"] = opt_best["normreg"] - opt_best["fused-baseline"]
+    tr = trainers["normreg"]
     g, d = tr.G, tr.D
     n_params = sum(p.numel() for p in g.parameters()) + (
         sum(p.numel() for p in d.parameters()) if d is not None else 0
@@ -329,5 +361,11 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
         "penalized_weights": n_weights,
         "penalty": f"L1({cfg.weight_penalty_strength:g}) on the weights of {'G and D' if cfg.penalty_on == 'both' else cfg.penalty_on.upper()}",
         "reps": reps,
-        **_shares(best, times, pen, trainers),
+        "optimizer_step": {
+            "with_penalty_s": opt_best["normreg"],
+            "without_penalty_s": opt_best["fused-baseline"],
+            "note": "normreg: ProxAdam(penalty_mode='grad') steps inside the training step; its penalty "
+            "cost is their best time minus the best time of the same steps with no penalty",
+        },
+        **_shares(best, times, pen, list(times)),
     }

@@ -52,11 +52,12 @@ def tv_loss(images: Tensor) -> Tensor:
     return losses.total_variation(images, kind="anisotropic", reduction="mean")
 
 
-def prox_adam(groups, lr: float, betas: tuple[float, float], schedule):
-    """ProxAdam over param groups that carry their penalty; ``schedule`` scales it per step."""
+def prox_adam(groups, lr: float, betas: tuple[float, float], schedule, mode: str = "prox"):
+    """ProxAdam over param groups that carry their penalty; ``schedule`` scales it per step;
+    ``mode``: its proximal step ("prox") or its gradient inside the update ("grad")."""
     from normreg.optim import ProxAdam
 
-    return ProxAdam(groups, lr=lr, betas=betas, penalty_schedule=schedule)
+    return ProxAdam(groups, lr=lr, betas=betas, penalty_schedule=schedule, penalty_mode=mode)
 
 
 def make_schedule(kind: str, total: int, warmup_fraction: float):

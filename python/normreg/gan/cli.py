@@ -42,7 +42,7 @@ _HELP = {
     "weight_penalty_strength": "lambda of the weight penalty",
     "l1_ratio": "elastic_net: share of the strength on the L1 part",
     "penalty_on": "g | d | both",
-    "penalty_mode": "loss (autograd) | add_grad (fused gradient) | prox (ProxAdam proximal step)",
+    "penalty_mode": "loss (autograd) | add_grad (fused gradient) | fused (gradient inside ProxAdam's update) | prox (ProxAdam proximal step)",
     "penalty_schedule": "constant | linear_warmup | cosine",
     "warmup_fraction": "linear_warmup: share of the steps spent ramping up",
     "ema_decay": "EMA of G's weights for samples and metrics (0 disables)",

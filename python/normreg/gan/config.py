@@ -22,7 +22,7 @@ PAIRED_TASKS = ("completion", "denoise", "superres")
 RECONS = ("l1", "l2", "ssim", "none")
 PENALTIES = ("none", "l1", "l2", "elastic_net", "l0", "group_lasso")
 PENALTY_ON = ("g", "d", "both")
-PENALTY_MODES = ("loss", "add_grad", "prox")
+PENALTY_MODES = ("loss", "add_grad", "fused", "prox")
 SCHEDULES = ("constant", "linear_warmup", "cosine", "cosine_ramp")
 MASKS = ("bottom_half", "right_half", "center")
 RESIZE = ("center_crop", "stretch", "none")
@@ -79,7 +79,7 @@ class TrainConfig:
     weight_penalty_strength: float = 1e-5
     l1_ratio: float = 0.5  #: elastic_net: share of the strength that goes to the L1 part
     penalty_on: str = "g"  #: g | d | both
-    penalty_mode: str = "add_grad"  #: loss (autograd) | add_grad (fused gradient) | prox (ProxAdam)
+    penalty_mode: str = "fused"  #: loss (autograd) | add_grad (fused gradient) | fused (gradient inside ProxAdam's pass) | prox (ProxAdam)
     penalty_schedule: str = "constant"  #: constant | linear_warmup | cosine (1 -> 0) | cosine_ramp (0 -> 1)
     warmup_fraction: float = 0.1  #: linear_warmup: share of the steps spent ramping λ up
     # -- averaging, evaluation, output --------------------------------------------------------
