@@ -44,7 +44,9 @@ def _fmt_time(s: float) -> str:
         return f"{s:.2f} s"
     if s >= 1e-3:
         return f"{s * 1e3:.2f} ms"
-    return f"{s * 1e6:.1f} us"
+    if s >= 1e-6:
+        return f"{s * 1e6:.1f} us"
+    return f"{s * 1e9:.0f} ns"  # per-tensor costs: "0.3 us" would hide what the target is about
 
 
 def _rows(results: dict) -> list[list[str]]:
