@@ -4,9 +4,10 @@
 // tensor's metadata from C++ directly. It can, however, call torch's own Python-level
 // accessors (the `dtype` / `is_cpu` / `requires_grad` / `grad` getters and the `data_ptr` /
 // `numel` / `is_contiguous` methods) without the interpreter in between: the descriptors are
-// looked up once on the tensor type and then invoked through the CPython C API. Same
-// functions, same semantics (torch-function modes included), a fraction of the cost of
-// `map(attrgetter(...))` in Python.
+// looked up once on the tensor type and the C functions behind them are called directly
+// (see Accessor). Same functions, same semantics (torch-function modes included), a
+// fraction of the cost of `map(attrgetter(...))` in Python. The results go straight into
+// preallocated lists.
 //
 // Nothing here raises for a bad tensor: whenever something is not the plain case (another
 // type, an unsupported dtype, not on the CPU, not contiguous, shared memory for an in-place

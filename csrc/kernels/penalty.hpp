@@ -54,9 +54,9 @@ NORMREG_KERNEL AbsSq abs_sq_sum(const T* __restrict x, std::int64_t n) noexcept 
     std::int64_t i = 0;
     if constexpr (std::is_same_v<compute_t<T>, float>) {
         for (; i + kLanes * kDepth <= n; i += kLanes * kDepth) {
-            __builtin_prefetch(x + i + NORMREG_PREFETCH_ELEMS, 0, 0);
             float fa[kLanes] = {}, fs[kLanes] = {};
             for (std::int64_t k = 0; k < kDepth; ++k) {
+                __builtin_prefetch(x + i + k * kLanes + NORMREG_PREFETCH_ELEMS, 0, 0);  // one per row, as below
 #pragma omp simd
                 for (std::int64_t j = 0; j < kLanes; ++j) {
                     const float v = load<T>(x[i + k * kLanes + j]);
