@@ -149,7 +149,7 @@ def test_wrong_peer_is_refused_before_anything_is_timed(monkeypatch):
     (case,) = build_cases(["penalty value"], ["tiny200"])[0][:1]
     case.peers.append(_wrong_value_peer(case))
     timed = []
-    monkeypatch.setattr(runner, "time_impl", lambda c, impl, **kw: timed.append(impl.name))
+    monkeypatch.setattr(runner, "_Timer", lambda c, impl, *a, **kw: timed.append(impl.name))
     with pytest.raises(runner.AgreementError, match="torch-wrong") as info:
         runner.run_case(case, reps=1)
     assert info.value.impl == "torch-wrong" and info.value.group == case.group
@@ -311,3 +311,36 @@ def test_performance_doc_has_one_results_section():
     text = doc.read_text(encoding="utf-8")
     assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
     assert text.index(report.BEGIN) < text.index(report.END)
+
+
+def test_implementations_take_turns(monkeypatch):
+    # run_case times the implementations side by side: rounds of ROUND repetitions, each
+    # round after one untimed call, until each has `reps`.
+    (case,) = build_cases(["penalty value"], ["tiny200"])[0][:1]
+    events = []
+
+    class Fake:
+        def __init__(self, c, impl, *a, **kw):
+            self.name, self.number = impl.name, 1
+
+        def warm(self):
+            events.append((self.name, "warm"))
+
+        def rep(self):
+            events.append((self.name, "rep"))
+            return 1.0 + len(events)
+
+    monkeypatch.setattr(runner, "_Timer", Fake)
+    res = runner.run_case(case, reps=5)
+    names = [i.name for i in case.impls]
+    assert set(res.timings) == set(names)
+    assert all(res.timings[n].reps == 5 for n in names)
+    reps = [n for n, kind in events if kind == "rep"]
+    assert [reps.count(n) for n in names] == [5] * len(names)
+    # first round: each name ROUND times in a row, in order, with no warm call before it
+    r = runner.ROUND
+    assert reps[: r * len(names)] == [n for n in names for _ in range(r)]
+    assert sum(1 for _, kind in events if kind == "warm") == len(names) * 2  # before rounds 2 and 3
+    for n in names:  # the best is the smallest of its own repetitions
+        own = [1.0 + i + 1 for i, (m, kind) in enumerate(events) if m == n and kind == "rep"]
+        assert res.timings[n].best_s == min(own)

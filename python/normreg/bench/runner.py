@@ -9,7 +9,9 @@ For every case the runner
 2. times each implementation on its own fresh inputs: ``warmup`` untimed calls (which also
    pay for compilation of ``torch-compile`` peers), then ``reps`` timed repetitions with
    ``time.perf_counter``, keeping the best (the minimum: the least disturbed run) and the
-   median. In-place ops get their inputs restored before every repetition, outside the
+   median. The implementations of a case take turns (rounds of :data:`ROUND` repetitions,
+   each after one untimed call), so a drift of the machine's speed during the run hits
+   all of them alike. In-place ops get their inputs restored before every repetition, outside the
    timed region. Ops faster than ``min_rep_s`` that need no restore are called
    ``number`` times per repetition and the time divided, so that microsecond calls are
    not lost in timer resolution.
@@ -208,34 +210,52 @@ def check_agreement(case: Case, impls: Sequence[str] | None = None) -> None:
             ) from None
 
 
+class _Timer:
+    """One implementation of a case, ready to time: fresh inputs, warmed up, with the number
+    of calls per repetition chosen (see module doc)."""
+
+    def __init__(self, case: Case, impl: Impl, warmup: int, min_rep_s: float, max_number: int) -> None:
+        inputs = case.make_inputs()
+        self.thunk = impl.bind(inputs)
+        self.restore = case.restore(inputs) if case.restore is not None else None
+        for _ in range(max(warmup, 1)):
+            self.warm()
+        self.number = 1
+        if self.restore is None:
+            t0 = time.perf_counter()
+            self.thunk()
+            dt = time.perf_counter() - t0
+            if dt < min_rep_s:
+                self.number = min(max_number, max(1, math.ceil(min_rep_s / max(dt, 1e-7))))
+
+    def warm(self) -> None:
+        """One untimed call (restoring in-place inputs first)."""
+        if self.restore:
+            self.restore()
+        self.thunk()
+
+    def rep(self) -> float:
+        """Seconds of one call, from one timed repetition."""
+        if self.restore:
+            self.restore()
+        perf, thunk = time.perf_counter, self.thunk
+        t0 = perf()
+        for _ in range(self.number):
+            thunk()
+        return (perf() - t0) / self.number
+
+
 def time_impl(
     case: Case, impl: Impl, *, warmup: int = 1, reps: int = 5, min_rep_s: float = 2e-3, max_number: int = 1000
 ) -> Timing:
     """Best and median seconds of one call of ``impl`` on fresh inputs (see module doc)."""
-    inputs = case.make_inputs()
-    thunk = impl.bind(inputs)
-    restore = case.restore(inputs) if case.restore is not None else None
-    for _ in range(max(warmup, 1)):
-        if restore:
-            restore()
-        thunk()
-    number = 1
-    if restore is None:
-        t0 = time.perf_counter()
-        thunk()
-        dt = time.perf_counter() - t0
-        if dt < min_rep_s:
-            number = min(max_number, max(1, math.ceil(min_rep_s / max(dt, 1e-7))))
-    times = []
-    perf = time.perf_counter
-    for _ in range(reps):
-        if restore:
-            restore()
-        t0 = perf()
-        for _ in range(number):
-            thunk()
-        times.append((perf() - t0) / number)
-    return Timing(min(times), statistics.median(times), reps, number)
+    t = _Timer(case, impl, warmup, min_rep_s, max_number)
+    times = [t.rep() for _ in range(reps)]
+    return Timing(min(times), statistics.median(times), reps, t.number)
+
+
+#: timed repetitions an implementation runs in a row before the next one takes its turn
+ROUND = 2
 
 
 def run_case(
@@ -246,10 +266,15 @@ def run_case(
     impls: Iterable[str] | None = None,
     n_threads: int | None = None,
 ) -> CaseResult:
-    """Check agreement of every implementation, then time each one.
+    """Check agreement of every implementation, then time them side by side.
 
     Raises :class:`AgreementError` before any timing if a peer disagrees with normreg.
     ``impls`` restricts the run to these implementation names (normreg is always run).
+    The implementations take turns: rounds of :data:`ROUND` timed repetitions each, every
+    round after one untimed call (so each round starts from that implementation's own warm
+    state), until each has ``reps``. A machine whose speed drifts during a run (other
+    tenants, frequency) then affects every implementation alike instead of whichever ran in
+    the slow minute.
     """
     wanted = None if impls is None else set(impls) | {"normreg"}
     chosen = [i for i in case.impls if wanted is None or i.name in wanted]
@@ -257,8 +282,18 @@ def run_case(
         check_agreement(case, [i.name for i in chosen])
         res = CaseResult(case.family, case.op, case.workload, case.group, case.nbytes, case.bw_kind, case.tol)
         res.notes = {i.name: i.note for i in chosen if i.note}
-        for impl in chosen:
-            res.timings[impl.name] = time_impl(case, impl, warmup=warmup, reps=reps)
+        timers = {i.name: _Timer(case, i, warmup, 2e-3, 1000) for i in chosen}
+        times: dict[str, list[float]] = {name: [] for name in timers}
+        while any(len(ts) < reps for ts in times.values()):
+            for name, t in timers.items():
+                k = min(ROUND, reps - len(times[name]))
+                if k <= 0:
+                    continue
+                if len(times[name]) > 0:
+                    t.warm()
+                times[name].extend(t.rep() for _ in range(k))
+        for name, ts in times.items():
+            res.timings[name] = Timing(min(ts), statistics.median(ts), reps, timers[name].number)
     return res
 
 
