@@ -180,6 +180,11 @@ def _ratio_lines(ts: dict) -> list[str]:
             f"{_TRAINING_LABELS.get(name, name)}: share / eager's share = {ratio:.2f} "
             f"({verdict} the target of at most 0.20)"
         )
+    if ts.get("share", {}).get("normreg", 0.0) < 0:
+        out.append(
+            "the fused penalty's measured cost is negative: its steps with the term were faster than "
+            "without it, i.e. the term costs less than the noise of this measurement"
+        )
     return out
 
 
