@@ -115,7 +115,9 @@ def test_grad_mode_follows_the_schedule_and_mixes_with_prox_groups():
         lr=1e-2,
         penalty_schedule=Cosine(10),
     )
-    plain = ProxAdam([{"params": ref[:2]}, {"params": ref[2:], "penalty": pen}], lr=1e-2, penalty_schedule=Cosine(10))
+    plain = ProxAdam(
+        [{"params": ref[:2]}, {"params": ref[2:], "penalty": pen}], lr=1e-2, penalty_schedule=Cosine(10)
+    )
     sched = Cosine(10)
     for k in range(4):
         gs = grads(ps, k)
@@ -132,8 +134,14 @@ def test_grad_mode_follows_the_schedule_and_mixes_with_prox_groups():
     "make_opt,match",
     [
         (lambda ps: ProxAdam(ps, penalty=normreg.L0(1e-3), penalty_mode="grad"), "no gradient"),
-        (lambda ps: ProxSGD(ps, penalty=normreg.L1(1e-3) + normreg.L0(1e-3), penalty_mode="grad"), "no gradient"),
-        (lambda ps: ProxAdam(ps, penalty=normreg.L1(1e-3), penalty_mode="grad", precondition_prox=True), "precondition"),
+        (
+            lambda ps: ProxSGD(ps, penalty=normreg.L1(1e-3) + normreg.L0(1e-3), penalty_mode="grad"),
+            "no gradient",
+        ),
+        (
+            lambda ps: ProxAdam(ps, penalty=normreg.L1(1e-3), penalty_mode="grad", precondition_prox=True),
+            "precondition",
+        ),
         (lambda ps: ProxAdam(ps, penalty=normreg.L1(1e-3), penalty_mode="gradient"), "'prox' or 'grad'"),
         (lambda ps: ProxAdam([{"params": ps, "penalty_mode": "loss"}]), "'prox' or 'grad'"),
     ],
