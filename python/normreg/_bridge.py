@@ -136,8 +136,8 @@ def tensor_list(params, arg: str = "params", *, inplace: bool = False, requires_
     With ``inplace=True`` the op writes into these tensors: they must be contiguous (a copy
     would silently lose the update) and must not share memory with each other.
     Read-only non-contiguous tensors are made contiguous (a copy, read only).
-    ``requires_grad`` ("any", "all" or None) is what the fast scan folds into
-    :attr:`TensorList.requires_grad` on its way through the list.
+    ``requires_grad`` ("any", "all" or None) is what the fast scan reads on its way through
+    the list, into :attr:`TensorList.any_requires_grad` or ``all_requires_grad``.
     """
     tensors = as_tensors(params, arg, check=False)
     if _SCAN:
