@@ -128,8 +128,8 @@ inline int flag(const Accessor& a, PyObject* obj) {
 constexpr int kNone = 0, kAny = 1, kAll = 2;
 
 // A plain CPU tensor's data_ptr, numel and dtype code stored at index i of the three
-// (preallocated) lists, and requires_grad folded into *rg as rg_mode says; false when the tensor is not the plain case (or on a Python error,
-// which the caller clears).
+// (preallocated) lists, and requires_grad folded into *rg as rg_mode says; false when the
+// tensor is not the plain case (or on a Python error, which the caller clears).
 bool scan_one(PyObject* t, Py_ssize_t i, PyObject* ptrs, PyObject* numels, PyObject* codes, int rg_mode, int* rg,
               std::vector<std::uintptr_t>* raw) {
     if (!exact_type(t)) return false;

@@ -245,8 +245,13 @@ class _Timer:
         return (perf() - t0) / self.number
 
 
+#: calls faster than this are repeated inside one repetition, at most MAX_NUMBER times
+MIN_REP_S = 2e-3
+MAX_NUMBER = 1000
+
+
 def time_impl(
-    case: Case, impl: Impl, *, warmup: int = 1, reps: int = 5, min_rep_s: float = 2e-3, max_number: int = 1000
+    case: Case, impl: Impl, *, warmup: int = 1, reps: int = 5, min_rep_s: float = MIN_REP_S, max_number: int = MAX_NUMBER
 ) -> Timing:
     """Best and median seconds of one call of ``impl`` on fresh inputs (see module doc)."""
     t = _Timer(case, impl, warmup, min_rep_s, max_number)
@@ -282,7 +287,7 @@ def run_case(
         check_agreement(case, [i.name for i in chosen])
         res = CaseResult(case.family, case.op, case.workload, case.group, case.nbytes, case.bw_kind, case.tol)
         res.notes = {i.name: i.note for i in chosen if i.note}
-        timers = {i.name: _Timer(case, i, warmup, 2e-3, 1000) for i in chosen}
+        timers = {i.name: _Timer(case, i, warmup, MIN_REP_S, MAX_NUMBER) for i in chosen}
         times: dict[str, list[float]] = {name: [] for name in timers}
         while any(len(ts) < reps for ts in times.values()):
             for name, t in timers.items():
