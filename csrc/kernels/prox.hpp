@@ -68,6 +68,25 @@ __attribute__((always_inline)) inline std::int64_t shrink_loop(T* __restrict w, 
     return zeros;
 }
 
+// w <- c * w + 0 (a zero is written as +0, as soft() writes it).
+template <class T>
+__attribute__((always_inline)) inline std::int64_t scale_loop(T* __restrict w, std::int64_t n, compute_t<T> cc) noexcept {
+    using C = compute_t<T>;
+    std::int64_t zeros = 0;
+    for (std::int64_t b = 0; b < n; b += kCountBlock) {
+        const std::int64_t e = n - b < kCountBlock ? n : b + kCountBlock;
+        std::int32_t z = 0;
+#pragma omp simd reduction(+ : z)
+        for (std::int64_t i = b; i < e; ++i) {
+            const C r = load<T>(w[i]) * cc + C(0);
+            w[i] = store<T>(r);
+            z += (r == C(0));
+        }
+        zeros += z;
+    }
+    return zeros;
+}
+
 // w <- c * soft(w, t * u_i), u = per-element weights (Weighted) or 1. Covers the L1 prox
 // (c = 1: the multiply is left out), the ridge shrink (t = 0, c = 1/(1+step*l)), the
 // elastic net, and scaling by a per-tensor coefficient (t = 0). Returns the number of
@@ -76,6 +95,11 @@ template <class T, bool NonNeg, bool Weighted>
 NORMREG_KERNEL std::int64_t shrink(T* __restrict w, const T* __restrict u, std::int64_t n, double t, double c) noexcept {
     using C = compute_t<T>;
     const C ct = static_cast<C>(t), cc = static_cast<C>(c);
+    if constexpr (!NonNeg && !Weighted) {  // (weighted: 0 * a non-finite weight must give NaN)
+        // t = 0 (the ridge shrink, a per-tensor scale): soft(v, 0) is v itself (NaN kept, -0
+        // made +0), so the pass is one multiply; the same values, at the cost of torch's mul_.
+        if (t == 0.0) return scale_loop<T>(w, n, cc);
+    }
     if (c == 1.0) return shrink_loop<T, NonNeg, Weighted, false>(w, u, n, ct, cc);
     return shrink_loop<T, NonNeg, Weighted, true>(w, u, n, ct, cc);
 }
