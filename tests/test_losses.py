@@ -286,6 +286,51 @@ def test_tv_anisotropic_is_the_torch_diff_expression(dtype):
     _close(_grads(a, [x])[0], _grads(b, [x])[0], dtype)
 
 
+@pytest.mark.parametrize("kind", ["anisotropic", "isotropic"])
+@pytest.mark.parametrize("w", [1, 7, 8, 9, 15, 16, 17, 24, 64, 65])
+def test_tv_float32_rows_match_float64(kind, w):
+    """float32 rows take 8-wide blocks with float partials: every width around a multiple
+    of 8, against the float64 value of the same numbers, within 1e-6; per image too."""
+    x = torch.randn(3, 2, 11, w, generator=torch.Generator().manual_seed(w)) * 3
+    a = L.total_variation(x, kind, "none", eps=1e-3)
+    b = ref.total_variation(x.double(), kind, "none", eps=1e-3)
+    torch.testing.assert_close(a.double(), b, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["anisotropic", "isotropic"])
+@pytest.mark.parametrize("w", [8, 16, 64])
+def test_tv_float32_past_the_last_column_is_not_a_term(kind, w):
+    """The last 8-wide block of a row reads the first pixel of the next row; a NaN or Inf
+    there belongs to that row's terms only. Per image, so a plane's value is checked alone."""
+    x = torch.randn(2, 1, 4, w, generator=torch.Generator().manual_seed(0))
+    y = x.clone()
+    y[0, 0, 1, 0] = float("inf")  # first pixel of row 1: row 0's last block reads it
+    a = L.total_variation(y, kind, "none", eps=1e-3)
+    b = ref.total_variation(y.double(), kind, "none", eps=1e-3)
+    torch.testing.assert_close(a.double(), b, rtol=1e-6, atol=0, equal_nan=True)
+    assert torch.isinf(a[0]) and torch.isfinite(a[1])
+    y[0, 0, 1, 0] = float("nan")
+    a = L.total_variation(y, kind, "none", eps=1e-3)
+    assert torch.isnan(a[0]) and torch.isfinite(a[1])
+    # a large value there changes only the terms it belongs to
+    y[0, 0, 1, 0] = 1e15  # (squared still finite in float32)
+    torch.testing.assert_close(
+        L.total_variation(y, kind, "none", eps=1e-3).double(),
+        ref.total_variation(y.double(), kind, "none", eps=1e-3),
+        rtol=1e-6,
+        atol=0,
+    )
+
+
+def test_tv_float32_large_batch_accuracy():
+    """A batch as the GAN makes it (64x64 RGB): the float partials stay within 1e-6."""
+    x = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    for kind in ("anisotropic", "isotropic"):
+        a = L.total_variation(x, kind, eps=1e-8)
+        b = ref.total_variation(x.double(), kind, eps=1e-8)
+        assert abs(a.item() - b.item()) <= 1e-6 * abs(b.item()), kind
+
+
 def test_tv_closed_forms():
     # a constant image has no variation; a unit step across the columns varies by H per plane
     c = torch.full((2, 3, 4, 5), 0.7)
