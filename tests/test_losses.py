@@ -322,6 +322,41 @@ def test_tv_float32_past_the_last_column_is_not_a_term(kind, w):
     )
 
 
+@pytest.mark.parametrize("kind", ["anisotropic", "isotropic"])
+@pytest.mark.parametrize("h,w", [(1, 16), (2, 16), (5, 17), (3, 24), (7, 64), (4, 65), (1100, 64)])
+def test_tv_float32_gradient_rows(kind, h, w):
+    """float32 anisotropic gradients run 8 pixels at a time, carrying each difference's sign
+    to its other pixel (the next block, the next row, the next block of rows when H > 1024
+    rows of 64): against the float64 gradient of the same numbers, with NaN and Inf pixels."""
+    x = torch.randn(2, 1, h, w, generator=torch.Generator().manual_seed(h * w))
+    if kind == "anisotropic":  # (isotropic: inf / inf in the direction, NaN either way)
+        x[1, 0, h - 1, 0] = float("inf")
+    x[1, 0, 0, w // 2] = 0.0
+    x[1, 0, 0, w // 2 + 1] = 0.0  # a zero difference: subgradient 0
+
+    def grad(t, fn, reduction):
+        t = t.detach().requires_grad_()
+        return _grads(fn(t, kind, reduction, eps=1e-3), [t])[0]
+
+    for reduction in ("sum", "none"):
+        torch.testing.assert_close(
+            grad(x, L.total_variation, reduction).double(),
+            grad(x.double(), ref.total_variation, reduction),
+            rtol=1e-6,
+            atol=1e-6,
+        )
+    # NaN: the reference (torch's abs backward) drops it; normreg's convention propagates it
+    # to the pixels of its differences, as its float64 (row-scratch) path does
+    x[0, 0, h // 2, w - 1] = float("nan")
+    torch.testing.assert_close(
+        grad(x, L.total_variation, "sum").double(),
+        grad(x.double(), L.total_variation, "sum"),
+        rtol=1e-4,  # isotropic: float32 directions
+        atol=1e-6,
+        equal_nan=True,
+    )
+
+
 def test_tv_float32_large_batch_accuracy():
     """A batch as the GAN makes it (64x64 RGB): the float partials stay within 1e-6."""
     x = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1

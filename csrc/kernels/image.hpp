@@ -272,6 +272,74 @@ __attribute__((always_inline)) inline double rows_with_next(const float* __restr
     for (int l = 0; l < 4; ++l) s += lo[l] + hi[l];
     return s;
 }
+
+// sign(d) with sign(0) = 0 and NaN kept (kernels::sign_nan), 8 lanes.
+__attribute__((always_inline)) inline f8 sign8(f8 d) noexcept {
+    const f8 one = {1, 1, 1, 1, 1, 1, 1, 1};
+    const f8 s = reinterpret_cast<f8>(reinterpret_cast<i8>(one) & (d > 0)) - reinterpret_cast<f8>(reinterpret_cast<i8>(one) & (d < 0));
+    const i8 nan = d != d;
+    return reinterpret_cast<f8>((reinterpret_cast<i8>(d) & nan) | (reinterpret_cast<i8>(s) & ~nan));
+}
+__attribute__((always_inline)) inline f8 mask8(f8 x, i8 keep) noexcept { return reinterpret_cast<f8>(reinterpret_cast<i8>(x) & keep); }
+
+// Anisotropic gradient rows [r0, r1) of a float plane of width W >= 16:
+//   g(i,j) = scale * (ax(j-1) - ax(j) + by(i-1,j) - by(i,j)),
+// ax(j) = sign(x(i,j+1) - x(i,j)) (0 for j = W-1), by(i,j) = sign(x(i+1,j) - x(i,j)) (0 for
+// i = H-1). Each difference is computed once, from the same two floats as in the generic
+// path (tv_dirs): ax(j-1) is the previous block's ax shifted by one lane, by(i-1,.) is kept
+// from the row above in `byrow` (W floats). Nothing is read outside the plane's rows: the
+// last pixel's missing right neighbour is masked, not loaded.
+template <bool HasDown>
+__attribute__((always_inline)) inline void aniso_grad_row(const float* __restrict r, float* __restrict gr, float* __restrict byrow,
+                                                          std::int64_t W, f8 sc) noexcept {
+    const i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    const i8 not_last = lane < 7;
+    const std::int64_t full = W / 8 * 8;               // blocks [0, full); pixels [full, W) one by one
+    const std::int64_t stop = full == W ? W - 8 : full;  // a last full block ends the row: done apart
+    f8 ax_prev = {};
+    auto block = [&](std::int64_t j, f8 v, f8 ax) __attribute__((always_inline)) {
+        const f8 axl = __builtin_shufflevector(ax_prev, ax, 7, 8, 9, 10, 11, 12, 13, 14);
+        const f8 byp = load8(byrow + j);
+        f8 by = {};
+        if constexpr (HasDown) by = sign8(load8(r + W + j) - v);
+        __builtin_memcpy(byrow + j, &by, sizeof by);
+        const f8 out = sc * (((axl - ax) + byp) - by);
+        __builtin_memcpy(gr + j, &out, sizeof out);
+        ax_prev = ax;
+    };
+    std::int64_t j = 0;
+    for (; j < stop; j += 8) {
+        const f8 v = load8(r + j);
+        block(j, v, sign8(load8(r + j + 1) - v));
+    }
+    if (full == W) {  // the last 8: pixel W-1 has no right neighbour (ax = 0)
+        const f8 v = load8(r + j);
+        const f8 right = __builtin_shufflevector(v, v, 1, 2, 3, 4, 5, 6, 7, 7);
+        block(j, v, mask8(sign8(right - v), not_last));
+        j = W;
+    }
+    for (; j < W; ++j) {  // the rest one by one, same formulas
+        const float v = r[j];
+        const float axl = sign_nan(v - r[j - 1]);
+        const float ax = j + 1 < W ? sign_nan(r[j + 1] - v) : 0.0f;
+        const float byp = byrow[j];
+        const float by = HasDown ? sign_nan(r[W + j] - v) : 0.0f;
+        byrow[j] = by;
+        gr[j] = sc[0] * (((axl - ax) + byp) - by);
+    }
+}
+
+__attribute__((always_inline)) inline void aniso_grad_rows(const float* __restrict plane, float* __restrict g, std::int64_t H,
+                                                           std::int64_t W, std::int64_t r0, std::int64_t r1, float scale,
+                                                           float* __restrict byrow) noexcept {
+    const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
+    for (std::int64_t j = 0; j < W; ++j)  // by of the row above the block (0 above the first row)
+        byrow[j] = r0 > 0 ? sign_nan(plane[r0 * W + j] - plane[(r0 - 1) * W + j]) : 0.0f;
+    for (std::int64_t i = r0; i < r1; ++i) {
+        if (i + 1 < H) aniso_grad_row<true>(plane + i * W, g + i * W, byrow, W, sc);
+        else aniso_grad_row<false>(plane + i * W, g + i * W, byrow, W, sc);
+    }
+}
 }  // namespace tv8
 #pragma GCC diagnostic pop
 
@@ -296,6 +364,12 @@ template <class T, TVKind K>
 NORMREG_KERNEL void tv_block_grad(const T* __restrict plane, T* __restrict g, std::int64_t H, std::int64_t W, std::int64_t r0,
                                   std::int64_t r1, compute_t<T> eps, compute_t<T> scale, compute_t<T>* __restrict buf) noexcept {
     using C = compute_t<T>;
+    if constexpr (std::is_same_v<T, float> && K == TVKind::Anisotropic) {
+        if (W >= 16) {
+            tv8::aniso_grad_rows(plane, g, H, W, r0, r1, scale, buf);
+            return;
+        }
+    }
     C* ax = buf;
     C* by = buf + W;
     C* byp = buf + 2 * W;
