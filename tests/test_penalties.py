@@ -291,7 +291,7 @@ def test_model_and_generator_inputs():
     model = torch.nn.Linear(3, 2)
     want = float(sum(p.detach().abs().sum() for p in model.parameters()))
     assert math.isclose(float(normreg.L1(1.0).value(model).detach()), want, rel_tol=1e-6)
-    assert math.isclose(float(normreg.L1(1.0).value(model.parameters())), want, rel_tol=1e-6)
+    assert math.isclose(float(normreg.L1(1.0).value(model.parameters()).detach()), want, rel_tol=1e-6)
 
 
 def test_non_contiguous_read_is_fine():
