@@ -91,7 +91,9 @@ def test_tiny_run_json_is_well_formed(tiny_run):
         for name, res in c["results"].items():
             assert res["best_s"] > 0 and res["median_s"] >= res["best_s"]
             assert res["gbs"] == pytest.approx(c["nbytes"] / res["best_s"] / 1e9)
-            peak = r["bandwidth"]["read_gbs" if c["bw_kind"] == "read" else "rw_gbs"]
+            # the share is taken against the probe timed alongside (all but the overhead cases)
+            assert ("probe_gbs" in c) == (c["family"] != "per-call overhead"), c["group"]
+            peak = c.get("probe_gbs") or r["bandwidth"]["read_gbs" if c["bw_kind"] == "read" else "rw_gbs"]
             assert res["fraction_of_bandwidth"] == pytest.approx(res["gbs"] / peak)
             if name != "normreg":
                 assert c["speedup"][name] == pytest.approx(res["best_s"] / ours)
@@ -344,3 +346,29 @@ def test_implementations_take_turns(monkeypatch):
     for n in names:  # the best is the smallest of its own repetitions
         own = [1.0 + i + 1 for i, (m, kind) in enumerate(events) if m == n and kind == "rep"]
         assert res.timings[n].best_s == min(own)
+
+
+def test_bandwidth_probe_takes_turns_and_sets_the_share():
+    # the probe is one more turn-taker of the case; the shares use its best, not the
+    # bandwidth measured at the start of the run
+    from normreg.bench.bandwidth import Bandwidth, Probe
+
+    (case,) = build_cases(["penalty value"], ["tiny200"])[0][:1]
+    probe = Probe(mb=4)
+    calls = []
+    real = probe.read
+    probe.read = lambda: (calls.append(1), real())[1]
+    res = runner.run_case(case, reps=5, probe=probe)
+    assert runner.PROBE not in res.timings
+    assert res.probe_gbs is not None and res.probe_gbs > 0
+    rounds = -(-5 // runner.ROUND)
+    assert len(calls) == 1 + (rounds - 1) + 5  # set-up warm call, a warm call per later round, reps
+    d = res.as_dict(Bandwidth(read_gbs=1e-9, rw_gbs=1e-9, buffer_mb=4, threads=1))
+    assert d["probe_gbs"] == res.probe_gbs
+    for row in d["results"].values():
+        assert row["fraction_of_bandwidth"] == pytest.approx(row["gbs"] / res.probe_gbs)
+    # a case with no bandwidth kind is not probed
+    case.bw_kind = "none"
+    assert runner.run_case(case, reps=1, probe=probe).probe_gbs is None
+    with pytest.raises(ValueError, match="'mb'"):
+        Probe(mb=0)

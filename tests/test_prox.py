@@ -418,7 +418,10 @@ def test_zero_threshold_special_values(dtype):
     """t = 0 takes a one-multiply path in the kernel (ridge shrink, soft threshold at 0): the
     values must be those of c * soft(w, 0), zeros written as +0, NaN and infinities kept."""
     vals = [-0.0, 0.0, float("nan"), float("inf"), -float("inf"), -1e-30, 3.0, -2.5]
-    for ours, c in ((lambda ts: prox.ridge_shrink_(ts, 0.5, 2.0), 0.5), (lambda ts: prox.soft_threshold_(ts, 1.0, 0.0), 1.0)):
+    for ours, c in (
+        (lambda ts: prox.ridge_shrink_(ts, 0.5, 2.0), 0.5),
+        (lambda ts: prox.soft_threshold_(ts, 1.0, 0.0), 1.0),
+    ):
         x = [torch.tensor(vals, dtype=dtype)]
         y = [x[0].clone()]
         s = ours(x)

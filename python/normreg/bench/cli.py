@@ -170,7 +170,7 @@ def run_bench(
     ``keep_going``; then the disagreements are listed in ``results["errors"]``.
     """
     from . import runner
-    from .bandwidth import measure_bandwidth
+    from .bandwidth import Probe, measure_bandwidth
     from .cases import build_cases
 
     if mode not in MODES:
@@ -185,6 +185,7 @@ def run_bench(
     phases: dict[str, float] = {}
     _log("measuring memory bandwidth ...")
     bw = measure_bandwidth(mb=cfg["bandwidth_mb"], reps=cfg["bandwidth_reps"])
+    probe = Probe(mb=cfg["bandwidth_mb"])  # timed again alongside every case (see runner.run_case)
     phases["bandwidth"] = time.perf_counter() - t_start
     cases, skipped = build_cases(families, wls, compile=compile, image_shape=cfg["image_shape"])
     results: dict = {
@@ -216,8 +217,9 @@ def run_bench(
         try:
             # the overhead cases are microsecond calls: many more repetitions cost nothing
             # and make their best (a difference of two cases) steadier on a noisy machine
-            n = reps * OVERHEAD_REPS_FACTOR if case.family == "per-call overhead" else reps
-            res = runner.run_case(case, warmup=cfg["warmup"], reps=n)
+            overhead = case.family == "per-call overhead"
+            n = reps * OVERHEAD_REPS_FACTOR if overhead else reps
+            res = runner.run_case(case, warmup=cfg["warmup"], reps=n, probe=None if overhead else probe)
         except runner.AgreementError as exc:
             if not keep_going:
                 raise

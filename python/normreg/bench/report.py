@@ -242,6 +242,11 @@ def _header_text(results: dict) -> str:
             f"measured memory bandwidth: read {bw['read_gbs']:.1f} GB/s, read+write {bw['rw_gbs']:.1f} GB/s "
             f"({bw['buffer_mb']:.0f} MB buffer)"
         )
+    if any("probe_gbs" in c for c in results.get("cases", [])):
+        out.append(
+            "share of bandwidth: against the probe timed in the same rounds as each case "
+            "(its GB/s in the column 'probe GB/s'; the figure above is the start of the run's)"
+        )
     secs = results.get("settings", {}).get("seconds")
     if secs is not None:
         out.append(f"run took {secs:.0f} s")
@@ -256,13 +261,17 @@ def _compact(results: dict) -> tuple[list[str], list[list[str]]]:
     """One row per case: normreg's time, GB/s and bandwidth share, then its speed-up over each peer."""
     cases = results.get("cases", [])
     peers = list(dict.fromkeys(p for c in cases for p in c["results"] if p != "normreg"))
-    header = ["family", "op/workload", "normreg time", "GB/s", "of bandwidth"] + [f"vs {p}" for p in peers]
+    probed = any("probe_gbs" in c for c in cases)
+    header = ["family", "op/workload", "normreg time", "GB/s", "of bandwidth"]
+    header += ["probe GB/s"] if probed else []
+    header += [f"vs {p}" for p in peers]
     rows = []
     for c in cases:
         r = c["results"]["normreg"]
         frac = f"{100 * r['fraction_of_bandwidth']:.0f}%" if "fraction_of_bandwidth" in r else ""
         sp = [f"{c['speedup'][p]:.2f}x" if p in c["speedup"] else "" for p in peers]
-        rows.append([c["family"], c["group"], _fmt_time(r["best_s"]), f"{r['gbs']:.1f}", frac, *sp])
+        pr = ([f"{c['probe_gbs']:.1f}" if "probe_gbs" in c else ""]) if probed else []
+        rows.append([c["family"], c["group"], _fmt_time(r["best_s"]), f"{r['gbs']:.1f}", frac, *pr, *sp])
     return header, rows
 
 

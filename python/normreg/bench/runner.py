@@ -80,6 +80,8 @@ class CaseResult:
     tol: tuple[float, float]
     timings: dict[str, Timing] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    #: bandwidth (GB/s, of kind bw_kind) measured in the same rounds as the case, if probed
+    probe_gbs: float | None = None
 
     def speedups(self) -> dict[str, float]:
         """normreg's speed-up over each peer: peer's best time / normreg's best time."""
@@ -101,11 +103,15 @@ class CaseResult:
             "speedup": self.speedups(),
             "notes": dict(self.notes),
         }
+        peak = None
+        if self.probe_gbs is not None:
+            out["probe_gbs"] = peak = self.probe_gbs
+        elif bandwidth is not None:
+            peak = bandwidth.read_gbs if self.bw_kind == "read" else bandwidth.rw_gbs
         for name, t in self.timings.items():
             row = t.as_dict()
             row["gbs"] = self.nbytes / t.best_s / 1e9
-            if bandwidth is not None:
-                peak = bandwidth.read_gbs if self.bw_kind == "read" else bandwidth.rw_gbs
+            if peak is not None:
                 row["fraction_of_bandwidth"] = row["gbs"] / peak
             out["results"][name] = row
         return out
@@ -263,6 +269,28 @@ def time_impl(
 ROUND = 2
 
 
+class _ProbeTimer:
+    """The bandwidth probe as one more turn-taker of a case (see :func:`run_case`)."""
+
+    def __init__(self, probe, kind: str) -> None:
+        self.pass_ = probe.read if kind == "read" else probe.rw
+        self.bytes = probe.moved(kind)
+        self.number = 1
+        self.warm()
+
+    def warm(self) -> None:
+        self.pass_()
+
+    def rep(self) -> float:
+        t0 = time.perf_counter()
+        self.pass_()
+        return time.perf_counter() - t0
+
+
+#: the name under which the probe takes its turns (never an implementation's name)
+PROBE = "(bandwidth probe)"
+
+
 def run_case(
     case: Case,
     *,
@@ -270,6 +298,7 @@ def run_case(
     reps: int = 5,
     impls: Iterable[str] | None = None,
     n_threads: int | None = None,
+    probe=None,
 ) -> CaseResult:
     """Check agreement of every implementation, then time them side by side.
 
@@ -280,6 +309,10 @@ def run_case(
     state), until each has ``reps``. A machine whose speed drifts during a run (other
     tenants, frequency) then affects every implementation alike instead of whichever ran in
     the slow minute.
+
+    ``probe`` (a :class:`normreg.bench.bandwidth.Probe`) takes its turns too, as the
+    case's read or read+write pass over a buffer larger than the cache; its best gives
+    ``probe_gbs``, the bandwidth the case's share is taken against.
     """
     wanted = None if impls is None else set(impls) | {"normreg"}
     chosen = [i for i in case.impls if wanted is None or i.name in wanted]
@@ -287,7 +320,9 @@ def run_case(
         check_agreement(case, [i.name for i in chosen])
         res = CaseResult(case.family, case.op, case.workload, case.group, case.nbytes, case.bw_kind, case.tol)
         res.notes = {i.name: i.note for i in chosen if i.note}
-        timers = {i.name: _Timer(case, i, warmup, MIN_REP_S, MAX_NUMBER) for i in chosen}
+        timers: dict = {i.name: _Timer(case, i, warmup, MIN_REP_S, MAX_NUMBER) for i in chosen}
+        if probe is not None and case.bw_kind in ("read", "rw"):
+            timers[PROBE] = _ProbeTimer(probe, case.bw_kind)
         times: dict[str, list[float]] = {name: [] for name in timers}
         while any(len(ts) < reps for ts in times.values()):
             for name, t in timers.items():
@@ -298,6 +333,9 @@ def run_case(
                     t.warm()
                 times[name].extend(t.rep() for _ in range(k))
         for name, ts in times.items():
+            if name == PROBE:
+                res.probe_gbs = timers[name].bytes / min(ts) / 1e9
+                continue
             res.timings[name] = Timing(min(ts), statistics.median(ts), reps, timers[name].number)
     return res
 
