@@ -241,7 +241,12 @@ def run_bench(
         results["threads"] = []
         for case in chosen:
             _log(f"threads {counts}  {case.group}")
-            results["threads"].append(runner.thread_scaling(case, counts, warmup=cfg["warmup"], reps=reps))
+            # torch.compile recompiles for each thread count (tens of seconds a case): it joins
+            # the scaling where the comparison is a target, the penalty values
+            impls = ("normreg", "torch-eager") + (("torch-compile",) if case.family == "penalty value" else ())
+            results["threads"].append(
+                runner.thread_scaling(case, counts, impls=impls, warmup=cfg["warmup"], reps=reps)
+            )
 
     phases["threads"] = time.perf_counter() - t_start - sum(phases.values())
     if train_step:

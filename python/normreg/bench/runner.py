@@ -344,16 +344,17 @@ def thread_scaling(
     case: Case,
     counts: Sequence[int],
     *,
-    impls: Iterable[str] = ("normreg", "torch-eager", "torch-compile"),
+    impls: Iterable[str] = ("normreg", "torch-eager"),
     warmup: int = 1,
     reps: int = 5,
 ) -> dict:
     """Best time of each named implementation at each thread count, and the ratio
     ``time(1 thread) / time(n threads)`` (the speed-up from threads; ideal: n).
 
-    torch-compile takes part when the case has it (``--compile``): whether a peer scales
-    with threads tells a compute-bound kernel from one that is limited by memory bandwidth,
-    which decides how far a memory-bound normreg pass can be ahead of it on this machine."""
+    Name torch-compile too (the CLI does for the penalty values, with ``--compile``):
+    whether a peer scales with threads tells a compute-bound kernel from one limited by
+    memory bandwidth, which decides how far a memory-bound normreg pass can be ahead of it
+    on a given machine."""
     names = [i.name for i in case.impls if i.name in set(impls)]
     out: dict = {"group": case.group, "family": case.family, "counts": list(counts), "impls": {}}
     check_agreement(case, names)
