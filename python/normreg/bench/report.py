@@ -376,8 +376,16 @@ def plot_speedups(results: dict, path: str) -> None:
     ax.set_ylim(y - 0.3, -1.0)
     ax.set_xlabel("normreg speed-up = peer time / normreg time (log scale; > 1: normreg faster)")
     m = results.get("machine", {})
-    fig.suptitle(f"normreg vs torch: {m.get('cpu', '?')}, {m.get('threads', '?')} threads", fontsize=9)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=7, frameon=False)
+    # the title heads the legend (a figure title over a legend above the axes overlapped it)
+    leg = ax.legend(
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=3,
+        fontsize=7,
+        frameon=False,
+        title=f"normreg vs torch: {m.get('cpu', '?')}, {m.get('threads', '?')} threads",
+    )
+    leg.get_title().set_fontsize(9)
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
