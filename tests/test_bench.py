@@ -372,3 +372,37 @@ def test_bandwidth_probe_takes_turns_and_sets_the_share():
     assert runner.run_case(case, reps=1, probe=probe).probe_gbs is None
     with pytest.raises(ValueError, match="'mb'"):
         Probe(mb=0)
+
+
+def test_thread_counts_take_turns(monkeypatch):
+    # thread_scaling times every (implementation, thread count) in rounds, each under its
+    # own thread count, so a drift of the machine cannot masquerade as (non-)scaling
+    (case,) = build_cases(["penalty value"], ["tiny200"])[0][:1]
+    events = []
+
+    class Fake:
+        def __init__(self, c, impl, *a, **kw):
+            self.name, self.number = impl.name, 1
+            self.made_at = torch.get_num_threads()
+
+        def warm(self):
+            events.append((self.name, torch.get_num_threads(), "warm"))
+
+        def rep(self):
+            assert torch.get_num_threads() == self.made_at  # timed under its own count
+            events.append((self.name, torch.get_num_threads(), "rep"))
+            return 1.0 / torch.get_num_threads() + 1e-6 * len(events)
+
+    monkeypatch.setattr(runner, "_Timer", Fake)
+    before = torch.get_num_threads()
+    out = runner.thread_scaling(case, [1, 2], reps=4)
+    assert torch.get_num_threads() == before
+    reps = [(n, k) for n, k, kind in events if kind == "rep"]
+    keys = [(n, k) for n in ("normreg", "torch-eager") for k in (1, 2)]
+    r = runner.ROUND
+    assert reps[: r * len(keys)] == [key for key in keys for _ in range(r)]  # first round
+    assert reps[r * len(keys) :] == [key for key in keys for _ in range(r)]  # second round
+    for name in ("normreg", "torch-eager"):
+        d = out["impls"][name]
+        assert d["ratio"]["2"] == pytest.approx(d["best_s"]["1"] / d["best_s"]["2"])
+        assert d["ratio"]["2"] == pytest.approx(2.0, rel=1e-3)

@@ -358,12 +358,26 @@ def thread_scaling(
     names = [i.name for i in case.impls if i.name in set(impls)]
     out: dict = {"group": case.group, "family": case.family, "counts": list(counts), "impls": {}}
     check_agreement(case, names)
+    # Every (implementation, thread count) takes turns, as in run_case: on a machine whose
+    # speed drifts, timing all of 1 thread first and then all of 2 threads would put the
+    # drift into the ratio.
+    timers: dict[tuple[str, int], _Timer] = {}
     for name in names:
-        impl = case.impl(name)
-        times = {}
         for n in counts:
             with threads(n):
-                times[n] = time_impl(case, impl, warmup=warmup, reps=reps).best_s
+                timers[(name, n)] = _Timer(case, case.impl(name), warmup, MIN_REP_S, MAX_NUMBER)
+    got: dict[tuple[str, int], list[float]] = {key: [] for key in timers}
+    while any(len(ts) < reps for ts in got.values()):
+        for (name, n), t in timers.items():
+            k = min(ROUND, reps - len(got[(name, n)]))
+            if k <= 0:
+                continue
+            with threads(n):
+                if got[(name, n)]:
+                    t.warm()
+                got[(name, n)].extend(t.rep() for _ in range(k))
+    for name in names:
+        times = {n: min(got[(name, n)]) for n in counts}
         base = times[counts[0]]
         out["impls"][name] = {
             "best_s": {str(n): t for n, t in times.items()},
