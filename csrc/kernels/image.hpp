@@ -282,62 +282,108 @@ __attribute__((always_inline)) inline f8 sign8(f8 d) noexcept {
 }
 __attribute__((always_inline)) inline f8 mask8(f8 x, i8 keep) noexcept { return reinterpret_cast<f8>(reinterpret_cast<i8>(x) & keep); }
 
-// Anisotropic gradient rows [r0, r1) of a float plane of width W >= 16:
+// Directions of pixels from their differences, 8 at a time (the generic path's tv_dirs):
+//   anisotropic: ax = sign(dx), by = sign(dy);
+//   isotropic:   ax = dx / T, by = dy / T, T = sqrt(dx^2 + dy^2 + eps) (0 where T = 0).
+// dx is +0 where keep_dx is clear (past the last column: T then has no dx term, bit for bit
+// as tv_dirs computes it) and ax is 0 there; without a row below, dy = 0 and by = 0.
+template <TVKind K, bool HasDown>
+__attribute__((always_inline)) inline void dirs8(f8 dx, f8 dy, i8 keep_dx, f8 eps, f8& ax, f8& by) noexcept {
+    dx = mask8(dx, keep_dx);
+    if constexpr (!HasDown) dy = f8{};
+    if constexpr (K == TVKind::Anisotropic) {
+        ax = sign8(dx);
+        by = HasDown ? sign8(dy) : f8{};
+    } else {
+        const f8 q = dx * dx + dy * dy + eps;
+        f8 t;
+        for (int l = 0; l < 8; ++l) t[l] = std::sqrt(q[l]);
+        const f8 one = {1, 1, 1, 1, 1, 1, 1, 1};
+        const f8 nz = reinterpret_cast<f8>(reinterpret_cast<i8>(one) & (t != 0));
+        const f8 inv = nz / (t + (one - nz));  // inv_or_zero
+        ax = mask8(dx * inv, keep_dx);
+        by = HasDown ? dy * inv : f8{};
+    }
+}
+
+// The same for one pixel (row ends, and the row above a block of rows).
+template <TVKind K, bool HasDown>
+__attribute__((always_inline)) inline void dirs1(const float* __restrict r, std::int64_t j, std::int64_t W, float eps, float& ax,
+                                                 float& by) noexcept {
+    const float v = r[j];
+    const bool right = j + 1 < W;
+    const float dx = right ? r[j + 1] - v : 0.0f;
+    const float dy = HasDown ? r[W + j] - v : 0.0f;
+    if constexpr (K == TVKind::Anisotropic) {
+        ax = right ? sign_nan(dx) : 0.0f;
+        by = HasDown ? sign_nan(dy) : 0.0f;
+    } else {
+        const float inv = inv_or_zero(std::sqrt(dx * dx + dy * dy + eps));
+        ax = right ? dx * inv : 0.0f;
+        by = HasDown ? dy * inv : 0.0f;
+    }
+}
+
+// Gradient rows [r0, r1) of a float plane of width W >= 16, either kind:
 //   g(i,j) = scale * (ax(j-1) - ax(j) + by(i-1,j) - by(i,j)),
-// ax(j) = sign(x(i,j+1) - x(i,j)) (0 for j = W-1), by(i,j) = sign(x(i+1,j) - x(i,j)) (0 for
-// i = H-1). Each difference is computed once, from the same two floats as in the generic
-// path (tv_dirs): ax(j-1) is the previous block's ax shifted by one lane, by(i-1,.) is kept
-// from the row above in `byrow` (W floats). Nothing is read outside the plane's rows: the
-// last pixel's missing right neighbour is masked, not loaded.
-template <bool HasDown>
-__attribute__((always_inline)) inline void aniso_grad_row(const float* __restrict r, float* __restrict gr, float* __restrict byrow,
-                                                          std::int64_t W, f8 sc) noexcept {
+// with the directions of dirs8 / dirs1 (dx = 0 past the last column, dy = 0 past the last
+// row). Each pixel's directions are computed once, with the same operations on the same
+// floats as the generic path (tv_dirs): ax(j-1) is the previous block's ax shifted by one
+// lane, by(i-1,.) is kept from the row above in `byrow` (W floats). Nothing is read outside
+// the plane's rows: the last pixel's missing right neighbour is masked, not loaded.
+template <TVKind K, bool HasDown>
+__attribute__((always_inline)) inline void grad_row(const float* __restrict r, float* __restrict gr, float* __restrict byrow,
+                                                    std::int64_t W, f8 sc, f8 eps) noexcept {
+    const i8 all = {-1, -1, -1, -1, -1, -1, -1, -1};
     const i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
     const i8 not_last = lane < 7;
     const std::int64_t full = W / 8 * 8;               // blocks [0, full); pixels [full, W) one by one
     const std::int64_t stop = full == W ? W - 8 : full;  // a last full block ends the row: done apart
     f8 ax_prev = {};
-    auto block = [&](std::int64_t j, f8 v, f8 ax) __attribute__((always_inline)) {
+    auto block = [&](std::int64_t j, f8 v, f8 right, i8 keep_dx) __attribute__((always_inline)) {
+        f8 down = {};
+        if constexpr (HasDown) down = load8(r + W + j);
+        f8 ax, by;
+        dirs8<K, HasDown>(right - v, down - v, keep_dx, eps, ax, by);
         const f8 axl = __builtin_shufflevector(ax_prev, ax, 7, 8, 9, 10, 11, 12, 13, 14);
         const f8 byp = load8(byrow + j);
-        f8 by = {};
-        if constexpr (HasDown) by = sign8(load8(r + W + j) - v);
         __builtin_memcpy(byrow + j, &by, sizeof by);
         const f8 out = sc * (((axl - ax) + byp) - by);
         __builtin_memcpy(gr + j, &out, sizeof out);
         ax_prev = ax;
     };
     std::int64_t j = 0;
-    for (; j < stop; j += 8) {
+    for (; j < stop; j += 8) block(j, load8(r + j), load8(r + j + 1), all);
+    if (full == W) {  // the last 8: pixel W-1 has no right neighbour
         const f8 v = load8(r + j);
-        block(j, v, sign8(load8(r + j + 1) - v));
-    }
-    if (full == W) {  // the last 8: pixel W-1 has no right neighbour (ax = 0)
-        const f8 v = load8(r + j);
-        const f8 right = __builtin_shufflevector(v, v, 1, 2, 3, 4, 5, 6, 7, 7);
-        block(j, v, mask8(sign8(right - v), not_last));
+        block(j, v, __builtin_shufflevector(v, v, 1, 2, 3, 4, 5, 6, 7, 7), not_last);
         j = W;
     }
-    for (; j < W; ++j) {  // the rest one by one, same formulas
-        const float v = r[j];
-        const float axl = sign_nan(v - r[j - 1]);
-        const float ax = j + 1 < W ? sign_nan(r[j + 1] - v) : 0.0f;
+    float axp = ax_prev[7];  // ax of pixel full - 1
+    for (; j < W; ++j) {     // the rest one by one, same formulas
+        float ax, by;
+        dirs1<K, HasDown>(r, j, W, eps[0], ax, by);
         const float byp = byrow[j];
-        const float by = HasDown ? sign_nan(r[W + j] - v) : 0.0f;
         byrow[j] = by;
-        gr[j] = sc[0] * (((axl - ax) + byp) - by);
+        gr[j] = sc[0] * (((axp - ax) + byp) - by);
+        axp = ax;
     }
 }
 
-__attribute__((always_inline)) inline void aniso_grad_rows(const float* __restrict plane, float* __restrict g, std::int64_t H,
-                                                           std::int64_t W, std::int64_t r0, std::int64_t r1, float scale,
-                                                           float* __restrict byrow) noexcept {
+template <TVKind K>
+__attribute__((always_inline)) inline void grad_rows(const float* __restrict plane, float* __restrict g, std::int64_t H,
+                                                     std::int64_t W, std::int64_t r0, std::int64_t r1, float scale, float eps,
+                                                     float* __restrict byrow) noexcept {
     const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
-    for (std::int64_t j = 0; j < W; ++j)  // by of the row above the block (0 above the first row)
-        byrow[j] = r0 > 0 ? sign_nan(plane[r0 * W + j] - plane[(r0 - 1) * W + j]) : 0.0f;
+    const f8 ve = {eps, eps, eps, eps, eps, eps, eps, eps};
+    for (std::int64_t j = 0; j < W; ++j) {  // by of the row above the block (0 above the first row)
+        float ax = 0.0f, by = 0.0f;
+        if (r0 > 0) dirs1<K, true>(plane + (r0 - 1) * W, j, W, eps, ax, by);
+        byrow[j] = by;
+    }
     for (std::int64_t i = r0; i < r1; ++i) {
-        if (i + 1 < H) aniso_grad_row<true>(plane + i * W, g + i * W, byrow, W, sc);
-        else aniso_grad_row<false>(plane + i * W, g + i * W, byrow, W, sc);
+        if (i + 1 < H) grad_row<K, true>(plane + i * W, g + i * W, byrow, W, sc, ve);
+        else grad_row<K, false>(plane + i * W, g + i * W, byrow, W, sc, ve);
     }
 }
 }  // namespace tv8
@@ -364,9 +410,9 @@ template <class T, TVKind K>
 NORMREG_KERNEL void tv_block_grad(const T* __restrict plane, T* __restrict g, std::int64_t H, std::int64_t W, std::int64_t r0,
                                   std::int64_t r1, compute_t<T> eps, compute_t<T> scale, compute_t<T>* __restrict buf) noexcept {
     using C = compute_t<T>;
-    if constexpr (std::is_same_v<T, float> && K == TVKind::Anisotropic) {
+    if constexpr (std::is_same_v<T, float>) {
         if (W >= 16) {
-            tv8::aniso_grad_rows(plane, g, H, W, r0, r1, scale, buf);
+            tv8::grad_rows<K>(plane, g, H, W, r0, r1, scale, eps, buf);
             return;
         }
     }
