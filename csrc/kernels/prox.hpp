@@ -43,9 +43,9 @@ inline C soft_nonneg(C v, C t) noexcept {
 // 64 bits per vector in the hot loop), then added into a 64-bit total.
 constexpr std::int64_t kCountBlock = std::int64_t{1} << 20;
 
-template <class T, bool NonNeg, bool Weighted, bool Scaled>
-__attribute__((always_inline)) inline std::int64_t shrink_loop(T* __restrict w, const T* __restrict u, std::int64_t n,
-                                                                compute_t<T> ct, compute_t<T> cc) noexcept {
+// w[i] <- f(i, w[i]) over n elements, counting the zeros written.
+template <class T, class F>
+__attribute__((always_inline)) inline std::int64_t map_count(T* __restrict w, std::int64_t n, F f) noexcept {
     using C = compute_t<T>;
     std::int64_t zeros = 0;
     for (std::int64_t b = 0; b < n; b += kCountBlock) {
@@ -53,13 +53,7 @@ __attribute__((always_inline)) inline std::int64_t shrink_loop(T* __restrict w, 
         std::int32_t z = 0;
 #pragma omp simd reduction(+ : z)
         for (std::int64_t i = b; i < e; ++i) {
-            const C v = load<T>(w[i]);
-            C ti = ct;
-            if constexpr (Weighted) ti = ct * load<T>(u[i]);
-            C r;
-            if constexpr (NonNeg) r = soft_nonneg(v, ti);
-            else r = soft(v, ti);
-            if constexpr (Scaled) r = r * cc;
+            const C r = f(i, load<T>(w[i]));
             w[i] = store<T>(r);
             z += (r == C(0));
         }
@@ -68,23 +62,28 @@ __attribute__((always_inline)) inline std::int64_t shrink_loop(T* __restrict w, 
     return zeros;
 }
 
+template <class T, bool NonNeg, bool Weighted, bool Scaled>
+__attribute__((always_inline)) inline std::int64_t shrink_loop(T* __restrict w, const T* __restrict u, std::int64_t n,
+                                                                compute_t<T> ct, compute_t<T> cc) noexcept {
+    using C = compute_t<T>;
+    return map_count(w, n, [=](std::int64_t i, C v) __attribute__((always_inline)) {
+        C ti = ct;
+        if constexpr (Weighted) ti = ct * load<T>(u[i]);
+        else (void)u, (void)i;
+        C r;
+        if constexpr (NonNeg) r = soft_nonneg(v, ti);
+        else r = soft(v, ti);
+        if constexpr (Scaled) r = r * cc;
+        else (void)cc;
+        return r;
+    });
+}
+
 // w <- c * w + 0 (a zero is written as +0, as soft() writes it).
 template <class T>
 __attribute__((always_inline)) inline std::int64_t scale_loop(T* __restrict w, std::int64_t n, compute_t<T> cc) noexcept {
     using C = compute_t<T>;
-    std::int64_t zeros = 0;
-    for (std::int64_t b = 0; b < n; b += kCountBlock) {
-        const std::int64_t e = n - b < kCountBlock ? n : b + kCountBlock;
-        std::int32_t z = 0;
-#pragma omp simd reduction(+ : z)
-        for (std::int64_t i = b; i < e; ++i) {
-            const C r = load<T>(w[i]) * cc + C(0);
-            w[i] = store<T>(r);
-            z += (r == C(0));
-        }
-        zeros += z;
-    }
-    return zeros;
+    return map_count(w, n, [=](std::int64_t, C v) __attribute__((always_inline)) { return v * cc + C(0); });
 }
 
 // w <- c * soft(w, t * u_i), u = per-element weights (Weighted) or 1. Covers the L1 prox
