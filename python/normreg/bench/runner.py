@@ -26,7 +26,7 @@ import math
 import statistics
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -291,6 +291,23 @@ class _ProbeTimer:
 PROBE = "(bandwidth probe)"
 
 
+def _take_turns(timers: dict, reps: int, context=lambda key: nullcontext()) -> dict:
+    """``reps`` repetitions of every timer, taking turns: rounds of :data:`ROUND` repetitions
+    each, every round after the first preceded by one untimed call. ``context(key)`` is
+    entered around a timer's turn (a thread count, say). Returns ``{key: [seconds, ...]}``."""
+    got: dict = {key: [] for key in timers}
+    while any(len(ts) < reps for ts in got.values()):
+        for key, t in timers.items():
+            k = min(ROUND, reps - len(got[key]))
+            if k <= 0:
+                continue
+            with context(key):
+                if got[key]:
+                    t.warm()
+                got[key].extend(t.rep() for _ in range(k))
+    return got
+
+
 def run_case(
     case: Case,
     *,
@@ -323,15 +340,7 @@ def run_case(
         timers: dict = {i.name: _Timer(case, i, warmup, MIN_REP_S, MAX_NUMBER) for i in chosen}
         if probe is not None and case.bw_kind in ("read", "rw"):
             timers[PROBE] = _ProbeTimer(probe, case.bw_kind)
-        times: dict[str, list[float]] = {name: [] for name in timers}
-        while any(len(ts) < reps for ts in times.values()):
-            for name, t in timers.items():
-                k = min(ROUND, reps - len(times[name]))
-                if k <= 0:
-                    continue
-                if len(times[name]) > 0:
-                    t.warm()
-                times[name].extend(t.rep() for _ in range(k))
+        times = _take_turns(timers, reps)
         for name, ts in times.items():
             if name == PROBE:
                 res.probe_gbs = timers[name].bytes / min(ts) / 1e9
@@ -366,16 +375,7 @@ def thread_scaling(
         for n in counts:
             with threads(n):
                 timers[(name, n)] = _Timer(case, case.impl(name), warmup, MIN_REP_S, MAX_NUMBER)
-    got: dict[tuple[str, int], list[float]] = {key: [] for key in timers}
-    while any(len(ts) < reps for ts in got.values()):
-        for (name, n), t in timers.items():
-            k = min(ROUND, reps - len(got[(name, n)]))
-            if k <= 0:
-                continue
-            with threads(n):
-                if got[(name, n)]:
-                    t.warm()
-                got[(name, n)].extend(t.rep() for _ in range(k))
+    got = _take_turns(timers, reps, context=lambda key: threads(key[1]))
     for name in names:
         times = {n: min(got[(name, n)]) for n in counts}
         base = times[counts[0]]
