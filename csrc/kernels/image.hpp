@@ -224,7 +224,7 @@ __attribute__((always_inline)) inline f8 terms8(f8 v, f8 right, f8 below, i8 kee
     }
 }
 
-// Sum of the terms of rows [r0, r1) of a float plane, each row with a next row (r1 < H + 1).
+// Sum of the terms of rows [r0, r1) of a float plane, each row with a next row (r1 <= H - 1).
 template <TVKind K>
 __attribute__((always_inline)) inline double rows_with_next(const float* __restrict plane, std::int64_t W, std::int64_t r0,
                                                             std::int64_t r1, float eps) noexcept {
