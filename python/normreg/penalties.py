@@ -27,6 +27,7 @@ from torch import Tensor
 from . import _reference as ref
 from ._bridge import DTYPE_CODES, TensorList, check_strength, checked_grads, paired, tensor_list, trainable
 from ._loader import _C
+from .distributed import dtensor_args as _dtensor_args
 
 _requires_grad = operator.attrgetter("requires_grad")
 _dtype_of = operator.attrgetter("dtype")
@@ -158,6 +159,9 @@ class Penalty:
         Tensor
             0-dim, float64 if any param is float64 else float32.
         """
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_value(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params)
@@ -186,6 +190,9 @@ class Penalty:
         params that received a gradient, as a Python float. With ``process_group``, the
         params are this rank's shards and the value is global (:mod:`normreg.distributed`).
         """
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_add_grad_(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_add_grad_(self, params, process_group)
         tl = trainable(tensor_list(params, requires_grad="all"))
@@ -200,6 +207,9 @@ class Penalty:
 
         With ``process_group``, the params are this rank's shards and the step is that of the
         whole tensors (:mod:`normreg.distributed`)."""
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_prox_(self, params, step, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_prox_(self, params, step, process_group)
         from . import prox
@@ -446,6 +456,9 @@ class L0(Penalty):
         self.l *= f
 
     def value(self, params: Params, *, process_group=None) -> Tensor:
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_value(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params)
