@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_util import run_ranks
+from dist_util import register, shared_results
 
 import normreg
 from normreg import _reference as ref
@@ -119,6 +119,7 @@ def _err(fn):
     return None
 
 
+@register
 def _work(rank, world, pg):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -220,7 +221,7 @@ def _work(rank, world, pg):
 
 @pytest.fixture(scope="module")
 def results():
-    return run_ranks(_work, world=2)
+    return shared_results(_work)
 
 
 def _ref_value(pen, full) -> float:
