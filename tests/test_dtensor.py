@@ -54,7 +54,11 @@ def _penalties() -> list:
         normreg.GroupLasso(0.4, -1),  # a: local groups; c, e: groups span the ranks
         normreg.Linf(0.7),
         normreg.L0(0.1),
-        normreg.L1(0.1) + normreg.SquaredL2(0.05) + normreg.L2Norm(0.2) + normreg.GroupLasso(0.3, -1) + normreg.Linf(0.2),
+        normreg.L1(0.1)
+        + normreg.SquaredL2(0.05)
+        + normreg.L2Norm(0.2)
+        + normreg.GroupLasso(0.3, -1)
+        + normreg.Linf(0.2),
     ]
 
 
@@ -77,7 +81,9 @@ def _model() -> torch.nn.Module:
 
 def _batch():
     g = torch.Generator().manual_seed(2)
-    return torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    return torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(
+        6, 3, generator=g, dtype=torch.float64
+    )
 
 
 def _groups(model, pen_w, pen_b) -> list[dict]:
@@ -190,7 +196,8 @@ def _work(rank, world, pg):
         )
         st = opts[1].state[next(model.parameters())]
         out["opt_state", name] = sorted(
-            (k, type(v).__name__, tuple(v.placements) if isinstance(v, DTensor) else None) for k, v in st.items()
+            (k, type(v).__name__, tuple(v.placements) if isinstance(v, DTensor) else None)
+            for k, v in st.items()
         )
         sd = opts[1].state_dict()
         out["opt_state_dict", name] = sorted(sd["state"][0])
@@ -201,6 +208,23 @@ def _work(rank, world, pg):
     out["torch_adam"] = (
         [p.detach().clone() for p in plain.parameters()],
         [p.full_tensor() for p in model.parameters()],
+    )
+
+    # 2-D meshes (HSDP-like): combined over the Shard mesh dim's group only, not over Replicate
+    from torch.distributed.tensor import Replicate, Shard
+
+    a = _full()[0]
+    for shape, placements in (((1, world), [Replicate(), Shard(0)]), ((world, 1), [Shard(1), Replicate()])):
+        mesh2 = init_device_mesh("cpu", shape)
+        for j, pen in enumerate(_penalties()[3:7]):  # L2Norm, GroupLasso(0), GroupLasso(-1), Linf
+            d = distribute_tensor(a.clone(), mesh2, placements).requires_grad_()
+            v = pen.value([d])
+            v.backward()
+            out["mesh2", shape, j] = (v.item(), info(d.grad))
+    out["two_shards"] = _err(
+        lambda: normreg.L1(0.1).value(
+            [distribute_tensor(a.clone(), init_device_mesh("cpu", (1, world)), [Shard(0), Shard(1)])]
+        )
     )
 
     # what raises (on every rank, before any collective)
@@ -215,6 +239,13 @@ def _work(rank, world, pg):
     a.grad = torch.ones(5, 4, dtype=torch.float64)  # a plain grad on a DTensor
     out["plain_grad"] = _err(lambda: normreg.L1(0.1).add_grad_([a]))
     out["l0_grad"] = _err(lambda: normreg.L0(0.1).add_grad_([a]))
+    c, e = dts(True)[2:]
+    c.grad = torch.zeros_like(c)
+    out["grad_first"] = _err(lambda: normreg.L1(0.1).add_grad_([c, b.requires_grad_(), a]))  # a's grad is bad
+    out["grad_first_untouched"] = bool((c.grad.full_tensor() == 0).all())
+    w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    e.grad, w.grad = torch.zeros_like(e), torch.zeros_like(w)
+    out["opt_mixed"] = _err(lambda: normreg.optim.ProxAdam([e, w], penalty=normreg.L1(0.1)).step())
     out["after"] = normreg.L1(0.1).value(dts()).item()  # the group is still in step
     return out
 
@@ -321,6 +352,22 @@ def test_fsdp2_torch_adam_reference(results):
             torch.testing.assert_close(s, p, rtol=1e-10, atol=1e-12)
 
 
+def test_dtensor_on_2d_meshes(results):
+    a = _full()[0]
+    for shape in ((1, 2), (2, 1)):
+        for j, pen in enumerate(_penalties()[3:7]):
+            want = _ref_value(pen, [a])
+            want_g = pen._reference_grad([a])[0]
+            for r in results:
+                v, (placements, _local, logical) = r["mesh2", shape, j]
+                assert v == pytest.approx(want, rel=1e-12)
+                assert len(placements) == 2
+                torch.testing.assert_close(logical, want_g, **TOL)
+    for r in results:
+        kind, msg = r["two_shards"]
+        assert kind == "ValueError" and "sharded over 2 mesh dims" in msg and "at most one" in msg
+
+
 def test_dtensor_errors(results):
     for r in results:
         kind, msg = r["mixed"]
@@ -336,4 +383,9 @@ def test_dtensor_errors(results):
         assert kind == "TypeError" and ".grad" in msg and "DTensor" in msg
         kind, msg = r["l0_grad"]
         assert kind == "ValueError" and "L0" in msg
+        kind, msg = r["grad_first"]
+        assert kind == "TypeError" and "'params'[2]" in msg and ".grad" in msg
+        assert r["grad_first_untouched"]
+        kind, msg = r["opt_mixed"]
+        assert kind == "TypeError" and "DTensors and regular tensors" in msg
         assert r["after"] == pytest.approx(float(ref.penalty_value("l1", _full(), 0.1)), rel=1e-12)

@@ -38,6 +38,7 @@ are kept from the forward); it is once-differentiable (no ``create_graph``).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -678,6 +679,7 @@ def _linf_prox_sharded(tl: TensorList, s: float, pg, dev, world: int, rank: int)
 # over tensors, so the parts add.
 
 _DT_MODULE = "torch.distributed.tensor"
+_MODULES = sys.modules  # no DTensor can exist before torch.distributed.tensor is imported
 _dt_types: dict[type, bool] = {}  # type -> is it a DTensor subclass (cached)
 
 
@@ -694,9 +696,7 @@ def dtensor_args(params):
     """``(params, has_dtensor)``: cheap when torch.distributed.tensor was never imported
     (then no DTensor can exist and ``params`` come back as they are). Otherwise an iterable
     is materialized as a list (returned, so that a generator is not lost) and scanned."""
-    import sys
-
-    if _DT_MODULE not in sys.modules:
+    if _DT_MODULE not in _MODULES:
         return params, False
     if isinstance(params, Tensor):
         return params, _is_dt_type(type(params))
@@ -713,9 +713,7 @@ def dtensor_args(params):
 
 def groups_have_dtensor(param_groups) -> bool:
     """True when any param of the optimizer's groups is a DTensor (cheap otherwise)."""
-    import sys
-
-    if _DT_MODULE not in sys.modules:
+    if _DT_MODULE not in _MODULES:
         return False
     return any(_is_dt_type(type(p)) for g in param_groups for p in g["params"])
 
@@ -792,7 +790,9 @@ def _dt_parts(tensors: list, arg: str = "params") -> list[_Part]:
                 )
             pg = mesh.get_group(m)
             if dist.get_rank(pg) != r:
-                raise ValueError(f"'{arg}'[{i}]: the mesh's process group does not rank its members in mesh order")
+                raise ValueError(
+                    f"'{arg}'[{i}]: the mesh's process group does not rank its members in mesh order"
+                )
             key, g = pg, _Geo(d, tuple(p.shape), offset)
         part = parts.get(key)
         if part is None:
@@ -891,12 +891,14 @@ def dtensor_value(penalty, params, process_group=None) -> Tensor:
     return torch.tensor(call["value"], dtype=call["dtype"], device=call["device"])
 
 
-def _local_grads(params: list, locals_: list[Tensor], arg: str = "grads") -> list[Tensor]:
+def _local_grads(
+    params: list, locals_: list[Tensor], idx: list[int], *, check_only: bool = False
+) -> list[Tensor]:
     """The local tensors of the params' DTensor ``.grad`` (checked; zeros allocated where
-    missing, after every check), to write in place."""
+    missing, after every check), to write in place. ``idx``: the params' positions in the call."""
     from torch.distributed.tensor import DTensor
 
-    for i, (p, loc) in enumerate(zip(params, locals_, strict=True)):
+    for i, p, loc in zip(idx, params, locals_, strict=True):
         g = p.grad
         if g is None:
             continue
@@ -917,7 +919,11 @@ def _local_grads(params: list, locals_: list[Tensor], arg: str = "grads") -> lis
                 f"{tuple(loc.shape)} {loc.dtype}"
             )
         if not gl.is_contiguous():
-            raise ValueError(f"'params'[{i}].grad: its local tensor is not contiguous; make it contiguous first")
+            raise ValueError(
+                f"'params'[{i}].grad: its local tensor is not contiguous; make it contiguous first"
+            )
+    if check_only:
+        return []
     out = []
     with torch.no_grad():
         for p in params:
@@ -933,19 +939,26 @@ def dtensor_add_grad_(penalty, params, process_group=None) -> float:
     from .penalties import L0, Sum
 
     _no_pg(process_group, "add_grad_")
-    if isinstance(penalty, L0) or (isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms)):
+    if isinstance(penalty, L0) or (
+        isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms)
+    ):
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
     tensors = [t for t in as_tensors(params) if t.requires_grad]  # frozen: skipped, as without DTensors
     if not tensors:
         return 0.0
     parts = _dt_parts(tensors)
+    # every check before the first part writes: grads, and the penalty's shape checks (GroupLasso dim)
+    everything = [t for part in parts for t in part.local]
+    order = [i for part in parts for i in part.idx]
+    _local_grads([tensors[i] for i in order], everything, order, check_only=True)
+    penalty._check_params(tensor_list(everything))
     total = 0.0
     for part in parts:
         mine = [tensors[i] for i in part.idx]
         if part.pg is None:
             tl = tensor_list(part.local)
             penalty._check_params(tl)
-            gl = paired(tl, _local_grads(mine, part.local), "grads")
+            gl = paired(tl, _local_grads(mine, part.local, part.idx), "grads")
             total += penalty._grad(tl, gl, 1.0, accumulate=True)
             continue
         plan, _tl, grads = _plan(
@@ -954,7 +967,9 @@ def dtensor_add_grad_(penalty, params, process_group=None) -> float:
             part.pg,
             for_grad=True,
             geo=part.geo,
-            grads_of=lambda tl, mine=mine: paired(tl, _local_grads(mine, tl.tensors), "grads"),
+            grads_of=lambda tl, mine=mine, idx=part.idx: paired(
+                tl, _local_grads(mine, tl.tensors, idx), "grads"
+            ),
         )
         for t in plan.terms:
             if not isinstance(t, _Additive):
@@ -996,7 +1011,11 @@ def _check_dt_grads(params: list, arg: str = "params") -> None:
 
     for i, p in enumerate(params):
         g = p.grad
-        if not isinstance(g, DTensor) or g.device_mesh != p.device_mesh or tuple(g.placements) != tuple(p.placements):
+        if (
+            not isinstance(g, DTensor)
+            or g.device_mesh != p.device_mesh
+            or tuple(g.placements) != tuple(p.placements)
+        ):
             raise ValueError(
                 f"'{arg}'[{i}] is a DTensor with placements {tuple(p.placements)} but its .grad is "
                 f"{type(g).__name__}{'' if not isinstance(g, DTensor) else ' ' + str(tuple(g.placements))}; "
@@ -1131,7 +1150,9 @@ def dtensor_step(opt, closure=None):
             st = opt.state.pop(loc, None)
             if st is not None:
                 opt.state[p] = {
-                    k: _as_dtensor(v, p) if isinstance(v, Tensor) and k != "step" and v.shape == loc.shape else v
+                    k: _as_dtensor(v, p)
+                    if isinstance(v, Tensor) and k != "step" and v.shape == loc.shape
+                    else v
                     for k, v in st.items()
                 }
     opt.group_stats = stats
