@@ -97,7 +97,9 @@ OPTIMIZERS = {
     # sparse group lasso along dim 1 of Shard(0) weights: its prox runs over the mesh
     "adam": lambda groups: normreg.optim.ProxAdam(groups, lr=0.05),
     "sgd_grad": lambda groups: normreg.optim.ProxSGD(groups, lr=0.1, momentum=0.9, penalty_mode="grad"),
-    "adamw_linf": lambda groups: normreg.optim.ProxAdamW(groups, lr=0.05, weight_decay=0.1),
+    "adamw_linf": lambda groups: normreg.optim.ProxAdamW(
+        groups, lr=0.05, weight_decay=0.1, penalty_schedule=normreg.optim.LinearWarmup(2, start=0.5)
+    ),
 }
 
 
@@ -109,11 +111,19 @@ def _opt_penalties(name):
     return normreg.Linf(0.05), normreg.L2Norm(0.1)
 
 
-def _train(model, opt, steps=3):
+def _extra() -> torch.Tensor:
+    """A plain (not distributed) tensor in a param group of its own, beside the DTensor groups."""
+    return torch.linspace(-1, 1, 7, dtype=torch.float64).requires_grad_()
+
+
+def _train(model, opt, steps=3, extra=None):
     x, y = _batch()
     for _ in range(steps):
         opt.zero_grad()
-        torch.nn.functional.mse_loss(model(x), y).backward()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        if extra is not None:
+            loss = loss + (extra - 0.3).square().sum()
+        loss.backward()
         opt.step()
 
 
@@ -179,13 +189,27 @@ def _work(rank, world, pg):
             p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad.clone() for p in m.parameters()
         ]
     out["fsdp_placements"] = [(type(p).__name__, tuple(p.grad.placements)) for p in model.parameters()]
+    plain = _model()
+    model = fully_shard(_model(), mesh=mesh)
+    for m in (plain, model):  # the penalty after the forward: FSDP2 keeps the root's params unsharded
+        pred = m(x)
+        out["after_forward_types", m is model] = sorted({type(p).__name__ for p in m.parameters()})
+        (torch.nn.functional.mse_loss(pred, y) + pen.value(m.parameters())).backward()
+        out["after_forward_grad", m is model] = [
+            p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad.clone() for p in m.parameters()
+        ]
     for name, make in OPTIMIZERS.items():
         pw, pb = _opt_penalties(name)
         plain = _model()
         model = fully_shard(_model(), mesh=mesh)
-        opts = [make(_groups(m, pw, pb)) for m in (plain, model)]
-        for m, opt in zip((plain, model), opts, strict=True):
-            _train(m, opt)
+        extras = [_extra(), _extra()]
+        opts = [
+            make(_groups(m, pw, pb) + [{"params": [e], "penalty": normreg.L1(0.3)}])
+            for m, e in zip((plain, model), extras, strict=True)
+        ]
+        for m, opt, e in zip((plain, model), opts, extras, strict=True):
+            _train(m, opt, extra=e)
+        out["opt_extra", name] = [e.detach().clone() for e in extras]
         out["opt", name] = (
             [p.detach().clone() for p in plain.parameters()],
             [p.full_tensor() for p in model.parameters()],
@@ -323,6 +347,12 @@ def test_fsdp2_value_and_grads_match_unsharded(results):
         assert all(t == "DTensor" and len(pl) == 1 and pl[0].is_shard(0) for t, pl in r["fsdp_placements"])
 
 
+def test_fsdp2_penalty_after_forward(results):
+    for r in results:
+        for g, w in zip(r["after_forward_grad", True], r["after_forward_grad", False], strict=True):
+            torch.testing.assert_close(g, w, **TOL)
+
+
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_fsdp2_prox_optimizers_match_unsharded(results, name):
     for r in results:
@@ -335,6 +365,7 @@ def test_fsdp2_prox_optimizers_match_unsharded(results, name):
             stats_plain.numel,
         )
         assert group_zeros[0] == group_zeros[1]
+        torch.testing.assert_close(r["opt_extra", name][1], r["opt_extra", name][0], rtol=1e-12, atol=1e-14)
         for k, kind, placements in r["opt_state", name]:
             if k != "step":
                 assert kind == "DTensor" and len(placements) == 1 and placements[0].is_shard(0)

@@ -1098,8 +1098,11 @@ def dtensor_step(opt, closure=None):
     restore = []  # (group, params, penalty)
     swapped = []  # (param, local)
     try:
-        for job in jobs:
-            if job is None:
+        for group, job in zip(opt.param_groups, jobs, strict=True):
+            if job is None:  # no DTensor: the inner step runs it as it is, with the scaled penalty
+                restore.append((group, group["params"], group["penalty"]))
+                if group["penalty"] is not None and factor != 1.0:
+                    group["penalty"] = group["penalty"].scaled(factor)
                 continue
             group, live, parts, penalty, inner, defer = job
             grads = {}
