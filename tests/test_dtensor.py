@@ -263,6 +263,8 @@ def _work(rank, world, pg):
     a.grad = torch.ones(5, 4, dtype=torch.float64)  # a plain grad on a DTensor
     out["plain_grad"] = _err(lambda: normreg.L1(0.1).add_grad_([a]))
     out["l0_grad"] = _err(lambda: normreg.L0(0.1).add_grad_([a]))
+    out["opt_plain_grad"] = _err(lambda: normreg.optim.ProxAdam([b, a], penalty=normreg.L2Norm(0.1)).step())
+    out["opt_plain_grad_untouched"] = torch.equal(a.full_tensor(), _full()[0])
     c, e = dts(True)[2:]
     c.grad = torch.zeros_like(c)
     out["grad_first"] = _err(lambda: normreg.L1(0.1).add_grad_([c, b.requires_grad_(), a]))  # a's grad is bad
@@ -417,6 +419,9 @@ def test_dtensor_errors(results):
         kind, msg = r["grad_first"]
         assert kind == "TypeError" and "'params'[2]" in msg and ".grad" in msg
         assert r["grad_first_untouched"]
+        kind, msg = r["opt_plain_grad"]
+        assert kind == "ValueError" and "param_groups[0]['params'][1]" in msg and ".grad" in msg
+        assert r["opt_plain_grad_untouched"]
         kind, msg = r["opt_mixed"]
         assert kind == "TypeError" and "DTensors and regular tensors" in msg
         assert r["after"] == pytest.approx(float(ref.penalty_value("l1", _full(), 0.1)), rel=1e-12)

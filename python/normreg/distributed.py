@@ -736,6 +736,11 @@ def _no_pg(process_group, what: str) -> None:
         )
 
 
+def _at(arg: str, i: int) -> str:
+    """``'params'[3]`` for an argument, ``param_groups[0]['params'][3]`` for a path."""
+    return f"{arg}[{i}]" if "[" in arg else f"'{arg}'[{i}]"
+
+
 def _dt_parts(tensors: list, arg: str = "params") -> list[_Part]:
     """Check the DTensors of one call and split them into parts by process group."""
     from torch.distributed.tensor import DTensor, Shard
@@ -746,27 +751,27 @@ def _dt_parts(tensors: list, arg: str = "params") -> list[_Part]:
         if not isinstance(p, DTensor):
             what = type(p).__name__ if not isinstance(p, Tensor) else "a regular (non-DTensor) tensor"
             raise TypeError(
-                f"'{arg}'[{i}] is {what} but '{arg}'[{first}] is a DTensor: one call takes DTensors only. "
+                f"{_at(arg, i)} is {what} but {_at(arg, first)} is a DTensor: one call takes DTensors only. "
                 "Distribute every tensor (e.g. fully_shard the whole model), or pass the regular tensors in "
                 "a separate call"
             )
         mesh, placements = p.device_mesh, tuple(p.placements)
         if mesh.get_coordinate() is None:
-            raise ValueError(f"'{arg}'[{i}]: this rank is not part of the DTensor's device mesh")
+            raise ValueError(f"{_at(arg, i)}: this rank is not part of the DTensor's device mesh")
         sharded = []
         for m, q in enumerate(placements):
             if q.is_replicate():
                 continue
             if type(q) is not Shard:
                 raise ValueError(
-                    f"'{arg}'[{i}] has placement {q} on mesh dim {m}; normreg takes DTensors whose placements "
+                    f"{_at(arg, i)} has placement {q} on mesh dim {m}; normreg takes DTensors whose placements "
                     "are Shard(d) or Replicate() (redistribute a Partial DTensor first, e.g. "
                     "t.redistribute(placements=[Replicate()]))"
                 )
             sharded.append((m, q.dim + p.dim() if q.dim < 0 else q.dim))
         if len(sharded) > 1:
             raise ValueError(
-                f"'{arg}'[{i}] is sharded over {len(sharded)} mesh dims (placements {placements}); normreg "
+                f"{_at(arg, i)} is sharded over {len(sharded)} mesh dims (placements {placements}); normreg "
                 "takes DTensors sharded over at most one mesh dim (FSDP2, HSDP, 1-D tensor parallel). "
                 "Redistribute it to a single Shard placement first"
             )
@@ -784,14 +789,14 @@ def _dt_parts(tensors: list, arg: str = "params") -> list[_Part]:
                 p.shape[d + 1 :]
             ) or local.shape[d] != max(min(chunk, n - offset), 0):
                 raise ValueError(
-                    f"'{arg}'[{i}]: its local tensor of shape {tuple(local.shape)} is not the even chunk "
+                    f"{_at(arg, i)}: its local tensor of shape {tuple(local.shape)} is not the even chunk "
                     f"of Shard({d}) of shape {tuple(p.shape)} that normreg expects (a padded or strided layout); "
                     "redistribute it"
                 )
             pg = mesh.get_group(m)
             if dist.get_rank(pg) != r:
                 raise ValueError(
-                    f"'{arg}'[{i}]: the mesh's process group does not rank its members in mesh order"
+                    f"{_at(arg, i)}: the mesh's process group does not rank its members in mesh order"
                 )
             key, g = pg, _Geo(d, tuple(p.shape), offset)
         part = parts.get(key)
@@ -1006,18 +1011,20 @@ def dtensor_prox_(penalty, params, step: float, process_group=None):
     return prox.ProxStats(zeros, sum(zeros), numel)
 
 
-def _check_dt_grads(params: list, arg: str = "params") -> None:
+def _check_dt_grads(params: list, arg: str) -> None:
     from torch.distributed.tensor import DTensor
 
     for i, p in enumerate(params):
         g = p.grad
+        if g is None:
+            continue
         if (
             not isinstance(g, DTensor)
             or g.device_mesh != p.device_mesh
             or tuple(g.placements) != tuple(p.placements)
         ):
             raise ValueError(
-                f"'{arg}'[{i}] is a DTensor with placements {tuple(p.placements)} but its .grad is "
+                f"{_at(arg, i)} is a DTensor with placements {tuple(p.placements)} but its .grad is "
                 f"{type(g).__name__}{'' if not isinstance(g, DTensor) else ' ' + str(tuple(g.placements))}; "
                 "the gradient of a DTensor param must be a DTensor with its placements"
             )
@@ -1063,7 +1070,7 @@ def dtensor_step(opt, closure=None):
             loss = closure()
     factor = opt.penalty_factor()
     jobs = []  # per group: (group, params with grad, parts, penalty, inner penalty, deferred)
-    for group in opt.param_groups:  # every check before any tensor is touched
+    for gi, group in enumerate(opt.param_groups):  # every check before any tensor is touched
         ps = list(group["params"])
         dts = [isinstance(p, DTensor) for p in ps]
         if not any(dts):
@@ -1075,8 +1082,10 @@ def dtensor_step(opt, closure=None):
                 f"{type(opt).__name__}: a param group holds DTensors and regular tensors (param {i}); put the "
                 "regular tensors into a group of their own (or distribute them too)"
             )
+        arg = f"param_groups[{gi}]['params']"
+        _dt_parts(ps, arg)  # placements, named by the position in the group
+        _check_dt_grads(ps, arg)
         live = [p for p in ps if p.grad is not None]
-        _check_dt_grads(live)
         parts = _dt_parts(live) if live else []
         penalty = group["penalty"]
         if penalty is not None and factor != 1.0:
