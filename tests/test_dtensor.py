@@ -167,6 +167,7 @@ def _work(rank, world, pg):
             p.grad = None if j == 1 else torch.full_like(p, 0.125)  # one .grad allocated by add_grad_
         total = pen.add_grad_(ps)
         out[i, "add_grad"] = (total, [info(p.grad) for p in ps])
+        out[i, "grad"] = (out[i, "value"].item(), [info(g) for g in pen.grad(dts())])
     for i, pen in enumerate(_prox_penalties()):
         ps = dts()
         stats = pen.prox_(ps, STEP)
@@ -305,12 +306,16 @@ def test_dtensor_value_and_grads_match_unsharded(results, i):
     if isinstance(pen, normreg.L0):
         return
     want_g = pen._reference_grad(full)
-    for mode in ("autograd", "add_grad"):
+    for mode in ("autograd", "add_grad", "grad"):
         for r in results:
             assert r[i, mode][0] == pytest.approx(want, rel=1e-12)
             for k, (placements, _local, logical) in enumerate(r[i, mode][1]):
                 assert placements == tuple(_placements()[k : k + 1]), f"{mode}: placements of grad {k}"
-                expect = SCALE * want_g[k] if mode == "autograd" else want_g[k] + (0 if k == 1 else 0.125)
+                expect = {
+                    "autograd": SCALE * want_g[k],
+                    "add_grad": want_g[k] + (0 if k == 1 else 0.125),
+                    "grad": want_g[k],
+                }[mode]
                 torch.testing.assert_close(logical, expect, **TOL, msg=f"{mode} grad of tensor {k}")
         rep0, rep1 = (r[i, mode][1][1][1] for r in results)  # the Replicate tensor's local grads
         assert torch.equal(rep0, rep1)

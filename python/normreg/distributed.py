@@ -58,6 +58,7 @@ __all__ = [
     "dtensor_value",
     "dtensor_add_grad_",
     "dtensor_prox_",
+    "dtensor_grad",
     "dtensor_step",
 ]
 
@@ -894,6 +895,25 @@ def dtensor_value(penalty, params, process_group=None) -> Tensor:
         ):
             return _DTensorValue.apply(call, *tensors)
     return torch.tensor(call["value"], dtype=call["dtype"], device=call["device"])
+
+
+def dtensor_grad(penalty, params) -> list[Tensor]:
+    """``penalty.grad(dtensors)``: the gradient of the global value as new DTensors, each with
+    its param's placements (no autograd graph)."""
+    from .penalties import L0, Sum
+
+    if isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms):
+        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
+    tensors = as_tensors(params)
+    parts = _dt_parts(tensors)
+    outs: list[Tensor | None] = [None] * len(tensors)
+    for part in parts:
+        plan, tl = _part_plan(penalty, part)
+        loc = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in tl.tensors]
+        plan.apply(paired(tl, loc, "grads"), 1.0, accumulate=False)
+        for i, o in zip(part.idx, loc, strict=True):
+            outs[i] = _as_dtensor(o, tensors[i])
+    return outs
 
 
 def _local_grads(

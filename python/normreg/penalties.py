@@ -176,6 +176,9 @@ class Penalty:
 
     def grad(self, params: Params) -> list[Tensor]:
         """The gradient of the penalty at ``params`` as new tensors (no autograd graph)."""
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_grad(self, params)
         tl = tensor_list(params)
         self._check_params(tl)
         outs = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in tl.tensors]
