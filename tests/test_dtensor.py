@@ -199,6 +199,16 @@ def _work(rank, world, pg):
         out["after_forward_grad", m is model] = [
             p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad.clone() for p in m.parameters()
         ]
+    plain = _model()
+    model = fully_shard(_model(), mesh=mesh)
+    for m in (plain, model):  # the docs' recipe: the list taken before the forward holds the DTensors
+        weights = normreg.param_groups(m, pen)[0]["params"]
+        loss = torch.nn.functional.mse_loss(m(x), y) + pen.value(weights)
+        out["captured_types", m is model] = sorted({type(p).__name__ for p in weights})
+        loss.backward()
+        out["captured_grad", m is model] = [
+            p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad.clone() for p in m.parameters()
+        ]
     for name, make in OPTIMIZERS.items():
         pw, pb = _opt_penalties(name)
         plain = _model()
@@ -356,8 +366,11 @@ def test_fsdp2_value_and_grads_match_unsharded(results):
 
 def test_fsdp2_penalty_after_forward(results):
     for r in results:
-        for g, w in zip(r["after_forward_grad", True], r["after_forward_grad", False], strict=True):
-            torch.testing.assert_close(g, w, **TOL)
+        assert r["after_forward_types", True] == ["Parameter"]  # FSDP2's unsharded root params
+        assert r["captured_types", True] == ["DTensor"]
+        for key in ("after_forward_grad", "captured_grad"):
+            for g, w in zip(r[key, True], r[key, False], strict=True):
+                torch.testing.assert_close(g, w, **TOL)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
