@@ -1,5 +1,11 @@
 """Penalties over parameters sharded across processes (``torch.distributed``).
 
+DTensor parameters (FSDP2 ``fully_shard``, ``distribute_tensor`` with ``Shard``/``Replicate``)
+need no ``process_group``: ``penalty.value/grad/add_grad_/prox_`` and the optimizers' ``step``
+detect them (:func:`dtensor_args`, :func:`groups_have_dtensor`) and land in ``dtensor_*``
+below, which run the machinery of this module on each DTensor's local tensor over the process
+group of its Shard mesh dim (see the section at the end and docs/distributed.md).
+
 ``penalty.value(shards, process_group=pg)``, ``penalty.add_grad_(shards, process_group=pg)`` and
 ``penalty.prox_(shards, step, process_group=pg)`` land here. Every rank passes its *local shards*; the call returns the value of the penalty
 of the *logical* (unsharded) tensors on every rank, and gives each rank the gradient of
