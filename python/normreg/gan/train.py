@@ -89,7 +89,7 @@ class RunDirError(ValueError):
 class NonFiniteError(FloatingPointError):
     """A loss term or a weight became NaN or infinite and the run stopped at that step.
 
-    ``step``, ``name`` (the loss term, or ``G: <parameter>``) and ``value`` say where;
+    ``step``, ``name`` (the loss term, or ``weight '<parameter>' of G``) and ``value`` say where;
     ``summary`` is what ``summary.json`` holds (``status: "diverged"``).
     """
 
@@ -361,8 +361,8 @@ class Trainer:
         """The first NaN or infinite loss term of the last step (``terms=True``) or weight of
         G, D or EMA-G, as ``(name, value)``; ``None`` when everything is finite.
 
-        A weight is named ``"weight '<parameter>' of G"``; its value is its largest magnitude
-        (NaN if it holds one). One fused reduction per network: cheap beside a step.
+        A weight is named ``"weight '<parameter>' of G"``; its value is NaN if it holds one,
+        else its largest magnitude (inf). One fused norm per network: cheap beside a step.
         """
         if terms:
             last, lam = self._last
@@ -381,11 +381,16 @@ class Trainer:
             named = [(n, p) for n, p in model.named_parameters() if p.numel() > 0]
             if not named:
                 continue
-            amax = torch.stack([a.float() for a in torch._foreach_norm([p.detach() for _, p in named], float("inf"))])
-            ok = torch.isfinite(amax)
+            # 2-norms (the fast foreach kernel): NaN and inf propagate; an overflow of huge
+            # finite weights is told apart by the exact check of that tensor
+            norms = torch.stack([a.float() for a in torch._foreach_norm([p.detach() for _, p in named])])
+            ok = torch.isfinite(norms)
             if not bool(ok.all()):
-                i = int((~ok).nonzero()[0])
-                return f"weight {named[i][0]!r} of {net}", float(amax[i])
+                for i in (~ok).nonzero().flatten().tolist():
+                    w = named[i][1].detach()
+                    if not bool(torch.isfinite(w).all()):
+                        value = math.nan if bool(w.isnan().any()) else float(w.abs().max())
+                        return f"weight {named[i][0]!r} of {net}", value
         return None
 
     @torch.no_grad()
