@@ -366,7 +366,7 @@ def run_study(
         atomic_write_text(manifest, json.dumps({**head, "elapsed_s": prev_elapsed}, indent=1))
         records = run_points(
             points, out, backend=user_backend, split="val", measure=("study", name, mode), progress=progress,
-            desc=name, keep_runs=keep_runs, jobs=jobs, threads=threads,
+            desc=f"study {name}", keep_runs=keep_runs, jobs=jobs, threads=threads,
         )
     finally:
         elapsed = prev_elapsed + time.perf_counter() - t0
