@@ -244,6 +244,32 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch,
     assert not list((tmp_path / "cli").glob(".*tmp*"))
 
 
+def test_full_disk_while_logging_names_the_log(tmp_path, monkeypatch):
+    import builtins
+    import sys
+
+    train_mod = sys.modules["normreg.gan.train"]  # `normreg.gan.train` is also the function
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    def fake_open(path, *args, **kw):
+        fh = builtins.open(path, *args, **kw)
+        return Full(fh) if str(path).endswith("log.jsonl") else fh
+
+    monkeypatch.setattr(train_mod, "open", fake_open, raising=False)
+    with pytest.raises(OSError) as exc:
+        train(tiny(**SMALL), tmp_path / "run", progress=False)
+    assert exc.value.filename == str(tmp_path / "run" / "log.jsonl") and exc.value.errno == errno.ENOSPC
+
+
 def test_stale_temporaries_are_removed_on_resume_and_overwrite(tmp_path):
     cfg = tiny(**SMALL)
     run = tmp_path / "run"

@@ -879,7 +879,10 @@ def _run(
     try:
         with contextlib.ExitStack() as stack:
             with _naming(log_path):
-                log = stack.enter_context(open(log_path if main else os.devnull, "a"))
+                log = open(log_path if main else os.devnull, "a")  # noqa: SIM115 - closed below
+            # every row is flushed when written: closing has nothing left to write, and must not
+            # replace a write error (full disk) that names the file with one that does not
+            stack.callback(_close_quietly, log)
             while trainer.step_ < end:
                 trainer.step()
                 s = trainer.step_
@@ -994,6 +997,11 @@ def _run(
     if interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def _close_quietly(fh) -> None:
+    with contextlib.suppress(OSError):
+        fh.close()
 
 
 def _label(name: str) -> str:

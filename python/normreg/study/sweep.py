@@ -930,7 +930,7 @@ def _write_best_toml(path: Path, cfg, opts: Mapping, row: Mapping, criterion: Cr
     ]
     for m in criterion.metrics:
         mu, sd, n = row["mean"].get(m, math.nan), row["std"].get(m, math.nan), row["n"].get(m, 0)
-        lines.append(f"# {m}: {mu:.6g} +- {sd:.2g} (std over {n} runs)")
+        lines.append(f"# {m}: {mu:.6g} +- {sd:.2g} (std over {n} runs)" if n > 1 else f"# {m}: {mu:.6g} (one run)")
     atomic_write_text(path, "\n".join(lines) + "\n" + body)
 
 
@@ -999,7 +999,8 @@ def plot_sweep(
                 ax.set_title(", ".join(f"{k}={v}" for k, v in others.items()), fontsize=8)
             ax.grid(alpha=0.3)
     n_runs = summ[best_index]["n_runs"]
-    fig.suptitle(f"sweep: mean ± std over {n_runs} runs per point; ★ best by {criterion}", fontsize=10)
+    spread = f"mean ± std over {n_runs} runs per point" if n_runs > 1 else "one run per point"
+    fig.suptitle(f"sweep: {spread}; ★ best by {criterion}", fontsize=10)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
