@@ -434,6 +434,13 @@ def test_cli_resume_with_nothing_to_do_and_foreign_folders(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--steps", "3"]) == 2
     assert "already at step 4" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    # killed after the last checkpoint, before the summary: the resume finishes the job
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").unlink()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert "nothing to do" not in capsys.readouterr().err
+    again = json.loads((run / "summary.json").read_text())
+    assert again["status"] == "finished" and again["metrics"] == summary["metrics"]
     mine = tmp_path / "photos"
     mine.mkdir()
     (mine / "cat.jpg").write_bytes(b"jpeg")

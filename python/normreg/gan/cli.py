@@ -205,7 +205,7 @@ def train_main(args: argparse.Namespace) -> int:
             saved = _check_state(state, run_dir / (PREVIOUS if args.from_previous else CHECKPOINT))
             cfg = saved.replace(**given) if given else None
             steps = (cfg or saved).steps
-            if state["step"] == steps:
+            if state["step"] == steps and _finished(run_dir, steps):
                 if _dist.is_main_process():
                     more = "" if "steps" in given else f" (the run's steps = {steps})"
                     print(
@@ -253,6 +253,20 @@ def train_main(args: argparse.Namespace) -> int:
     if _dist.is_main_process():  # DDP hook: rank 0 reports
         _print_summary(run_dir, summary)
     return 0
+
+
+def _finished(run_dir: Path, steps: int) -> bool:
+    """``summary.json`` says the run finished its ``steps`` (a kill after the last checkpoint
+    but before the summary leaves it missing or stale: the resume then evaluates and writes it)."""
+    import json
+
+    try:
+        s = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(s, dict) and s.get("steps") == steps and s.get("status", "finished") == "finished" and bool(
+        s.get("finished")
+    )
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:
