@@ -438,6 +438,11 @@ def check_strength(value, arg: str) -> float:
     """A strength (penalty weight, step): a real number, finite and >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
+            if value.dtype.is_complex or value.dtype == torch.bool:
+                raise TypeError(
+                    f"'{arg}' must be a real number, got a {value.dtype} tensor; "
+                    "pass a float or a one-element floating or integer tensor"
+                )
             value = value.item()
         else:
             raise TypeError(f"'{arg}' must be a real number, got {type(value).__name__}")
