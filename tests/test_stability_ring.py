@@ -210,3 +210,20 @@ def test_smoke_study_writes_report(tmp_path):
     run_stability_study(out, mode="smoke", arms=["none"], jobs=1, resume=True, progress=False, report=False)
     with pytest.raises(ValueError, match="not empty"):
         run_stability_study(out, mode="smoke", jobs=1)
+
+
+def test_class_coverage_hand_made():
+    from normreg.stability.coverage import class_coverage
+
+    eye = torch.eye(10)
+    m = class_coverage(eye.repeat(5, 1))  # every class equally often
+    assert m["entropy"] == pytest.approx(math.log(10), rel=1e-12) and m["entropy_normalized"] == pytest.approx(1.0)
+    assert m["classes_present"] == 10
+    m = class_coverage(eye[[3] * 20])  # total collapse
+    assert m["entropy"] == 0.0 and m["classes_present"] == 1
+    m = class_coverage(torch.tensor([1, 1, 1, 7]), num_classes=10)
+    assert m["entropy"] == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)), rel=1e-12)
+    with pytest.raises(ValueError, match="num_classes"):
+        class_coverage(torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="class indices"):
+        class_coverage(torch.tensor([1, 12]), num_classes=10)

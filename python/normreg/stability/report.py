@@ -88,13 +88,15 @@ def _groups(records: Sequence[dict]) -> dict[str, list[dict]]:
 
 
 def arm_table(by_arm: dict[str, list[dict]]) -> str:
-    head = ["arm", "seeds", "diverged", "all 8 modes", *[METRICS[m][0] for m in METRICS], "‖W_D‖", "D zeros (%)",
+    head = ["arm", "seeds", "diverged", "non-finite", "all 8 modes", *[METRICS[m][0] for m in METRICS], "‖W_D‖", "D zeros (%)",
             "ms / step"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, recs in by_arm.items():
         div = sum(bool(r["summary"]["diverged"]) for r in recs)
         full = sum(_f(r["summary"]["metrics"]["modes_covered"]) == 8 for r in recs)
-        cells = [arm, str(len(recs)), f"{div}/{len(recs)}", f"{full}/{len(recs)}"]
+        nonfinite = sum(r["summary"].get("nonfinite_at") is not None or not r["summary"]["metrics"]["finite"]
+                        for r in recs)
+        cells = [arm, str(len(recs)), f"{div}/{len(recs)}", f"{nonfinite}/{len(recs)}", f"{full}/{len(recs)}"]
         for m in METRICS:
             mu, sd, n = _ms(_values(recs, m))
             s = fmt_pm(mu, sd, _SCALE.get(m, 1.0))
@@ -126,6 +128,19 @@ def _seed_table(by_arm: dict[str, list[dict]]) -> str:
             cells.append(f"{int(_f(m['modes_covered']))} / {100 * _f(m['hq_fraction']):.0f}%{tag}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _adaptive_lines(by_arm: dict[str, list[dict]]) -> list[str]:
+    out = []
+    for arm, recs in by_arm.items():
+        lams = [_f(r["summary"].get("lam_d_final")) for r in recs]
+        if not any(math.isfinite(v) for v in lams):
+            continue
+        rs = [_f(r["summary"].get("losses", {}).get("r_sign")) for r in recs]
+        out.append(f"{arm}: D's penalty strength at the end " + ", ".join(f"{v:.3g}" for v in lams)
+                   + " (seeds in order); E[sign(D(x_real))] of the last batch "
+                   + ", ".join(f"{v:.2f}" for v in rs) + ".")
+    return [*out, ""] if out else []
 
 
 # ---- figures --------------------------------------------------------------------------------
@@ -168,7 +183,7 @@ def _scatter_grid(by_arm: dict[str, list[dict]], path: Path, seed: int = 0) -> b
             if j == 0:
                 ax.set_ylabel(arm, fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(f"G's samples over training (seed {seed}; red x: the 8 modes)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / len(rows)))
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return True
@@ -372,6 +387,7 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
         "",
         _seed_table(by_arm),
         "",
+        *_adaptive_lines(by_arm),
     ]
     for name, cap in figs:
         L += [f"![{name}]({name})", "", cap, ""]
