@@ -58,13 +58,13 @@ def test_simultaneous_gd_spirals_out():
 def test_alternating_gd_orbits():
     # Alternating GD conserves Q = θ² + ψ² − hcθψ (linear loss): it orbits, neither in nor out.
     g = DiracGAN(0.3, -0.2, lr=H, loss="linear", scheme="alternating")
-    p = g.run(300)
+    p = g.run(200)
     q = p[:, 0] ** 2 + p[:, 1] ** 2 - H * p[:, 0] * p[:, 1]
     np.testing.assert_allclose(q, q[0], rtol=1e-11)
     assert spectral_radius(step_matrix("alternating", H, 1.0)) == pytest.approx(1.0, abs=1e-12)
     # BCE: bounded and not converging (a rotation takes about 2π/(hc) = 126 steps)
     g = DiracGAN(1.0, 0.0, lr=H, loss="bce", scheme="alternating")
-    r = np.linalg.norm(g.run(400), axis=1)
+    r = np.linalg.norm(g.run(300), axis=1)
     assert r.max() < 1.1 and r[-130:].min() > 0.9
 
 
@@ -98,11 +98,11 @@ def test_r1_converges_at_the_discrete_rate():
         m = step_matrix(scheme, 0.5, 0.5, 0.6)
         assert spectral_radius(m) < 1
         g = DiracGAN(0.2, 0.1, lr=0.5, loss="bce", reg="r1", gamma=0.6, scheme=scheme)
-        r = np.linalg.norm(g.run(200), axis=1)
+        r = np.linalg.norm(g.run(120), axis=1)
         assert r[-1] < r[0] * 1e-6
         for loss in ("bce", "nonsaturating"):
             g = DiracGAN(2e-3, -1e-3, lr=0.5, loss=loss, reg="r1", gamma=0.6, scheme=scheme)
-            np.testing.assert_allclose(g.run(60), _matrix_path(m, [2e-3, -1e-3], 60), rtol=0, atol=1e-8)
+            np.testing.assert_allclose(g.run(40), _matrix_path(m, [2e-3, -1e-3], 40), rtol=0, atol=1e-8)
 
 
 def test_simultaneous_needs_gamma_above_h_c2():
@@ -112,7 +112,7 @@ def test_simultaneous_needs_gamma_above_h_c2():
         rho = spectral_radius(step_matrix("simultaneous", h, c, gamma))
         assert rho == pytest.approx(math.sqrt(1 - h * gamma + h * h * c * c), rel=1e-12)
         g = DiracGAN(0.3, 0.2, lr=h, loss="linear", reg="l2", gamma=gamma)
-        r = np.linalg.norm(g.run(100), axis=1)
+        r = np.linalg.norm(g.run(60), axis=1)
         assert bool(r[-1] < r[0]) == converges
     # real eigenvalues (γ ≥ 2c): ρ = |1 + hμ₋| with μ₋ = (−γ − √(γ² − 4c²))/2, so convergence
     # needs h(γ + √(γ² − 4c²)) < 4 as well: too strong a penalty diverges again (γ = 5, h = 0.5)
@@ -121,7 +121,7 @@ def test_simultaneous_needs_gamma_above_h_c2():
         rho = spectral_radius(step_matrix("simultaneous", h, c, gamma))
         assert rho == pytest.approx(abs(1 + h * mu), rel=1e-12)
         g = DiracGAN(0.3, 0.2, lr=h, loss="linear", reg="r1", gamma=gamma)
-        r = np.linalg.norm(g.run(100), axis=1)
+        r = np.linalg.norm(g.run(60), axis=1)
         assert bool(r[-1] < r[0]) == converges
 
 

@@ -133,10 +133,9 @@ _TINY = dict(steps=6, hidden=8, batch_size=16, eval_every=3, eval_samples=64, lo
 @pytest.mark.parametrize(
     "opts",
     [
-        {},
         {"r1_gamma": 1.0, "d_penalty": "l1", "d_penalty_strength": 0.1},
-        {"spectral_norm": True},
-        {"d_penalty": "l2", "d_penalty_strength": 1.0, "adaptive_target": 0.6, "adaptive_interval": 2},
+        {"spectral_norm": True, "d_penalty": "l2", "d_penalty_strength": 1.0, "adaptive_target": 0.6,
+         "adaptive_interval": 2},
     ],
 )
 def test_ring_training_checkpoint_round_trip(tmp_path, opts):
@@ -201,6 +200,7 @@ def test_train_help_has_no_ring_options(capsys):
 def test_smoke_study_writes_report(tmp_path):
     out = tmp_path / "st"
     path = run_stability_study(out, mode="smoke", arms=["none", "adaptive L2 (target 0.6)"], jobs=1, progress=False)
+    # (two arms: the report's tables and figures for one plain and one controlled arm)
     text = path.read_text()
     assert "| none | 1 |" in text and "adaptive L2 (target 0.6)" in text
     rows = (out / "results.csv").read_text().splitlines()

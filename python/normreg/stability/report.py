@@ -296,6 +296,15 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
             or verdict(_values(by_arm[a], "hq_fraction"), _values(by_arm["none"], "hq_fraction"))[0] == "worse"
             or sum(bool(r["summary"]["diverged"]) for r in by_arm[a]) > sum(bool(r["summary"]["diverged"]) for r in by_arm["none"]))
     ]
+    def any_better(a: str, ref: str) -> str:
+        vs = [verdict(_values(by_arm[a], m), _values(by_arm[ref], m), METRICS[m][1])[0]
+              for m in ("modes_covered", "hq_fraction")]
+        if "better" in vs and "worse" not in vs:
+            return "better"
+        if "worse" in vs and "better" not in vs:
+            return "worse"
+        return "mixed" if "better" in vs else "within spread"
+
     head = []
     if better_than_none:
         head.append("Norm-penalty arms better than no regularization (modes or high-quality samples beyond the "
@@ -306,7 +315,15 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
     if worse_than_none:
         head.append("Norm-penalty arms worse than no regularization (a metric worse beyond the spread, or more "
                     "divergences): " + ", ".join(worse_than_none) + ".")
-    return head + [""] + lines
+    for ref in ("R1 γ=1", "spectral norm"):
+        if ref not in by_arm:
+            continue
+        groups: dict[str, list[str]] = {}
+        for a in norm_arms:
+            groups.setdefault(any_better(a, ref), []).append(a)
+        head.append(f"Against {ref} (modes covered and high-quality fraction): " + "; ".join(
+            f"{k}: {', '.join(v)}" for k, v in groups.items()) + ".")
+    return [x for h in head for x in (h, "")] + ["Per arm:", ""] + lines
 
 
 def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
