@@ -152,7 +152,8 @@ def test_ring_training_checkpoint_round_trip(tmp_path, opts):
         assert torch.equal(pa, pb)  # N steps = N/2, resume, N/2 more, bit for bit
     assert torch.equal(a.generate(), b.generate())
     assert full["metrics"] == resumed["metrics"]
-    assert set(full["snapshots"]) == {"0", "6"}
+    assert full["curve"] == resumed["curve"] and [c["step"] for c in full["curve"]] == [3, 6]
+    assert set(full["snapshots"]) == {"0", "6"} and full["snapshots"] == resumed["snapshots"]
     if opts.get("adaptive_target"):
         assert full["lam_d_final"] == resumed["lam_d_final"] and full["lam_d_final"] != 1.0
     if opts.get("d_penalty") == "l1":

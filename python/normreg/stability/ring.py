@@ -43,7 +43,8 @@ from torch import Tensor, nn
 import normreg
 
 from ..gan.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
-from ..gan.train import _rng_state, _seed_all, _set_rng_state
+from ..gan.train import _rng_state, _seed_all, _set_rng_state, _truncate_logs
+from ..study._io import atomic_write_text
 from .adaptive import AdaptiveLambda
 
 __all__ = [
@@ -58,7 +59,7 @@ __all__ = [
 
 D_PENALTIES = ("none", "l1", "l2", "elastic_net")
 DIVERGED_HQ = 0.05  # a run whose final samples are < 5% high quality failed
-RUN_FILES = ("config.json", "log.jsonl", "metrics.csv", "summary.json", CHECKPOINT, PREVIOUS)
+RUN_FILES = ("config.json", "log.jsonl", "metrics.csv", "snapshots.json", "summary.json", CHECKPOINT, PREVIOUS)
 
 
 @dataclass(frozen=True)
@@ -410,6 +411,7 @@ def train_ring(
     trainer = RingTrainer(cfg)
     if state is not None:
         trainer.load_state_dict(state)
+        _truncate_logs(run_dir, trainer.step_)  # rows written after the checkpoint are written again
     else:
         ours = [f for f in RUN_FILES if (run_dir / f).exists()]
         if ours and not overwrite:
@@ -427,10 +429,16 @@ def train_ring(
     if not met_path.exists():
         with open(met_path, "w", newline="") as fh:
             csv.writer(fh).writerow(cols)
-    snaps: dict[str, list] = {}
+    snap_path = run_dir / "snapshots.json"
+    snaps: dict[str, list] = json.loads(snap_path.read_text()) if state is not None and snap_path.is_file() else {}
+    snaps = {k: v for k, v in snaps.items() if int(k) <= trainer.step_}
+
+    def snapshot() -> None:
+        snaps[str(trainer.step_)] = trainer.generate()[: cfg.snapshot_samples].tolist()
+        atomic_write_text(snap_path, json.dumps(snaps))
+
     if 0 in cfg.snapshots and trainer.step_ == 0:
-        snaps["0"] = trainer.generate()[: cfg.snapshot_samples].tolist()
-    curve: list[dict] = []
+        snapshot()
     diverged_at = None
     t0 = time.perf_counter()
     with open(run_dir / "log.jsonl", "a") as log:
@@ -445,15 +453,20 @@ def train_ring(
                 log.write(json.dumps({"step": s, **terms}) + "\n")
                 log.flush()
             if s in cfg.snapshots:
-                snaps[str(s)] = trainer.generate()[: cfg.snapshot_samples].tolist()
+                snapshot()
             if s % cfg.eval_every == 0 or s == cfg.steps:
                 m = trainer.evaluate()
-                curve.append({"step": s, **{k: m[k] for k in ("modes_covered", "hq_fraction", "kl_uniform")}})
                 with open(met_path, "a", newline="") as fh:
                     csv.writer(fh).writerow([s, *[_finite(m[k]) for k in cols[1:]]])
             if s % cfg.checkpoint_every == 0 or s == end:
                 save_checkpoint(trainer.state_dict(), run_dir)
     seconds = time.perf_counter() - t0
+    with open(met_path, newline="") as fh:  # the whole run's evaluations, resumed parts included
+        curve = [
+            {"step": int(r["step"]), "modes_covered": int(r["modes_covered"]), "hq_fraction": float(r["hq_fraction"]),
+             "kl_uniform": _finite(float(r["kl_uniform"]))}
+            for r in csv.DictReader(fh)
+        ]
     final = trainer.evaluate()
     diverged = diverged_at is not None or not final["finite"] or final["hq_fraction"] < DIVERGED_HQ
     summary = {
