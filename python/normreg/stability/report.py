@@ -393,6 +393,16 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     ]
     if missing:
         L += [f"**Not run:** {', '.join(missing)}.", ""]
+    from .study import SEEDS
+
+    short = {a: len(v) for a, v in by_arm.items() if len(v) < SEEDS}
+    if mode == "full" and short:
+        L += [f"**Incomplete:** the study plans {SEEDS} seeds per arm; this run was stopped before all of them "
+              "finished (seed-major order: every arm's seed k runs before any seed k + 1). Finished seeds per arm: "
+              + ", ".join(f"{a} {n}" for a, n in short.items()) + ". Continue it with `--resume`.", ""]
+    L += ["**Not part of this study:** the unconditional digits task (the image trainer). "
+          "`normreg.stability.coverage.image_run_coverage(run_dir)` reports KID and class coverage (entropy of "
+          "the classifier's predicted classes) for such a run of `normreg train --task unconditional`.", ""]
     L += [
         "## Results",
         "",
