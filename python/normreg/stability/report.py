@@ -255,10 +255,11 @@ def _compare_lines(by_arm: dict[str, list[dict]], ref: str) -> list[str]:
         if arm == ref:
             continue
         parts = []
-        for m in ("modes_covered", "hq_fraction", "kl_uniform"):
+        for m in ("modes_covered", "hq_fraction", "kl_uniform", "late_modes"):
             v, d, se = verdict(_values(recs, m), _values(by_arm[ref], m), METRICS[m][1])
             sc = _SCALE.get(m, 1.0)
-            parts.append(f"{METRICS[m][0].split(' (')[0].split(' ↑')[0].split(' ↓')[0]} {v}"
+            label = "modes, last 5 evals" if m == "late_modes" else METRICS[m][0].split(" (")[0].split(" ↑")[0].split(" ↓")[0]
+            parts.append(f"{label} {v}"
                          + (f" ({d * sc:+.2f} ± {se * sc:.2f})" if math.isfinite(d) else ""))
         div = sum(bool(r["summary"]["diverged"]) for r in recs)
         div_ref = sum(bool(r["summary"]["diverged"]) for r in by_arm[ref])
@@ -282,36 +283,34 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
             dref = sum(bool(r["summary"]["diverged"]) for r in by_arm[ref])
             bits.append(f"vs {ref}: modes {v_modes}, high-quality {v_hq}, diverged {div} vs {dref}")
         lines.append(f"- {arm}: " + "; ".join(bits) + ".")
-    better_than_none = [
-        a for a in norm_arms
-        if "none" in by_arm and (
-            verdict(_values(by_arm[a], "modes_covered"), _values(by_arm["none"], "modes_covered"))[0] == "better"
-            or verdict(_values(by_arm[a], "hq_fraction"), _values(by_arm["none"], "hq_fraction"))[0] == "better")
-        and sum(bool(r["summary"]["diverged"]) for r in by_arm[a]) <= sum(bool(r["summary"]["diverged"]) for r in by_arm["none"])
-    ]
-    worse_than_none = [
-        a for a in norm_arms
-        if "none" in by_arm and (
-            verdict(_values(by_arm[a], "modes_covered"), _values(by_arm["none"], "modes_covered"))[0] == "worse"
-            or verdict(_values(by_arm[a], "hq_fraction"), _values(by_arm["none"], "hq_fraction"))[0] == "worse"
-            or sum(bool(r["summary"]["diverged"]) for r in by_arm[a]) > sum(bool(r["summary"]["diverged"]) for r in by_arm["none"]))
-    ]
+    def n_div(a: str) -> int:
+        return sum(bool(r["summary"]["diverged"]) for r in by_arm[a])
+
+    def verdicts(a: str, ref: str) -> list[str]:
+        return [verdict(_values(by_arm[a], m), _values(by_arm[ref], m), METRICS[m][1])[0]
+                for m in ("modes_covered", "hq_fraction", "late_modes")]
+
     def any_better(a: str, ref: str) -> str:
-        vs = [verdict(_values(by_arm[a], m), _values(by_arm[ref], m), METRICS[m][1])[0]
-              for m in ("modes_covered", "hq_fraction")]
+        vs = verdicts(a, ref)
         if "better" in vs and "worse" not in vs:
             return "better"
         if "worse" in vs and "better" not in vs:
             return "worse"
         return "mixed" if "better" in vs else "within spread"
 
+    has_none = "none" in by_arm
+    better_than_none = [a for a in norm_arms if has_none and any_better(a, "none") == "better"
+                        and n_div(a) <= n_div("none")]
+    worse_than_none = [a for a in norm_arms if has_none and ("worse" in verdicts(a, "none") or n_div(a) > n_div("none"))]
+
     head = []
     if better_than_none:
-        head.append("Norm-penalty arms better than no regularization (modes or high-quality samples beyond the "
-                    "seeds' spread, no more divergences): " + ", ".join(better_than_none) + ".")
+        head.append("Norm-penalty arms better than no regularization (modes covered, high-quality fraction or "
+                    "modes over the last 5 evals beyond the seeds' spread, none worse, no more divergences): "
+                    + ", ".join(better_than_none) + ".")
     else:
-        head.append("**No** norm-penalty arm is better than no regularization beyond the seeds' spread on modes "
-                    "covered or high-quality samples without more divergences.")
+        head.append("**No** norm-penalty arm is better than no regularization beyond the seeds' spread (modes "
+                    "covered, high-quality fraction, modes over the last 5 evals) without more divergences.")
     if worse_than_none:
         head.append("Norm-penalty arms worse than no regularization (a metric worse beyond the spread, or more "
                     "divergences): " + ", ".join(worse_than_none) + ".")
@@ -321,7 +320,7 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
         groups: dict[str, list[str]] = {}
         for a in norm_arms:
             groups.setdefault(any_better(a, ref), []).append(a)
-        head.append(f"Against {ref} (modes covered and high-quality fraction): " + "; ".join(
+        head.append(f"Against {ref} (modes covered, high-quality fraction, modes over the last 5 evals): " + "; ".join(
             f"{k}: {', '.join(v)}" for k, v in groups.items()) + ".")
     return [x for h in head for x in (h, "")] + ["Per arm:", ""] + lines
 
