@@ -228,3 +228,12 @@ def test_class_coverage_hand_made():
         class_coverage(torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="class indices"):
         class_coverage(torch.tensor([1, 12]), num_classes=10)
+
+
+def test_divergence_count_test_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    from normreg.stability.report import more_divergences
+
+    for ka, kb in ((4, 0), (3, 0), (5, 1), (2, 0), (0, 3), (5, 2)):
+        p = stats.fisher_exact([[ka, 5 - ka], [kb, 5 - kb]], alternative="greater")[1]
+        assert more_divergences(ka, 5, kb, 5) == (ka * 5 > kb * 5 and p < 0.05)

@@ -3,7 +3,8 @@
 Statements are generated from the numbers by the rule of the other studies
 (normreg.study.report): a difference between two arms counts only when it exceeds twice
 its standard error over seeds, ``|d| > 2 sqrt(s_a²/n_a + s_b²/n_b)``; divergence counts
-are compared as counts (no test: with 5 seeds only a 0-vs-5 split means much).
+are compared by a one-sided Fisher exact test (p < 0.05; with 5 seeds an arm must fail at least 4
+times more than the other, e.g. 4/5 against 0/5).
 """
 
 from __future__ import annotations
@@ -75,6 +76,16 @@ def verdict(a: Sequence[float], b: Sequence[float], higher_better: bool = True) 
     if na < 2 or nb < 2 or abs(d) <= 2 * se:
         return "within spread", d, se
     return ("better" if (d > 0) == higher_better else "worse"), d, se
+
+
+def more_divergences(k_a: int, n_a: int, k_b: int, n_b: int, alpha: float = 0.05) -> bool:
+    """One-sided Fisher exact test: does arm a diverge more often than arm b (p < alpha)?"""
+    total_k, total_n = k_a + k_b, n_a + n_b
+    if k_a * n_b <= k_b * n_a:
+        return False
+    denom = math.comb(total_n, total_k)
+    p = sum(math.comb(n_a, i) * math.comb(n_b, total_k - i) for i in range(k_a, min(n_a, total_k) + 1)) / denom
+    return p < alpha
 
 
 def _groups(records: Sequence[dict]) -> dict[str, list[dict]]:
@@ -280,8 +291,10 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
         for ref in refs:
             v_modes = verdict(_values(recs, "modes_covered"), _values(by_arm[ref], "modes_covered"))[0]
             v_hq = verdict(_values(recs, "hq_fraction"), _values(by_arm[ref], "hq_fraction"))[0]
+            v_late = verdict(_values(recs, "late_modes"), _values(by_arm[ref], "late_modes"))[0]
             dref = sum(bool(r["summary"]["diverged"]) for r in by_arm[ref])
-            bits.append(f"vs {ref}: modes {v_modes}, high-quality {v_hq}, diverged {div} vs {dref}")
+            bits.append(f"vs {ref}: modes {v_modes}, high-quality {v_hq}, modes over the last 5 evals {v_late}, "
+                        f"diverged {div} vs {dref}")
         lines.append(f"- {arm}: " + "; ".join(bits) + ".")
     def n_div(a: str) -> int:
         return sum(bool(r["summary"]["diverged"]) for r in by_arm[a])
@@ -300,8 +313,11 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
 
     has_none = "none" in by_arm
     better_than_none = [a for a in norm_arms if has_none and any_better(a, "none") == "better"
-                        and n_div(a) <= n_div("none")]
-    worse_than_none = [a for a in norm_arms if has_none and ("worse" in verdicts(a, "none") or n_div(a) > n_div("none"))]
+                        and not more_divergences(n_div(a), len(by_arm[a]), n_div("none"), len(by_arm["none"]))]
+    def diverges_more(a: str, ref: str) -> bool:
+        return more_divergences(n_div(a), len(by_arm[a]), n_div(ref), len(by_arm[ref]))
+
+    worse_than_none = [a for a in norm_arms if has_none and ("worse" in verdicts(a, "none") or diverges_more(a, "none"))]
 
     head = []
     if better_than_none:
@@ -313,7 +329,7 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
                     "covered, high-quality fraction, modes over the last 5 evals) without more divergences.")
     if worse_than_none:
         head.append("Norm-penalty arms worse than no regularization (a metric worse beyond the spread, or more "
-                    "divergences): " + ", ".join(worse_than_none) + ".")
+                    "divergences by a one-sided Fisher exact test, p < 0.05): " + ", ".join(worse_than_none) + ".")
     for ref in ("R1 γ=1", "spectral norm"):
         if ref not in by_arm:
             continue
