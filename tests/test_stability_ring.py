@@ -188,7 +188,7 @@ def test_ring_config_and_study_bad_input(tmp_path):
         run_stability_study(tmp_path / "x", mode="smoke")
 
 
-def test_train_help_has_no_ring_options(capsys):
+def test_train_help_has_no_ring_options(capsys, tmp_path):
     from normreg.cli import main
 
     with pytest.raises(SystemExit):
@@ -196,6 +196,15 @@ def test_train_help_has_no_ring_options(capsys):
     text = capsys.readouterr().out
     for word in ("ring", "r1-gamma", "spectral", "adaptive", "d-penalty"):
         assert word not in text.lower()
+    assert main(["study", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "stability:" in out and "12 arms x 5 seeds" in out and "spectral norm" in out
+    # the study's bad input through the CLI: a clear error, exit status 2
+    bad = tmp_path / "full"
+    bad.mkdir()
+    (bad / "x").write_text("")
+    assert main(["study", "stability", "--out", str(bad), "--smoke"]) == 2
+    assert "not empty" in capsys.readouterr().err
 
 
 def test_smoke_study_writes_report(tmp_path):
