@@ -60,10 +60,10 @@ def register(sub) -> None:
 
     s = sub.add_parser(
         "study",
-        help="named reproducible experiments with a markdown report (loss-ablation, weight-penalty)",
+        help="named reproducible experiments with a markdown report (loss-ablation, weight-penalty, stability)",
         description="Run a named study and write DIR/report.md with tables and figures.",
     )
-    s.add_argument("name", nargs="?", help="loss-ablation | weight-penalty")
+    s.add_argument("name", nargs="?", help="loss-ablation | weight-penalty | stability")
     s.add_argument("--out", help="output directory (default: study-NAME)")
     s.add_argument("--smoke", action="store_true", help="a few steps, one seed, few arms: tests the machinery only")
     g = s.add_mutually_exclusive_group()
@@ -155,11 +155,19 @@ def _print_sweep(res) -> None:
 def _study(args) -> int:
     from .studies import STUDIES, get_study, run_study
 
+    if args.name == "stability" and not args.list:  # the 2-D GAN study: normreg.stability.study
+        from normreg.stability.study import run_cli
+
+        return run_cli(args)
     if args.list or not args.name:
         for name in STUDIES:
             st = get_study(name)
             print(f"{name}: {st.title}")
             print(f"  {len(st.arms)} arms x {st.seeds} seeds: " + "; ".join(a.name for a in st.arms))
+        from normreg.stability.study import SEEDS, arm_names
+
+        print(f"stability: does a norm penalty on D stabilize GAN training? (ring of 8 Gaussians)\n"
+              f"  {len(arm_names())} arms x {SEEDS} seeds: " + "; ".join(arm_names()))
         return 0 if args.list else 2
     try:
         path = run_study(
