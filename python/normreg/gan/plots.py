@@ -32,7 +32,7 @@ def save_image(image: Tensor, path: str | Path, scale: int = 1) -> None:
 
 def save_grid(
     rows: list[Tensor], path: str | Path, scale: int = 0, pad: int = 1, row_labels: list[str] | None = None
-) -> None:
+) -> np.ndarray:
     """Save rows of images (each ``(N, C, S, S)``) as one PNG grid.
 
     ``scale=0`` upscales small images (nearest) so that each is at least 32 pixels wide.
@@ -63,6 +63,7 @@ def save_grid(
             canvas[y : y + s * scale, x : x + s * scale] = a[j]
     Image.fromarray(canvas).save(path)
     _ = row_labels
+    return canvas
 
 
 def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
