@@ -31,6 +31,7 @@ MODES = {
         "bandwidth_reps": 7,
         "scaling": "all",
         "train_reps": 30,  # steps are ~20 ms; the fused term's cost is a difference of bests
+        "overhead_reps": 10,  # blocks of log_every (10) steps of the trainer and of a bare loop
         "train_warmup": 2,
         "image_shape": None,
         "train_setup": None,
@@ -45,6 +46,7 @@ MODES = {
         "scaling": "first-per-family",
         "train_reps": 3,
         "train_warmup": 1,
+        "overhead_reps": 3,
         "image_shape": (32, 3, 64, 64),
         "train_setup": None,
         "train_config": {},
@@ -59,6 +61,7 @@ MODES = {
         "scaling": "first-per-family",
         "train_reps": 1,
         "train_warmup": 1,
+        "overhead_reps": 1,
         "image_shape": (2, 3, 8, 8),
         "train_setup": {"size": 8, "batch": 4, "width": 4, "nz": 8},
         "train_config": {"batch_size": 8, "width": 0.25},
@@ -185,7 +188,7 @@ def run_bench(
     phases: dict[str, float] = {}
     _log("measuring memory bandwidth ...")
     bw = measure_bandwidth(mb=cfg["bandwidth_mb"], reps=cfg["bandwidth_reps"])
-    probe = Probe(mb=cfg["bandwidth_mb"])  # timed again alongside every case (see runner.run_case)
+    probe = Probe  # a probe of each case's size is timed alongside it (see runner.run_case)
     phases["bandwidth"] = time.perf_counter() - t_start
     cases, skipped = build_cases(families, wls, compile=compile, image_shape=cfg["image_shape"])
     results: dict = {
@@ -264,6 +267,17 @@ def run_bench(
             )
 
     phases["training_step"] = time.perf_counter() - t_start - sum(phases.values())
+    if train_step:
+        from . import train_step as ts
+
+        _log("the trainer's own cost (normreg train step against a bare loop) ...")
+        if ts.gan_available():
+            results["trainer_overhead"] = ts.measure_trainer_overhead(
+                cfg["train_config"], warmup=cfg["train_warmup"], reps=cfg["overhead_reps"]
+            )
+        else:
+            results["trainer_overhead"] = {"skipped": "normreg.gan is not part of this build"}
+    phases["trainer_overhead"] = time.perf_counter() - t_start - sum(phases.values())
     results["settings"]["seconds"] = time.perf_counter() - t_start
     results["settings"]["phase_seconds"] = phases
     return results
