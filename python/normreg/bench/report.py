@@ -50,15 +50,31 @@ def _fmt_time(s: float) -> str:
     return f"{s * 1e9:.0f} ns"  # per-tensor costs: "0.3 us" would hide what the target is about
 
 
+def _old_probe_in_cache_case(case: dict) -> bool:
+    """A case of a run made before probes had the case's size (one memory probe for all),
+    whose data fit in this machine's last-level cache: its share would compare a cache's
+    speed with memory's, so none is shown."""
+    from .bandwidth import last_level_cache_bytes
+
+    if "probe_gbs" not in case or "probe_in_cache" in case:
+        return False
+    buffer = case["nbytes"] if case.get("bw_kind") == "read" else case["nbytes"] // 2
+    return buffer <= last_level_cache_bytes()
+
+
 def _probe_cell(case: dict) -> str:
     """The same-size probe's GB/s, and whether its buffer sat in the cache or in memory."""
     if "probe_gbs" not in case:
         return ""
+    if _old_probe_in_cache_case(case):
+        return f"{case['probe_gbs']:.1f} (memory; data in cache)"
     where = "cache" if case.get("probe_in_cache") else "memory"
     return f"{case['probe_gbs']:.1f} ({where})"
 
 
-def _share_cell(r: dict) -> str:
+def _share_cell(r: dict, case: dict | None = None) -> str:
+    if case is not None and ("probe_gbs" not in case or _old_probe_in_cache_case(case)):
+        return ""  # no probe beside it (per-call overhead), or a cache case against memory
     return f"{100 * r['fraction_of_bandwidth']:.0f}%" if "fraction_of_bandwidth" in r else ""
 
 
@@ -75,7 +91,7 @@ def _rows(results: dict) -> list[list[str]]:
                     _fmt_time(r["best_s"]),
                     f"{r['gbs']:.1f}",
                     _probe_cell(case),
-                    _share_cell(r),
+                    _share_cell(r, case),
                     "" if sp is None else f"{sp:.2f}x",
                 ]
             )
@@ -274,7 +290,12 @@ def _header_text(results: dict) -> str:
             f"measured memory bandwidth: read {bw['read_gbs']:.1f} GB/s, read+write {bw['rw_gbs']:.1f} GB/s "
             f"({bw['buffer_mb']:.0f} MB buffer)"
         )
-    if any("probe_gbs" in c for c in results.get("cases", [])):
+    if any(_old_probe_in_cache_case(c) for c in results.get("cases", [])):
+        out.append(
+            "probe GB/s: this run timed one memory probe (a buffer larger than the cache) beside every "
+            "case; for cases whose data fit in the cache no share is given (a cache against memory)"
+        )
+    elif any("probe_gbs" in c for c in results.get("cases", [])):
         out.append(
             "probe GB/s: a plain pass (torch sum, or in-place scale for read+write cases) over a buffer "
             "of the case's size, timed in the same rounds; (cache): that buffer fits in the last-level "
@@ -302,47 +323,48 @@ def _compact(results: dict) -> tuple[list[str], list[list[str]]]:
     for c in cases:
         r = c["results"]["normreg"]
         sp = [f"{c['speedup'][p]:.2f}x" if p in c["speedup"] else "" for p in peers]
-        pr = [_probe_cell(c), _share_cell(r)] if probed else []
+        pr = [_probe_cell(c), _share_cell(r, c)] if probed else []
         rows.append([c["family"], c["group"], _fmt_time(r["best_s"]), f"{r['gbs']:.1f}", *pr, *sp])
     return header, rows
 
 
 def to_markdown(results: dict, plot_path: str | None = None) -> str:
-    """The Results section of docs/performance.md (tables and the chart's image link)."""
+    """The Results section of docs/performance.md: the run's header, one table (normreg's
+    time, GB/s, probe and speed-up over each peer per case), the chart, and the training-step
+    figures in a few lines. Every implementation's row and the thread scaling are in the
+    terminal output and the JSON."""
     parts = [
         "```text\n" + _header_text(results) + "\n```",
         "normreg's time, its GB/s, the same-size probe's GB/s (cache or memory) and normreg's share "
         "of it, and its speed-up over each peer (peer time / normreg time; above 1: normreg is faster):",
         _md_table(*_compact(results)),
-        "<details><summary>Every implementation's time, GB/s and bandwidth share</summary>\n\n"
-        + _md_table(HEADER, _rows(results))
-        + "\n\n</details>",
     ]
     if plot_path:
         parts.append(f"![normreg speed-up over each peer]({plot_path})")
-    if results.get("threads"):
-        header, rows = _thread_rows(results)
-        parts.append(
-            "**Thread scaling** (best time at each thread count; speed-up = time(1) / time(n)):\n\n"
-            + _md_table(header, rows)
-        )
-    if overhead(results):
-        parts.append(
-            "**Per-call overhead** (L1 on 1 tensor and on 200 tensors of one element):\n\n"
-            + _md_table(OVERHEAD_HEADER, _overhead_rows(results))
-        )
+    lines = []
+    for o in overhead(results):
+        if o["impl"] == "normreg":
+            lines.append(
+                f"- per-call overhead of `{o['op']}`: {_fmt_time(o['fixed_s'])} a call "
+                f"+ {_fmt_time(max(o['per_tensor_s'], 0.0))} a tensor"
+            )
     ts = results.get("training_step")
     if ts and "variants" in ts:
-        header, rows = _training_rows(results)
-        text = f"**A whole training step**: {ts['model']}, {ts['penalty']}, best of {ts['reps']} steps.\n\n"
-        text += _md_table(header, rows)
-        if _ratio_lines(ts):
-            text += "\n\n" + "\n".join(f"- {line}." for line in _ratio_lines(ts))
-        parts.append(text)
-    elif ts:
-        parts.append("**A whole training step**: " + format_training_step(results))
-    if results.get("trainer_overhead"):
-        parts.append("**The trainer's own cost**:\n\n```text\n" + format_trainer_overhead(results) + "\n```")
+        base = ts["variants"]["none"]["best_s"]
+        lines.append(f"- a whole training step ({ts['model']}, {ts['penalty']}): {_fmt_time(base)} without the penalty")
+        for name, label in _TRAINING_LABELS.items():
+            if name in ts.get("share", {}):
+                lines.append(f"  - {label}: the penalty takes {100 * ts['share'][name]:.2f}% of the step")
+        lines += [f"  - {line}" for line in _ratio_lines(ts)]
+    o = results.get("trainer_overhead")
+    if o and "ratio" in o:
+        lines.append(
+            f"- the trainer's own cost: a `normreg train` step takes {o['ratio']:.3f} times a bare loop "
+            f"over the same G, D, losses and optimizers ({_fmt_time(o['trainer_step_s'])} against "
+            f"{_fmt_time(o['bare_step_s'])})"
+        )
+    if lines:
+        parts.append("\n".join(lines))
     if _notes(results):
         parts.append("Notes: " + "; ".join(_notes(results)) + ".")
     if results.get("skipped"):

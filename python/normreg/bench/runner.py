@@ -105,12 +105,12 @@ class CaseResult:
             "speedup": self.speedups(),
             "notes": dict(self.notes),
         }
+        # A share only against a probe of the case's size timed beside it (the start-of-run
+        # figure is a memory buffer's at another minute: no yardstick for a case in cache).
         peak = None
         if self.probe_gbs is not None:
             out["probe_gbs"] = peak = self.probe_gbs
             out["probe_in_cache"] = bool(self.probe_in_cache)
-        elif bandwidth is not None:
-            peak = bandwidth.read_gbs if self.bw_kind == "read" else bandwidth.rw_gbs
         for name, t in self.timings.items():
             row = t.as_dict()
             row["gbs"] = self.nbytes / t.best_s / 1e9

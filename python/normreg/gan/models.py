@@ -3,7 +3,8 @@
 * ``DCGANGenerator`` / ``DCGANDiscriminator``: unconditional, 4x4 base doubled to the image size.
 * ``UNetGenerator``: pix2pix's U-Net, downsampling to 1x1 (depth ``log2(S)``), skip connections;
   with ``residual=True`` (super-resolution) it predicts the correction to its input (the
-  bicubic upsampling): ``clamp(input + U(input), -1, 1)``.
+  bicubic upsampling): ``clamp(input + U(input), -1, 1)``, its last layer's weights
+  initialised to zero so that training starts from the bicubic answer.
 * ``PatchDiscriminator``: pix2pix's PatchGAN, conditioned on G's input by concatenation
   (``conditional=True``) or seeing the image alone; ``max(1, log2(S) - 3)`` stride-2 layers,
   so an 8x8 image is judged in 4x4 patches and a 32x32 one in 8x8.
@@ -188,6 +189,8 @@ def build_models(cfg, channels: int, size: int, c_cond: int) -> tuple[nn.Module,
         g = UNetGenerator(c_cond, channels, size, cfg.width, cfg.dropout, residual=cfg.task == "superres")
         d = PatchDiscriminator(channels, c_cond, size, cfg.width, cfg.conditional_d) if cfg.uses_d else None
     g.apply(init_weights)
+    if getattr(g, "residual", False):  # start from the trivial answer: a zero correction
+        nn.init.zeros_(g.ups[-1].weight)
     if d is not None:
         d.apply(init_weights)
     return g, d

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["to_uint8", "save_image", "save_grid", "plot_curves"]
+__all__ = ["to_uint8", "save_image", "save_grid", "plot_curves", "curves_figure"]
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -111,11 +111,26 @@ def _finish(ax, title: str, ylabel: str, log: bool, n: int) -> None:
 
 
 def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
-    """Plot ``log.jsonl`` and ``metrics.csv`` of a run into ``curves.png`` (six panels).
+    """Write ``curves.png`` (or ``out``) from the run's logs; ``None`` when there is nothing to plot."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(run_dir)
+    if fig is None:
+        return None
+    out = Path(out) if out else Path(run_dir) / "curves.png"
+    fig.savefig(out, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def curves_figure(run_dir: str | Path):
+    """The figure of ``curves.png`` (``None`` without logs): eight panels, each with its y label.
 
     Top: the raw loss terms, the λ-weighted terms with the totals, the raw weight penalty
-    ``R(w)`` (its own axis: it is orders of magnitude above the losses). Bottom: the λ values
-    (log axis), validation PSNR beside the trivial answer's (dB), the other validation metrics.
+    ``R(w)`` (its own axis: it is orders of magnitude above the losses), the λ values (log
+    axis). Bottom: validation PSNR and SSIM, each beside the trivial answer's (dashed), the
+    classifier's scores, KID × 10³ beside its floor. A panel's axis is logarithmic when its
+    values are positive and span more than a factor of 20.
     """
     import csv
 
@@ -165,7 +180,4 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
         ks = [k for k in ks if k in cols]
         _finish(ax, title, ylabel, False, _plot_lines(ax, ms, mets, ks, log=False, markers=True, style=dashed))
     fig.tight_layout()
-    out = Path(out) if out else run_dir / "curves.png"
-    fig.savefig(out, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return fig
