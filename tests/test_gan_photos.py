@@ -179,3 +179,21 @@ def test_tensorboard_logs_every_scalar_the_lambdas_and_the_grids(tmp_path):
     assert [e.step for e in ev] == [1, 2, 3, 4]
     assert ev[-1].value == pytest.approx(logged["g_total"], rel=1e-6)
     assert [e.step for e in acc.Images("samples")] == [2, 4]
+
+
+def test_sample_from_a_photo_run_fills_in_center_crops_of_new_photos(tmp_path):
+    from PIL import Image
+
+    from normreg.gan.sample import sample
+
+    folder = _photo_folder(tmp_path)
+    run = tmp_path / "run"
+    train(tiny(dataset=f"folder:{folder}", image_size=8, task="superres", crops_per_image=4, steps=1,
+               eval_every=1), run, progress=False)
+    paths = sample(run, tmp_path / "out", n=2, inputs=folder)
+    target = np.asarray(Image.open(tmp_path / "out" / "0000_target.png"))
+    assert target.shape == (32, 32)  # an 8-px image shown 4x: one centre-cropped square per photo
+    with Image.open(folder / "p0.png") as im:  # 32 wide, 24 high: the centre 24x24, then 8x8
+        want = np.asarray(im.crop((4, 0, 28, 24)).resize((8, 8), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(target[::4, ::4], want)
+    assert len([p for p in paths if p.name.endswith("_output.png")]) == 2
