@@ -65,7 +65,7 @@ def test_tiny_run_exits_cleanly_and_writes_all_outputs(tiny_run):
     text = paths["md"].read_text()
     assert "PLACEHOLDER" not in text
     assert text.startswith("# perf\n\nintro\n\n" + report.BEGIN) and text.endswith(report.END + "\n\nafter\n")
-    assert "| normreg |" in text and "r.png" in text
+    assert "| normreg time |" in text and "| probe GB/s | of probe |" in text and "r.png" in text
 
 
 def test_tiny_run_json_is_well_formed(tiny_run):
