@@ -143,9 +143,13 @@ def curves_figure(run_dir: str | Path):
     logs = []
     log_path = run_dir / "log.jsonl"
     if log_path.is_file():
-        for line in log_path.read_text().splitlines():
-            if line.strip():
-                logs.append(json.loads(line))
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:  # a torn line (crash or full disk while writing): skipped
+                row = None
+            if isinstance(row, dict) and "step" in row:
+                logs.append(row)
     mets = []
     met_path = run_dir / "metrics.csv"
     if met_path.is_file():
@@ -181,3 +185,16 @@ def curves_figure(run_dir: str | Path):
         _finish(ax, title, ylabel, False, _plot_lines(ax, ms, mets, ks, log=False, markers=True, style=dashed))
     fig.tight_layout()
     return fig
+
+
+def _finite_or_nan(values) -> np.ndarray:
+    """Log values as floats: numbers and the strings "nan"/"inf" log.jsonl uses for non-finite
+    values; NaN (a gap in the plot) for infinities, missing and unreadable entries."""
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        try:
+            f = float(v) if not isinstance(v, bool) and v is not None else math.nan
+        except (TypeError, ValueError):
+            f = math.nan
+        out[i] = f if math.isfinite(f) else math.nan
+    return out
