@@ -65,7 +65,7 @@ def test_tiny_run_exits_cleanly_and_writes_all_outputs(tiny_run):
     text = paths["md"].read_text()
     assert "PLACEHOLDER" not in text
     assert text.startswith("# perf\n\nintro\n\n" + report.BEGIN) and text.endswith(report.END + "\n\nafter\n")
-    assert "| normreg |" in text and "r.png" in text
+    assert "| normreg time |" in text and "| probe GB/s | of probe |" in text and "r.png" in text
 
 
 def test_tiny_run_json_is_well_formed(tiny_run):
@@ -93,8 +93,10 @@ def test_tiny_run_json_is_well_formed(tiny_run):
             assert res["gbs"] == pytest.approx(c["nbytes"] / res["best_s"] / 1e9)
             # the share is taken against the probe timed alongside (all but the overhead cases)
             assert ("probe_gbs" in c) == (c["family"] != "per-call overhead"), c["group"]
-            peak = c.get("probe_gbs") or r["bandwidth"]["read_gbs" if c["bw_kind"] == "read" else "rw_gbs"]
-            assert res["fraction_of_bandwidth"] == pytest.approx(res["gbs"] / peak)
+            if "probe_gbs" in c:
+                assert res["fraction_of_bandwidth"] == pytest.approx(res["gbs"] / c["probe_gbs"])
+            else:  # no same-size probe, no share
+                assert "fraction_of_bandwidth" not in res
             if name != "normreg":
                 assert c["speedup"][name] == pytest.approx(res["best_s"] / ours)
     for s in r["threads"]:
@@ -115,8 +117,29 @@ def test_tiny_run_json_is_well_formed(tiny_run):
     opt = ts["optimizer_step"]
     assert opt["with_penalty_s"] > 0 and opt["without_penalty_s"] > 0
     assert ts["variants"]["normreg"]["penalty_s"] == pytest.approx(opt["with_penalty_s"] - opt["without_penalty_s"])
+    # the trainer's own cost: a normreg train step against a bare loop over the same models
+    o = r["trainer_overhead"]
+    assert o["trainer_step_s"] > 0 and o["bare_step_s"] > 0
+    assert o["ratio"] == pytest.approx(o["trainer_step_s"] / o["bare_step_s"])
     # the saved run redraws without re-running
     assert report.main([str(paths["json"])]) == 0
+
+
+def test_every_column_the_report_names_is_printed_and_no_internal_targets(tiny_run, capsys):
+    _, paths = tiny_run
+    r = json.loads(paths["json"].read_text())
+    text = report.format_all(r)
+    header = next(line for line in text.splitlines() if line.startswith("family"))
+    for col in report.HEADER:
+        assert col in header, col
+    named = [p.split("'")[1] for p in text.split("column '")[1:]]  # "the column 'X'" mentions
+    assert all(n in header for n in named)
+    assert "target" not in text and "probe GB/s" in header
+    for c in r["cases"]:
+        if "probe_gbs" in c:
+            assert isinstance(c["probe_in_cache"], bool)
+            assert ("(cache)" if c["probe_in_cache"] else "(memory)") in report._probe_cell(c)
+    assert "trainer takes" in text
 
 
 def test_bad_arguments_are_refused_with_the_option_named(capsys):
@@ -348,30 +371,46 @@ def test_implementations_take_turns(monkeypatch):
         assert res.timings[n].best_s == min(own)
 
 
-def test_bandwidth_probe_takes_turns_and_sets_the_share():
-    # the probe is one more turn-taker of the case; the shares use its best, not the
-    # bandwidth measured at the start of the run
+def test_bandwidth_probe_has_the_case_size_takes_turns_and_sets_the_share(monkeypatch):
+    # a probe of the case's own size is one more turn-taker of the case; the shares use its
+    # best, not the bandwidth measured at the start of the run
+    from normreg.bench import bandwidth
     from normreg.bench.bandwidth import Bandwidth, Probe
 
     (case,) = build_cases(["penalty value"], ["tiny200"])[0][:1]
-    probe = Probe(mb=4)
-    calls = []
-    real = probe.read
-    probe.read = lambda: (calls.append(1), real())[1]
-    res = runner.run_case(case, reps=5, probe=probe)
+    made = []
+
+    class Counting(Probe):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.calls = 0
+            made.append(self)
+
+        def read(self):
+            self.calls += 1
+            super().read()
+
+    res = runner.run_case(case, reps=5, probe=Counting)
+    (probe,) = made
+    assert probe.moved("read") == max(4, case.nbytes // 4 * 4) and probe.in_cache  # a few KB
     assert runner.PROBE not in res.timings
-    assert res.probe_gbs is not None and res.probe_gbs > 0
-    rounds = -(-5 // runner.ROUND)
-    assert len(calls) == 1 + (rounds - 1) + 5  # set-up warm call, a warm call per later round, reps
+    assert res.probe_gbs is not None and res.probe_gbs > 0 and res.probe_in_cache is True
     d = res.as_dict(Bandwidth(read_gbs=1e-9, rw_gbs=1e-9, buffer_mb=4, threads=1))
-    assert d["probe_gbs"] == res.probe_gbs
+    assert d["probe_gbs"] == res.probe_gbs and d["probe_in_cache"] is True
     for row in d["results"].values():
         assert row["fraction_of_bandwidth"] == pytest.approx(row["gbs"] / res.probe_gbs)
+    assert probe.calls > 5  # set-up, calibration, warm calls and the repetitions
+    # a read+write probe moves the case's bytes in one pass; a buffer over the cache is "memory"
+    assert Probe.same_size(8 << 20, "rw").moved("rw") == 8 << 20
+    monkeypatch.setattr(bandwidth, "last_level_cache_bytes", lambda: 1 << 20)
+    assert not Probe.same_size(4 << 20, "read").in_cache and Probe.same_size(1 << 19, "read").in_cache
     # a case with no bandwidth kind is not probed
     case.bw_kind = "none"
-    assert runner.run_case(case, reps=1, probe=probe).probe_gbs is None
+    assert runner.run_case(case, reps=1, probe=Probe).probe_gbs is None
     with pytest.raises(ValueError, match="'mb'"):
         Probe(mb=0)
+    with pytest.raises(ValueError, match="'kind'"):
+        Probe.same_size(64, "write")
 
 
 def test_thread_counts_take_turns(monkeypatch):

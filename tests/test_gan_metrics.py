@@ -110,3 +110,38 @@ def test_classifier_training_is_deterministic_and_leaves_global_rng(tmp_path, mo
     b = train_classifier(x, y, 10, seed=3, epochs=2)
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_curves_put_penalty_and_lambdas_on_their_own_labelled_axes(tmp_path):
+    import csv
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from normreg.gan.plots import curves_figure, plot_curves
+
+    with open(tmp_path / "log.jsonl", "w") as fh:
+        for s in range(10, 101, 10):
+            fh.write(json.dumps({"step": s, "g_adv": 0.7, "g_recon": 0.05, "d_adv": 0.6, "g_total": 5.7,
+                                 "w_g_recon": 5.0, "g_penalty": 3000.0 - s, "w_g_penalty": 0.03,
+                                 "lam_recon": 100.0, "lam_penalty": 1e-5 * s / 100, "lam_adv": 1.0}) + "\n")
+    with open(tmp_path / "metrics.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "split", "psnr", "baseline_psnr", "ssim", "kid", "kid_floor"])
+        w.writerow([50, "val", 20.0, 19.0, 0.8, 3.0, 0.5])
+        w.writerow([100, "val", 21.0, 19.0, "", 2.0, 0.5])
+    fig = curves_figure(tmp_path)
+    by_title = {ax.get_title(): ax for ax in fig.axes}
+    assert all(ax.get_ylabel() for ax in fig.axes)  # every panel says what its y axis is
+    lines = {t: {ln.get_label() for ln in ax.get_lines()} for t, ax in by_title.items()}
+    pen = next(t for t in lines if "penalty R(w)" in t)
+    lam = next(t for t in lines if t.startswith("λ values"))
+    assert lines[pen] == {"g_penalty"} and lines[lam] == {"lam_recon", "lam_penalty", "lam_adv"}
+    assert not any("g_penalty" in v for t, v in lines.items() if t != pen)  # not beside the losses
+    assert by_title[lam].get_yscale() == "log"
+    ys = next(ln for ln in by_title[lam].get_lines() if ln.get_label() == "lam_penalty").get_ydata()
+    assert min(ys) == pytest.approx(1e-6)  # 1e-6 is drawn where it is, not on a "0" tick
+    psnr = next(t for t in lines if "PSNR" in t)
+    assert lines[psnr] == {"psnr", "baseline_psnr"}
+    plt.close(fig)
+    assert plot_curves(tmp_path).read_bytes()[:4] == b"\x89PNG"

@@ -80,8 +80,10 @@ class CaseResult:
     tol: tuple[float, float]
     timings: dict[str, Timing] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
-    #: bandwidth (GB/s, of kind bw_kind) measured in the same rounds as the case, if probed
+    #: bandwidth (GB/s, of kind bw_kind) of a same-size probe timed in the same rounds, if probed
     probe_gbs: float | None = None
+    #: whether that probe's buffer fits in the last-level cache
+    probe_in_cache: bool | None = None
 
     def speedups(self) -> dict[str, float]:
         """normreg's speed-up over each peer: peer's best time / normreg's best time."""
@@ -103,11 +105,12 @@ class CaseResult:
             "speedup": self.speedups(),
             "notes": dict(self.notes),
         }
+        # A share only against a probe of the case's size timed beside it (the start-of-run
+        # figure is a memory buffer's at another minute: no yardstick for a case in cache).
         peak = None
         if self.probe_gbs is not None:
             out["probe_gbs"] = peak = self.probe_gbs
-        elif bandwidth is not None:
-            peak = bandwidth.read_gbs if self.bw_kind == "read" else bandwidth.rw_gbs
+            out["probe_in_cache"] = bool(self.probe_in_cache)
         for name, t in self.timings.items():
             row = t.as_dict()
             row["gbs"] = self.nbytes / t.best_s / 1e9
@@ -270,21 +273,30 @@ ROUND = 2
 
 
 class _ProbeTimer:
-    """The bandwidth probe as one more turn-taker of a case (see :func:`run_case`)."""
+    """The bandwidth probe as one more turn-taker of a case (see :func:`run_case`); a pass
+    faster than ``MIN_REP_S`` is repeated within a repetition, as a case's call is."""
 
     def __init__(self, probe, kind: str) -> None:
         self.pass_ = probe.read if kind == "read" else probe.rw
         self.bytes = probe.moved(kind)
+        self.in_cache = probe.in_cache
         self.number = 1
         self.warm()
+        t0 = time.perf_counter()
+        self.pass_()
+        dt = time.perf_counter() - t0
+        if dt < MIN_REP_S:
+            self.number = min(MAX_NUMBER, max(1, math.ceil(MIN_REP_S / max(dt, 1e-7))))
 
     def warm(self) -> None:
         self.pass_()
 
     def rep(self) -> float:
-        t0 = time.perf_counter()
-        self.pass_()
-        return time.perf_counter() - t0
+        perf, pass_ = time.perf_counter, self.pass_
+        t0 = perf()
+        for _ in range(self.number):
+            pass_()
+        return (perf() - t0) / self.number
 
 
 #: the name under which the probe takes its turns (never an implementation's name)
@@ -327,9 +339,11 @@ def run_case(
     tenants, frequency) then affects every implementation alike instead of whichever ran in
     the slow minute.
 
-    ``probe`` (a :class:`normreg.bench.bandwidth.Probe`) takes its turns too, as the
-    case's read or read+write pass over a buffer larger than the cache; its best gives
-    ``probe_gbs``, the bandwidth the case's share is taken against.
+    ``probe``: ``True`` (or a :class:`normreg.bench.bandwidth.Probe`, whose class is
+    used) times a probe of the case's size (``Probe.same_size``: one read or read+write
+    pass moves the case's bytes) in the same turns; its best gives ``probe_gbs``, the
+    bandwidth the case's share is taken against, and ``probe_in_cache`` says whether that
+    buffer fits in the last-level cache (a cache's bandwidth, not memory's).
     """
     wanted = None if impls is None else set(impls) | {"normreg"}
     chosen = [i for i in case.impls if wanted is None or i.name in wanted]
@@ -338,12 +352,16 @@ def run_case(
         res = CaseResult(case.family, case.op, case.workload, case.group, case.nbytes, case.bw_kind, case.tol)
         res.notes = {i.name: i.note for i in chosen if i.note}
         timers: dict = {i.name: _Timer(case, i, warmup, MIN_REP_S, MAX_NUMBER) for i in chosen}
-        if probe is not None and case.bw_kind in ("read", "rw"):
-            timers[PROBE] = _ProbeTimer(probe, case.bw_kind)
+        if probe is not None and probe is not False and case.bw_kind in ("read", "rw"):
+            from .bandwidth import Probe
+
+            maker = probe if isinstance(probe, type) else Probe
+            timers[PROBE] = _ProbeTimer(maker.same_size(case.nbytes, case.bw_kind), case.bw_kind)
         times = _take_turns(timers, reps)
         for name, ts in times.items():
             if name == PROBE:
                 res.probe_gbs = timers[name].bytes / min(ts) / 1e9
+                res.probe_in_cache = timers[name].in_cache
                 continue
             res.timings[name] = Timing(min(ts), statistics.median(ts), reps, timers[name].number)
     return res

@@ -27,7 +27,13 @@ _HELP = {
     "dataset": "digits | textures | folder:PATH | mnist:PATH",
     "image_size": "0: native size of the data (8 for digits); else a power of 2 >= 8",
     "channels": "0: from the data; 1 or 3 to force gray or colour",
-    "resize": f"folder images: {_alts(RESIZE)} (none: all images must have one size)",
+    "resize": f"folder images: {_alts(RESIZE)}; random_crop trains on random crops of the photos and "
+    "evaluates on tiles, the others make one square per image (none: all images must have one size)",
+    "crop_size": "random_crop: side of the crops cut from the photos (0: image_size); larger crops are scaled down",
+    "crops_per_image": "random_crop: training crops cut from each photo per epoch",
+    "device": "cpu | cuda | cuda:N | mps: models, data, penalties and metrics on that device",
+    "tensorboard": "also log every scalar, the lambdas and the sample grids to RUN_DIR/tensorboard "
+    "(needs: pip install 'normreg[tensorboard]')",
     "max_images": "use at most this many images (0: all)",
     "mask": f"completion: {_alts(MASKS)}",
     "noise_std": "denoise: noise std (images in [-1, 1])",
@@ -58,6 +64,17 @@ _HELP = {
 }
 
 
+_METRICS_HELP = (
+    "Metrics (test split in the summary, validation in metrics.csv): psnr and ssim beside "
+    "baseline_psnr / baseline_ssim, the trivial answer (G's input: the masked or noisy image, "
+    "bicubic upsampling for superres); kid is KID x 10^3 (unbiased MMD^2, cubic kernel) of G's "
+    "outputs against the real split, and kid_floor the same for a real training sample of that "
+    "size: what a perfect generator would score on this data, up to noise. It is not 0: it "
+    "measures how far the training images differ from the split (and a small split makes it "
+    "noisy; the unbiased estimate can be negative). Compare kid with kid_floor, not with 0."
+)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -86,6 +103,7 @@ def register(sub) -> None:
         help="train a GAN with norm regularization (default: digit completion, ~minutes on 2 cores)",
         description="Train a GAN (pix2pix-style paired tasks or an unconditional DCGAN) with normreg "
         "penalties. With no arguments: complete the bottom half of 8x8 digits.",
+        epilog=_METRICS_HELP,
     )
     p.add_argument("--config", metavar="TOML", help="read options from a TOML file (flags override it)")
     p.add_argument("--run-dir", "-o", metavar="DIR", help="output folder (default: runs/TASK-DATASET-TIME)")
@@ -279,13 +297,26 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
     if m:
         keys = [
             k
-            for k in ("psnr", "ssim", "classifier_score", "real_classifier_score", "kid", "kid_floor")
+            for k in (
+                "psnr",
+                "baseline_psnr",
+                "ssim",
+                "baseline_ssim",
+                "classifier_score",
+                "real_classifier_score",
+                "kid",
+                "kid_floor",
+            )
             if m.get(k) is not None
         ]
         print(
             "test metrics: "
             + "  ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys)
         )
+        if m.get("baseline_psnr") is not None:
+            print("  (baseline_*: the trivial answer, G's input itself; kid and kid_floor are x 10^3)")
+        for note in m.get("notes") or []:
+            print(f"  {note}")
     print(f"samples: {run_dir / 'samples'}   curves: {run_dir / 'curves.png'}")
 
 

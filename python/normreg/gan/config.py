@@ -25,11 +25,21 @@ PENALTY_ON = ("g", "d", "both")
 PENALTY_MODES = ("loss", "add_grad", "fused", "prox")
 SCHEDULES = ("constant", "linear_warmup", "cosine", "cosine_ramp")
 MASKS = ("bottom_half", "right_half", "center")
-RESIZE = ("center_crop", "stretch", "none")
+RESIZE = ("random_crop", "center_crop", "stretch", "none")
+DEVICES = ("cpu", "cuda", "mps")
 
 # Fields that may differ between a run and its resumption (they do not change the math of a
 # step): how long to train and how often to evaluate, sample and save.
-RESUME_MUTABLE = ("steps", "eval_every", "sample_every", "checkpoint_every", "log_every", "eval_samples")
+RESUME_MUTABLE = (
+    "steps",
+    "eval_every",
+    "sample_every",
+    "checkpoint_every",
+    "log_every",
+    "eval_samples",
+    "device",
+    "tensorboard",
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,9 @@ class TrainConfig:
     dataset: str = "digits"  #: digits | textures | folder:PATH | mnist:PATH
     image_size: int = 0  #: 0: the data set's native size (8 for digits); else a power of 2 >= 8
     channels: int = 0  #: 0: from the data (1 gray, 3 colour); else 1 or 3
-    resize: str = "center_crop"  #: folder images: center_crop | stretch | none (all same size)
+    resize: str = "random_crop"  #: folder images: random_crop | center_crop | stretch | none (all same size)
+    crop_size: int = 0  #: random_crop: side of the crops cut from the photos (0: image_size); larger crops are scaled down to image_size
+    crops_per_image: int = 64  #: random_crop: training crops cut from each image per epoch
     max_images: int = 0  #: 0: all; else use at most this many images (first after shuffling by seed)
     mask: str = "bottom_half"  #: completion: bottom_half | right_half | center
     noise_std: float = 0.5  #: denoise: std of the Gaussian noise added to images in [-1, 1]
@@ -89,6 +101,8 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     log_every: int = 10
+    device: str = "cpu"  #: cpu | cuda | cuda:N | mps: where models, data, penalties and metrics live
+    tensorboard: bool = False  #: also log scalars, λ values and sample grids to RUN_DIR/tensorboard (needs normreg[tensorboard])
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -130,6 +144,13 @@ class TrainConfig:
         if self.channels not in (0, 1, 3):
             err("channels", f"must be 0 (from the data), 1 or 3, got {self.channels}")
         choice("resize", RESIZE)
+        if self.crop_size != 0 and self.crop_size < 8:
+            err("crop_size", f"must be 0 (image_size) or >= 8, got {self.crop_size}")
+        if self.crops_per_image < 1:
+            err("crops_per_image", f"must be >= 1, got {self.crops_per_image}")
+        dev = self.device.split(":", 1)
+        if dev[0] not in DEVICES or (len(dev) == 2 and (dev[0] != "cuda" or not dev[1].isdigit())):
+            err("device", f"must be cpu, cuda, cuda:N or mps; got {self.device!r}")
         choice("mask", MASKS)
         choice("recon", RECONS)
         choice("recon_schedule", SCHEDULES)

@@ -7,7 +7,11 @@ labels (or ``None`` when the data has none):
 * ``textures``: non-overlapping square patches of the texture photographs bundled in
   scikit-image's wheel (``brick``, ``grass``, ``gravel``, ``moon``); the label is the photo.
 * ``folder:PATH``: every PNG/JPEG under ``PATH`` (recursively), read with Pillow; when the
-  images sit in two or more sub-folders, the sub-folder is the label.
+  images sit in two or more sub-folders, the sub-folder is the label. With
+  ``resize="random_crop"`` (the default) the photos are split by image and G trains on
+  ``crops_per_image`` random crops of each training photo per epoch (drawn anew every epoch,
+  flipped left-right at random); validation and test use every tile of a fixed grid over
+  their photos. Other ``resize`` values turn each image into one ``image_size`` square.
 * ``mnist:PATH``: the IDX files of MNIST or Fashion-MNIST (``train-images-idx3-ubyte`` and
   ``t10k-images-idx3-ubyte``, raw or ``.gz``, with their ``*-labels-idx1-ubyte``) in ``PATH``.
 """
@@ -32,8 +36,10 @@ __all__ = [
     "split_indices",
     "make_inputs",
     "completion_mask",
+    "baseline",
     "read_idx",
     "TEXTURES",
+    "CropSource",
 ]
 
 TEXTURES = ("brick", "grass", "gravel", "moon")
@@ -41,14 +47,62 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
+class CropSource:
+    """The training photos of a ``random_crop`` folder, from which each epoch's crops are cut."""
+
+    photos: list[Tensor]  # (C, H, W) float32 in [-1, 1], each side >= crop
+    labels: Tensor | None  # (len(photos),) int64
+    crop: int  # side of a crop in the photo
+    size: int  # side of a training image (crops are scaled to it)
+    per_image: int  # crops per photo per epoch
+
+    def crops(self, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """``per_image`` random crops of every photo (random left-right flips), shuffled."""
+        out = []
+        for p in self.photos:
+            h, w = p.shape[-2:]
+            ys = torch.randint(0, h - self.crop + 1, (self.per_image,), generator=generator).tolist()
+            xs = torch.randint(0, w - self.crop + 1, (self.per_image,), generator=generator).tolist()
+            flip = torch.rand(self.per_image, generator=generator) < 0.5
+            c = torch.stack([p[:, y : y + self.crop, x : x + self.crop] for y, x in zip(ys, xs, strict=True)])
+            out.append(torch.where(flip[:, None, None, None], c.flip(-1), c))
+        x = _scale(torch.cat(out), self.size)
+        order = torch.randperm(x.shape[0], generator=generator)
+        y = self.labels.repeat_interleave(self.per_image)[order] if self.labels is not None else None
+        return x[order].contiguous(), y
+
+
+def _scale(x: Tensor, size: int) -> Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(-1, 1)
+
+
+def _tiles(photo: Tensor, crop: int) -> Tensor:
+    """Every tile of the centred grid of ``crop``-sided squares that fits in ``photo``."""
+    h, w = photo.shape[-2:]
+    ny, nx = h // crop, w // crop
+    y0, x0 = (h - ny * crop) // 2, (w - nx * crop) // 2
+    t = photo[:, y0 : y0 + ny * crop, x0 : x0 + nx * crop]
+    return t.reshape(t.shape[0], ny, crop, nx, crop).permute(1, 3, 0, 2, 4).reshape(-1, t.shape[0], crop, crop)
+
+
+@dataclass
 class ImageData:
-    """Images in ``[-1, 1]``, labels, and the split into train / val / test indices."""
+    """Images in ``[-1, 1]``, labels, and the split into train / val / test indices.
+
+    For a ``random_crop`` folder, ``images`` holds one fixed set of training crops (used by
+    the classifier and the KID floor) and the val / test tiles, and ``crop_source`` the
+    training photos that ``Trainer`` cuts new crops from each epoch.
+    """
 
     name: str
     images: Tensor  # (N, C, S, S) float32
     labels: Tensor | None  # (N,) int64
     class_names: list[str]
     splits: dict[str, Tensor]  # "train" | "val" | "test" -> int64 indices into images
+    crop_source: CropSource | None = None
+    num_photos: dict[str, int] | None = None  # random_crop: photos per split
 
     @property
     def image_size(self) -> int:
@@ -79,6 +133,11 @@ class ImageData:
         for k in sorted(self.splits):
             h.update(k.encode())
             h.update(self.splits[k].numpy().tobytes())
+        if self.crop_source is not None:
+            cs = self.crop_source
+            h.update(f"crops {cs.crop} {cs.size} {cs.per_image}".encode())
+            for p in cs.photos:
+                h.update(p.numpy().tobytes())
         return h.hexdigest()[:24]
 
 
@@ -127,7 +186,7 @@ def _check_dir(path: Path, what: str) -> None:
         raise ValueError(f"dataset: {what} path {str(path)!r} is not a folder")
 
 
-def _folder(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[str]]:
+def _read_folder(path: Path, cfg: TrainConfig):
     from PIL import Image, UnidentifiedImageError
 
     _check_dir(path, "image")
@@ -150,6 +209,84 @@ def _folder(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[s
     }
     channels = cfg.channels or (3 if True in color else 1)
     mode = "RGB" if channels == 3 else "L"
+    # Labels from sub-folders when there are at least two of them.
+    parents = [f.parent.relative_to(path).parts[:1] for f in files]
+    names = sorted({p[0] for p in parents if p})
+    labels = None
+    if len(names) >= 2 and all(parents):
+        lut = {n: i for i, n in enumerate(names)}
+        labels = torch.tensor([lut[p[0]] for p in parents], dtype=torch.int64)
+    else:
+        names = []
+    return files, pil, mode, labels, names
+
+
+def _to_tensor(im) -> Tensor:
+    a = np.asarray(im, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))) / 127.5 - 1.0
+
+
+def _photo_crops(path: Path, cfg: TrainConfig) -> ImageData:
+    """``random_crop``: split the photos, cut val / test into tiles, keep train for random crops."""
+    from PIL import Image
+
+    _files, pil, mode, labels, names = _read_folder(path, cfg)
+    size = cfg.image_size or 32
+    crop = cfg.crop_size or size
+    bicubic = Image.Resampling.BICUBIC if hasattr(Image, "Resampling") else Image.BICUBIC
+    photos = []
+    for im in pil:
+        im = im.convert(mode)
+        w, h = im.size
+        if min(w, h) < crop:  # too small for one crop: scale up so the short side fits
+            f = crop / min(w, h)
+            im = im.resize((max(crop, round(w * f)), max(crop, round(h * f))), bicubic)
+        photos.append(_to_tensor(im))
+    if cfg.max_images and len(photos) > cfg.max_images:
+        g = torch.Generator().manual_seed(cfg.seed + 7)
+        keep = torch.randperm(len(photos), generator=g)[: cfg.max_images].sort().values.tolist()
+        photos = [photos[i] for i in keep]
+        labels = labels[keep] if labels is not None else None
+    if len(photos) < 4:
+        raise ValueError(f"dataset: {cfg.dataset!r} has {len(photos)} images; at least 4 are needed for a split")
+    by_photo = split_indices(len(photos), cfg)
+    train_idx = by_photo["train"].tolist()
+    source = CropSource(
+        [photos[i] for i in train_idx],
+        labels[by_photo["train"]] if labels is not None else None,
+        crop,
+        size,
+        cfg.crops_per_image,
+    )
+    # One fixed draw of training crops (its own generator): the classifier's data, the KID floor.
+    xs, ys = [], []
+    x0, y0 = source.crops(torch.Generator().manual_seed(10007 * cfg.seed + 3))
+    xs.append(x0)
+    ys.append(y0)
+    counts = {"train": x0.shape[0]}
+    for split in ("val", "test"):
+        n = 0
+        for i in by_photo[split].tolist():
+            t = _scale(_tiles(photos[i], crop), size)
+            xs.append(t)
+            n += t.shape[0]
+            if labels is not None:
+                ys.append(labels[i].repeat(t.shape[0]))
+        counts[split] = n
+    x = torch.cat(xs).contiguous()
+    y = torch.cat(ys) if labels is not None else None
+    start, splits = 0, {}
+    for k in ("train", "val", "test"):
+        splits[k] = torch.arange(start, start + counts[k])
+        start += counts[k]
+    nph = {k: len(v) for k, v in by_photo.items()}
+    return ImageData(cfg.dataset, x, y, names, splits, crop_source=source, num_photos=nph)
+
+
+def _folder(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[str]]:
+    from PIL import Image
+
+    files, pil, mode, labels, names = _read_folder(path, cfg)
     sizes = sorted({im.size for im in pil})
     if cfg.resize == "none":
         if len(sizes) > 1:
@@ -180,16 +317,8 @@ def _folder(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[s
             im = im.resize(
                 (size, size), Image.Resampling.BICUBIC if hasattr(Image, "Resampling") else Image.BICUBIC
             )
-        a = np.asarray(im, dtype=np.float32)
-        arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    x = torch.from_numpy(np.stack(arrs)) / 127.5 - 1.0
-    # Labels from sub-folders when there are at least two of them.
-    parents = [f.parent.relative_to(path).parts[:1] for f in files]
-    names = sorted({p[0] for p in parents if p})
-    if len(names) >= 2 and all(parents):
-        lut = {n: i for i, n in enumerate(names)}
-        return x, torch.tensor([lut[p[0]] for p in parents], dtype=torch.int64), names
-    return x, None, []
+        arrs.append(_to_tensor(im))
+    return torch.stack(arrs), labels, names
 
 
 def _palette_is_color(im) -> bool:
@@ -308,6 +437,11 @@ def load_data(cfg: TrainConfig) -> ImageData:
             )
     elif ds == "textures":
         x, y, names = _textures(cfg.image_size or 32)
+    elif ds.startswith("folder:") and cfg.resize == "random_crop":
+        size = cfg.image_size or 32
+        if size < 8 or size & (size - 1):  # pragma: no cover - TrainConfig validates
+            raise ValueError(f"dataset: set image_size to a power of 2 >= 8, got {size}")
+        return _photo_crops(Path(ds.split(":", 1)[1]).expanduser(), cfg)
     elif ds.startswith("folder:"):
         x, y, names = _folder(Path(ds.split(":", 1)[1]).expanduser(), cfg)
     elif ds.startswith("mnist:"):
@@ -345,6 +479,12 @@ def completion_mask(kind: str, size: int) -> Tensor:
     return m
 
 
+def baseline(cfg: TrainConfig, inputs: Tensor, channels: int) -> Tensor:
+    """The trivial answer of a paired task: G's input itself (the masked image for completion,
+    the noisy image for denoise, the bicubic upsampling for superres)."""
+    return inputs[:, :channels]
+
+
 def input_channels(cfg: TrainConfig, channels: int) -> int:
     return channels + 1 if cfg.task == "completion" else channels
 
@@ -353,15 +493,17 @@ def make_inputs(cfg: TrainConfig, target: Tensor, generator: torch.Generator | N
     """G's input for a paired task from clean images ``target`` (``(N, C, S, S)``).
 
     completion: the hidden region set to 0 plus the mask as an extra channel; denoise:
-    ``target + noise_std * N(0, 1)`` (noise from ``generator``); superres: 2x average
-    pooling, then nearest upsampling back to ``S``.
+    ``target + noise_std * N(0, 1)`` (noise from ``generator``, drawn on the CPU); superres:
+    2x average pooling, then bicubic upsampling back to ``S`` (clamped to [-1, 1]): the
+    trivial answer, which G refines by predicting the residual.
     """
     if cfg.task == "completion":
-        m = completion_mask(cfg.mask, target.shape[-1]).to(target.dtype)
+        m = completion_mask(cfg.mask, target.shape[-1]).to(target.device, target.dtype)
         return torch.cat([target * (1 - m), m.expand(target.shape[0], 1, -1, -1)], 1)
     if cfg.task == "denoise":
         noise = torch.randn(target.shape, generator=generator, dtype=target.dtype)
-        return target + cfg.noise_std * noise
+        return target + cfg.noise_std * noise.to(target.device)
     if cfg.task == "superres":
-        return F.interpolate(F.avg_pool2d(target, 2), scale_factor=2, mode="nearest")
+        low = F.avg_pool2d(target, 2)
+        return F.interpolate(low, scale_factor=2, mode="bicubic", align_corners=False).clamp_(-1, 1)
     raise ValueError(f"make_inputs: task {cfg.task!r} has no inputs")

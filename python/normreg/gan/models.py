@@ -1,7 +1,10 @@
 """Generators and discriminators sized from the image size.
 
 * ``DCGANGenerator`` / ``DCGANDiscriminator``: unconditional, 4x4 base doubled to the image size.
-* ``UNetGenerator``: pix2pix's U-Net, downsampling to 1x1 (depth ``log2(S)``), skip connections.
+* ``UNetGenerator``: pix2pix's U-Net, downsampling to 1x1 (depth ``log2(S)``), skip connections;
+  with ``residual=True`` (super-resolution) it predicts the correction to its input (the
+  bicubic upsampling): ``clamp(input + U(input), -1, 1)``, its last layer's weights
+  initialised to zero so that training starts from the bicubic answer.
 * ``PatchDiscriminator``: pix2pix's PatchGAN, conditioned on G's input by concatenation
   (``conditional=True``) or seeing the image alone; ``max(1, log2(S) - 3)`` stride-2 layers,
   so an 8x8 image is judged in 4x4 patches and a 32x32 one in 8x8.
@@ -86,8 +89,20 @@ class DCGANDiscriminator(nn.Module):
 class UNetGenerator(nn.Module):
     """pix2pix U-Net: encoder C64-C128-C256-C512... down to 1x1, decoder mirrored with skips."""
 
-    def __init__(self, c_in: int, c_out: int, size: int, width: float = 1.0, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        size: int,
+        width: float = 1.0,
+        dropout: float = 0.0,
+        residual: bool = False,
+    ) -> None:
         super().__init__()
+        if residual and c_in < c_out:
+            raise ValueError(f"UNetGenerator: residual=True needs c_in >= c_out, got {c_in} < {c_out}")
+        self.residual = residual
+        self.c_out = c_out
         depth = int(math.log2(size))
         chs = [_ch(32 * 2 ** min(i, 3), width) for i in range(depth)]
         self.downs = nn.ModuleList()
@@ -127,6 +142,8 @@ class UNetGenerator(nn.Module):
             if j > 0:
                 h = torch.cat([h, skips.pop()], 1)
             h = up(self.relu(h))
+        if self.residual:
+            return (x[:, : self.c_out] + h).clamp(-1.0, 1.0)
         return torch.tanh(h)
 
 
@@ -169,9 +186,11 @@ def build_models(cfg, channels: int, size: int, c_cond: int) -> tuple[nn.Module,
         g = DCGANGenerator(cfg.z_dim, channels, size, cfg.width)
         d = DCGANDiscriminator(channels, size, cfg.width) if cfg.uses_d else None
     else:
-        g = UNetGenerator(c_cond, channels, size, cfg.width, cfg.dropout)
+        g = UNetGenerator(c_cond, channels, size, cfg.width, cfg.dropout, residual=cfg.task == "superres")
         d = PatchDiscriminator(channels, c_cond, size, cfg.width, cfg.conditional_d) if cfg.uses_d else None
     g.apply(init_weights)
+    if getattr(g, "residual", False):  # start from the trivial answer: a zero correction
+        nn.init.zeros_(g.ups[-1].weight)
     if d is not None:
         d.apply(init_weights)
     return g, d

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["to_uint8", "save_image", "save_grid", "plot_curves"]
+__all__ = ["to_uint8", "save_image", "save_grid", "plot_curves", "curves_figure"]
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -32,7 +32,7 @@ def save_image(image: Tensor, path: str | Path, scale: int = 1) -> None:
 
 def save_grid(
     rows: list[Tensor], path: str | Path, scale: int = 0, pad: int = 1, row_labels: list[str] | None = None
-) -> None:
+) -> np.ndarray:
     """Save rows of images (each ``(N, C, S, S)``) as one PNG grid.
 
     ``scale=0`` upscales small images (nearest) so that each is at least 32 pixels wide.
@@ -63,10 +63,75 @@ def save_grid(
             canvas[y : y + s * scale, x : x + s * scale] = a[j]
     Image.fromarray(canvas).save(path)
     _ = row_labels
+    return canvas
+
+
+def _series(rows: list[dict], key: str) -> np.ndarray:
+    """``rows[i][key]`` as floats; missing, empty or non-numeric entries become NaN (a gap)."""
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r.get(key)))
+        except (TypeError, ValueError):
+            out.append(float("nan"))
+    return np.array(out, dtype=np.float64)
+
+
+def _plot_lines(ax, xs, rows: list[dict], keys: list[str], log: bool, **kw) -> int:
+    """Plot each key's series (finite points; on a log axis only positive ones); returns how many."""
+    n = 0
+    for k in keys:
+        ys = _series(rows, k)
+        ys = np.where(np.isfinite(ys) & ((ys > 0) if log else True), ys, np.nan)
+        if np.isfinite(ys).any():
+            style = kw.get("style", {}).get(k, {})
+            ax.plot(xs, ys, label=k, lw=1, **style, **({"marker": "o", "ms": 3} if kw.get("markers") else {}))
+            n += 1
+    return n
+
+
+def _wide(rows: list[dict], keys: list[str]) -> bool:
+    """A log axis for series that are all positive and span more than a factor of 20."""
+    vals = np.concatenate([_series(rows, k) for k in keys]) if keys else np.array([])
+    vals = vals[np.isfinite(vals)]
+    return bool(vals.size and (vals > 0).all() and vals.max() > 20 * vals.min())
+
+
+def _finish(ax, title: str, ylabel: str, log: bool, n: int) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    if n:
+        if log:
+            ax.set_yscale("log")
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "not computed for this run", ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.grid(True, which="major", alpha=0.3)
 
 
 def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
-    """Plot the loss terms of ``log.jsonl`` and the metrics of ``metrics.csv`` into ``curves.png``."""
+    """Write ``curves.png`` (or ``out``) from the run's logs; ``None`` when there is nothing to plot."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(run_dir)
+    if fig is None:
+        return None
+    out = Path(out) if out else Path(run_dir) / "curves.png"
+    fig.savefig(out, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def curves_figure(run_dir: str | Path):
+    """The figure of ``curves.png`` (``None`` without logs): eight panels, each with its y label.
+
+    Top: the raw loss terms, the λ-weighted terms with the totals, the raw weight penalty
+    ``R(w)`` (its own axis: it is orders of magnitude above the losses), the λ values (log
+    axis). Bottom: validation PSNR and SSIM, each beside the trivial answer's (dashed), the
+    classifier's scores, KID × 10³ beside its floor. A panel's axis is logarithmic when its
+    values are positive and span more than a factor of 20.
+    """
     import csv
 
     import matplotlib
@@ -92,57 +157,34 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
             mets = list(csv.DictReader(fh))
     if not logs and not mets:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    steps = [r["step"] for r in logs]
-    raw = [
-        k
-        for k in (logs[0] if logs else {})
-        if k.startswith(("g_", "d_")) and not k.startswith(("g_total", "d_total"))
-    ]
-    ax = axes[0]
-    for k in raw:
-        ys = _finite_or_nan([r.get(k) for r in logs])
-        if np.isfinite(ys).any():  # non-finite values ("nan", "inf" in log.jsonl) leave gaps
-            ax.plot(steps, ys, label=k, lw=1)
-    ax.set_title("raw loss terms")
-    ax.set_xlabel("step")
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    for k in [
-        k for k in (logs[0] if logs else {}) if k.startswith(("w_", "lam_")) or k in ("g_total", "d_total")
-    ]:
-        ys = _finite_or_nan([r.get(k) for r in logs])
-        if np.isfinite(ys).any():
-            ax.plot(steps, ys, label=k, lw=1, ls="--" if k.startswith("lam_") else "-")
-    ax.set_title("λ-weighted terms, totals and λ")
-    ax.set_xlabel("step")
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.legend(fontsize=7)
-    ax = axes[2]
-    if mets:
-        ms = [float(r["step"]) for r in mets]
-        for k in mets[0]:
-            if k in ("step", "split"):
-                continue
-            ys = []
-            for r in mets:
-                try:
-                    ys.append(float(r[k]))
-                except (TypeError, ValueError):
-                    ys.append(float("nan"))
-            ys_arr = np.array(ys)
-            if np.isfinite(ys_arr).any():
-                ax.plot(ms, np.where(np.isfinite(ys_arr), ys_arr, np.nan), marker="o", label=k, lw=1)
-        ax.set_yscale("symlog", linthresh=1e-2)
-        ax.legend(fontsize=7)
-    ax.set_title("validation metrics")
-    ax.set_xlabel("step")
+    keys = list(dict.fromkeys(k for r in logs for k in r if k != "step"))
+    penalty = [k for k in keys if k in ("g_penalty", "d_penalty")]
+    raw = [k for k in keys if k.startswith(("g_", "d_")) and k not in penalty and k not in ("g_total", "d_total")]
+    weighted = [k for k in keys if k.startswith("w_")] + [k for k in ("g_total", "d_total") if k in keys]
+    lams = [k for k in keys if k.startswith("lam_")]
+    steps = _series(logs, "step")
+    fig, axes = plt.subplots(2, 4, figsize=(19, 8))
+    for ax, ks, title, ylabel in (
+        (axes[0, 0], raw, "raw loss terms", "loss"),
+        (axes[0, 1], weighted, "λ-weighted terms and totals", "loss (λ × term)"),
+        (axes[0, 2], penalty, "weight penalty R(w) at strength 1", "R(w)"),
+    ):
+        log = _wide(logs, ks)
+        _finish(ax, title, ylabel, log, _plot_lines(ax, steps, logs, ks, log=log))
+    _finish(axes[0, 3], "λ values in force (0 not shown)", "λ", True, _plot_lines(axes[0, 3], steps, logs, lams, log=True))
+    ms = _series(mets, "step")
+    cols = [k for k in (mets[0] if mets else {}) if k not in ("step", "split")]
+    dashed = {"baseline_psnr": {"ls": "--"}, "baseline_ssim": {"ls": "--"}, "kid_floor": {"ls": "--"}}
+    for ax, ks, title, ylabel in (
+        (axes[1, 0], ["psnr", "baseline_psnr"], "validation PSNR (baseline: G's input)", "PSNR (dB)"),
+        (axes[1, 1], ["ssim", "baseline_ssim"], "validation SSIM (baseline: G's input)", "SSIM"),
+        (axes[1, 2], [k for k in cols if "class" in k], "classifier on validation images", "accuracy / confidence"),
+        (axes[1, 3], ["kid", "kid_floor"], "validation KID × 10³ (floor: real images)", "KID × 10³"),
+    ):
+        ks = [k for k in ks if k in cols]
+        _finish(ax, title, ylabel, False, _plot_lines(ax, ms, mets, ks, log=False, markers=True, style=dashed))
     fig.tight_layout()
-    out = Path(out) if out else run_dir / "curves.png"
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def _finite_or_nan(values) -> np.ndarray:

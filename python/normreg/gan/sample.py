@@ -48,6 +48,7 @@ def sample(
         targets = _folder_images(Path(inputs), cfg, trainer.data.image_size, trainer.data.channels)[:n]
     else:
         targets = trainer.data.split(split)[0][:n]
+    targets = targets.to(trainer.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -66,7 +67,7 @@ def sample(
                 written.append(p)
         save_grid([shown, y, targets], out / "grid.png")
     else:
-        z = torch.randn(n, cfg.z_dim, generator=g)
+        z = torch.randn(n, cfg.z_dim, generator=g).to(trainer.device)
         y = trainer.generate(z, model)
         for i in range(n):
             p = out / f"{i:04d}.png"
@@ -83,7 +84,7 @@ def _folder_images(path: Path, cfg: TrainConfig, size: int, channels: int) -> to
     x, _, _ = _folder(
         path,
         cfg.replace(
-            image_size=size, channels=channels, resize="center_crop" if cfg.resize == "none" else cfg.resize
+            image_size=size, channels=channels, resize="center_crop" if cfg.resize in ("none", "random_crop") else cfg.resize
         ),
     )
     return x

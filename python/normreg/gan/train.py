@@ -54,7 +54,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RESUME_MUTABLE, TrainConfig
-from .data import ImageData, input_channels, load_data, make_inputs
+from .data import ImageData, baseline, input_channels, load_data, make_inputs
 from .metrics import kid, load_or_train_classifier, pixel_features, psnr, ssim
 from .models import build_models
 
@@ -62,11 +62,13 @@ __all__ = ["Trainer", "train", "evaluate", "RunDirError", "NonFiniteError", "ON_
 
 # Files a run writes; --overwrite removes exactly these (and nothing else) first.
 RUN_FILES = ("config.toml", "metrics.csv", "log.jsonl", "summary.json", "curves.png", CHECKPOINT, PREVIOUS)
-RUN_DIRS = ("samples",)
+RUN_DIRS = ("samples", "tensorboard")
 N_GRID = 16
 METRIC_FIELDS = (
     "psnr",
     "ssim",
+    "baseline_psnr",
+    "baseline_ssim",
     "classifier_score",
     "real_classifier_score",
     "class_confidence",
@@ -74,6 +76,55 @@ METRIC_FIELDS = (
     "kid",
     "kid_floor",
 )
+KID_SCALE = 1000.0  # KID is reported x 10^3, as in the literature
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, or a ``ValueError`` when this machine has no such device."""
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"'device' {name!r}: torch.cuda.is_available() is False on this machine; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"'device' {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"'device' {name!r}: torch.backends.mps.is_available() is False; use --device cpu")
+    return dev
+
+
+def data_warnings(cfg: TrainConfig, data: ImageData) -> list[str]:
+    """Things about the data a user should know before waiting for a run (not errors)."""
+    out = []
+    n = int(data.splits["train"].numel())
+    if n < cfg.batch_size:
+        what = "crops" if data.crop_source is not None else "images"
+        hint = (
+            "raise crops_per_image"
+            if data.crop_source is not None
+            else "use more images, or (for a folder of photos) resize='random_crop' to train on many crops per photo"
+        )
+        out.append(
+            f"the training split has {n} {what}, fewer than batch_size={cfg.batch_size}: every step "
+            f"trains on all {n} and G will memorize them; {hint}"
+        )
+    return out
+
+
+def metric_notes(cfg: TrainConfig, data: ImageData, has_classifier: bool, sizes: dict[str, int]) -> list[str]:
+    """One line for each metric that is absent, saying why."""
+    notes = []
+    if not has_classifier:
+        why = "the data set has no labels" if data.labels is None else "the data set has only one class"
+        notes.append(
+            f"classifier_score, class_confidence: absent: {why} (images in 2 or more sub-folders of a "
+            "folder are labelled by them); KID uses pixel features instead"
+        )
+    elif not cfg.paired:
+        notes.append("classifier_score: absent for unconditional runs (no target labels); see class_confidence")
+    small = {k: v for k, v in sizes.items() if v < 2}
+    if small:
+        sets = ", ".join(f"{k} has {v}" for k, v in small.items())
+        notes.append(f"kid, kid_floor: absent: KID needs at least 2 images in each set ({sets})")
+    return notes
 
 
 # What a run does when a loss term or a weight becomes NaN or infinite.
@@ -157,8 +208,12 @@ class Trainer:
         self.data = data if data is not None else load_data(cfg)
         d = self.data
         self.c_cond = input_channels(cfg, d.channels) if cfg.paired else 0
+        self.device = resolve_device(cfg.device)
         _seed_all(cfg.seed)
         self.G, self.D = build_models(cfg, d.channels, d.image_size, self.c_cond)
+        self.G.to(self.device)
+        if self.D is not None:
+            self.D.to(self.device)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay > 0 else None
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # task noise, latents
         self.step_ = 0
@@ -171,7 +226,10 @@ class Trainer:
                     f"({n_rest} non-test images); use at most {max(2, n_rest // MIN_FOLD_IMAGES)} folds "
                     f"(at least {MIN_FOLD_IMAGES} images per fold; 5 or 10 is usual)"
                 )
-        self.train_x, _ = d.split("train")
+        self.train_x = d.split("train")[0].to(self.device)
+        self._epoch: tuple[int, Tensor] | None = None  # random_crop: this epoch's crops
+        for msg in data_warnings(cfg, d):
+            warnings.warn(msg, UserWarning, stacklevel=2)
         n = self.train_x.shape[0]
         self.batch = min(cfg.batch_size, n)
         self.batches_per_epoch = max(1, n // self.batch)
@@ -192,9 +250,10 @@ class Trainer:
             x, _ = d.split(split)
             self.eval_inputs[split] = (
                 make_inputs(cfg, x, eg) if cfg.paired else torch.randn(x.shape[0], cfg.z_dim, generator=eg)
-            )
-        self.grid_inputs = self.eval_inputs["val"][:N_GRID]
-        self.grid_targets = d.split("val")[0][:N_GRID]
+            ).to(self.device)
+        grid = self._grid_rows(d.split("val")[0].shape[0])
+        self.grid_inputs = self.eval_inputs["val"][grid]
+        self.grid_targets = d.split("val")[0][grid].to(self.device)
         self._classifier = None
         self._classifier_ready = False
         self.last_terms: dict[str, float] = {}
@@ -203,6 +262,12 @@ class Trainer:
         self.dist = _dist.attach(self.G, self.D, self.batch)
 
     # -- setup -------------------------------------------------------------------------------
+    def _grid_rows(self, n: int) -> Tensor:
+        # Photo tiles: spread the 16 over the photo (the first 16 tiles are one strip).
+        if self.data.crop_source is not None and n > N_GRID:
+            return torch.linspace(0, n - 1, N_GRID).round().long()
+        return torch.arange(min(n, N_GRID))
+
     def _optimizer(self, model: nn.Module, lr: float, penalized: bool):
         cfg = self.cfg
         if penalized:
@@ -244,6 +309,10 @@ class Trainer:
     def _batch(self, step: int) -> Tensor:
         epoch, i = divmod(step, self.batches_per_epoch)
         g = torch.Generator().manual_seed(1_000_003 * self.cfg.seed + epoch)
+        if self.data.crop_source is not None:  # new random crops of the photos every epoch
+            if self._epoch is None or self._epoch[0] != epoch:
+                self._epoch = (epoch, self.data.crop_source.crops(g)[0].to(self.device))
+            return self._epoch[1][i * self.batch : (i + 1) * self.batch]
         perm = torch.randperm(self.train_x.shape[0], generator=g)
         return self.train_x[perm[i * self.batch : (i + 1) * self.batch]]
 
@@ -278,7 +347,7 @@ class Trainer:
             fake = G(c)
         else:
             c = None
-            z = torch.randn(x.shape[0], cfg.z_dim, generator=self.gen)
+            z = torch.randn(x.shape[0], cfg.z_dim, generator=self.gen).to(self.device)
             if ddp is not None:
                 x, z = ddp.local(x), ddp.local(z)
             fake = G(z)
@@ -422,6 +491,8 @@ class Trainer:
     def classifier(self):
         if not self._classifier_ready:
             self._classifier = load_or_train_classifier(self.data, seed=self.cfg.seed)
+            if self._classifier is not None:
+                self._classifier.to(self.device)
             self._classifier_ready = True
         return self._classifier
 
@@ -432,6 +503,8 @@ class Trainer:
             raise ValueError(f"'split' must be 'val' or 'test', got {split!r}")
         cfg = self.cfg
         real, labels = self.data.split(split)
+        real = real.to(self.device)
+        labels = labels.to(self.device) if labels is not None else None
         inputs = self.eval_inputs[split]
         if cfg.eval_samples and real.shape[0] > cfg.eval_samples:
             real, inputs = real[: cfg.eval_samples], inputs[: cfg.eval_samples]
@@ -441,8 +514,11 @@ class Trainer:
         if cfg.paired:
             out["psnr"] = psnr(fake, real)
             out["ssim"] = ssim(fake, real)
+            base = baseline(cfg, inputs, self.data.channels)
+            out["baseline_psnr"] = psnr(base, real)
+            out["baseline_ssim"] = ssim(base, real)
         clf = self.classifier()
-        train_real = self.data.split("train")[0][: real.shape[0]]
+        train_real = self.train_x[: real.shape[0]]
         if clf is not None:
             f_fake, l_fake = clf.predict(fake)
             f_real, l_real = clf.predict(real)
@@ -455,10 +531,12 @@ class Trainer:
         else:
             f_fake, f_real, f_train = pixel_features(fake), pixel_features(real), pixel_features(train_real)
         if min(f_fake.shape[0], f_real.shape[0], f_train.shape[0]) >= 2:  # KID needs 2 samples a set
-            out["kid"] = kid(f_fake, f_real)
-            out["kid_floor"] = kid(f_train, f_real)
+            out["kid"] = KID_SCALE * kid(f_fake, f_real)
+            out["kid_floor"] = KID_SCALE * kid(f_train, f_real)
         out["kid_features"] = "classifier" if clf is not None else "pixels"
         out["n"] = int(real.shape[0])
+        sizes = {"generated": f_fake.shape[0], split: f_real.shape[0], "train sample": f_train.shape[0]}
+        out["notes"] = metric_notes(cfg, self.data, clf is not None, sizes)
         return out
 
     # -- state -----------------------------------------------------------------------------------
@@ -522,7 +600,7 @@ class Trainer:
         self.gen.set_state(rng["trainer"])
 
     # -- run ---------------------------------------------------------------------------------------
-    def sample_grid(self, path: Path) -> None:
+    def sample_grid(self, path: Path) -> np.ndarray:
         from .plots import save_grid
 
         out = self.generate(self.grid_inputs)
@@ -531,9 +609,8 @@ class Trainer:
             if self.cfg.task == "completion":
                 m = self.grid_inputs[:, -1:]
                 shown = shown * (1 - m) + m * (-0.5)  # hidden region shown dark gray
-            save_grid([shown, out, self.grid_targets], path)
-        else:
-            save_grid([out], path)
+            return save_grid([shown, out, self.grid_targets], path)
+        return save_grid([out], path)
 
 
 # -- run directory --------------------------------------------------------------------------------
@@ -800,6 +877,10 @@ def train(
             f"cannot resume {str(run_dir)!r} to steps={cfg.steps}: the run is already at step {state['step']}; "
             f"ask for more steps (--steps N with N > {state['step']}) to train further"
         )
+    if cfg.tensorboard:
+        from ._tb import check_tensorboard
+
+        check_tensorboard()  # before anything is written
     trainer = Trainer(cfg)  # loads and checks the data before anything is written
     if state is not None:
         if state["data"]["fingerprint"] != trainer.data.fingerprint():
@@ -874,6 +955,7 @@ def _run(
     lines = progress and not tty and main
     last: dict[str, float] = {}
     interrupted = False
+    tb = _tensorboard(trainer, run_dir) if main else None
     bad: tuple[int, str, float] | None = None
     last_ckpt = start_step if resumed else None
     try:
@@ -898,6 +980,8 @@ def _run(
                     with _naming(log_path):
                         log.write(json.dumps({"step": s, **_json_safe(last)}) + "\n")
                         log.flush()
+                    if tb is not None:
+                        tb.scalars(s, last)
                     post = {k: f"{last[k]:.3g}" for k in ("g_total", "d_total") if k in last}
                     post.update(
                         {
@@ -921,9 +1005,13 @@ def _run(
                     rate = (s - start_step) / max(time.perf_counter() - t0, 1e-9)
                     print(_progress_line(s, cfg.steps, last, rate), file=sys.stderr, flush=True)
                 if main and (s % cfg.sample_every == 0 or s == cfg.steps):
-                    _sample(trainer, run_dir / "samples" / f"step_{s:06d}.png")
+                    grid = _sample(trainer, run_dir / "samples" / f"step_{s:06d}.png")
+                    if tb is not None:
+                        tb.grid(s, grid)
                 if main and (s % cfg.eval_every == 0 or s == cfg.steps):
                     m = trainer.evaluate("val")
+                    if tb is not None:
+                        tb.metrics(s, "val", m)
                     with _naming(met_path), open(met_path, "a", newline="") as fh:
                         csv.writer(fh).writerow(
                             [s, "val", *[_fmt(m[k]) if m[k] is not None else "" for k in METRIC_FIELDS]]
@@ -942,6 +1030,8 @@ def _run(
         )
     finally:
         bar.close()
+        if tb is not None:
+            tb.close()
     seconds = time.perf_counter() - t0
     diverged = bad is not None and on_nonfinite == "stop" and not interrupted
     if main:
@@ -959,6 +1049,8 @@ def _run(
         "num_train": int(trainer.data.splits["train"].numel()),
         "num_val": int(trainer.data.splits["val"].numel()),
         "num_test": int(trainer.data.splits["test"].numel()),
+        **({"num_photos": trainer.data.num_photos} if trainer.data.num_photos else {}),
+        "device": str(trainer.device),
         "params_g": sum(p.numel() for p in trainer.G.parameters()),
         "params_d": sum(p.numel() for p in trainer.D.parameters()) if trainer.D is not None else 0,
         "losses": last or (trainer.loss_terms() if hasattr(trainer, "_last") else {}),
@@ -999,6 +1091,14 @@ def _run(
     return summary
 
 
+def _tensorboard(trainer: Trainer, run_dir: Path):
+    if not trainer.cfg.tensorboard:
+        return None
+    from ._tb import TensorBoardLogger
+
+    return TensorBoardLogger(run_dir, purge_step=trainer.step_ + 1 if trainer.step_ else None)
+
+
 def _close_quietly(fh) -> None:
     with contextlib.suppress(OSError):
         fh.close()
@@ -1027,20 +1127,33 @@ def _plot(run_dir: Path) -> None:
 
 def _sample(trainer: Trainer, path: Path) -> None:
     with _atomic(path) as tmp:
-        trainer.sample_grid(tmp)
+        return trainer.sample_grid(tmp)
 
 
 def trainer_from_checkpoint(
-    path: str | os.PathLike, previous: bool = False, previous_hint: str | None = None
+    path: str | os.PathLike,
+    previous: bool = False,
+    previous_hint: str | None = None,
+    device: str | None = None,
 ) -> Trainer:
     """Rebuild a ``Trainer`` (data, models, state) from a run directory or checkpoint file.
 
     ``previous_hint``: how an error tells the user to use ``checkpoint.prev.pt`` instead (see
-    ``normreg.gan.checkpoint.find_checkpoint``).
+    ``normreg.gan.checkpoint.find_checkpoint``). ``device``: where to put it (default: the
+    run's own device, or the CPU with a warning when this machine has none of that kind);
+    checkpoints load on any device.
     """
     state = load_checkpoint(path, previous=previous, previous_hint=previous_hint)
     p = Path(path)
     cfg = _check_state(state, p / (PREVIOUS if previous else CHECKPOINT) if p.is_dir() else p)
+    if device is not None:
+        cfg = cfg.replace(device=device)
+    else:
+        try:
+            resolve_device(cfg.device)
+        except ValueError as exc:
+            warnings.warn(f"{exc}; loading the checkpoint on the CPU instead", UserWarning, stacklevel=2)
+            cfg = cfg.replace(device="cpu")
     trainer = Trainer(cfg)
     if state["data"]["fingerprint"] != trainer.data.fingerprint():
         raise ValueError(
@@ -1050,18 +1163,23 @@ def trainer_from_checkpoint(
     return trainer
 
 
-def evaluate(run_dir_or_checkpoint: str | os.PathLike, split: str = "test") -> dict[str, Any]:
+def evaluate(
+    run_dir_or_checkpoint: str | os.PathLike, split: str = "test", device: str | None = None
+) -> dict[str, Any]:
     """Metrics of a trained run's EMA generator on ``split`` ("val" or "test").
 
-    Returns psnr and ssim (paired tasks; ``inf`` PSNR for perfect outputs), classifier_score
+    Returns psnr and ssim (paired tasks; ``inf`` PSNR for perfect outputs) beside
+    baseline_psnr and baseline_ssim (the trivial answer: G's input itself, i.e. the masked,
+    noisy or bicubic-upsampled image), classifier_score
     (accuracy of the cached real-data classifier on generated images; paired tasks) beside
     real_classifier_score (its accuracy on the real images), class_confidence (mean top
     probability; also for unconditional runs), kid against the real split in the classifier's
-    features and kid_floor (a real training sample against the same split), plus ``step``.
+    features and kid_floor (a real training sample against the same split), both x 10^3,
+    ``notes`` (why a metric is absent), plus ``step``.
     """
     if split not in ("val", "test"):
         raise ValueError(f"'split' must be 'val' or 'test', got {split!r}")
-    trainer = trainer_from_checkpoint(run_dir_or_checkpoint)
+    trainer = trainer_from_checkpoint(run_dir_or_checkpoint, device=device)
     out = trainer.evaluate(split)
     out["step"] = trainer.step_
     out["split"] = split

@@ -128,6 +128,13 @@ def _real_row(records: Sequence[dict], group: str) -> dict:
 # ----------------------------------------------------------------------------------------
 # Figures
 # ----------------------------------------------------------------------------------------
+def _suptitle(fig, text: str, fontsize: int = 9) -> None:
+    """A figure title wrapped to the figure's width (a long one-line title is clipped)."""
+    import textwrap
+
+    fig.suptitle("\n".join(textwrap.wrap(text, max(30, int(fig.get_figwidth() * 100 / fontsize)))), fontsize=fontsize)
+
+
 def _plt():
     import matplotlib
 
@@ -154,9 +161,9 @@ def _bar_figure(rows: Sequence[dict], records: Sequence[dict], metrics: Sequence
         ax.set_xticks(xs, names, rotation=45, ha="right", fontsize=8)
         ax.set_title(_LABEL.get(m, m), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title + " (bars: mean ± std over seeds; dots: seeds)", fontsize=9)
+    _suptitle(fig, title + " (bars: mean ± std over seeds; dots: seeds)")
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=100)
+    atomic_savefig(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -187,9 +194,9 @@ def _hist_figure(rows: Sequence[dict], records: Sequence[dict], path: Path, titl
             ax.legend(fontsize=7)
     for k in range(n, nrows * cols):
         axes[k // cols][k % cols].set_visible(False)
-    fig.suptitle(title, fontsize=9)
+    _suptitle(fig, title)
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=100)
+    atomic_savefig(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -223,9 +230,9 @@ def _samples_figure(rows: Sequence[dict], records: Sequence[dict], path: Path, t
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    _suptitle(fig, title)
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=100)
+    atomic_savefig(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -248,9 +255,9 @@ def _lambda_figure(rows: Sequence[dict], refs: dict[str, dict], metrics: Sequenc
         ax.set_title(_LABEL.get(m, m), fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("L1 + cGAN against λ (mean ± std over seeds); dashed: the arms without a GAN or without L1", fontsize=9)
+    _suptitle(fig, "L1 + cGAN against λ (mean ± std over seeds); dashed: the arms without a GAN or without L1")
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=100)
+    atomic_savefig(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -550,9 +557,9 @@ def _sparsity_figure(summ: Sequence[dict], path: Path) -> None:
         ax.set_ylabel(_LABEL.get(m, m))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle("quality against exact sparsity (each point: one penalty, way and λ; mean ± std over seeds)", fontsize=9)
+    _suptitle(fig, "quality against exact sparsity (each point: one penalty, way and λ; mean ± std over seeds)")
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=100)
+    atomic_savefig(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -579,7 +586,7 @@ def _time_figure(summ: Sequence[dict], records: Sequence[dict], path: Path) -> N
     ax.set_title("wall time per step by penalty and way (all λ and seeds; dots: runs)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=100)
+    atomic_savefig(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -978,7 +978,8 @@ def plot_sweep(
         rows = [rows[i] for i in order]
         xs_raw = [xs_raw[i] for i in order]
         xs = xs_raw if numeric else list(range(len(rows)))
-        logx = numeric and min(xs) > 0 and max(xs) / min(xs) >= 20
+        # λ grids are log-spaced: a log axis as soon as the values span a factor of 4.
+        logx = numeric and min(xs) > 0 and max(xs) / min(xs) >= 4
         for i, m in enumerate(metrics):
             ax = axes[i][j]
             ys = [r["mean"].get(m, math.nan) if m != "score" else r["score"] for r in rows]
@@ -1000,9 +1001,13 @@ def plot_sweep(
             ax.grid(alpha=0.3)
     n_runs = summ[best_index]["n_runs"]
     spread = f"mean ± std over {n_runs} runs per point" if n_runs > 1 else "one run per point"
-    fig.suptitle(f"sweep: {spread}; ★ best by {criterion}", fontsize=10)
+    import textwrap
+
+    title = f"sweep: {spread}; ★ best by {criterion}"
+    width_chars = max(30, int(fig.get_figwidth() * 10))  # about 10 characters an inch at 10 pt
+    fig.suptitle("\n".join(textwrap.wrap(title, width_chars)), fontsize=10)
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
+    atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
