@@ -199,7 +199,7 @@ def group_norms(w: Tensor, dim: int) -> Tensor:
     """L2 norm of each slice along ``dim`` (float64)."""
     outer, groups, inner = group_shape(w.shape, dim)
     x = _acc(w).reshape(outer, groups, inner)
-    return _norm(x.transpose(0, 1).reshape(groups, -1), dim=1)
+    return _norm(x.transpose(0, 1).reshape(groups, outer * inner), dim=1)
 
 
 def group_value(tensors: Sequence[Tensor], dim: int, s1=0.0) -> Tensor:
@@ -358,7 +358,7 @@ def prox_group_(tensors: Sequence[Tensor], dim: int, t, s, d) -> list[int]:
     for w, ti, si, di in zip(tensors, ts, ss, ds):
         outer, groups, inner = group_shape(w.shape, dim)
         y = soft(_acc(w).reshape(outer, groups, inner), ti)
-        norms = _norm(y.transpose(0, 1).reshape(groups, -1), dim=1)
+        norms = _norm(y.transpose(0, 1).reshape(groups, outer * inner), dim=1)
         out.append(_write(w, y * (_norm_coef(norms, si) * di).view(1, groups, 1)))
     return out
 
@@ -400,6 +400,7 @@ def l1_ball_threshold(x: Tensor, radius: float) -> float:
     css = torch.cumsum(u, 0)
     k = torch.arange(1, u.numel() + 1, dtype=u.dtype)
     cond = u * k > css - radius
+    cond[0] = True  # always true in exact arithmetic (u_1 > u_1 - radius), whatever css rounds to
     rho = int(torch.nonzero(cond).max())
     return max(float((css[rho] - radius) / (rho + 1)), 0.0)
 
