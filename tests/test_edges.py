@@ -15,7 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from normreg import L1, L2Norm, ElasticNet, GroupLasso, Linf, SquaredL2
+from normreg import L1, ElasticNet, GroupLasso, L2Norm, Linf, SquaredL2
 from normreg import _reference as ref
 from normreg import prox as P
 from normreg.optim import ProxAdam, ProxSGD
