@@ -52,9 +52,10 @@ def _per_tensor(s: float | Sequence[float], n: int) -> list[float]:
 def _pow2mul(x: Tensor, k: Tensor) -> Tensor:
     """x * 2^k exactly (k: int tensor broadcasting against x, |k| <= 1100), in two factors so
     that 2^k itself need not be a double."""
+    k = k.to(x.device)
     h = torch.div(k, 2, rounding_mode="floor")
-    one = torch.ones((), dtype=x.dtype, device=x.device)
-    return x * torch.ldexp(one, h.to(x.device)) * torch.ldexp(one, (k - h).to(x.device))
+    one = torch.ones(k.shape, dtype=x.dtype, device=x.device)
+    return x * torch.ldexp(one, h) * torch.ldexp(one, k - h)
 
 
 def _exponent(m: Tensor) -> Tensor:
