@@ -23,9 +23,9 @@ inline const char* penalty_name(Penalty p) noexcept {
     }
 }
 
-// Per-tensor sums of |w| and w^2 (deterministic).
+// Per-tensor sums of |w| and w^2 (deterministic); the sum of squares as sq * 2^(2 exp).
 template <bool WantAbs, bool WantSq>
-inline std::vector<kernels::AbsSq> abs_sq_sums(const TensorList& w) {
+inline std::vector<kernels::AbsSq> abs_sq_sums_scaled(const TensorList& w) {
     auto plan = plan_chunks(w);
     return reduce_per_tensor(
         plan, w.size(), kernels::AbsSq{},
@@ -38,6 +38,20 @@ inline std::vector<kernels::AbsSq> abs_sq_sums(const TensorList& w) {
         },
         [](kernels::AbsSq a, kernels::AbsSq b) { return a + b; });
 }
+
+// The same with plain sums (exp 0; a sum of squares past the double range is inf).
+template <bool WantAbs, bool WantSq>
+inline std::vector<kernels::AbsSq> abs_sq_sums(const TensorList& w) {
+    auto s = abs_sq_sums_scaled<WantAbs, WantSq>(w);
+    for (auto& x : s) {
+        x.sq = kernels::sq_plain(x.sq, x.exp);
+        x.exp = 0;
+    }
+    return s;
+}
+
+// (l2 / 2) * sum w^2 of a scaled sum, rounded once.
+inline double half_sq(double l2, const kernels::AbsSq& s) noexcept { return std::ldexp(0.5 * l2 * s.sq, 2 * s.exp); }
 
 inline std::vector<kernels::MaxAbs> max_abs_per_tensor(const TensorList& w) {
     auto plan = plan_chunks(w);
@@ -67,6 +81,33 @@ inline std::vector<kernels::NonZero> nonzero_per_tensor(const TensorList& w) {
         [](kernels::NonZero a, kernels::NonZero b) { return a + b; });
 }
 
+// Number of infinite elements of tensor i (a rare path: serial).
+inline std::int64_t count_inf_per_tensor(const TensorList& w, std::size_t i) {
+    return dispatch(w[i].dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        return kernels::count_inf<T>(data_as<T>(w[i]), w[i].numel);
+    });
+}
+
+// The L2-norm gradient terms one coefficient cannot give (mode 1: scaled, 2: infinities),
+// added to g after the affine pass (which left those tensors' g unchanged or zero).
+inline void l2_grad_special(const TensorList& w, const TensorList& g, const std::vector<int>& mode,
+                            const std::vector<int>& ex, const std::vector<double>& c) {
+    auto plan = plan_chunks(w);
+    parallel_for_chunks(plan, [&](std::int64_t k) {
+        const Chunk& ch = plan[static_cast<std::size_t>(k)];
+        const std::size_t ti = static_cast<std::size_t>(ch.tensor);
+        if (mode[ti] == 0) return;
+        dispatch(w[ti].dtype, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            const T* wp = data_as<T>(w[ti]) + ch.begin;
+            T* gp = data_as<T>(g[ti]) + ch.begin;
+            if (mode[ti] == 2) kernels::l2_grad_inf<T>(wp, gp, ch.end - ch.begin, c[ti]);
+            else kernels::l2_grad_scaled<T>(wp, gp, ch.end - ch.begin, ex[ti], c[ti]);
+        });
+    });
+}
+
 // Value of the penalty: sum over tensors, in list order, of the per-tensor value.
 inline double penalty_value(Penalty kind, const TensorList& w, const std::vector<double>& s1, const std::vector<double>& s2) {
     double total = 0.0;
@@ -77,18 +118,18 @@ inline double penalty_value(Penalty kind, const TensorList& w, const std::vector
             break;
         }
         case Penalty::SquaredL2: {
-            auto s = abs_sq_sums<false, true>(w);
-            for (std::size_t i = 0; i < w.size(); ++i) total += 0.5 * s2[i] * s[i].sq;
+            auto s = abs_sq_sums_scaled<false, true>(w);
+            for (std::size_t i = 0; i < w.size(); ++i) total += half_sq(s2[i], s[i]);
             break;
         }
         case Penalty::ElasticNet: {
-            auto s = abs_sq_sums<true, true>(w);
-            for (std::size_t i = 0; i < w.size(); ++i) total += s1[i] * s[i].abs + 0.5 * s2[i] * s[i].sq;
+            auto s = abs_sq_sums_scaled<true, true>(w);
+            for (std::size_t i = 0; i < w.size(); ++i) total += s1[i] * s[i].abs + half_sq(s2[i], s[i]);
             break;
         }
         case Penalty::L2Norm: {
-            auto s = abs_sq_sums<false, true>(w);
-            for (std::size_t i = 0; i < w.size(); ++i) total += s1[i] * std::sqrt(s[i].sq);
+            auto s = abs_sq_sums_scaled<false, true>(w);
+            for (std::size_t i = 0; i < w.size(); ++i) total += s1[i] * kernels::sq_norm(s[i].sq, s[i].exp);
             break;
         }
         case Penalty::Linf: {
@@ -146,23 +187,49 @@ inline double penalty_grad(Penalty kind, const TensorList& w, const TensorList& 
         case Penalty::SquaredL2: {
             for (std::size_t i = 0; i < n; ++i) b[i] = scale * s2[i];
             auto s = affine_grad_pass<false, true>(w, g, a, b, accumulate);
-            for (std::size_t i = 0; i < n; ++i) total += 0.5 * s2[i] * s[i].sq;
+            for (std::size_t i = 0; i < n; ++i) total += half_sq(s2[i], s[i]);
             break;
         }
         case Penalty::ElasticNet: {
             for (std::size_t i = 0; i < n; ++i) { a[i] = scale * s1[i]; b[i] = scale * s2[i]; }
             auto s = affine_grad_pass<true, true>(w, g, a, b, accumulate);
-            for (std::size_t i = 0; i < n; ++i) total += s1[i] * s[i].abs + 0.5 * s2[i] * s[i].sq;
+            for (std::size_t i = 0; i < n; ++i) total += s1[i] * s[i].abs + half_sq(s2[i], s[i]);
             break;
         }
         case Penalty::L2Norm: {
-            auto s = abs_sq_sums<false, true>(w);
+            auto s = abs_sq_sums_scaled<false, true>(w);
+            // mode 0: g += b * w; 1: g += ldexp(w, -e) * c (b out of the compute type's normal
+            // range); 2: w has infinities, g += copysign(c, w) on them (the limit of w/||w||).
+            std::vector<int> mode(n, 0), ex(n, 0);
+            std::vector<double> c(n, 0.0);
+            bool special = false;
+            const double inf = std::numeric_limits<double>::infinity();
             for (std::size_t i = 0; i < n; ++i) {
-                const double norm = std::sqrt(s[i].sq);
+                const double norm = kernels::sq_norm(s[i].sq, s[i].exp);
                 total += s1[i] * norm;
-                b[i] = norm > 0.0 ? scale * s1[i] / norm : (norm == 0.0 ? 0.0 : norm);  // NaN norm stays NaN
+                const double k = scale * s1[i];
+                if (norm != norm) { b[i] = norm; continue; }  // NaN norm: NaN gradient
+                if (norm == 0.0 || k == 0.0) continue;        // b = 0: g unchanged (or 0)
+                if (norm == inf) {
+                    const auto ninf = count_inf_per_tensor(w, i);
+                    if (ninf > 0) { mode[i] = 2; c[i] = k / std::sqrt(static_cast<double>(ninf)); special = true; }
+                    continue;
+                }
+                b[i] = k / norm;
+                const bool f64 = w[i].dtype == DType::Float64;
+                const double lo = f64 ? std::numeric_limits<double>::min() : static_cast<double>(std::numeric_limits<float>::min());
+                const double hi = f64 ? std::numeric_limits<double>::max() : static_cast<double>(std::numeric_limits<float>::max());
+                if (!(std::fabs(b[i]) >= lo && std::fabs(b[i]) <= hi)) {
+                    // ||w|| = sqrt(sq) 2^exp = m 2^e with m in [0.5, 2^27]: g = ldexp(w, -e) * (k / m).
+                    if (s[i].exp != 0) { ex[i] = s[i].exp; c[i] = k / std::sqrt(s[i].sq); }
+                    else { (void)std::frexp(norm, &ex[i]); c[i] = k / std::ldexp(norm, -ex[i]); }
+                    mode[i] = 1;
+                    b[i] = 0.0;
+                    special = true;
+                }
             }
             affine_grad_pass<false, false>(w, g, a, b, accumulate);
+            if (special) l2_grad_special(w, g, mode, ex, c);
             break;
         }
         case Penalty::Linf: {
@@ -194,9 +261,22 @@ inline double penalty_grad(Penalty kind, const TensorList& w, const TensorList& 
 
 // ---- group lasso: groups are slices along one dim, i.e. [o, g, :] of (outer, G, inner) ----
 
-inline std::vector<std::vector<double>> group_sq_norms(const TensorList& w, const std::vector<GroupShape>& shapes) {
-    std::vector<std::vector<double>> sums(w.size());
-    for (std::size_t i = 0; i < w.size(); ++i) sums[i].assign(static_cast<std::size_t>(shapes[i].groups), 0.0);
+// Per-tensor, per-group sums of squares, sums[t][k] * 2^(2 exps[t][k]) (float64 groups out of
+// the plain range summed again scaled).
+struct GroupSq {
+    std::vector<std::vector<double>> sums;
+    std::vector<std::vector<int>> exps;
+    double norm(std::size_t t, std::size_t k) const noexcept { return kernels::sq_norm(sums[t][k], exps[t][k]); }
+};
+
+inline GroupSq group_sq_norms_scaled(const TensorList& w, const std::vector<GroupShape>& shapes) {
+    GroupSq r;
+    r.sums.resize(w.size());
+    r.exps.resize(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        r.sums[i].assign(static_cast<std::size_t>(shapes[i].groups), 0.0);
+        r.exps[i].assign(static_cast<std::size_t>(shapes[i].groups), 0);
+    }
     auto plan = plan_groups(shapes);
     for_each_group_block(plan, shapes, [&](const GroupBlock& blk) {
         const std::size_t ti = static_cast<std::size_t>(blk.tensor);
@@ -204,18 +284,28 @@ inline std::vector<std::vector<double>> group_sq_norms(const TensorList& w, cons
         dispatch(w[ti].dtype, [&](auto tag) {
             using T = typename decltype(tag)::type;
             kernels::group_sq_sums<T>(data_as<T>(w[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end,
-                                      sums[ti].data() + blk.g_begin);
+                                      r.sums[ti].data() + blk.g_begin);
+            kernels::group_sq_fix<T>(data_as<T>(w[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end,
+                                     r.sums[ti].data() + blk.g_begin, r.exps[ti].data() + blk.g_begin);
         });
     });
-    return sums;
+    return r;
+}
+
+// Plain per-group sums of squares (a sum past the double range is inf).
+inline std::vector<std::vector<double>> group_sq_norms(const TensorList& w, const std::vector<GroupShape>& shapes) {
+    auto r = group_sq_norms_scaled(w, shapes);
+    for (std::size_t i = 0; i < w.size(); ++i)
+        for (std::size_t k = 0; k < r.sums[i].size(); ++k) r.sums[i][k] = kernels::sq_plain(r.sums[i][k], r.exps[i][k]);
+    return std::move(r.sums);
 }
 
 inline double group_value(const TensorList& w, const std::vector<GroupShape>& shapes, const std::vector<double>& s1) {
-    auto sums = group_sq_norms(w, shapes);
+    auto sq = group_sq_norms_scaled(w, shapes);
     double total = 0.0;
     for (std::size_t i = 0; i < w.size(); ++i) {
         double t = 0.0;
-        for (double q : sums[i]) t += std::sqrt(q);
+        for (std::size_t k = 0; k < sq.sums[i].size(); ++k) t += sq.norm(i, k);
         total += s1[i] * t;
     }
     return total;
@@ -223,12 +313,14 @@ inline double group_value(const TensorList& w, const std::vector<GroupShape>& sh
 
 inline double group_grad(const TensorList& w, const TensorList& g, const std::vector<GroupShape>& shapes,
                          const std::vector<double>& s1, double scale, bool accumulate) {
-    auto coef = group_sq_norms(w, shapes);
+    auto sq = group_sq_norms_scaled(w, shapes);
+    auto& coef = sq.sums;
     double total = 0.0;
     for (std::size_t i = 0; i < w.size(); ++i) {
         double t = 0.0;
-        for (double& q : coef[i]) {
-            const double norm = std::sqrt(q);
+        for (std::size_t k = 0; k < coef[i].size(); ++k) {
+            double& q = coef[i][k];
+            const double norm = kernels::sq_norm(q, sq.exps[i][k]);
             t += norm;
             q = norm > 0.0 ? scale * s1[i] / norm : (norm == 0.0 ? 0.0 : norm);
         }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/multi_tensor.hpp"
+#include "engine/penalty_ops.hpp"  // count_inf_per_tensor
 #include "kernels/prox.hpp"
 
 namespace normreg::engine {
@@ -83,42 +84,83 @@ inline Counts prox_l2_norm(const TensorList& w, const std::vector<double>& t, co
                            const std::vector<double>& d) {
     auto sums = soft_sums_per_tensor(w, t);
     std::vector<double> coef(w.size());
-    for (std::size_t i = 0; i < w.size(); ++i) coef[i] = norm_prox_coef(std::sqrt(sums[i].sq), s[i]) * d[i];
+    for (std::size_t i = 0; i < w.size(); ++i) coef[i] = norm_prox_coef(kernels::sq_norm(sums[i].sq, sums[i].exp), s[i]) * d[i];
     return prox_elementwise(ElemOp::Shrink, w, nullptr, t, coef);
 }
 
-// Projection onto the L2 ball of radius r per tensor: w <- w * min(1, r / ||w||).
+// Projection onto the L2 ball of radius r per tensor: w <- w * min(1, r / ||w||). The norm
+// is scaled (no overflow or underflow); where r / ||w|| is below the compute type's normal
+// range the tensor is scaled as ldexp(w, -e) * (r / (||w|| 2^-e)) instead. A tensor with
+// infinite elements goes to the limit: the radius shared by them, r / sqrt(k) each.
 inline Counts project_l2_ball(const TensorList& w, const std::vector<double>& r) {
-    std::vector<double> zero(w.size(), 0.0);
+    const std::size_t nt = w.size();
+    std::vector<double> zero(nt, 0.0);
     auto sums = soft_sums_per_tensor(w, zero);
-    std::vector<double> coef(w.size());
-    for (std::size_t i = 0; i < w.size(); ++i) {
-        const double norm = std::sqrt(sums[i].sq);
-        coef[i] = norm != norm ? norm : (norm > r[i] ? r[i] / norm : 1.0);
+    std::vector<double> coef(nt);
+    std::vector<int> mode(nt, 0), ex(nt, 0);  // 0: coef; 1: ldexp(w, -ex) * coef; 2: infinities
+    bool special = false;
+    for (std::size_t i = 0; i < nt; ++i) {
+        const double norm = kernels::sq_norm(sums[i].sq, sums[i].exp);
+        if (norm != norm) { coef[i] = norm; continue; }
+        if (!(norm > r[i])) { coef[i] = 1.0; continue; }
+        if (norm == std::numeric_limits<double>::infinity()) {
+            const std::int64_t k = count_inf_per_tensor(w, i);
+            if (k > 0) { mode[i] = 2; coef[i] = r[i] / std::sqrt(static_cast<double>(k)); special = true; continue; }
+        }
+        coef[i] = r[i] / norm;
+        const double lo = w[i].dtype == DType::Float64 ? std::numeric_limits<double>::min()
+                                                       : static_cast<double>(std::numeric_limits<float>::min());
+        if (coef[i] < lo) {
+            if (sums[i].exp != 0) { ex[i] = sums[i].exp; coef[i] = r[i] / std::sqrt(sums[i].sq); }
+            else { (void)std::frexp(norm, &ex[i]); coef[i] = r[i] / std::ldexp(norm, -ex[i]); }
+            mode[i] = 1;
+            special = true;
+        }
     }
-    return prox_elementwise(ElemOp::Shrink, w, nullptr, zero, coef);
+    if (!special) return prox_elementwise(ElemOp::Shrink, w, nullptr, zero, coef);
+    return count_pass(w, [&](const Chunk& c) -> std::int64_t {
+        const std::size_t ti = static_cast<std::size_t>(c.tensor);
+        return dispatch(w[ti].dtype, [&](auto tag) -> std::int64_t {
+            using T = typename decltype(tag)::type;
+            T* wp = data_as<T>(w[ti]) + c.begin;
+            const std::int64_t n = c.end - c.begin;
+            if (mode[ti] == 1) return kernels::scale_exp<T>(wp, n, ex[ti], coef[ti]);
+            if (mode[ti] == 2) return kernels::inf_share<T>(wp, n, coef[ti]);
+            return kernels::shrink<T, false, false>(wp, nullptr, n, 0.0, coef[ti]);
+        });
+    });
 }
 
 // Per-tensor threshold theta of the projection onto the L1 ball of radius r (exact):
 // sum max(|w| - theta, 0) = r when ||w||_1 > r, else 0; r = 0 gives +inf, a tensor with NaN
 // gives NaN. Elements with |w| <= (||w||_1 - r) / n cannot be above theta, so only the rest
 // are gathered (in index order, in parallel) and handed to Condat's algorithm.
-inline std::vector<double> l1_ball_thresholds(const TensorList& w, const std::vector<double>& r) {
+//
+// A tensor with k > 0 infinite elements (and no NaN) gets theta = +inf and ninf[i] = k: the
+// projection's limit puts the whole radius on the infinite elements, r / k each (sign kept).
+// A float64 sum |w| that overflowed with no infinite element gathers every element.
+inline std::vector<double> l1_ball_thresholds(const TensorList& w, const std::vector<double>& r,
+                                              std::vector<std::int64_t>* ninf = nullptr) {
     const std::size_t nt = w.size();
     std::vector<double> zero(nt, 0.0), theta(nt, 0.0), lower(nt, 0.0);
+    if (ninf) ninf->assign(nt, 0);
     auto sums = soft_sums_per_tensor(w, zero);
     std::vector<char> need(nt, 0);
     bool any = false;
+    const double inf = std::numeric_limits<double>::infinity();
     for (std::size_t i = 0; i < nt; ++i) {
         const double S = sums[i].abs;
         if (S != S) theta[i] = S;
         else if (w[i].numel == 0) theta[i] = 0.0;
-        else if (r[i] == 0.0) theta[i] = std::numeric_limits<double>::infinity();
+        else if (r[i] == 0.0) theta[i] = inf;
         else if (S <= r[i]) theta[i] = 0.0;
-        else {
+        else if (S == inf && count_inf_per_tensor(w, i) > 0) {
+            theta[i] = inf;
+            if (ninf) (*ninf)[i] = count_inf_per_tensor(w, i);
+        } else {
             need[i] = 1;
             any = true;
-            lower[i] = (S - r[i]) / static_cast<double>(w[i].numel);
+            lower[i] = S == inf ? 0.0 : (S - r[i]) / static_cast<double>(w[i].numel);
         }
     }
     if (!any) return theta;
@@ -168,10 +210,21 @@ inline std::vector<double> l1_ball_thresholds(const TensorList& w, const std::ve
     return theta;
 }
 
+// The shrink by theta is computed in double and stored rounded toward zero (kernels::shrink_rz):
+// the result is inside the ball, within 1 ulp of the float64 projection rounded to T.
 inline Counts project_l1_ball(const TensorList& w, const std::vector<double>& r) {
-    auto theta = l1_ball_thresholds(w, r);
-    std::vector<double> one(w.size(), 1.0);
-    return prox_elementwise(ElemOp::Shrink, w, nullptr, theta, one);
+    std::vector<std::int64_t> ninf;
+    auto theta = l1_ball_thresholds(w, r, &ninf);
+    return count_pass(w, [&](const Chunk& c) -> std::int64_t {
+        const std::size_t ti = static_cast<std::size_t>(c.tensor);
+        return dispatch(w[ti].dtype, [&](auto tag) -> std::int64_t {
+            using T = typename decltype(tag)::type;
+            T* wp = data_as<T>(w[ti]) + c.begin;
+            const std::int64_t n = c.end - c.begin;
+            if (ninf[ti] > 0) return kernels::inf_share<T>(wp, n, r[ti] / static_cast<double>(ninf[ti]));
+            return kernels::shrink_rz<T>(wp, n, theta[ti]);
+        });
+    });
 }
 
 // Prox of s * max|w| per tensor (Moreau): w - P_{L1 ball of radius s}(w) = clamp(w, -theta, theta).
@@ -191,7 +244,11 @@ inline Counts prox_group(const TensorList& w, const std::vector<GroupShape>& sha
                          const std::vector<double>& s, const std::vector<double>& d) {
     const std::size_t nt = w.size();
     std::vector<std::vector<double>> coef(nt);
-    for (std::size_t i = 0; i < nt; ++i) coef[i].assign(static_cast<std::size_t>(shapes[i].groups), 0.0);
+    std::vector<std::vector<int>> exps(nt);
+    for (std::size_t i = 0; i < nt; ++i) {
+        coef[i].assign(static_cast<std::size_t>(shapes[i].groups), 0.0);
+        exps[i].assign(static_cast<std::size_t>(shapes[i].groups), 0);
+    }
     auto plan = plan_groups(shapes);
     for_each_group_block(plan, shapes, [&](const GroupBlock& blk) {
         const std::size_t ti = static_cast<std::size_t>(blk.tensor);
@@ -200,10 +257,13 @@ inline Counts prox_group(const TensorList& w, const std::vector<GroupShape>& sha
             using T = typename decltype(tag)::type;
             kernels::group_soft_sq<T>(data_as<T>(w[ti]), sh.outer, sh.groups, sh.inner, blk.g_begin, blk.g_end, t[ti],
                                       coef[ti].data() + blk.g_begin);
+            kernels::group_soft_fix<T>(data_as<T>(w[ti]), sh.outer, sh.groups, sh.inner, blk.g_begin, blk.g_end, t[ti],
+                                       coef[ti].data() + blk.g_begin, exps[ti].data() + blk.g_begin);
         });
     });
     for (std::size_t i = 0; i < nt; ++i)
-        for (double& q : coef[i]) q = norm_prox_coef(std::sqrt(q), s[i]) * d[i];
+        for (std::size_t k = 0; k < coef[i].size(); ++k)
+            coef[i][k] = norm_prox_coef(kernels::sq_norm(coef[i][k], exps[i][k]), s[i]) * d[i];
     std::vector<std::int64_t> partial(plan.size(), 0);
     parallel_for_group_blocks(plan, shapes, [&](std::int64_t k) {
         const GroupBlock& blk = plan[static_cast<std::size_t>(k)];

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "engine/dtype.hpp"
+#include "kernels/penalty.hpp"  // stored_zero
 
 namespace normreg::kernels {
 
@@ -18,7 +19,7 @@ inline std::int64_t scale_count(T* __restrict w, std::int64_t n, double c) noexc
     for (std::int64_t i = 0; i < n; ++i) {
         const T v = engine::store<T>(cc * engine::load<T>(w[i]));
         w[i] = v;
-        zeros += (engine::load<T>(v) == C(0));
+        zeros += stored_zero<T>(v);  // the stored value (bf16 / f16 may round to 0)
     }
     return zeros;
 }

@@ -33,7 +33,7 @@ enum class ProxKind : int { None = 0, Shrink = 1, Hard = 2, Grad = 3 };
 template <int Kind, class T, class C>
 inline C penalized_grad(T g, C w, C a, C b) noexcept {
     if constexpr (Kind == static_cast<int>(ProxKind::Grad)) {
-        const C d = a * sign_nan(w) + b * w;
+        const C d = affine_term(w, a, b);  // b * w left out for b = 0 (an infinite w: a * 1, not NaN)
         return load<T>(store<T>(load<T>(g) + d));
     } else {
         (void)w, (void)a, (void)b;
@@ -52,7 +52,7 @@ struct ProxConst {
 
 template <class C>
 inline ProxConst<C> prox_const(double a, double b) noexcept {
-    return ProxConst<C>{static_cast<C>(a), static_cast<C>(b), static_cast<C>(1.0 / (1.0 + b)), static_cast<C>(std::sqrt(2.0 * a)),
+    return ProxConst<C>{static_cast<C>(a), static_cast<C>(b), static_cast<C>(1.0 / (1.0 + b)), down_to<C>(std::sqrt(2.0 * a)),
                         static_cast<C>(2.0 * a)};
 }
 
@@ -101,8 +101,9 @@ NORMREG_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g, T* 
             else d = bm;
         }
         const C r = fused_prox<Kind, false>(wi + neg_lr * d, pa, pb, pinv, pthr, p2a, C(1));
-        w[i] = store<T>(r);
-        zeros += (r == C(0));
+        const T st = store<T>(r);
+        w[i] = st;
+        zeros += stored_zero<T>(st);
     }
     return zeros;
 }
@@ -155,8 +156,9 @@ NORMREG_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T*
             }
             const C den = std::sqrt(vd) / bc2s + eps;
             const C r = fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den);
-            w[i] = store<T>(r);
-            zeros += (r == C(0));
+            const T st = store<T>(r);
+            w[i] = st;
+            zeros += stored_zero<T>(st);
         }
     };
     if (small_w) pass(std::true_type{});

@@ -24,12 +24,113 @@ inline C sign_nan(C w) noexcept {
     return w != w ? w : s;
 }
 
+// g-term of the affine penalties, a * sign(w) + b * w, with b * w left out when b == 0:
+// 0 * inf would make the L1 gradient of an infinite weight NaN (its limit is a * 1).
+template <class C>
+inline C affine_term(C w, C a, C b) noexcept {
+    return a * sign_nan(w) + (b == C(0) ? C(0) : b * w);
+}
+
+// Whether a value as stored in T is zero: +-0 for float / double; for bf16 and f16 the
+// bits after rounding (a float that rounds to 0 on store counts as a zero).
+template <class T>
+inline int stored_zero(T s) noexcept {
+    if constexpr (std::is_same_v<T, engine::bf16> || std::is_same_v<T, engine::f16>) return (s.bits & 0x7fffu) == 0u;
+    else return s == T(0);
+}
+
+// Sums of |w| and of w^2. The sum of squares is sq * 2^(2 * exp): exp = 0 is a plain sum;
+// a float64 chunk whose plain sum of squares overflowed or lost precision to underflow is
+// summed again scaled by 2^-e, e the binary exponent of its max |w| (exact scaling, as in
+// LAPACK's dnrm2), so norms are right over the whole float64 range. Partials with different
+// exponents are combined at the larger one, in chunk order (deterministic).
 struct AbsSq {
     double abs = 0.0;
     double sq = 0.0;
+    int exp = 0;
 };
 
-inline AbsSq operator+(AbsSq a, AbsSq b) noexcept { return AbsSq{a.abs + b.abs, a.sq + b.sq}; }
+inline AbsSq operator+(AbsSq a, AbsSq b) noexcept {
+    if (a.exp == b.exp) return AbsSq{a.abs + b.abs, a.sq + b.sq, a.exp};
+    if (a.sq == 0.0) return AbsSq{a.abs + b.abs, b.sq, b.exp};  // a zero sum (the initial value) has no scale
+    if (b.sq == 0.0) return AbsSq{a.abs + b.abs, a.sq, a.exp};
+    const int e = a.exp > b.exp ? a.exp : b.exp;
+    return AbsSq{a.abs + b.abs, std::ldexp(a.sq, 2 * (a.exp - e)) + std::ldexp(b.sq, 2 * (b.exp - e)), e};
+}
+
+// The L2 norm sqrt(sum w^2) and the plain sum of squares (which may overflow: it is then
+// larger than any double) of a scaled sum.
+inline double sq_norm(double sq, int exp) noexcept { return std::ldexp(std::sqrt(sq), exp); }
+inline double sq_plain(double sq, int exp) noexcept { return std::ldexp(sq, 2 * exp); }
+
+// A plain float64 sum of squares in [kSqLo, kSqHi] is exact to rounding: no term overflowed,
+// and terms that underflowed (< 2^-1022, absolute error <= 2^-1075 each, <= 2^16 per chunk)
+// are below 2^-100 of the sum. Outside, the chunk is summed again with scaling.
+constexpr double kSqLo = 0x1p-950;
+constexpr double kSqHi = 0x1p950;
+// The same bound for float32 partial sums of squares (terms below 2^-126 lose precision).
+constexpr double kSqLoFloat = 0x1p-100;
+
+inline bool sq_in_range(double s) noexcept { return s >= kSqLo && s <= kSqHi; }
+
+struct SqScaled {
+    double sq = 0.0;
+    int exp = 0;
+};
+
+// Scaled sum of squares of the values visit() produces (visit(fn) calls fn(double) on every
+// value, in a fixed order, and is called twice): sq * 2^(2 exp). NaN anywhere gives NaN, an
+// infinite value gives inf (exp 0).
+template <class Visit>
+inline SqScaled scaled_sq_sum(Visit&& visit) noexcept {
+    double m = 0.0;
+    bool nan = false;
+    visit([&](double v) {
+        const double a = std::fabs(v);
+        if (a != a) nan = true;
+        else if (a > m) m = a;
+    });
+    if (nan) return SqScaled{std::numeric_limits<double>::quiet_NaN(), 0};
+    if (m == 0.0) return SqScaled{0.0, 0};
+    if (m == std::numeric_limits<double>::infinity()) return SqScaled{m, 0};
+    int e = 0;
+    (void)std::frexp(m, &e);  // m in [2^(e-1), 2^e)
+    double s = 0.0;
+    visit([&](double v) {
+        const double x = std::ldexp(v, -e);
+        s += x * x;
+    });
+    return SqScaled{s, e};
+}
+
+template <class T>
+inline SqScaled scaled_sq_of(const T* __restrict x, std::int64_t n) noexcept {
+    return scaled_sq_sum([&](auto&& fn) {
+        for (std::int64_t i = 0; i < n; ++i) fn(static_cast<double>(load<T>(x[i])));
+    });
+}
+
+// Number of infinite elements.
+template <class T>
+inline std::int64_t count_inf(const T* __restrict x, std::int64_t n) noexcept {
+    std::int64_t c = 0;
+    for (std::int64_t i = 0; i < n; ++i) c += std::isinf(load<T>(x[i])) ? 1 : 0;
+    return c;
+}
+
+// A float64 chunk's plain sum of squares, redone with scaling when out of range.
+template <class T>
+inline void fix_sq(AbsSq& r, const T* __restrict x, std::int64_t n) noexcept {
+    if constexpr (std::is_same_v<T, double>) {
+        if (!sq_in_range(r.sq) && r.sq == r.sq) {
+            const SqScaled s = scaled_sq_of<T>(x, n);
+            r.sq = s.sq;
+            r.exp = s.exp;
+        }
+    } else {
+        (void)r, (void)x, (void)n;
+    }
+}
 
 // Sum of |w| and of w^2 over n elements, in double. kLanes independent accumulators: one
 // double add chain per vector register would be bound by the add's latency (about one
@@ -90,7 +191,26 @@ NORMREG_KERNEL AbsSq abs_sq_sum(const T* __restrict x, std::int64_t n) noexcept 
         ta += sa[j];
         ts += ss[j];
     }
-    return AbsSq{ta, ts};
+    if constexpr (std::is_same_v<compute_t<T>, float>) {
+        // The float partials overflow past 2^128 and lose precision below 2^-126: out of
+        // range, the chunk is summed again with every term in double (float values squared
+        // in double neither overflow nor underflow).
+        const bool bad_abs = WantAbs && !(ta <= std::numeric_limits<double>::max());
+        const bool bad_sq = WantSq && !(ts >= kSqLoFloat && ts <= std::numeric_limits<double>::max());
+        if ((bad_abs || bad_sq) && ta == ta && ts == ts) {
+            ta = 0.0, ts = 0.0;
+            for (std::int64_t k = 0; k < n; ++k) {
+                const double v = static_cast<double>(load<T>(x[k]));
+                if constexpr (WantAbs) ta += std::fabs(v);
+                if constexpr (WantSq) ts += v * v;
+            }
+        }
+        return AbsSq{ta, ts, 0};
+    } else {
+        AbsSq r{ta, ts, 0};
+        if constexpr (WantSq) fix_sq<T>(r, x, n);
+        return r;
+    }
 }
 
 // g = (Accumulate ? g : 0) + a * sign(w) + b * w, in the compute type of T; also returns
@@ -102,7 +222,7 @@ NORMREG_KERNEL AbsSq affine_grad(const T* __restrict w, T* __restrict g, std::in
     double sa[kLanes] = {}, ss[kLanes] = {};  // independent accumulators, as in abs_sq_sum
     auto one = [&](std::int64_t i, std::int64_t j) __attribute__((always_inline)) {
         const C v = load<T>(w[i]);
-        C d = ca * sign_nan(v) + cb * v;
+        C d = affine_term(v, ca, cb);
         if constexpr (Accumulate) d = load<T>(g[i]) + d;
         g[i] = store<T>(d);
         if constexpr (WantAbs) sa[j] += std::fabs(static_cast<double>(v));
@@ -119,7 +239,33 @@ NORMREG_KERNEL AbsSq affine_grad(const T* __restrict w, T* __restrict g, std::in
         ta += sa[j];
         ts += ss[j];
     }
-    return AbsSq{ta, ts};
+    AbsSq r{ta, ts, 0};
+    if constexpr (WantSq) fix_sq<T>(r, w, n);
+    return r;
+}
+
+// Special gradient terms of the L2 norm, added to g (rounded once): where w / ||w|| cannot
+// be formed with one coefficient (a norm so small that s / ||w|| overflows the compute type,
+// or so large that it underflows) g += ldexp(w, -e) * c, with c = s / (||w|| 2^-e); and where
+// w has infinite elements (the limit of w / ||w||) g += copysign(c, w) on each of them,
+// c = s / sqrt(number of infinities).
+template <class T>
+inline void l2_grad_scaled(const T* __restrict w, T* __restrict g, std::int64_t n, int e, double c) noexcept {
+    using C = compute_t<T>;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double d = std::ldexp(static_cast<double>(load<T>(w[i])), -e) * c;
+        g[i] = store<T>(load<T>(g[i]) + static_cast<C>(d));
+    }
+}
+
+template <class T>
+inline void l2_grad_inf(const T* __restrict w, T* __restrict g, std::int64_t n, double c) noexcept {
+    using C = compute_t<T>;
+    const C cc = static_cast<C>(c);
+    for (std::int64_t i = 0; i < n; ++i) {
+        const C v = load<T>(w[i]);
+        if (std::isinf(v)) g[i] = store<T>(load<T>(g[i]) + std::copysign(cc, v));
+    }
 }
 
 struct MaxAbs {
@@ -179,7 +325,28 @@ NORMREG_KERNEL NonZero count_nonzero(const T* __restrict x, std::int64_t n) noex
     return NonZero{c, nan != 0};
 }
 
-// Sum of squares per group for groups [g0, g1) of a (outer, groups, inner) tensor, into acc.
+// Sum of squares per group for groups [g0, g1) of a (outer, groups, inner) tensor, into
+// acc[g - g0] * 2^(2 exps[g - g0]) (float64 groups out of range are summed again scaled).
+template <class T>
+inline void group_sq_fix(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
+                         std::int64_t g1, double* __restrict acc, int* __restrict exps) noexcept {
+    for (std::int64_t g = g0; g < g1; ++g) {
+        double& q = acc[g - g0];
+        exps[g - g0] = 0;
+        if constexpr (std::is_same_v<T, double>) {
+            if (sq_in_range(q) || q != q) continue;
+            const SqScaled r = scaled_sq_sum([&](auto&& fn) {
+                for (std::int64_t o = 0; o < outer; ++o) {
+                    const T* p = x + (o * groups + g) * inner;
+                    for (std::int64_t i = 0; i < inner; ++i) fn(p[i]);
+                }
+            });
+            q = r.sq;
+            exps[g - g0] = r.exp;
+        }
+    }
+}
+
 template <class T>
 NORMREG_KERNEL void group_sq_sums(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner,
                           std::int64_t g0, std::int64_t g1, double* __restrict acc) noexcept {

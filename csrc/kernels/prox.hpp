@@ -10,9 +10,12 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "engine/dtype.hpp"
+#include "kernels/penalty.hpp"  // AbsSq, scaled sums, stored_zero
 
 namespace normreg::kernels {
 
@@ -39,6 +42,34 @@ inline C soft_nonneg(C v, C t) noexcept {
     return pos_nan(v - t) + C(0);
 }
 
+// The largest C value <= x (x rounded toward -inf): |v| <= down_to<C>(thr) holds for a value v
+// of C exactly when |v| <= thr does in double, so a threshold decides in double precision.
+template <class C>
+inline C down_to(double x) noexcept {
+    C c = static_cast<C>(x);
+    if (static_cast<double>(c) > x) c = std::nextafter(c, -std::numeric_limits<C>::infinity());
+    return c;
+}
+
+// x (double) stored in T rounded toward zero: |stored| <= |x| (a projection that must stay
+// inside its set). NaN stays NaN.
+template <class T>
+inline T store_rz(double x) noexcept {
+    if constexpr (std::is_same_v<T, double>) {
+        return x;
+    } else {
+        float f = static_cast<float>(x);
+        if (std::fabs(static_cast<double>(f)) > std::fabs(x)) f = std::nextafter(f, 0.0f);
+        if constexpr (std::is_same_v<T, float>) {
+            return f;
+        } else {
+            T t = store<T>(f);
+            if (std::fabs(load<T>(t)) > std::fabs(f)) t.bits = static_cast<std::uint16_t>(t.bits - 1u);  // one step toward 0
+            return t;
+        }
+    }
+}
+
 // Zeros are counted in 32-bit lanes over blocks of kCountBlock elements (no widening to
 // 64 bits per vector in the hot loop), then added into a 64-bit total.
 constexpr std::int64_t kCountBlock = std::int64_t{1} << 20;
@@ -53,9 +84,9 @@ __attribute__((always_inline)) inline std::int64_t map_count(T* __restrict w, st
         std::int32_t z = 0;
 #pragma omp simd reduction(+ : z)
         for (std::int64_t i = b; i < e; ++i) {
-            const C r = f(i, load<T>(w[i]));
-            w[i] = store<T>(r);
-            z += (r == C(0));
+            const T r = store<T>(f(i, load<T>(w[i])));
+            w[i] = r;
+            z += stored_zero<T>(r);  // the value as stored (bf16 / f16 may round to 0)
         }
         zeros += z;
     }
@@ -103,18 +134,19 @@ NORMREG_KERNEL std::int64_t shrink(T* __restrict w, const T* __restrict u, std::
     return shrink_loop<T, NonNeg, Weighted, true>(w, u, n, ct, cc);
 }
 
-// Exact L0 prox: w <- 0 where |w| <= thr, else w (NaN kept). thr = sqrt(2 * step * l).
+// Exact L0 prox: w <- 0 where |w| <= thr, else w (NaN kept). thr = sqrt(2 * step * l), in
+// double; the comparison is exact in double (the threshold is rounded down to C, not to nearest).
 template <class T>
 NORMREG_KERNEL std::int64_t hard(T* __restrict w, std::int64_t n, double thr) noexcept {
     using C = compute_t<T>;
-    const C ct = static_cast<C>(thr);
+    const C ct = down_to<C>(thr);
     std::int64_t zeros = 0;
 #pragma omp simd reduction(+ : zeros)
     for (std::int64_t i = 0; i < n; ++i) {
         const C v = load<T>(w[i]);
-        const C r = std::fabs(v) <= ct ? C(0) : v;
-        w[i] = store<T>(r);
-        zeros += (r == C(0));
+        const T r = store<T>(std::fabs(v) <= ct ? C(0) : v);
+        w[i] = r;
+        zeros += stored_zero<T>(r);
     }
     return zeros;
 }
@@ -138,20 +170,17 @@ NORMREG_KERNEL std::int64_t clamp(T* __restrict w, std::int64_t n, double lo, do
         C r = v < cl ? cl : v;
         r = r > ch ? ch : r;
         r = r + C(0);
-        w[i] = store<T>(r);
-        zeros += (r == C(0));
+        const T st = store<T>(r);
+        w[i] = st;
+        zeros += stored_zero<T>(st);
     }
     return zeros;
 }
 
-// Sum over n elements of soft(w, t)^2 in double (t = 0: the plain sum of squares), and
-// of |w| (for the L1-ball projection). NaN propagates into the sums.
-struct SoftSums {
-    double abs = 0.0;
-    double sq = 0.0;
-};
-
-inline SoftSums operator+(SoftSums a, SoftSums b) noexcept { return SoftSums{a.abs + b.abs, a.sq + b.sq}; }
+// Sum over n elements of soft(w, t)^2 in double (t = 0: the plain sum of squares), as
+// sq * 2^(2 exp) (float64 chunks out of the plain range summed again scaled), and of |w|
+// (for the L1-ball projection). NaN propagates into the sums.
+using SoftSums = AbsSq;
 
 template <class T>
 NORMREG_KERNEL SoftSums soft_sums(const T* __restrict w, std::int64_t n, double t) noexcept {
@@ -165,7 +194,40 @@ NORMREG_KERNEL SoftSums soft_sums(const T* __restrict w, std::int64_t n, double 
         sa += std::fabs(static_cast<double>(v));
         ss += s * s;
     }
-    return SoftSums{sa, ss};
+    SoftSums r{sa, ss, 0};
+    if constexpr (std::is_same_v<T, double>) {
+        if (!sq_in_range(ss) && ss == ss) {
+            const SqScaled q = scaled_sq_sum([&](auto&& fn) {
+                for (std::int64_t i = 0; i < n; ++i) fn(soft(w[i], ct));
+            });
+            r.sq = q.sq;
+            r.exp = q.exp;
+        }
+    }
+    return r;
+}
+
+// Scaled redo of group_soft_sq for float64 groups out of the plain range: acc * 2^(2 exps).
+template <class T>
+inline void group_soft_fix(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
+                           std::int64_t g1, double t, double* __restrict acc, int* __restrict exps) noexcept {
+    for (std::int64_t g = g0; g < g1; ++g) {
+        double& q = acc[g - g0];
+        exps[g - g0] = 0;
+        if constexpr (std::is_same_v<T, double>) {
+            if (sq_in_range(q) || q != q) continue;
+            const SqScaled r = scaled_sq_sum([&](auto&& fn) {
+                for (std::int64_t o = 0; o < outer; ++o) {
+                    const T* p = x + (o * groups + g) * inner;
+                    for (std::int64_t i = 0; i < inner; ++i) fn(soft(p[i], t));
+                }
+            });
+            q = r.sq;
+            exps[g - g0] = r.exp;
+        } else {
+            (void)x, (void)outer, (void)groups, (void)inner, (void)t;
+        }
+    }
 }
 
 // Sum of soft(w, t)^2 per group for groups [g0, g1) of a (outer, groups, inner) tensor.
@@ -202,12 +264,56 @@ NORMREG_KERNEL std::int64_t group_shrink(T* __restrict x, std::int64_t outer, st
             std::int64_t z = 0;
 #pragma omp simd reduction(+ : z)
             for (std::int64_t i = 0; i < inner; ++i) {
-                const C r = soft(load<T>(p[i]), ct) * c;
-                p[i] = store<T>(r);
-                z += (r == C(0));
+                const T r = store<T>(soft(load<T>(p[i]), ct) * c);
+                p[i] = r;
+                z += stored_zero<T>(r);
             }
             zeros += z;
         }
+    return zeros;
+}
+
+// The L1-ball projection's shrink, w <- sign(w) max(|w| - theta, 0), computed in double from
+// the double theta and stored rounded toward zero, so the result is inside the ball and
+// within 1 ulp of the float64 projection rounded to T.
+template <class T>
+NORMREG_KERNEL std::int64_t shrink_rz(T* __restrict w, std::int64_t n, double theta) noexcept {
+    const double inf = std::numeric_limits<double>::infinity();
+    std::int64_t zeros = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double v = static_cast<double>(load<T>(w[i]));
+        const T r = store_rz<T>(theta == inf ? (v != v ? v : 0.0) : soft(v, theta));  // radius 0: {0}
+        w[i] = r;
+        zeros += stored_zero<T>(r);
+    }
+    return zeros;
+}
+
+// The L1-ball projection of a point with infinite elements (the limit of the projection as
+// they grow): the whole radius shared by them, w <- isinf(w) ? copysign(c, w) : 0, c = r / k
+// rounded toward zero (inside the ball).
+template <class T>
+inline std::int64_t inf_share(T* __restrict w, std::int64_t n, double c) noexcept {
+    std::int64_t zeros = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double v = static_cast<double>(load<T>(w[i]));
+        const T r = store_rz<T>(std::isinf(v) ? std::copysign(c, v) : 0.0);
+        w[i] = r;
+        zeros += stored_zero<T>(r);
+    }
+    return zeros;
+}
+
+// w <- ldexp(w, -e) * c (a scaling whose single coefficient c 2^-e would leave the normal
+// range of the compute type), computed in double, rounded once.
+template <class T>
+inline std::int64_t scale_exp(T* __restrict w, std::int64_t n, int e, double c) noexcept {
+    std::int64_t zeros = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const T r = store<T>(static_cast<compute_t<T>>(std::ldexp(static_cast<double>(load<T>(w[i])), -e) * c + 0.0));
+        w[i] = r;
+        zeros += stored_zero<T>(r);
+    }
     return zeros;
 }
 

@@ -7,6 +7,7 @@ torch expressions, autograd-differentiable (so double backward works through it)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -45,16 +46,67 @@ def _per_tensor(s: float | Sequence[float], n: int) -> list[float]:
     return [float(s)] * n if isinstance(s, (int, float)) else [float(v) for v in s]
 
 
+# ---- edge values (docs/conventions.md, "Edge values"): scaled norms, infinities, rounding ----
+
+
+def _pow2mul(x: Tensor, k: Tensor) -> Tensor:
+    """x * 2^k exactly (k: int tensor broadcasting against x, |k| <= 1100), in two factors so
+    that 2^k itself need not be a double."""
+    k = k.to(x.device)
+    h = torch.div(k, 2, rounding_mode="floor")
+    one = torch.ones(k.shape, dtype=x.dtype, device=x.device)
+    return x * torch.ldexp(one, h) * torch.ldexp(one, k - h)
+
+
+def _exponent(m: Tensor) -> Tensor:
+    """Binary exponent e with m in [2^(e-1), 2^e) (0 for 0, inf, NaN): the scale of a norm."""
+    e = torch.frexp(m.detach()).exponent
+    return torch.where(torch.isfinite(m.detach()) & (m.detach() > 0), e, torch.zeros_like(e))
+
+
+def _norm(x: Tensor, dim=None) -> Tensor:
+    """L2 norm over ``dim`` (all dims if None) without overflow or underflow: the values are
+    scaled by 2^-e, e the exponent of their max |x| (exact), as the kernels do."""
+    if x.numel() == 0:
+        return x.new_zeros(()) if dim is None else x.abs().sum(dim=dim)
+    m = x.detach().abs().amax() if dim is None else x.detach().abs().amax(dim=dim, keepdim=True)
+    e = _exponent(m)
+    y = _pow2mul(x, -e)
+    q = (y * y).sum() if dim is None else (y * y).sum(dim=dim, keepdim=True)
+    n = _pow2mul(torch.sqrt(q), e)
+    return n if dim is None else n.squeeze(dim)
+
+
+def _half_sq(x: Tensor, l2: float) -> Tensor:
+    """(l2 / 2) * sum x^2, finite wherever the true value is (scaled like _norm)."""
+    if x.numel() == 0:
+        return x.new_zeros(())
+    e = _exponent(x.detach().abs().amax())
+    y = _pow2mul(x, -e)
+    return _pow2mul((0.5 * l2) * (y * y).sum(), 2 * e)
+
+
+def _store_rz(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """float64 ``x`` rounded to ``dtype`` toward zero (|result| <= |x|): a projection stays in its set."""
+    y = x.to(dtype)
+    if dtype == torch.float64:
+        return y
+    bits = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}[dtype]
+    over = y.to(torch.float64).abs() > x.abs()  # NaN: False
+    # one step toward 0: the magnitude's bit pattern minus 1 (sign-magnitude format)
+    return torch.where(over, (y.view(bits) - 1).view(dtype), y)
+
+
 def _tensor_value(kind: str, w: Tensor, s1: float, s2: float) -> Tensor:
     x = _acc(w).reshape(-1)
     if kind == "l1":
         return s1 * x.abs().sum()
     if kind == "squared_l2":
-        return 0.5 * s2 * (x * x).sum()
+        return _half_sq(x, s2)
     if kind == "elastic_net":
-        return s1 * x.abs().sum() + 0.5 * s2 * (x * x).sum()
+        return s1 * x.abs().sum() + _half_sq(x, s2)
     if kind == "l2_norm":
-        return s1 * torch.linalg.vector_norm(x) if x.numel() else x.new_zeros(())
+        return s1 * _norm(x)
     if kind == "linf":
         if x.numel() == 0:
             return x.new_zeros(())
@@ -88,15 +140,15 @@ def penalty_grad(kind: str, tensors: Sequence[Tensor], s1=0.0, s2=0.0, dtype: to
     for w, x, y in zip(tensors, a, b):
         v = _acc(w)
         sign = torch.where(torch.isnan(v), v, torch.sign(v))
+        # b * w is left out for b = 0 (0 * inf would make an infinite weight's L1 gradient NaN)
         if kind == "l1":
             g = x * sign
         elif kind == "squared_l2":
-            g = y * v
+            g = y * v if y != 0 else x * 0.0 * sign
         elif kind == "elastic_net":
-            g = x * sign + y * v
+            g = x * sign + y * v if y != 0 else x * sign
         elif kind == "l2_norm":
-            norm = torch.linalg.vector_norm(v) if v.numel() else v.new_zeros(())
-            g = torch.where(norm > 0, x * v / torch.where(norm > 0, norm, 1.0), v * 0.0) if not torch.isnan(norm) else v * norm
+            g = _l2_norm_grad(v, x)
         elif kind == "linf":
             g = torch.zeros_like(v)
             if v.numel():
@@ -110,6 +162,21 @@ def penalty_grad(kind: str, tensors: Sequence[Tensor], s1=0.0, s2=0.0, dtype: to
             raise ValueError(f"unknown penalty kind {kind!r}")
         out.append(g.to(dtype or w.dtype))
     return out
+
+
+def _l2_norm_grad(v: Tensor, s: float) -> Tensor:
+    """s * v / ||v||: 0 for a zero norm, NaN for a NaN norm, and the limit for infinite
+    elements (s * sign / sqrt(k) on each of the k of them, 0 elsewhere)."""
+    norm = _norm(v)
+    if torch.isnan(norm):
+        return v * norm
+    if not norm > 0 or s == 0:
+        return v * 0.0
+    inf = torch.isinf(v)
+    if bool(inf.any()):
+        return torch.where(inf, s * torch.sign(v) / math.sqrt(int(inf.sum())), 0.0 * v)
+    e = _exponent(norm)  # v / ||v|| = (v 2^-e) / (||v|| 2^-e): no overflow for tiny norms
+    return s * (_pow2mul(v, -e) / _pow2mul(norm, -e))
 
 
 def group_shape(shape: Sequence[int], dim: int) -> tuple[int, int, int]:
@@ -133,7 +200,7 @@ def group_norms(w: Tensor, dim: int) -> Tensor:
     """L2 norm of each slice along ``dim`` (float64)."""
     outer, groups, inner = group_shape(w.shape, dim)
     x = _acc(w).reshape(outer, groups, inner)
-    return torch.sqrt((x * x).sum(dim=(0, 2)))
+    return _norm(x.transpose(0, 1).reshape(groups, outer * inner), dim=1)
 
 
 def group_value(tensors: Sequence[Tensor], dim: int, s1=0.0) -> Tensor:
@@ -150,7 +217,7 @@ def group_grad(tensors: Sequence[Tensor], dim: int, s1=0.0, dtype: torch.dtype |
     for w, x in zip(tensors, a):
         outer, groups, inner = group_shape(w.shape, dim)
         v = _acc(w).reshape(outer, groups, inner)
-        norms = torch.sqrt((v * v).sum(dim=(0, 2)))
+        norms = group_norms(w, dim)
         coef = torch.where(norms > 0, x / torch.where(norms > 0, norms, 1.0), norms * 0.0)
         out.append((v * coef.view(1, groups, 1)).reshape(w.shape).to(dtype or w.dtype))
     return out
@@ -280,7 +347,7 @@ def prox_l2_norm_(tensors: Sequence[Tensor], t, s, d) -> list[int]:
     out = []
     for w, ti, si, di in zip(tensors, ts, ss, ds):
         y = soft(_acc(w), ti)
-        out.append(_write(w, y * (_norm_coef(torch.linalg.vector_norm(y), si) * di)))
+        out.append(_write(w, y * (_norm_coef(_norm(y), si) * di)))
     return out
 
 
@@ -292,7 +359,7 @@ def prox_group_(tensors: Sequence[Tensor], dim: int, t, s, d) -> list[int]:
     for w, ti, si, di in zip(tensors, ts, ss, ds):
         outer, groups, inner = group_shape(w.shape, dim)
         y = soft(_acc(w).reshape(outer, groups, inner), ti)
-        norms = torch.sqrt((y * y).sum(dim=(0, 2)))
+        norms = _norm(y.transpose(0, 1).reshape(groups, outer * inner), dim=1)
         out.append(_write(w, y * (_norm_coef(norms, si) * di).view(1, groups, 1)))
     return out
 
@@ -302,28 +369,39 @@ def project_l2_ball_(tensors: Sequence[Tensor], radius) -> list[int]:
     out = []
     for w, r in zip(tensors, rs):
         x = _acc(w)
-        norm = torch.linalg.vector_norm(x)
-        coef = torch.where(norm > r, r / torch.where(norm > 0, norm, 1.0), torch.where(torch.isnan(norm), norm, 1.0))
-        out.append(_write(w, x * coef))
+        norm = _norm(x)
+        inf = torch.isinf(x)
+        if bool(norm > r) and bool(inf.any()):  # the limit: the radius shared by the infinities
+            out.append(_write(w, torch.where(inf, r * torch.sign(x) / math.sqrt(int(inf.sum())), 0.0)))
+            continue
+        if bool(norm > r):
+            e = _exponent(norm)  # x r / ||x|| = (x 2^-e) (r / (||x|| 2^-e)): no underflow of r / ||x||
+            y = _pow2mul(x, -e) * (r / _pow2mul(norm, -e))
+        else:
+            y = x * torch.where(torch.isnan(norm), norm, 1.0)
+        out.append(_write(w, y))
     return out
 
 
 def l1_ball_threshold(x: Tensor, radius: float) -> float:
     """theta with sum(max(|x| - theta, 0)) = radius (sort-based, Duchi et al. 2008); 0 inside
-    the ball, +inf for radius 0, NaN if x has NaN."""
+    the ball, +inf for radius 0 or when x has an infinite element, NaN if x has NaN."""
     a = _acc(x).reshape(-1).abs()
     if a.numel() == 0:
         return 0.0
     if torch.isnan(a).any():
         return float("nan")
-    if radius == 0:
+    if radius == 0 or torch.isinf(a).any():
         return float("inf")
     if float(a.sum()) <= radius:
         return 0.0
+    if math.isinf(float(a.sum())):  # float64 overflow: the same threshold of x 2^-64 (exact), scaled back
+        return math.ldexp(l1_ball_threshold(a * 2.0**-64, math.ldexp(radius, -64)), 64)
     u = torch.sort(a, descending=True).values
     css = torch.cumsum(u, 0)
     k = torch.arange(1, u.numel() + 1, dtype=u.dtype)
     cond = u * k > css - radius
+    cond[0] = True  # always true in exact arithmetic (u_1 > u_1 - radius), whatever css rounds to
     rho = int(torch.nonzero(cond).max())
     return max(float((css[rho] - radius) / (rho + 1)), 0.0)
 
@@ -332,8 +410,18 @@ def project_l1_ball_(tensors: Sequence[Tensor], radius) -> list[int]:
     rs = _per_tensor(radius, len(tensors))
     out = []
     for w, r in zip(tensors, rs):
-        theta = l1_ball_threshold(w, r)
-        out.append(_write(w, soft(_acc(w), theta)))
+        x = _acc(w)
+        inf = torch.isinf(x)
+        k = int(inf.sum())
+        if k and r > 0 and not torch.isnan(x).any():  # the limit: the radius shared by the infinities
+            y = torch.where(inf, torch.sign(x) * (r / k), 0.0)
+        else:
+            theta = l1_ball_threshold(w, r)
+            y = torch.where(torch.isnan(x), x, 0.0) if theta == math.inf else soft(x, theta)
+        # rounded toward zero: inside the ball, within 1 ulp of the float64 projection
+        with torch.no_grad():
+            w.copy_(_store_rz(y.reshape(w.shape), w.dtype))
+        out.append(_zeros(w))
     return out
 
 

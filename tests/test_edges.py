@@ -1,0 +1,505 @@
+"""Edge values of the kernels and of the pure-torch reference (issue 15, "Numbers").
+
+Every case is checked in every dtype, on both implementations (the C++ kernels through the
+public API, and ``normreg._reference``), against closed forms or exact decimal arithmetic.
+docs/conventions.md, "Edge values", states what each op returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from decimal import Decimal, getcontext
+
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import given, settings
+
+from normreg import L1, ElasticNet, GroupLasso, L2Norm, Linf, SquaredL2, _ops
+from normreg import _reference as ref
+from normreg import prox as P
+from normreg.optim import ProxAdam, ProxSGD
+
+getcontext().prec = 60
+INF = math.inf
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+# kernel: the public API on CPU tensors (C++); forced: the public API with every op on the
+# reference (what non-CPU tensors run); reference: normreg._reference called directly.
+BACKENDS = ["kernel", "forced", "reference"]
+
+
+@pytest.fixture(autouse=True)
+def _backend_mode(request):
+    """Tests parametrized with backend="forced" run the public API on the reference."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    with _mode(params.get("backend", "kernel")):
+        yield
+
+
+def _mode(backend):
+    return _ops.force_reference() if backend == "forced" else contextlib.nullcontext()
+
+
+# ---- the implementations behind one interface ----------------------------------------------
+
+
+def _api(backend, public, direct):
+    """public() through the public API (on the kernels or the forced reference), or direct()."""
+    if backend == "reference":
+        return direct()
+    with _mode(backend):
+        return public()
+
+
+def linf_prox(backend, w, s):
+    return _api(backend, lambda: P.linf_prox_(w, s).total_zeros, lambda: ref.prox_linf_([w], s)[0])
+
+
+def project_l1(backend, w, r):
+    return _api(backend, lambda: P.project_l1_ball_(w, r).total_zeros, lambda: ref.project_l1_ball_([w], r)[0])
+
+
+def project_l2(backend, w, r):
+    return _api(backend, lambda: P.project_l2_ball_(w, r).total_zeros, lambda: ref.project_l2_ball_([w], r)[0])
+
+
+def l2_prox(backend, w, step, lam):
+    return _api(
+        backend, lambda: L2Norm(lam).prox_(w, step).total_zeros, lambda: ref.prox_l2_norm_([w], 0.0, step * lam, 1.0)[0]
+    )
+
+
+def hard(backend, w, step, lam):
+    return _api(
+        backend, lambda: P.hard_threshold_(w, step, lam).total_zeros, lambda: ref.prox_hard_([w], math.sqrt(2.0 * step * lam))[0]
+    )
+
+
+def grad(backend, penalty, kind, w, s1=0.0, s2=0.0):
+    return _api(backend, lambda: penalty.grad(w)[0], lambda: ref.penalty_grad(kind, [w], s1, s2)[0])
+
+
+def value(backend, penalty, kind, w, s1=0.0, s2=0.0) -> float:
+    return _api(backend, lambda: float(penalty.value(w).detach()), lambda: float(ref.penalty_value(kind, [w], s1, s2)))
+
+
+def t(values, dtype):
+    return torch.tensor(values, dtype=dtype)
+
+
+# ---- Inf in the Linf prox and the L1-ball projection ---------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linf_prox_with_inf_is_the_limit(backend, dtype):
+    # prox = w - P_{L1 ball}(w); P puts the whole radius on the Inf coordinate, so every
+    # finite coordinate is unchanged and the Inf one stays Inf (Inf - s).
+    for vals in ([1.0, INF, 3.0, 0.5], [1.0, -INF, 3.0, 0.5], [INF, -2.0, -INF]):
+        w = t(vals, dtype)
+        linf_prox(backend, w, 0.1)
+        assert torch.equal(w, t(vals, dtype))
+    # the limit agrees with large finite inputs in float64: [1, M - s, 3, .5] as M grows
+    big = t([1.0, 1e300, 3.0, 0.5], torch.float64)
+    linf_prox(backend, big, 0.1)
+    assert big.tolist() == [1.0, 1e300 - 0.1, 3.0, 0.5]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_project_l1_ball_with_inf_shares_the_radius(backend, dtype):
+    w = t([1.0, INF, 3.0, 0.5], dtype)
+    zeros = project_l1(backend, w, 1.0)
+    assert w.tolist() == [0.0, 1.0, 0.0, 0.0] and zeros == 3
+    w = t([1.0, -INF, 3.0, INF], dtype)
+    project_l1(backend, w, 1.0)
+    assert w.tolist() == [0.0, -0.5, 0.0, 0.5]
+    assert float(w.double().abs().sum()) <= 1.0
+    if backend == "reference":  # the public API refuses radius 0; the reference gives the ball {0}
+        w = t([1.0, -INF], dtype)
+        project_l1(backend, w, 0.0)
+        assert w.tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("backend", ["kernel", "forced"])
+def test_optimizer_with_linf_penalty_keeps_weights(backend, dtype, opt):
+    w = torch.nn.Parameter(t([1.0, INF, 3.0, 0.5], dtype))
+    w.grad = torch.zeros_like(w)
+    o = ProxSGD([w], lr=0.1, penalty=Linf(1.0)) if opt == "sgd" else ProxAdam([w], lr=0.1, penalty=Linf(1.0))
+    o.step()
+    assert w.detach().tolist() == [1.0, INF, 3.0, 0.5]
+
+
+# ---- the L1 gradient of an infinite weight ----------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_l1_grad_of_inf(backend, dtype):
+    w = t([INF, 2.0, -INF], dtype)
+    assert grad(backend, L1(1.0), "l1", w, 1.0).tolist() == [1.0, 1.0, -1.0]
+    assert grad(backend, ElasticNet(1.0, 0.0), "elastic_net", w, 1.0, 0.0).tolist() == [1.0, 1.0, -1.0]
+    assert grad(backend, ElasticNet(1.0, 2.0), "elastic_net", w, 1.0, 2.0).tolist() == [INF, 5.0, -INF]
+    # the same as torch autograd of sum |w|
+    x = w.double().requires_grad_()
+    x.abs().sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, -1.0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("backend", ["kernel", "forced"])
+def test_grad_mode_optimizer_with_inf_weight(backend, dtype, opt):
+    w = torch.nn.Parameter(t([INF, 2.0, -INF], dtype))
+    w.grad = torch.zeros_like(w)
+    kw = dict(lr=0.1, penalty=L1(1.0), penalty_mode="grad")
+    o = ProxSGD([w], **kw) if opt == "sgd" else ProxAdam([w], **kw)
+    o.step()
+    out = w.detach().double()
+    assert out[0] == INF and out[2] == -INF and not torch.isnan(out).any()
+    assert 1.5 < float(out[1]) < 2.0
+
+
+# ---- zero counts of the stored values ------------------------------------------------------
+
+
+def _min_subnormal(dtype) -> float:
+    fi = torch.finfo(dtype)
+    return fi.smallest_normal * fi.eps  # 2^(emin - mantissa bits)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_count_after_rounding(backend, dtype):
+    # the issue's case: float16 [1.19e-7, 1] / (1 + 3) stores [0, .25]; likewise in every dtype
+    # with the dtype's two smallest subnormals (x / 4 is a tie that rounds to even: 0).
+    tiny = 2 * _min_subnormal(dtype)
+    w = t([tiny, 1.0], dtype)
+    zeros = SquaredL2(1.0).prox_(w, 3.0).total_zeros if backend != "reference" else ref.prox_shrink_([w], 0.0, 0.25)[0]
+    assert w.tolist() == [0.0, 0.25]
+    assert zeros == int((w == 0).sum()) == 1
+
+
+def _all_prox_ops(backend):
+    if backend != "reference":
+        return [
+            lambda w: P.soft_threshold_(w, 0.5, 1e-3).total_zeros,
+            lambda w: P.ridge_shrink_(w, 3.0, 1.0).total_zeros,
+            lambda w: P.elastic_net_(w, 1.0, 1e-3, 3.0).total_zeros,
+            lambda w: P.hard_threshold_(w, 1.0, 1e-8).total_zeros,
+            lambda w: P.group_soft_threshold_(w, 1.0, 1e-3, dim=0).total_zeros,
+            lambda w: P.l2_norm_prox_(w, 1.0, 1e-3).total_zeros,
+            lambda w: P.linf_prox_(w, 1.0, 1e-3).total_zeros,
+            lambda w: P.project_l2_ball_(w, 1e-3).total_zeros,
+            lambda w: P.project_l1_ball_(w, 1e-3).total_zeros,
+            lambda w: P.project_box_(w, -1e-3, 1e-3).total_zeros,
+        ]
+    return [
+        lambda w: ref.prox_shrink_([w], 5e-4, 1.0)[0],
+        lambda w: ref.prox_shrink_([w], 0.0, 0.25)[0],
+        lambda w: ref.prox_shrink_([w], 1e-3, 0.25)[0],
+        lambda w: ref.prox_hard_([w], math.sqrt(2e-8))[0],
+        lambda w: ref.prox_group_([w], 0, 0.0, 1e-3, 1.0)[0],
+        lambda w: ref.prox_l2_norm_([w], 0.0, 1e-3, 1.0)[0],
+        lambda w: ref.prox_linf_([w], 1e-3)[0],
+        lambda w: ref.project_l2_ball_([w], 1e-3)[0],
+        lambda w: ref.project_l1_ball_([w], 1e-3)[0],
+        lambda w: ref.project_box_([w], -1e-3, 1e-3)[0],
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_prox_counts_stored_zeros(backend, dtype):
+    g = torch.Generator().manual_seed(0)
+    sub = _min_subnormal(dtype)
+    base = torch.randn(64, generator=g, dtype=torch.float64) * 1e-3
+    base[::4] = sub * torch.tensor([1.0, 2.0, 3.0, 0.5]).repeat(4).double()
+    for op in _all_prox_ops(backend):
+        w = base.to(dtype).reshape(8, 8)
+        zeros = op(w)
+        assert zeros == int((w == 0).sum()), op
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("backend", ["kernel", "forced"])
+def test_optimizer_fused_prox_counts_stored_zeros(backend, dtype, opt):
+    sub = _min_subnormal(dtype)
+    w = torch.nn.Parameter(t([2 * sub, 1.0, 3 * sub, -2 * sub], dtype))
+    w.grad = torch.zeros_like(w)
+    # ridge prox: w / (1 + lr * l2) = w / 4 -> the tiny entries round to 0 on store
+    o = ProxSGD([w], lr=1.0, penalty=SquaredL2(3.0)) if opt == "sgd" else ProxAdam([w], lr=1.0, penalty=SquaredL2(3.0))
+    o.step()
+    assert o.last_stats.total_zeros == int((w.detach() == 0).sum())
+
+
+# ---- the float32 L1-ball projection ----------------------------------------------------------
+
+
+def _exact_l1_threshold(vals, r) -> Decimal:
+    a = sorted((abs(Decimal(v)) for v in vals), reverse=True)
+    r = Decimal(r)
+    if sum(a) <= r:
+        return Decimal(0)
+    css = Decimal(0)
+    theta = Decimal(0)
+    for k, u in enumerate(a, 1):
+        css += u
+        if u * k > css - r:
+            theta = (css - r) / k
+    return theta
+
+
+def _ulp(x: float, dtype) -> float:
+    """Spacing of dtype at |x| (the gap to the next representable magnitude)."""
+    v = torch.tensor(abs(x), dtype=torch.float64).to(dtype)
+    if v == 0:
+        return _min_subnormal(dtype)
+    bits = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}[dtype]
+    up = (v.reshape(1).view(bits) + 1).view(dtype)
+    return float(up.double() - v.double())
+
+
+def _double_slack(vals) -> Decimal:
+    """What the float64 threshold (computed in double from |w| sums) may be off by."""
+    return Decimal(8 * len(vals) * 2.0**-53) * max(abs(Decimal(v)) for v in vals)
+
+
+def _check_l1_projection(w_in, w_out, r, dtype, theta: Decimal):
+    vals = w_in.double().tolist()
+    slack = _double_slack(vals) + len(vals) * Decimal(_min_subnormal(torch.float64))  # float64 rounding
+    total = sum(abs(Decimal(float(x))) for x in w_out.double().tolist())
+    # inside the ball: strictly for the rounded-toward-zero dtypes, to float64 rounding in float64
+    assert total <= Decimal(r) + (slack if dtype == torch.float64 else 0), (total, r)
+    for x, y in zip(vals, w_out.double().tolist()):
+        exact = max(abs(Decimal(x)) - theta, Decimal(0))
+        exact = exact.copy_sign(Decimal(x)) if exact else Decimal(0)
+        assert abs(Decimal(y) - exact) <= Decimal(_ulp(float(exact), dtype)) + slack, (x, y, exact)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_l1_ball_projection_inside_and_within_one_ulp(backend, dtype):
+    vals = [-3.5, 2.7, -3.5, -1.2]
+    w0 = t(vals, dtype)
+    w = w0.clone()
+    project_l1(backend, w, 1e-4)
+    _check_l1_projection(w0, w, 1e-4, dtype, _exact_l1_threshold(w0.double().tolist(), 1e-4))
+    if dtype == torch.float32:  # the issue's case: L1 norm was 1.00136e-4
+        assert float(w.double().abs().sum()) <= 1e-4
+        w64 = w0.double()
+        ref.project_l1_ball_([w64], 1e-4)  # the float64 projection, rounded to float32
+        for y, e in zip(w.tolist(), w64.float().tolist()):
+            assert abs(y - e) <= _ulp(e, dtype)
+
+
+# ---- float64 L2 norms over the whole range ---------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float64_l2_norm_cases(backend):
+    d = torch.float64
+    w = t([1e200, 1e200], d)
+    assert value(backend, L2Norm(1.0), "l2_norm", w, 1.0) == pytest.approx(math.sqrt(2) * 1e200, rel=1e-15)
+    project_l2(backend, w, 1.0)
+    assert w.tolist() == pytest.approx([2**-0.5] * 2, rel=1e-15)
+    g = grad(backend, L2Norm(3.0), "l2_norm", t([1e-200] * 2, d), 3.0)
+    assert g.tolist() == pytest.approx([3 * 2**-0.5] * 2, rel=1e-15)
+    w = t([1e-200], d)
+    l2_prox(backend, w, 0.0, 1.0)
+    assert w.tolist() == [1e-200]
+    # the extremes: subnormal norms, norms near the largest double
+    g = grad(backend, L2Norm(1.0), "l2_norm", t([5e-324, 0.0], d), 1.0)
+    assert g.tolist() == [1.0, 0.0]
+    big = t([1e308, -1e308], d)
+    assert value(backend, L2Norm(1.0), "l2_norm", big, 1.0) == pytest.approx(math.sqrt(2) * 1e308, rel=1e-15)
+    assert value(backend, SquaredL2(1e-300), "squared_l2", t([1e200], d), 0.0, 1e-300) == pytest.approx(0.5e100, rel=1e-15)
+    w = t([1e300, 1e300], d)
+    project_l2(backend, w, 1e-300)  # r / ||w|| = 7e-601 is not a double; the result is
+    assert w.tolist() == pytest.approx([2**-0.5 * 1e-300] * 2, rel=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_low_precision_l2_norm_extremes(backend, dtype):
+    sub = _min_subnormal(dtype)
+    g = grad(backend, L2Norm(1.0), "l2_norm", t([sub, sub], dtype), 1.0)
+    assert g.double().tolist() == pytest.approx([2**-0.5] * 2, rel=torch.finfo(dtype).eps)
+    huge = torch.finfo(dtype).max
+    w = t([huge, huge], dtype)
+    project_l2(backend, w, 1.0)
+    assert w.double().tolist() == pytest.approx([2**-0.5] * 2, rel=torch.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_l2_norm_with_inf(backend, dtype):
+    w = t([INF, 1.0, -INF], dtype)
+    g = grad(backend, L2Norm(2.0), "l2_norm", w, 2.0)  # the limit of 2 w / ||w||
+    assert g.double().tolist() == pytest.approx([math.sqrt(2), 0.0, -math.sqrt(2)], rel=torch.finfo(dtype).eps)
+    assert value(backend, L2Norm(1.0), "l2_norm", w, 1.0) == INF
+    project_l2(backend, w, 1.0)
+    assert w.double().tolist() == pytest.approx([2**-0.5, 0.0, -(2**-0.5)], rel=torch.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_group_lasso_float64_range(backend):
+    w = t([[1e200, 1e-200], [1e200, 1e-200]], torch.float64)  # groups are the columns (dim=1)
+    expected = math.sqrt(2) * 1e200 + math.sqrt(2) * 1e-200
+    if backend != "reference":
+        v = float(GroupLasso(1.0, dim=1).value(w))
+    else:
+        v = float(ref.group_value([w], 1, 1.0))
+    assert v == pytest.approx(expected, rel=1e-15)
+    g = GroupLasso(1.0, dim=1).grad(w)[0] if backend != "reference" else ref.group_grad([w], 1, 1.0)[0]
+    assert g.reshape(-1).tolist() == pytest.approx([2**-0.5] * 4, rel=1e-15)
+
+
+# ---- hard threshold decided in double --------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hard_threshold_decides_in_double(backend, dtype):
+    step, lam = 1.0, 0.3
+    thr = math.sqrt(2.0 * step * lam)
+    near = t([thr], torch.float64).to(dtype)
+    bits = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}[dtype]
+    cand = torch.cat([(near.view(bits) + k).view(dtype) for k in (-2, -1, 0, 1, 2)])
+    w = cand.clone()
+    hard(backend, w, step, lam)
+    for x, y in zip(cand.double().tolist(), w.double().tolist()):
+        assert y == (x if abs(x) > thr else 0.0), (x, y)
+    if dtype == torch.float32:  # the issue's case: float32(sqrt(0.6)) > sqrt(0.6) is kept
+        w = t([math.sqrt(0.6)], dtype)
+        hard(backend, w, 1.0, 0.3)
+        assert w.item() != 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["kernel", "forced"])
+def test_optimizer_fused_hard_threshold_decides_in_double(backend, dtype):
+    from normreg import L0
+
+    thr = math.sqrt(2.0 * 0.3)
+    x = t([math.sqrt(0.6)], dtype)
+    w = torch.nn.Parameter(x.clone())
+    w.grad = torch.zeros_like(w)
+    ProxSGD([w], lr=1.0, penalty=L0(0.3)).step()
+    assert w.detach().item() == (x.item() if abs(x.item()) > thr else 0.0)
+
+
+# ---- property tests over the whole exponent range, against exact decimal arithmetic ----------
+
+_EXP = {torch.float64: (-1074, 1015), torch.float32: (-149, 100), torch.bfloat16: (-133, 100), torch.float16: (-24, 13)}
+
+
+@st.composite
+def vectors(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    lo, hi = _EXP[dtype]
+    n = draw(st.integers(1, 6))
+    e0 = draw(st.integers(lo, hi))  # a common scale, then a spread around it
+    vals = []
+    for _ in range(n):
+        if draw(st.integers(0, 7)) == 0:
+            vals.append(0.0)
+            continue
+        e = min(max(e0 + draw(st.integers(-40, 40)), lo), hi)
+        m = draw(st.floats(1.0, 2.0, exclude_max=True))
+        vals.append(draw(st.sampled_from([-1.0, 1.0])) * math.ldexp(m, e))
+    w = torch.tensor(vals, dtype=torch.float64).to(dtype)
+    return w, dtype, draw(st.sampled_from(BACKENDS))
+
+
+def _dnorm(vals) -> Decimal:
+    return sum(Decimal(v) ** 2 for v in vals).sqrt()
+
+
+def _close(x: float, exact: Decimal, rel: float, atol: float = 0.0) -> bool:
+    return abs(Decimal(x) - exact) <= Decimal(rel) * abs(exact) + Decimal(atol)
+
+
+_REL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 2**-7, torch.float16: 2**-10}
+
+
+@settings(max_examples=80, deadline=None)
+@given(vectors(), st.floats(1e-3, 1e3))
+def test_property_norms_and_l2_ops(case, lam):
+    w, dtype, backend = case
+    vals = w.double().tolist()
+    norm = _dnorm(vals)
+    # value: float64 (or float32) result within 1e-6 relative of the exact norm
+    v = value(backend, L2Norm(lam), "l2_norm", w, lam)
+    # (a float32 value is rounded to float32: within half its subnormal spacing near 0)
+    f64 = dtype == torch.float64
+    assert _close(v, norm * Decimal(lam), 1e-12 if f64 else 1e-6, 0.0 if f64 else 2.0**-149), (v, norm)
+    tiny = _min_subnormal(dtype)
+    # gradient lam * w / ||w||: each entry within the dtype's rounding
+    g = grad(backend, L2Norm(lam), "l2_norm", w, lam).double().tolist()
+    for x, gi in zip(vals, g):
+        exact = Decimal(lam) * Decimal(x) / norm if norm else Decimal(0)
+        assert _close(gi, exact, _REL[dtype], tiny), (x, gi, exact)
+    # projection onto the L2 ball of radius r: inside (to rounding), and w * min(1, r / ||w||)
+    r = float(norm) * 0.37 if norm else 1.0
+    y = w.clone()
+    project_l2(backend, y, r)
+    out = y.double().tolist()
+    assert _dnorm(out) <= Decimal(r) * (1 + Decimal(4 * _REL[dtype])) + Decimal(tiny) * 4
+    for x, yi in zip(vals, out):
+        exact = Decimal(x) * min(Decimal(1), Decimal(r) / norm) if norm else Decimal(x)
+        assert _close(yi, exact, _REL[dtype], tiny), (x, yi, exact)
+    # L2-norm prox with step s: w * max(0, 1 - s / ||w||)
+    s = float(norm) * 0.5
+    y = w.clone()
+    l2_prox(backend, y, s, 1.0)
+    for x, yi in zip(vals, y.double().tolist()):
+        exact = Decimal(x) * max(Decimal(0), 1 - Decimal(s) / norm) if norm else Decimal(0)
+        assert _close(yi, exact, _REL[dtype], tiny), (x, yi, exact)
+
+
+@settings(max_examples=80, deadline=None)
+@given(vectors(), st.floats(0.05, 0.95))
+def test_property_l1_ball_and_linf_prox(case, frac):
+    w, dtype, backend = case
+    vals = w.double().tolist()
+    l1 = sum(abs(Decimal(v)) for v in vals)
+    r = float(l1 * Decimal(frac)) if l1 else 1.0
+    if r == 0.0 or math.isinf(r):
+        return
+    theta = _exact_l1_threshold(vals, r)
+    y = w.clone()
+    zeros = project_l1(backend, y, r)
+    _check_l1_projection(w, y, r, dtype, theta)
+    assert zeros == int((y == 0).sum())
+    # Linf prox with strength r: clamp(w, -theta, theta), theta the same exact threshold
+    y = w.clone()
+    linf_prox(backend, y, r)
+    for x, yi in zip(vals, y.double().tolist()):
+        exact = max(-theta, min(theta, Decimal(x)))
+        assert abs(Decimal(yi) - exact) <= Decimal(_ulp(float(exact), dtype)) + _double_slack(vals), (x, yi, exact)
+
+
+@settings(max_examples=60, deadline=None)
+@given(vectors(), st.floats(1e-3, 1e3))
+def test_property_hard_threshold(case, scale):
+    w, dtype, backend = case
+    vals = w.double().tolist()
+    nz = [abs(v) for v in vals if v]
+    if not nz:
+        return
+    # a threshold right at one of the values: sqrt(2 step l) = |w_k| (+- a little)
+    thr = nz[0] * (1 + (scale - 500) * 1e-18)
+    step = 1.0
+    lam = thr * thr / 2.0
+    if lam == 0.0 or math.isinf(lam):
+        return
+    dthr = math.sqrt(2.0 * step * lam)
+    y = w.clone()
+    hard(backend, y, step, lam)
+    for x, yi in zip(vals, y.double().tolist()):
+        assert yi == (x if abs(x) > dthr else 0.0)
