@@ -54,7 +54,7 @@ CASES = {
     "l1-loss": (lambda p, t: L.l1_loss(p, t), lambda p, t: F.l1_loss(p, t), 5),
     "mse-loss": (lambda p, t: L.mse_loss(p, t), lambda p, t: F.mse_loss(p, t), 5),
     "tv": (lambda p, t: L.total_variation(p), lambda p, t: _tv_torch(p), 3),
-    "tv-isotropic": (lambda p, t: L.total_variation(p, "isotropic"), lambda p, t: _tv_iso_torch(p), 3),
+    "tv-isotropic": (lambda p, t: L.total_variation(p, kind="isotropic"), lambda p, t: _tv_iso_torch(p), 3),
 }
 
 
