@@ -26,15 +26,23 @@ struct LossSums {
 
 inline LossSums operator+(LossSums a, LossSums b) noexcept { return LossSums{a.value + b.value, a.mask + b.mask}; }
 
+// The factor of a gradient: scale (L1) or 2 * scale (MSE, d(d^2) = 2d), in C.
+template <class C, PointLoss K>
+inline C grad_factor(double scale) noexcept {
+    return static_cast<C>(K == PointLoss::L1 ? scale : 2.0 * scale);
+}
+
 // e_i = [m_i] [w_i] loss(p_i - t_i), loss = |d| or d^2, computed in the compute type of T
 // without materializing p - t. Returns sum e_i and sum m_i (double); writes e_i to out when Out.
-// When Dir, the same pass also writes the direction of each element in the compute type C,
-//   u_i = [m_i] [w_i] dloss(d_i),  dloss = sign(d) (L1, 0 at 0, NaN stays NaN) or d (MSE),
-// from which a backward gets the gradient with one scaling pass (pointwise_grad_scale).
+// When Dir, the same pass also writes the gradient for an incoming gradient of 1, in C:
+//   u_i = c1 * ((dloss(d_i) * [m_i]) * [w_i]),  dloss = sign(d) (L1; 0 at 0, NaN stays NaN)
+//   or d (MSE), c1 = grad_factor(dir_scale) (dir_scale: 1/numel for an unmasked mean, else 1),
+// so a backward with incoming gradient k needs at most one scaling pass (pointwise_grad_scale).
 template <class T, PointLoss K, bool Mask, bool Weight, bool Out, bool Dir>
 NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
-                                T* __restrict out, compute_t<T>* __restrict u, std::int64_t n) noexcept {
+                                T* __restrict out, compute_t<T>* __restrict u, std::int64_t n, double dir_scale) noexcept {
     using C = compute_t<T>;
+    const C c1 = grad_factor<C, K>(dir_scale);
     double s = 0.0, sm = 0.0;
 #pragma omp simd reduction(+ : s, sm)
     for (std::int64_t i = 0; i < n; ++i) {
@@ -59,29 +67,25 @@ NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restri
             g = g * wv;
         }
         if constexpr (Out) out[i] = store<T>(e);
-        if constexpr (Dir) u[i] = g;
+        if constexpr (Dir) u[i] = c1 * g;
         s += static_cast<double>(e);
     }
     return LossSums{s, sm};
 }
 
-// The factor of a gradient pass: scale (L1) or 2 * scale (MSE, d(d^2) = 2d), in C.
-template <class C, PointLoss K>
-inline C grad_factor(double scale) noexcept {
-    return static_cast<C>(K == PointLoss::L1 ? scale : 2.0 * scale);
-}
-
-// Gradient w.r.t. p of scale * sum_i [go_i] [m_i] [w_i] loss(p_i - t_i), recomputed from p, t:
-//   gp_i = (c * u_i) * [go_i],  u_i = dloss(d_i) * [m_i] * [w_i] as pointwise_value's Dir,
-//   c = grad_factor(scale);
+// Gradient w.r.t. p of k * sum_i [go_i] [m_i] [w_i] loss(p_i - t_i), recomputed from p and t:
+//   gp_i = ((c1 * u_i) * k) * [go_i],  u_i = (dloss(d_i) * [m_i]) * [w_i],
+//   c1 = grad_factor(dir_scale), k = (C) scale;
 // gt_i = -gp_i when GTarget (the gradient w.r.t. t). One pass, nothing else is written. The
-// operations and their order are those of pointwise_value (u) then pointwise_grad_scale, so
-// the two ways to a gradient are bitwise equal.
+// operations and their order are those of pointwise_value (Dir) followed by
+// pointwise_grad_scale, so both ways to a gradient are bitwise equal (x * 1 is exact).
 template <class T, PointLoss K, bool Mask, bool Weight, bool GOut, bool GTarget>
 NORMREG_KERNEL void pointwise_grad(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
-                           const T* __restrict go, T* __restrict gp, T* __restrict gt, std::int64_t n, double scale) noexcept {
+                           const T* __restrict go, T* __restrict gp, T* __restrict gt, std::int64_t n, double dir_scale,
+                           double scale) noexcept {
     using C = compute_t<T>;
-    const C c = grad_factor<C, K>(scale);
+    const C c1 = grad_factor<C, K>(dir_scale);
+    const C k = static_cast<C>(scale);
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
         const C d = load<T>(p[i]) - load<T>(t[i]);
@@ -90,24 +94,24 @@ NORMREG_KERNEL void pointwise_grad(const T* __restrict p, const T* __restrict t,
         else u = d;
         if constexpr (Mask) u = u * load<T>(m[i]);
         if constexpr (Weight) u = u * load<T>(w[i]);
-        C g = c * u;
+        C g = (c1 * u) * k;
         if constexpr (GOut) g = g * load<T>(go[i]);
         gp[i] = store<T>(g);
         if constexpr (GTarget) gt[i] = store<T>(-g);
     }
 }
 
-// The backward from the forward's directions: gp_i = (c * u_i) * [go_i] when GPred,
-// gt_i = -that when GTarget; c = grad_factor(scale). gp may be u itself (T == C, in place:
+// The backward from the forward's gradient u (compute type): gp_i = (u_i * k) * [go_i] when
+// GPred, gt_i = minus that when GTarget; k = (C) scale. gp may be u itself (T == C, in place:
 // each element is read before it is written, so u and gp are not restrict).
-template <class T, PointLoss K, bool GOut, bool GPred, bool GTarget>
+template <class T, bool GOut, bool GPred, bool GTarget>
 NORMREG_KERNEL void pointwise_grad_scale(const compute_t<T>* u, const T* __restrict go, T* gp, T* __restrict gt, std::int64_t n,
                                  double scale) noexcept {
     using C = compute_t<T>;
-    const C c = grad_factor<C, K>(scale);
+    const C k = static_cast<C>(scale);
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-        C g = c * u[i];
+        C g = u[i] * k;
         if constexpr (GOut) g = g * load<T>(go[i]);
         if constexpr (GPred) gp[i] = store<T>(g);
         if constexpr (GTarget) gt[i] = store<T>(-g);

@@ -174,58 +174,75 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _dir_scale(reduction: str, masked: bool, numel: int) -> float:
+    """The factor the forward puts into the gradient it writes: 1/numel for an unmasked
+    mean (the denominator is known), else 1 (a mask's sum is known only after the pass)."""
+    return 1.0 / numel if reduction == "mean" and not masked and numel else 1.0
+
+
 def _pointwise_value(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, want_dir: bool):
     """One kernel pass over contiguous CPU tensors: ``(value, dir, denom)``.
 
     value: the reduced 0-dim loss in pred's dtype, or the elementwise loss ("none").
-    dir: with ``want_dir``, ``[m] [w] dloss(pred - target)`` per element (``dloss`` = sign for
-    L1, the difference for MSE) in the compute type, written in the same pass; else None.
+    dir: with ``want_dir``, the gradient w.r.t. pred for an incoming gradient of 1 (divided by
+    the mask's sum later, for a masked mean), in the compute type (float32, float64 for
+    float64), written in the same pass; else None.
     denom: the "mean" denominator (the mask's sum, or numel).
     """
     out = torch.empty_like(pred, memory_format=torch.contiguous_format) if reduction == "none" else None
     d = torch.empty(pred.shape, dtype=_compute_dtype(pred.dtype)) if want_dir else None
     p, t, m, w, o, u = _ptrs(pred, target, mask, weight, out, d)
-    total, msum = _C.pointwise_loss_value(kind, p, t, m, w, o, u, pred.numel(), DTYPE_CODES[pred.dtype])
+    ds = _dir_scale(reduction, mask is not None, pred.numel())
+    total, msum = _C.pointwise_loss_value(kind, p, t, m, w, o, u, pred.numel(), DTYPE_CODES[pred.dtype], ds)
     denom = msum if mask is not None else float(pred.numel())
     if out is not None:
         return out, d, denom
     return torch.tensor(total if reduction == "sum" else _divide(total, denom), dtype=pred.dtype), d, denom
 
 
-def _pointwise_scale(reduction: str, grad_value: Tensor, denom: float, dtype: torch.dtype):
-    """``(grad_out or None, scale)`` of a backward: the elementwise incoming gradient
-    ("none") or the scalar one divided by the "mean" denominator."""
+def _pointwise_scale(reduction: str, masked: bool, grad_value: Tensor, denom: float, dtype: torch.dtype):
+    """``(grad_out or None, k)`` of a backward: the elementwise incoming gradient ("none"),
+    or the factor k that the forward's gradient is multiplied by (the incoming scalar,
+    divided by the mask's sum for a masked mean)."""
     if reduction == "none":
         return grad_value.to(dtype).contiguous(), 1.0
-    scale = float(grad_value)
-    return None, (_divide(scale, denom) if reduction == "mean" else scale)
+    k = float(grad_value)
+    return None, (_divide(k, denom) if reduction == "mean" and masked else k)
 
 
-def _pointwise_grads(kind: str, pred: Tensor, target: Tensor, mask, weight, go, scale: float,
+def _pointwise_grads(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, go, k: float,
                      need_p: bool, need_t: bool, dir_: Tensor | None):
-    """``(grad_pred, grad_target)`` = ``scale * [go] * dir`` and its negative, one pass.
+    """``(grad_pred, grad_target)`` = ``(dir * k) * [go]`` and its negative, in one pass.
 
-    With the forward's ``dir`` the pass reads only dir (and go) and, when dir has pred's
-    dtype, writes grad_pred over it (dir is used once); without it, the pass recomputes the
-    direction from pred and target (the same operations in the same order: bitwise equal).
+    With the forward's ``dir`` the pass reads only dir (and go); when dir has pred's dtype it
+    is grad_pred itself, scaled in place, or returned as it is when ``k == 1`` and there is
+    no ``go`` (dir is used once). Without it, the pass recomputes dir from pred and target
+    with the same operations in the same order: the results are bitwise equal.
     """
     code = DTYPE_CODES[pred.dtype]
+    n = pred.numel()
     if dir_ is not None:
-        gp = (dir_ if dir_.dtype == pred.dtype else torch.empty_like(pred)) if need_p else None
         gt = torch.empty_like(target) if need_t else None
-        u, g, pg, tg = _ptrs(dir_, go, gp, gt)
-        _C.pointwise_loss_grad_scale(kind, u, g, pg, tg, pred.numel(), code, scale)
+        if dir_.dtype == pred.dtype:  # float32 / float64: the gradient is dir, scaled in place
+            gp = dir_ if need_p else None
+            write = gp if (k != 1.0 or go is not None) else None
+        else:  # bf16 / f16: dir is float32, rounded once into a new tensor of pred's dtype
+            gp = write = torch.empty_like(pred) if need_p else None
+        if write is not None or gt is not None:
+            u, g, pg, tg = _ptrs(dir_, go, write, gt)
+            _C.pointwise_loss_grad_scale(u, g, pg, tg, n, code, k)
         return gp, gt
+    ds = _dir_scale(reduction, mask is not None, n)
     gp = torch.empty_like(pred) if need_p else None
     gt = torch.empty_like(target) if need_t else None
-    first, second, s = (gp, gt, scale) if need_p else (gt, None, -scale)  # only the target: -grad
+    first, second, s = (gp, gt, k) if need_p else (gt, None, -k)  # only the target: -grad
     p, t, m, w, g, pg, tg = _ptrs(pred, target, mask, weight, go, first, second)
-    _C.pointwise_loss_grad(kind, p, t, m, w, g, pg, tg, pred.numel(), code, s)
+    _C.pointwise_loss_grad(kind, p, t, m, w, g, pg, tg, n, code, ds, s)
     return gp, gt
 
 
 class _Saved:
-    """Filled by the forward with the "mean" denominator and the direction tensor; read by
+    """Filled by the forward with the "mean" denominator and the gradient it wrote; read by
     setup_context (the forward of a setup_context-style Function cannot reach ctx)."""
 
     __slots__ = ("denom", "dir")
@@ -238,11 +255,11 @@ class _Saved:
 class _PointwiseLoss(torch.autograd.Function):
     """Reduced (or elementwise) ``[m] [w] loss(pred - target)`` through the fused kernels.
 
-    The forward writes the per-element derivative in its one pass over pred and target
-    (``_Saved.dir``); the first backward scales it by the incoming gradient, in place when it
-    has pred's dtype. A second backward of a retained graph recomputes it from the saved
-    pred and target, bitwise equal. Double backward (``create_graph=True``) goes through the
-    differentiable reference.
+    The forward writes the gradient for an incoming gradient of 1 in its one pass over pred
+    and target (``_Saved.dir``); the first backward returns it as it is (incoming gradient
+    1, float32/float64) or scales it in one pass. A second backward of a retained graph
+    recomputes it from the saved pred and target, bitwise equal. Double backward
+    (``create_graph=True``) goes through the differentiable reference.
     """
 
     @staticmethod
@@ -274,9 +291,9 @@ class _PointwiseLoss(torch.autograd.Function):
                 None,
                 None,
             )
-        go, scale = _pointwise_scale(ctx.reduction, grad_value, ctx.denom, pred.dtype)
+        go, k = _pointwise_scale(ctx.reduction, mask is not None, grad_value, ctx.denom, pred.dtype)
         dir_, ctx.dir = ctx.dir, None  # used once: a retained graph's next backward recomputes
-        gp, gt = _pointwise_grads(ctx.kind, pred, target, mask, weight, go, scale, need_p, need_t, dir_)
+        gp, gt = _pointwise_grads(ctx.kind, ctx.reduction, pred, target, mask, weight, go, k, need_p, need_t, dir_)
         return None, None, gp, gt, None, None, None
 
 
