@@ -197,7 +197,8 @@ def _pointwise_value(kind: str, reduction: str, pred: Tensor, target: Tensor, ma
     denom = msum if mask is not None else float(pred.numel())
     if out is not None:
         return out, d, denom
-    return torch.tensor(total if reduction == "sum" else _divide(total, denom), dtype=pred.dtype), d, denom
+    value = torch.scalar_tensor(total if reduction == "sum" else _divide(total, denom), dtype=pred.dtype)
+    return value, d, denom
 
 
 def _pointwise_scale(reduction: str, masked: bool, grad_value: Tensor, denom: float, dtype: torch.dtype):
@@ -241,38 +242,25 @@ def _pointwise_grads(kind: str, reduction: str, pred: Tensor, target: Tensor, ma
     return gp, gt
 
 
-class _Saved:
-    """Filled by the forward with the "mean" denominator and the gradient it wrote; read by
-    setup_context (the forward of a setup_context-style Function cannot reach ctx)."""
-
-    __slots__ = ("denom", "dir")
-
-    def __init__(self) -> None:
-        self.denom = 1.0
-        self.dir: Tensor | None = None
-
-
 class _PointwiseLoss(torch.autograd.Function):
     """Reduced (or elementwise) ``[m] [w] loss(pred - target)`` through the fused kernels.
 
     The forward writes the gradient for an incoming gradient of 1 in its one pass over pred
-    and target (``_Saved.dir``); the first backward returns it as it is (incoming gradient
-    1, float32/float64) or scales it in one pass. A second backward of a retained graph
+    and target (``ctx.dir``); the first backward returns it as it is (incoming gradient 1,
+    float32/float64) or scales it in one pass. A second backward of a retained graph
     recomputes it from the saved pred and target, bitwise equal. Double backward
     (``create_graph=True``) goes through the differentiable reference.
+
+    (A forward that takes ``ctx`` costs a fifth of the setup_context form per call; this
+    Function is only the eager path, torch.func and compile do not reach it.)
     """
 
     @staticmethod
-    def forward(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, box):  # type: ignore[override]
-        value, box.dir, box.denom = _pointwise_value(kind, reduction, pred, target, mask, weight, True)
-        return value
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        kind, reduction, pred, target, mask, weight, box = inputs
-        ctx.kind, ctx.reduction, ctx.denom = kind, reduction, box.denom
-        ctx.dir, box.dir = box.dir, None  # the backward owns it
+    def forward(ctx, kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight):  # type: ignore[override]
+        value, ctx.dir, ctx.denom = _pointwise_value(kind, reduction, pred, target, mask, weight, True)
+        ctx.kind, ctx.reduction = kind, reduction
         ctx.save_for_backward(pred, target, mask, weight)
+        return value
 
     @staticmethod
     def backward(ctx, grad_value: Tensor):  # type: ignore[override]
@@ -282,19 +270,11 @@ class _PointwiseLoss(torch.autograd.Function):
             inputs = [x for x, n in ((pred, need_p), (target, need_t)) if n]
             value = ref.pointwise_loss(ctx.kind, pred, target, mask, weight, ctx.reduction).to(pred.dtype)
             grads = iter(torch.autograd.grad(value, inputs, grad_value, create_graph=True))
-            return (
-                None,
-                None,
-                next(grads) if need_p else None,
-                next(grads) if need_t else None,
-                None,
-                None,
-                None,
-            )
+            return None, None, next(grads) if need_p else None, next(grads) if need_t else None, None, None
         go, k = _pointwise_scale(ctx.reduction, mask is not None, grad_value, ctx.denom, pred.dtype)
         dir_, ctx.dir = ctx.dir, None  # used once: a retained graph's next backward recomputes
         gp, gt = _pointwise_grads(ctx.kind, ctx.reduction, pred, target, mask, weight, go, k, need_p, need_t, dir_)
-        return None, None, gp, gt, None, None, None
+        return None, None, gp, gt, None, None
 
 
 def _pointwise(kind: str, fn: str, pred, target, mask, weight, reduction) -> Tensor:
@@ -311,7 +291,7 @@ def _pointwise(kind: str, fn: str, pred, target, mask, weight, reduction) -> Ten
         w = w.expand(shape).contiguous()
     pred, target = pred.contiguous(), target.contiguous()
     if torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad):
-        return _PointwiseLoss.apply(kind, reduction, pred, target, m, w, _Saved())
+        return _PointwiseLoss.apply(kind, reduction, pred, target, m, w)
     return _pointwise_value(kind, reduction, pred, target, m, w, False)[0]
 
 
