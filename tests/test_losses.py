@@ -10,6 +10,7 @@ from conftest import num_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from normreg import _ops
 from normreg import _reference as ref
 from normreg import losses as L
 
@@ -700,3 +701,113 @@ def test_float16_runs_through_the_kernels():
         (g,) = torch.autograd.grad(a, p)
         (r,) = torch.autograd.grad(ref.total_variation(p, kind), p)
         torch.testing.assert_close(g.double(), r.to(torch.float16).double(), rtol=1e-3, atol=1e-3)
+
+
+# ---- the operators (normreg::pointwise_loss): dispatcher, reference, compile, func, meta ----
+
+
+def _fwd_bwd(fn, p, t, go_seed=7, **kw):
+    out = fn(p, t, **kw)
+    go = torch.randn(out.shape, generator=torch.Generator().manual_seed(go_seed), dtype=torch.float64)
+    go = go.to(out.dtype) * 3
+    return (out, *torch.autograd.grad(out, [p, t], go))
+
+
+def test_loss_ops_are_registered():
+    assert hasattr(torch.ops.normreg, "pointwise_loss")
+    assert hasattr(torch.ops.normreg, "pointwise_loss_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float16], ids=DTYPE_IDS + ["f16"])
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_direct_and_dispatcher_bitwise_equal(ours, theirs, kind, dtype):
+    """The eager direct path (forward writes the gradient, backward scales it in place) and
+    the registered operator (new tensors) give bitwise-equal values and gradients."""
+    p, t = _pair((2, 3, 5, 6), dtype)
+    g = torch.Generator().manual_seed(4)
+    m = torch.rand((2, 1, 5, 6), generator=g) > 0.3
+    w = torch.rand((3, 1, 6), generator=g, dtype=torch.float64).to(dtype)
+    for reduction in REDUCTIONS:
+        for kw in ({}, {"mask": m}, {"mask": m.to(dtype) * 0.5, "weight": w}):
+            direct = _fwd_bwd(ours, p, t, reduction=reduction, **kw)
+            with _ops.dispatcher_only():
+                op = _fwd_bwd(ours, p, t, reduction=reduction, **kw)
+            for a, b in zip(direct, op, strict=True):
+                assert a.dtype == b.dtype and a.shape == b.shape
+                assert torch.equal(a, b) or (a.isnan() == b.isnan()).all() and torch.equal(
+                    a.nan_to_num(), b.nan_to_num()
+                )
+    # the default backward (incoming gradient 1: the forward's buffer returned as it is)
+    (ga,) = torch.autograd.grad(ours(p, t), [p])
+    with _ops.dispatcher_only():
+        (gb,) = torch.autograd.grad(ours(p, t), [p])
+    assert torch.equal(ga, gb)
+
+
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_reference_backend_agrees_with_kernels(ours, theirs, kind):
+    """The non-CPU implementation (pure torch), forced onto CPU tensors."""
+    p, t = _pair((2, 3, 5, 6), torch.float64)
+    m = torch.rand((2, 1, 5, 6), generator=torch.Generator().manual_seed(4)) > 0.3
+    for reduction in REDUCTIONS:
+        for kw in ({}, {"mask": m}, {"weight": m.double() + 0.5}):
+            a = _fwd_bwd(ours, p, t, reduction=reduction, **kw)
+            with _ops.force_reference():
+                b = _fwd_bwd(ours, p, t, reduction=reduction, **kw)
+            for x, y in zip(a, b, strict=True):
+                torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+    with _ops.force_reference(), pytest.raises(ValueError, match="'weight'"):
+        ours(p, t, weight=-torch.ones(6, dtype=torch.float64))
+    with _ops.force_reference():  # NaN propagates to the gradient, as on the kernels
+        q = torch.tensor([1.0, float("nan"), -2.0], requires_grad=True)
+        (gq,) = torch.autograd.grad(ours(q, torch.zeros(3)), q)
+        assert gq[1].isnan() and not gq[0].isnan()
+
+
+def test_loss_meta_tensors_and_autocast_through_the_operator():
+    p = torch.empty(2, 3, 4, 4, device="meta", requires_grad=True)
+    v = L.l1_loss(p, p.detach())
+    assert v.device.type == "meta" and v.shape == () and v.dtype == torch.float32
+    (g,) = torch.autograd.grad(v, p)
+    assert g.shape == p.shape and g.device.type == "meta"
+    assert L.mse_loss(p.double(), p, reduction="none").dtype == torch.float64
+    x, y = _pair((3, 4), torch.bfloat16)
+    with _ops.dispatcher_only(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a = L.mse_loss(x, y.float())
+        b = F.mse_loss(x, y.float())
+    assert a.dtype == b.dtype == torch.float32
+    _close(a, b, torch.float32)
+
+
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_torch_func_grad_matches_autograd(ours, theirs, kind):
+    p, t = _pair((3, 4, 5), torch.float64, grad=False)
+    m = torch.rand(1, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    g_func = torch.func.grad(lambda a: ours(a, t, mask=m))(p)
+    (g_auto,) = torch.autograd.grad(ours(p.requires_grad_(), t, mask=m), p)
+    torch.testing.assert_close(g_func, g_auto, rtol=1e-12, atol=1e-14)
+    _, vjp = torch.func.vjp(lambda a, b: ours(a, b, reduction="none"), p.detach(), t)
+    go = torch.randn(p.shape, dtype=torch.float64)
+    gp, gt = vjp(go)
+    gp2, gt2 = torch.autograd.grad(theirs(p, t.requires_grad_(), reduction="none"), [p, t], go)
+    torch.testing.assert_close(gp, gp2, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gt, gt2, rtol=1e-12, atol=1e-14)
+
+
+def test_compile_fullgraph_loss_forward_backward():
+    torch._dynamo.reset()
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    x, y = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    w = torch.rand(1, 1, 8, 8) + 0.5
+
+    def step(x):
+        out = net(x)
+        return 100 * L.l1_loss(out, y) + L.mse_loss(out, y, weight=w, reduction="sum")
+
+    eager = step(x)
+    g_eager = torch.autograd.grad(eager, list(net.parameters()))
+    out = torch.compile(step, fullgraph=True, backend="aot_eager")(x)
+    g_comp = torch.autograd.grad(out, list(net.parameters()))
+    torch.testing.assert_close(out, eager)
+    for a, b in zip(g_comp, g_eager, strict=True):
+        torch.testing.assert_close(a, b)

@@ -29,6 +29,7 @@ import math
 import torch
 from torch import Tensor
 
+from . import _ops
 from . import _reference as ref
 from ._bridge import DTYPE_CODES, tensor_list
 from ._loader import _C
@@ -111,23 +112,10 @@ def _loss_inputs(pred, target, fn: str) -> tuple[Tensor, Tensor]:
     return pred.to(dtype), target.to(dtype)  # differentiable casts; no copy when the dtype is right
 
 
-def _check_nonnegative(x: Tensor, arg: str, fn: str) -> None:
-    """A float mask or weight must be finite and >= 0 everywhere (checked on its values)."""
-    if x.dtype == torch.bool or x.device.type == "meta" or x.numel() == 0:
-        return
-    v = x.detach()
-    ok = (v >= 0) & (v < math.inf)
-    if not bool(ok.all()):
-        bad = v[~ok].flatten()[0].item()
-        raise ValueError(
-            f"{fn}: '{arg}' must be finite and >= 0 everywhere, got {bad}; "
-            "a negative, Inf or NaN factor makes the loss meaningless (check how it was built)"
-        )
-
-
 def _factor(x, arg: str, pred: Tensor, fn: str) -> Tensor | None:
     """A mask or weight: a bool or float tensor on pred's device that broadcasts to pred,
-    finite and >= 0, converted to pred's dtype."""
+    converted to pred's dtype (its values are checked where the loss is computed:
+    :func:`normreg._ops.check_loss_factor`)."""
     if x is None:
         return None
     _check_tensor(x, arg, fn)
@@ -146,7 +134,6 @@ def _factor(x, arg: str, pred: Tensor, fn: str) -> Tensor | None:
             f"{fn}: '{arg}' of shape {tuple(x.shape)} does not broadcast to pred's shape {tuple(pred.shape)}; "
             "give it pred's shape or size-1 dims where it repeats (e.g. (N, 1, H, W) for an NCHW batch)"
         )
-    _check_nonnegative(x, arg, fn)
     return x.to(pred.dtype)
 
 
@@ -160,57 +147,6 @@ def _ptrs(*tensors: Tensor | None) -> list[int]:
 # ---- pointwise reconstruction losses --------------------------------------------------------
 
 
-def _divide(total: float, denom: float) -> float:
-    """``total / denom`` with a float64 tensor's semantics: x/0 = +-inf, 0/0 = NaN."""
-    if denom != 0:
-        return total / denom
-    if total != total or total == 0:
-        return math.nan
-    return math.copysign(math.inf, total) * math.copysign(1.0, denom)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The kernels' compute type: float64 for float64, else float32 (bf16/f16 computed in float)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _dir_scale(reduction: str, masked: bool, numel: int) -> float:
-    """The factor the forward puts into the gradient it writes: 1/numel for an unmasked
-    mean (the denominator is known), else 1 (a mask's sum is known only after the pass)."""
-    return 1.0 / numel if reduction == "mean" and not masked and numel else 1.0
-
-
-def _pointwise_value(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, want_dir: bool):
-    """One kernel pass over contiguous CPU tensors: ``(value, dir, denom)``.
-
-    value: the reduced 0-dim loss in pred's dtype, or the elementwise loss ("none").
-    dir: with ``want_dir``, the gradient w.r.t. pred for an incoming gradient of 1 (divided by
-    the mask's sum later, for a masked mean), in the compute type (float32, float64 for
-    float64), written in the same pass; else None.
-    denom: the "mean" denominator (the mask's sum, or numel).
-    """
-    out = torch.empty_like(pred, memory_format=torch.contiguous_format) if reduction == "none" else None
-    d = torch.empty(pred.shape, dtype=_compute_dtype(pred.dtype)) if want_dir else None
-    p, t, m, w, o, u = _ptrs(pred, target, mask, weight, out, d)
-    ds = _dir_scale(reduction, mask is not None, pred.numel())
-    total, msum = _C.pointwise_loss_value(kind, p, t, m, w, o, u, pred.numel(), DTYPE_CODES[pred.dtype], ds)
-    denom = msum if mask is not None else float(pred.numel())
-    if out is not None:
-        return out, d, denom
-    value = torch.scalar_tensor(total if reduction == "sum" else _divide(total, denom), dtype=pred.dtype)
-    return value, d, denom
-
-
-def _pointwise_scale(reduction: str, masked: bool, grad_value: Tensor, denom: float, dtype: torch.dtype):
-    """``(grad_out or None, k)`` of a backward: the elementwise incoming gradient ("none"),
-    or the factor k that the forward's gradient is multiplied by (the incoming scalar,
-    divided by the mask's sum for a masked mean)."""
-    if reduction == "none":
-        return grad_value.to(dtype).contiguous(), 1.0
-    k = float(grad_value)
-    return None, (_divide(k, denom) if reduction == "mean" and masked else k)
-
-
 def _pointwise_grads(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, go, k: float,
                      need_p: bool, need_t: bool, dir_: Tensor | None):
     """``(grad_pred, grad_target)`` = ``(dir * k) * [go]`` and its negative, in one pass.
@@ -220,25 +156,18 @@ def _pointwise_grads(kind: str, reduction: str, pred: Tensor, target: Tensor, ma
     no ``go`` (dir is used once). Without it, the pass recomputes dir from pred and target
     with the same operations in the same order: the results are bitwise equal.
     """
-    code = DTYPE_CODES[pred.dtype]
-    n = pred.numel()
-    if dir_ is not None:
-        gt = torch.empty_like(target) if need_t else None
-        if dir_.dtype == pred.dtype:  # float32 / float64: the gradient is dir, scaled in place
-            gp = dir_ if need_p else None
-            write = gp if (k != 1.0 or go is not None) else None
-        else:  # bf16 / f16: dir is float32, rounded once into a new tensor of pred's dtype
-            gp = write = torch.empty_like(pred) if need_p else None
-        if write is not None or gt is not None:
-            u, g, pg, tg = _ptrs(dir_, go, write, gt)
-            _C.pointwise_loss_grad_scale(u, g, pg, tg, n, code, k)
-        return gp, gt
-    ds = _dir_scale(reduction, mask is not None, n)
-    gp = torch.empty_like(pred) if need_p else None
     gt = torch.empty_like(target) if need_t else None
-    first, second, s = (gp, gt, k) if need_p else (gt, None, -k)  # only the target: -grad
-    p, t, m, w, g, pg, tg = _ptrs(pred, target, mask, weight, go, first, second)
-    _C.pointwise_loss_grad(kind, p, t, m, w, g, pg, tg, n, code, ds, s)
+    if dir_ is None:
+        gp = torch.empty_like(pred) if need_p else None
+        _ops.k_pointwise_grad(kind, reduction, pred, target, mask, weight, go, k, gp, gt)
+        return gp, gt
+    if dir_.dtype == pred.dtype:  # float32 / float64: the gradient is dir, scaled in place
+        gp = dir_ if need_p else None
+        write = gp if (k != 1.0 or go is not None) else None
+    else:  # bf16 / f16: dir is float32, rounded once into a new tensor of pred's dtype
+        gp = write = torch.empty_like(pred) if need_p else None
+    if write is not None or gt is not None:
+        _ops.k_pointwise_grad_scale(dir_, go, k, write, gt, pred)
     return gp, gt
 
 
@@ -257,7 +186,7 @@ class _PointwiseLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight):  # type: ignore[override]
-        value, ctx.dir, ctx.denom = _pointwise_value(kind, reduction, pred, target, mask, weight, True)
+        value, ctx.dir, ctx.denom = _ops.k_pointwise_value(kind, reduction, pred, target, mask, weight, True)
         ctx.kind, ctx.reduction = kind, reduction
         ctx.save_for_backward(pred, target, mask, weight)
         return value
@@ -271,7 +200,7 @@ class _PointwiseLoss(torch.autograd.Function):
             value = ref.pointwise_loss(ctx.kind, pred, target, mask, weight, ctx.reduction).to(pred.dtype)
             grads = iter(torch.autograd.grad(value, inputs, grad_value, create_graph=True))
             return None, None, next(grads) if need_p else None, next(grads) if need_t else None, None, None
-        go, k = _pointwise_scale(ctx.reduction, mask is not None, grad_value, ctx.denom, pred.dtype)
+        go, k = _ops.loss_scale(ctx.reduction, mask is not None, grad_value, ctx.denom, pred.dtype)
         dir_, ctx.dir = ctx.dir, None  # used once: a retained graph's next backward recomputes
         gp, gt = _pointwise_grads(ctx.kind, ctx.reduction, pred, target, mask, weight, go, k, need_p, need_t, dir_)
         return None, None, gp, gt, None, None
@@ -282,17 +211,26 @@ def _pointwise(kind: str, fn: str, pred, target, mask, weight, reduction) -> Ten
     _check_reduction(reduction, fn)
     m = _factor(mask, "mask", pred, fn)
     w = _factor(weight, "weight", pred, fn)
-    if not pred.is_cpu or any(x is not None and x.requires_grad for x in (m, w)):
+    if any(x is not None and x.requires_grad for x in (m, w)) or _ops.functorch_active():
+        # gradients for the mask / weights, or torch.func: the differentiable reference
+        _ops.check_loss_factor(m, "mask", fn)
+        _ops.check_loss_factor(w, "weight", fn)
         return ref.pointwise_loss(kind, pred, target, m, w, reduction).to(pred.dtype)
+    want = torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad)
+    if not (pred.is_cpu and _ops.direct_ok()):  # other devices, compile, forced: the operator
+        return torch.ops.normreg.pointwise_loss(pred, target, m, w, kind, reduction, want, fn)[0]
+    # the direct path: the same checks and kernels as the operator's CPU implementation
+    _ops.check_loss_factor(m, "mask", fn)
+    _ops.check_loss_factor(w, "weight", fn)
     shape = pred.shape
     if m is not None:
         m = m.expand(shape).contiguous()
     if w is not None:
         w = w.expand(shape).contiguous()
     pred, target = pred.contiguous(), target.contiguous()
-    if torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad):
+    if want:
         return _PointwiseLoss.apply(kind, reduction, pred, target, m, w)
-    return _pointwise_value(kind, reduction, pred, target, m, w, False)[0]
+    return _ops.k_pointwise_value(kind, reduction, pred, target, m, w, False)[0]
 
 
 def l1_loss(
@@ -393,7 +331,7 @@ def _tv_value(kind: str, reduction: str, eps: float, images: Tensor) -> Tensor:
         return torch.tensor(per, dtype=torch.float64).to(images.dtype)
     total = sum(per)  # image order: deterministic
     return torch.tensor(
-        total if reduction == "sum" else _divide(total, float(images.numel())), dtype=images.dtype
+        total if reduction == "sum" else _ops.loss_divide(total, float(images.numel())), dtype=images.dtype
     )
 
 
@@ -423,7 +361,7 @@ class _TotalVariation(torch.autograd.Function):
         else:
             s = float(grad_value)
             if ctx.reduction == "mean":
-                s = _divide(s, float(images.numel()))
+                s = _ops.loss_divide(s, float(images.numel()))
             scale = [s] * n
         grad = torch.empty_like(images, memory_format=torch.contiguous_format)
         p, g = _ptrs(images, grad)
