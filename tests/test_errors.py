@@ -58,6 +58,14 @@ def test_bad_strength_types_and_elastic_net_args():
         normreg.GroupLasso(0.1, dim=1.0)
 
 
+@pytest.mark.parametrize("bad", [torch.tensor(1 + 2j), torch.tensor(True), torch.tensor(1.0, requires_grad=True), 1 + 2j])
+def test_complex_bool_and_grad_tensor_strengths_name_the_argument(bad):
+    with pytest.raises(TypeError, match="'l' must be a real number"):
+        normreg.L1(bad)
+    # a real one-element tensor is a strength like its value
+    assert normreg.L1(torch.tensor(0.25)).l == 0.25 and normreg.L1(torch.tensor(3)).l == 3.0
+
+
 def test_grad_with_other_shape_raises():
     # torch itself refuses p.grad of another shape; the bridge and the kernels check pairs too
     from normreg._bridge import paired, tensor_list

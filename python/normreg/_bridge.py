@@ -29,6 +29,7 @@ __all__ = [
     "checked_grads",
     "check_strength",
     "check_writable",
+    "check_overlap",
     "as_tensors",
     "group_layout",
     "memory_order",
@@ -204,7 +205,7 @@ def tensor_list(
     ptrs = list(map(Tensor.data_ptr, tensors))
     numels = list(map(Tensor.numel, tensors))
     if inplace:
-        _check_overlap(tensors, ptrs, numels, arg)
+        check_overlap(tensors, ptrs, numels, arg)
     return TensorList(tensors, ptrs, numels, dtypes, True, contiguous=all(map(Tensor.is_contiguous, tensors)))
 
 
@@ -243,7 +244,7 @@ def _dense(t: Tensor) -> bool:
     return True
 
 
-def _check_overlap(tensors: list[Tensor], ptrs: list[int], numels: list[int], arg: str) -> None:
+def check_overlap(tensors: list[Tensor], ptrs: list[int], numels: list[int], arg: str) -> None:
     """Refuse tensors whose memory ranges overlap (an in-place op would update them twice)."""
     spans = sorted(
         (p, p + n * t.element_size(), i) for i, (t, p, n) in enumerate(zip(tensors, ptrs, numels)) if n
@@ -437,6 +438,11 @@ def check_strength(value, arg: str) -> float:
     """A strength (penalty weight, step): a real number, finite and >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
+            if value.dtype.is_complex or value.dtype == torch.bool:
+                raise TypeError(
+                    f"'{arg}' must be a real number, got a {value.dtype} tensor; "
+                    "pass a float or a one-element floating or integer tensor"
+                )
             value = value.item()
         else:
             raise TypeError(f"'{arg}' must be a real number, got {type(value).__name__}")

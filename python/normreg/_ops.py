@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from . import _reference as ref
-from ._bridge import DTYPE_CODES, group_layout, paired, tensor_list
+from ._bridge import DTYPE_CODES, check_overlap, group_layout, paired, tensor_list
 from ._loader import _C
 
 __all__ = [
@@ -146,6 +146,11 @@ def value_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+def _no_overlap(tensors: Sequence[Tensor], arg: str = "params") -> None:
+    """The reference path refuses overlapping memory as the kernels' path does."""
+    check_overlap(list(tensors), [t.data_ptr() for t in tensors], [t.numel() for t in tensors], arg)
+
+
 def _counts(zeros, params: Sequence[Tensor]) -> Tensor:
     return torch.tensor(list(zeros), dtype=torch.int64, device=params[0].device)
 
@@ -184,12 +189,12 @@ def _ref_value(params, kind, s1, s2, dim) -> Tensor:
     return ref.penalty_value(kind, params, s1, s2)
 
 
-def _ref_grad(params, kind, s1, s2, dim) -> list[Tensor]:
+def _ref_grad(params, kind, s1, s2, dim, dtype=None) -> list[Tensor]:
     if kind == "l0":
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
     if kind == "group_lasso":
-        return ref.group_grad(params, dim, s1)
-    return ref.penalty_grad(kind, params, s1, s2)
+        return ref.group_grad(params, dim, s1, dtype=dtype)
+    return ref.penalty_grad(kind, params, s1, s2, dtype=dtype)
 
 
 @torch.library.custom_op("normreg::penalty_value", mutates_args=())
@@ -238,8 +243,9 @@ def penalty_grad(
         tl = tensor_list(params)
         kernel_grad(tl, paired(tl, outs, "grads"), kind, s1, s2, dim, float(scale), False)
         return outs
-    for o, g in zip(outs, _ref_grad(params, kind, s1, s2, dim)):
-        o.copy_(g * scale.detach().to(g.dtype))
+    acc = _acc_dtype(params)
+    for o, g in zip(outs, _ref_grad(params, kind, s1, s2, dim, dtype=acc)):
+        o.copy_(g * scale.detach().to(acc))  # scaled in the accumulation precision, rounded once
     return outs
 
 
@@ -259,8 +265,10 @@ def penalty_add_grad_(
         tl = tensor_list(params)
         gl = paired(tl, grads, "grads", inplace=True)
         return torch.scalar_tensor(kernel_grad(tl, gl, kind, s1, s2, dim, 1.0, True), dtype=dt)
-    for g, d in zip(grads, _ref_grad(params, kind, s1, s2, dim)):
-        g.add_(d.to(g.dtype))
+    _no_overlap(grads, "grads")
+    acc = _acc_dtype(params)
+    for g, d in zip(grads, _ref_grad(params, kind, s1, s2, dim, dtype=acc)):
+        g.copy_(g.to(acc) + d)  # added in the accumulation precision, rounded once as the kernels do
     return _ref_value(params, kind, s1, s2, dim).to(dt)
 
 
@@ -325,6 +333,7 @@ def _prox_shrink_op(
         tl = tensor_list(params, inplace=True)
         u = paired(tl, weights, "weights", inplace=False) if weights else None
         return _counts(_k_shrink(tl, u, t, c, nonneg), params)
+    _no_overlap(params)
     return _counts(ref.prox_shrink_(params, t, c, weights or None, nonneg), params)
 
 
@@ -333,6 +342,7 @@ def _prox_hard_op(params: list[Tensor], thr: list[float]) -> Tensor:
     """Exact L0 prox: 0 where ``|w| <= thr``, else ``w``."""
     if _kernels(params):
         return _counts(_k_hard(tensor_list(params, inplace=True), thr), params)
+    _no_overlap(params)
     return _counts(ref.prox_hard_(params, thr), params)
 
 
@@ -341,6 +351,7 @@ def _project_box_op(params: list[Tensor], lo: list[float], hi: list[float]) -> T
     """``clamp(w, lo, hi)``."""
     if _kernels(params):
         return _counts(_k_box(tensor_list(params, inplace=True), lo, hi), params)
+    _no_overlap(params)
     return _counts(ref.project_box_(params, lo, hi), params)
 
 
@@ -349,6 +360,7 @@ def _prox_l2_norm_op(params: list[Tensor], t: list[float], s: list[float], d: li
     """Prox of ``l1|w|_1 + (l2/2)|w|^2 + lg ||w||_2`` per tensor (t = τ l1, s = τ lg, d = 1/(1+τ l2))."""
     if _kernels(params):
         return _counts(_k_l2_norm(tensor_list(params, inplace=True), t, s, d), params)
+    _no_overlap(params)
     return _counts(ref.prox_l2_norm_(params, t, s, d), params)
 
 
@@ -357,6 +369,7 @@ def _prox_group_op(params: list[Tensor], dim: int, t: list[float], s: list[float
     """As ``prox_l2_norm_`` with one group per slice along ``dim`` (sparse group lasso)."""
     if _kernels(params):
         return _counts(_k_group(tensor_list(params, inplace=True), dim, t, s, d), params)
+    _no_overlap(params)
     return _counts(ref.prox_group_(params, dim, t, s, d), params)
 
 
@@ -365,6 +378,7 @@ def _prox_linf_op(params: list[Tensor], s: list[float]) -> Tensor:
     """Prox of ``s * max|w|`` per tensor: ``w - P_{L1 ball of radius s}(w)``."""
     if _kernels(params):
         return _counts(_k_linf(tensor_list(params, inplace=True), s), params)
+    _no_overlap(params)
     return _counts(ref.prox_linf_(params, s), params)
 
 
@@ -373,6 +387,7 @@ def _project_l2_ball_op(params: list[Tensor], radius: list[float]) -> Tensor:
     """``w min(1, r / ||w||)`` per tensor."""
     if _kernels(params):
         return _counts(_k_l2_ball(tensor_list(params, inplace=True), radius), params)
+    _no_overlap(params)
     return _counts(ref.project_l2_ball_(params, radius), params)
 
 
@@ -381,6 +396,7 @@ def _project_l1_ball_op(params: list[Tensor], radius: list[float]) -> Tensor:
     """Exact Euclidean projection onto ``{||w||_1 <= r}`` per tensor."""
     if _kernels(params):
         return _counts(_k_l1_ball(tensor_list(params, inplace=True), radius), params)
+    _no_overlap(params)
     return _counts(ref.project_l1_ball_(params, radius), params)
 
 

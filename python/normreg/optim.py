@@ -55,6 +55,7 @@ from torch import Tensor
 from . import _reference as ref
 from ._bridge import paired, tensor_list
 from ._loader import _C
+from .distributed import groups_have_dtensor as _groups_have_dtensor
 from .prox import ProxStats, _check_plan_params, _Plan, _plan, _run_plan
 
 __all__ = [
@@ -382,6 +383,10 @@ class _ProxOptimizer(torch.optim.Optimizer):
         Returns the closure's loss (like torch.optim). The zeros after the step are in
         ``self.last_stats`` (all penalized groups) and ``self.group_stats``.
         """
+        if _groups_have_dtensor(self.param_groups):  # DTensor params (FSDP2): normreg.distributed
+            from .distributed import dtensor_step
+
+            return dtensor_step(self, closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -37,6 +37,7 @@ from ._bridge import (
     tensor_list,
     trainable,
 )
+from .distributed import dtensor_args as _dtensor_args
 
 _requires_grad = operator.attrgetter("requires_grad")
 _dtype_of = operator.attrgetter("dtype")
@@ -202,6 +203,9 @@ class Penalty:
         Tensor
             0-dim, float64 if any param is float64 else float32.
         """
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_value(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params, direct=_ops.direct_ok())
@@ -221,6 +225,9 @@ class Penalty:
     def grad(self, params: Params) -> list[Tensor]:
         """The gradient of the penalty at ``params`` as new tensors (no autograd graph), each in
         its param's layout."""
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_grad(self, params)
         tl = tensor_list(params, direct=_ops.direct_ok())
         self._check_params(tl)
         if not tl.on_cpu:
@@ -240,6 +247,9 @@ class Penalty:
         params that received a gradient, as a Python float. With ``process_group``, the
         params are this rank's shards and the value is global (:mod:`normreg.distributed`).
         """
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_add_grad_(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_add_grad_(self, params, process_group)
         tl = trainable(tensor_list(params, requires_grad="all", direct=_ops.direct_ok()))
@@ -258,6 +268,9 @@ class Penalty:
 
         With ``process_group``, the params are this rank's shards and the step is that of the
         whole tensors (:mod:`normreg.distributed`)."""
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_prox_(self, params, step, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_prox_(self, params, step, process_group)
         from . import prox
@@ -485,6 +498,9 @@ class L0(Penalty):
         self.l *= f
 
     def value(self, params: Params, *, process_group=None) -> Tensor:
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_value(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_value(self, params, process_group)
         tl = tensor_list(params, direct=_ops.direct_ok())

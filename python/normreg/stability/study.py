@@ -1,0 +1,214 @@
+"""``normreg study stability``: does a norm penalty on D stabilize GAN training?
+
+Arms (each on the ring of 8 Gaussians, :mod:`normreg.stability.ring`, 5 seeds): no
+regularization; R1 with γ ∈ {0.1, 1, 10}; normreg.SquaredL2 on D's weights at three
+strengths; normreg.L1 and normreg.ElasticNet on D (all through ProxAdam's proximal step);
+spectral norm on D; R1 + SquaredL2; and SquaredL2 scaled by the adaptive controller
+(:class:`~normreg.stability.adaptive.AdaptiveLambda`, target 0.6).
+
+Runs are stored one JSON record each under ``OUT/points/`` (atomic writes, so an
+interrupted study resumes with ``resume=True``), two at a time in worker processes with one
+torch thread each. :func:`normreg.stability.report.write_report` writes ``report.md``,
+``results.csv`` and the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..study._io import atomic_write_text, to_jsonable
+
+__all__ = ["StabilityArm", "ARMS", "BASE", "SMOKE", "arm_names", "study_runs", "run_stability_study", "SEEDS"]
+
+
+@dataclass(frozen=True)
+class StabilityArm:
+    name: str
+    group: str
+    options: dict
+
+
+L2_STRENGTHS = (0.1, 1.0, 10.0)
+R1_GAMMAS = (0.1, 1.0, 10.0)
+L1_STRENGTH = 0.1
+SEEDS = 5
+
+ARMS: tuple[StabilityArm, ...] = (
+    StabilityArm("none", "none", {}),
+    *(StabilityArm(f"R1 γ={g:g}", "R1", {"r1_gamma": g}) for g in R1_GAMMAS),
+    *(StabilityArm(f"L2 λ={s:g}", "norm", {"d_penalty": "l2", "d_penalty_strength": s}) for s in L2_STRENGTHS),
+    StabilityArm(f"L1 prox λ={L1_STRENGTH:g}", "norm", {"d_penalty": "l1", "d_penalty_strength": L1_STRENGTH}),
+    # elastic net = the L1 arm's L1 part plus the middle L2 arm's squared-L2 part
+    StabilityArm("elastic net λ1=0.1, λ2=1", "norm",
+                 {"d_penalty": "elastic_net", "d_penalty_strength": 1.1, "l1_ratio": 1.0 / 11.0}),
+    StabilityArm("spectral norm", "SN", {"spectral_norm": True}),
+    StabilityArm("R1 γ=1 + L2 λ=1", "combined", {"r1_gamma": 1.0, "d_penalty": "l2", "d_penalty_strength": 1.0}),
+    StabilityArm("adaptive L2 (target 0.6)", "adaptive",
+                 {"d_penalty": "l2", "d_penalty_strength": 1.0, "adaptive_target": 0.6}),
+)
+
+STEPS = 2000
+BASE: dict[str, Any] = {
+    "steps": STEPS, "hidden": 64, "batch_size": 256, "eval_every": 100, "eval_samples": 2000,
+    "log_every": 50, "checkpoint_every": STEPS, "snapshots": (0, 250, 500, 1000, 2000), "snapshot_samples": 500,
+}
+SMOKE: dict[str, Any] = {
+    "steps": 6, "hidden": 16, "batch_size": 32, "eval_every": 3, "eval_samples": 200, "log_every": 2,
+    "checkpoint_every": 3, "snapshots": (0, 3, 6), "snapshot_samples": 50,
+}
+SMOKE_ARMS = ("none", "R1 γ=1", "L1 prox λ=0.1", "spectral norm", "adaptive L2 (target 0.6)")
+
+
+def arm_names() -> list[str]:
+    return [a.name for a in ARMS]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", name.replace("γ", "g").replace("λ", "l")).strip("_")
+
+
+def study_runs(mode: str = "full", arms=None, seeds: int | None = None) -> list[dict]:
+    """Every (arm, seed) of the study as ``{"key", "arm", "group", "seed", "config"}`` (configs validated)."""
+    from .ring import RingConfig
+
+    if mode not in ("full", "smoke"):
+        raise ValueError(f"'mode' must be 'full' or 'smoke', got {mode!r}")
+    known = {a.name: a for a in ARMS}
+    if arms is None:
+        chosen = [known[n] for n in SMOKE_ARMS] if mode == "smoke" else list(ARMS)
+    else:
+        if isinstance(arms, str):
+            arms = [arms]
+        bad = [a for a in arms if a not in known]
+        if bad:
+            raise ValueError(f"'arms': unknown arm(s) {', '.join(map(repr, bad))}; choose from {', '.join(map(repr, known))}")
+        chosen = [known[n] for n in arms]
+    n_seeds = (1 if mode == "smoke" else SEEDS) if seeds is None else seeds
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ValueError(f"'seeds' must be an int >= 1, got {seeds!r}")
+    base = {**BASE, **(SMOKE if mode == "smoke" else {})}
+    out = []
+    for seed in range(n_seeds):  # seed-major: an interrupted study has every arm at its first seeds
+        for arm in chosen:
+            cfg = RingConfig.from_dict({**base, **arm.options, "seed": seed})
+            out.append({"key": f"{_slug(arm.name)}_s{seed}", "arm": arm.name, "group": arm.group, "seed": seed,
+                        "config": cfg.to_dict()})
+    return out
+
+
+def _run_one(run: dict, out_dir: str, keep_runs: bool, threads: int) -> str:
+    import torch
+
+    from .ring import RingConfig, train_ring
+
+    torch.set_num_threads(threads)
+    run_dir = Path(out_dir) / "runs" / run["key"]
+    t0 = time.process_time()
+    summary = train_ring(RingConfig.from_dict(run["config"]), run_dir, overwrite=True)
+    summary["cpu_seconds"] = time.process_time() - t0
+    if run["seed"] != 0:
+        summary.pop("snapshots", None)  # scatter grids show seed 0; keep the records small
+    record = {**{k: run[k] for k in ("key", "arm", "group", "seed", "config")}, "summary": summary}
+    atomic_write_text(Path(out_dir) / "points" / f"{run['key']}.json", json.dumps(to_jsonable(record)) + "\n")
+    if not keep_runs:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return run["key"]
+
+
+def load_records(out_dir: str | os.PathLike) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(out_dir, "points").glob("*.json"))]
+
+
+def run_stability_study(
+    out_dir: str | os.PathLike,
+    *,
+    mode: str = "full",
+    arms=None,
+    seeds: int | None = None,
+    jobs: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    keep_runs: bool = False,
+    progress: bool = True,
+    report: bool = True,
+) -> Path:
+    """Run the study into ``out_dir`` (``points/``, then ``report.md``); returns the report's path."""
+    if resume and overwrite:
+        raise ValueError("'resume' and 'overwrite' exclude each other")
+    if jobs is None:
+        jobs = min(2, os.cpu_count() or 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"'jobs' must be an int >= 1, got {jobs!r}")
+    runs = study_runs(mode, arms, seeds)
+    out = Path(out_dir)
+    manifest = out / "study.json"
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not resume:
+            raise ValueError(
+                f"'out_dir' {os.fspath(out)!r} is not empty; pass resume=True (--resume) to continue it "
+                "or overwrite=True (--overwrite) to start again"
+            )
+        elif manifest.is_file():
+            prev = json.loads(manifest.read_text())
+            if prev.get("study") != "stability" or prev.get("mode") != mode:
+                raise ValueError(f"'out_dir' holds study {prev.get('study')!r} in mode {prev.get('mode')!r}; pick another folder")
+    (out / "points").mkdir(parents=True, exist_ok=True)
+    prev_elapsed = json.loads(manifest.read_text()).get("elapsed_s", 0.0) if manifest.is_file() else 0.0
+    todo = [r for r in runs if not (out / "points" / f"{r['key']}.json").is_file()]
+    t0 = time.perf_counter()
+
+    def save_manifest() -> None:
+        atomic_write_text(manifest, json.dumps({"study": "stability", "mode": mode, "jobs": jobs,
+                                                "elapsed_s": prev_elapsed + time.perf_counter() - t0}, indent=1))
+
+    save_manifest()
+    done = len(runs) - len(todo)
+    try:
+        if jobs == 1:
+            for r in todo:
+                _run_one(r, os.fspath(out), keep_runs, 1)
+                done += 1
+                if progress:
+                    print(f"[{done}/{len(runs)}] {r['key']}", file=sys.stderr, flush=True)
+                save_manifest()
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as ex:
+                futs = [ex.submit(_run_one, r, os.fspath(out), keep_runs, 1) for r in todo]
+                for f in as_completed(futs):
+                    key = f.result()
+                    done += 1
+                    if progress:
+                        print(f"[{done}/{len(runs)}] {key} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+                    save_manifest()
+    finally:
+        save_manifest()
+    if not report:
+        return out / "report.md"
+    from .report import write_report
+
+    return write_report(out, mode=mode)
+
+
+def run_cli(args) -> int:
+    """``normreg study stability`` (called from normreg.study.cli with its parsed arguments)."""
+    try:
+        path = run_stability_study(
+            args.out or "study-stability", mode="smoke" if args.smoke else "full", jobs=args.jobs,
+            resume=args.resume, overwrite=args.overwrite, keep_runs=args.keep_runs, progress=not args.quiet,
+        )
+    except (ValueError, TypeError) as exc:
+        print(f"normreg: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
