@@ -58,7 +58,7 @@ void bind_image(py::module_& m) {
     m.def(
         "pointwise_loss_value",
         [](const std::string& kind, std::uintptr_t pred, std::uintptr_t target, std::uintptr_t mask, std::uintptr_t weight,
-           std::uintptr_t out, std::int64_t numel, int dtype) {
+           std::uintptr_t out, std::uintptr_t dir, std::int64_t numel, int dtype, double dir_scale) {
             const char* op = "pointwise_loss_value";
             const auto k = parse_point_loss(op, kind);
             const auto dt = parse_dtype(op, dtype);
@@ -69,20 +69,40 @@ void bind_image(py::module_& m) {
             kernels::LossSums s;
             {
                 py::gil_scoped_release nogil;
-                s = engine::pointwise_loss_value(k, a, as_ptr(out));
+                s = engine::pointwise_loss_value(k, a, as_ptr(out), as_ptr(dir), dir_scale);
             }
             return py::make_tuple(s.value, s.mask);
         },
-        py::arg("kind"), py::arg("pred"), py::arg("target"), py::arg("mask"), py::arg("weight"), py::arg("out"), py::arg("numel"),
-        py::arg("dtype"),
+        py::arg("kind"), py::arg("pred"), py::arg("target"), py::arg("mask"), py::arg("weight"), py::arg("out"), py::arg("dir"),
+        py::arg("numel"), py::arg("dtype"), py::arg("dir_scale"),
         "(sum of [mask] [weight] loss(pred - target), sum of mask) in float64, one pass; writes the elementwise loss "
-        "to out unless out is 0.");
+        "to out unless out is 0, and the gradient for an incoming gradient of 1, c * [mask] [weight] dloss with "
+        "c = dir_scale (l1) or 2 * dir_scale (mse), to dir (float32; float64 for float64) unless dir is 0.");
+
+    m.def(
+        "pointwise_loss_grad_scale",
+        [](std::uintptr_t dir, std::uintptr_t grad_out, std::uintptr_t grad_pred, std::uintptr_t grad_target, std::int64_t numel,
+           int dtype, double scale) {
+            const char* op = "pointwise_loss_grad_scale";
+            const auto dt = parse_dtype(op, dtype);
+            if (numel < 0) throw py::value_error(std::string(op) + ": 'numel' must be >= 0");
+            require_ptr(op, "dir", dir, numel);
+            if (numel > 0 && grad_pred == 0 && grad_target == 0)
+                throw py::value_error(std::string(op) + ": give 'grad_pred', 'grad_target' or both");
+            py::gil_scoped_release nogil;
+            engine::pointwise_loss_grad_scale(as_ptr(dir), as_ptr(grad_out), as_ptr(grad_pred), as_ptr(grad_target), numel, dt,
+                                              scale);
+        },
+        py::arg("dir"), py::arg("grad_out"), py::arg("grad_pred"), py::arg("grad_target"), py::arg("numel"),
+        py::arg("dtype"), py::arg("scale"),
+        "grad_pred = (dir * scale) * [grad_out] from the forward's dir; grad_target = -grad_pred; each unless 0. "
+        "grad_pred may be dir itself (float32, float64). One pass.");
 
     m.def(
         "pointwise_loss_grad",
         [](const std::string& kind, std::uintptr_t pred, std::uintptr_t target, std::uintptr_t mask, std::uintptr_t weight,
            std::uintptr_t grad_out, std::uintptr_t grad_pred, std::uintptr_t grad_target, std::int64_t numel, int dtype,
-           double scale) {
+           double dir_scale, double scale) {
             const char* op = "pointwise_loss_grad";
             const auto k = parse_point_loss(op, kind);
             const auto dt = parse_dtype(op, dtype);
@@ -92,11 +112,14 @@ void bind_image(py::module_& m) {
             require_ptr(op, "grad_pred", grad_pred, numel);
             const engine::PointwiseArgs a{as_ptr(pred), as_ptr(target), as_ptr(mask), as_ptr(weight), numel, dt};
             py::gil_scoped_release nogil;
-            engine::pointwise_loss_grad(k, a, as_ptr(grad_out), as_ptr(grad_pred), as_ptr(grad_target), scale);
+            engine::pointwise_loss_grad(k, a, as_ptr(grad_out), as_ptr(grad_pred), as_ptr(grad_target), dir_scale, scale);
         },
         py::arg("kind"), py::arg("pred"), py::arg("target"), py::arg("mask"), py::arg("weight"), py::arg("grad_out"),
-        py::arg("grad_pred"), py::arg("grad_target"), py::arg("numel"), py::arg("dtype"), py::arg("scale"),
-        "grad_pred = scale * dloss * [mask] [weight] [grad_out]; grad_target = -grad_pred unless 0. One pass.");
+        py::arg("grad_pred"), py::arg("grad_target"), py::arg("numel"), py::arg("dtype"), py::arg("dir_scale"),
+        py::arg("scale"),
+        "grad_pred = ((c * dloss * [mask] [weight]) * scale) * [grad_out], c = dir_scale (l1) or 2 * dir_scale (mse), "
+        "recomputed from pred and target as the forward's dir then pointwise_loss_grad_scale; grad_target = "
+        "-grad_pred unless 0. One pass.");
 
     m.def(
         "tv_value",

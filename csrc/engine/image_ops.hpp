@@ -42,32 +42,38 @@ struct PointwiseArgs {
 };
 
 // Sum of [m] [w] loss(pred - target) and sum of m; writes the elementwise loss to `out`
-// (reduction "none") when out is not null.
-inline kernels::LossSums pointwise_loss_value(PointLoss kind, const PointwiseArgs& a, void* out) {
+// (reduction "none") when out is not null, and the gradient for an incoming gradient of 1,
+// grad_factor(dir_scale) * [m] [w] dloss, to `dir` (in the compute type: float for
+// float32/bf16/f16, double for float64) when dir is not null.
+inline kernels::LossSums pointwise_loss_value(PointLoss kind, const PointwiseArgs& a, void* out, void* dir, double dir_scale) {
     const TensorList one{TensorRef{const_cast<void*>(a.pred), a.numel, a.dtype}};
     const auto plan = plan_chunks(one);
     if (plan.empty()) return kernels::LossSums{};
     return dispatch(a.dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
+        using C = compute_t<T>;
         const T* p = static_cast<const T*>(a.pred);
         const T* t = static_cast<const T*>(a.target);
         const T* m = static_cast<const T*>(a.mask);
         const T* w = static_cast<const T*>(a.weight);
         T* o = static_cast<T*>(out);
+        C* u = static_cast<C*>(dir);
         return with_point_loss(kind, [&](auto K) {
             return with_flag(m != nullptr, [&](auto M) {
                 return with_flag(w != nullptr, [&](auto W) {
                     return with_flag(o != nullptr, [&](auto O) {
-                        auto r = reduce_per_tensor(
-                            plan, 1, kernels::LossSums{},
-                            [&](const Chunk& c) {
-                                return kernels::pointwise_value<T, decltype(K)::value, decltype(M)::value, decltype(W)::value,
-                                                                decltype(O)::value>(p + c.begin, t + c.begin, m + (M ? c.begin : 0),
-                                                                                    w + (W ? c.begin : 0), o + (O ? c.begin : 0),
-                                                                                    c.end - c.begin);
-                            },
-                            [](kernels::LossSums x, kernels::LossSums y) { return x + y; });
-                        return r[0];
+                        return with_flag(u != nullptr, [&](auto D) {
+                            auto r = reduce_per_tensor(
+                                plan, 1, kernels::LossSums{},
+                                [&](const Chunk& c) {
+                                    const std::int64_t b = c.begin;
+                                    return kernels::pointwise_value<T, decltype(K)::value, decltype(M)::value, decltype(W)::value,
+                                                                    decltype(O)::value, decltype(D)::value>(
+                                        p + b, t + b, m + (M ? b : 0), w + (W ? b : 0), o + (O ? b : 0), u + (D ? b : 0), c.end - b, dir_scale);
+                                },
+                                [](kernels::LossSums x, kernels::LossSums y) { return x + y; });
+                            return r[0];
+                        });
                     });
                 });
             });
@@ -75,9 +81,10 @@ inline kernels::LossSums pointwise_loss_value(PointLoss kind, const PointwiseArg
     });
 }
 
-// grad_pred = scale * dloss * [m] [w] [grad_out]; grad_target = -grad_pred when not null.
+// grad_pred = (grad_factor(dir_scale) * dloss * [m] [w]) * scale * [grad_out], as the forward's
+// dir followed by pointwise_loss_grad_scale; grad_target = -grad_pred when not null.
 inline void pointwise_loss_grad(PointLoss kind, const PointwiseArgs& a, const void* grad_out, void* grad_pred, void* grad_target,
-                                double scale) {
+                                double dir_scale, double scale) {
     const TensorList one{TensorRef{const_cast<void*>(a.pred), a.numel, a.dtype}};
     const auto plan = plan_chunks(one);
     if (plan.empty()) return;
@@ -100,9 +107,38 @@ inline void pointwise_loss_grad(PointLoss kind, const PointwiseArgs& a, const vo
                                 kernels::pointwise_grad<T, decltype(K)::value, decltype(M)::value, decltype(W)::value,
                                                         decltype(G)::value, decltype(GT)::value>(
                                     p + b, t + b, m + (M ? b : 0), w + (W ? b : 0), go + (G ? b : 0), gp + b, gt + (GT ? b : 0),
-                                    c.end - b, scale);
+                                    c.end - b, dir_scale, scale);
                             });
                         });
+                    });
+                });
+            });
+        });
+    });
+}
+
+// grad_pred = (dir * scale) * [grad_out] and grad_target = minus that, each when not null, from
+// the gradient pointwise_loss_value wrote to dir (compute type). grad_pred may be dir itself
+// when the dtype is float32 or float64 (in place).
+inline void pointwise_loss_grad_scale(const void* dir, const void* grad_out, void* grad_pred, void* grad_target, std::int64_t numel,
+                                      DType dtype, double scale) {
+    const TensorList one{TensorRef{const_cast<void*>(dir), numel, dtype}};
+    const auto plan = plan_chunks(one);
+    if (plan.empty()) return;
+    dispatch(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        using C = compute_t<T>;
+        const C* u = static_cast<const C*>(dir);
+        const T* go = static_cast<const T*>(grad_out);
+        T* gp = static_cast<T*>(grad_pred);
+        T* gt = static_cast<T*>(grad_target);
+        with_flag(go != nullptr, [&](auto G) {
+            with_flag(gp != nullptr, [&](auto GP) {
+                with_flag(gt != nullptr, [&](auto GT) {
+                    for_each_chunk(plan, [&](const Chunk& c) {
+                        const std::int64_t b = c.begin;
+                        kernels::pointwise_grad_scale<T, decltype(G)::value, decltype(GP)::value, decltype(GT)::value>(
+                            u + b, go + (G ? b : 0), gp + (GP ? b : 0), gt + (GT ? b : 0), c.end - b, scale);
                     });
                 });
             });

@@ -26,50 +26,94 @@ struct LossSums {
 
 inline LossSums operator+(LossSums a, LossSums b) noexcept { return LossSums{a.value + b.value, a.mask + b.mask}; }
 
+// The factor of a gradient: scale (L1) or 2 * scale (MSE, d(d^2) = 2d), in C.
+template <class C, PointLoss K>
+inline C grad_factor(double scale) noexcept {
+    return static_cast<C>(K == PointLoss::L1 ? scale : 2.0 * scale);
+}
+
 // e_i = [m_i] [w_i] loss(p_i - t_i), loss = |d| or d^2, computed in the compute type of T
 // without materializing p - t. Returns sum e_i and sum m_i (double); writes e_i to out when Out.
-template <class T, PointLoss K, bool Mask, bool Weight, bool Out>
+// When Dir, the same pass also writes the gradient for an incoming gradient of 1, in C:
+//   u_i = c1 * ((dloss(d_i) * [m_i]) * [w_i]),  dloss = sign(d) (L1; 0 at 0, NaN stays NaN)
+//   or d (MSE), c1 = grad_factor(dir_scale) (dir_scale: 1/numel for an unmasked mean, else 1),
+// so a backward with incoming gradient k needs at most one scaling pass (pointwise_grad_scale).
+template <class T, PointLoss K, bool Mask, bool Weight, bool Out, bool Dir>
 NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
-                                T* __restrict out, std::int64_t n) noexcept {
+                                T* __restrict out, compute_t<T>* __restrict u, std::int64_t n, double dir_scale) noexcept {
     using C = compute_t<T>;
+    const C c1 = grad_factor<C, K>(dir_scale);
     double s = 0.0, sm = 0.0;
 #pragma omp simd reduction(+ : s, sm)
     for (std::int64_t i = 0; i < n; ++i) {
         const C d = load<T>(p[i]) - load<T>(t[i]);
-        C e;
-        if constexpr (K == PointLoss::L1) e = std::fabs(d);  // branch-free; NaN stays NaN
-        else e = d * d;
+        C e, g;
+        if constexpr (K == PointLoss::L1) {
+            e = std::fabs(d);  // branch-free; NaN stays NaN
+            g = sign_nan(d);
+        } else {
+            e = d * d;
+            g = d;
+        }
         if constexpr (Mask) {
             const C mv = load<T>(m[i]);
             e = mv * e;
+            g = g * mv;
             sm += static_cast<double>(mv);
         }
-        if constexpr (Weight) e = load<T>(w[i]) * e;
+        if constexpr (Weight) {
+            const C wv = load<T>(w[i]);
+            e = wv * e;
+            g = g * wv;
+        }
         if constexpr (Out) out[i] = store<T>(e);
+        if constexpr (Dir) u[i] = c1 * g;
         s += static_cast<double>(e);
     }
     return LossSums{s, sm};
 }
 
-// Gradient w.r.t. p of scale * sum_i [go_i] [m_i] [w_i] loss(p_i - t_i):
-//   gp_i = c * dloss_i * [m_i] * [w_i] * [go_i],  c = scale (L1, dloss = sign(d), 0 at 0)
-//                                                 or 2 * scale (MSE, dloss = d);
-// gt_i = -gp_i when GTarget (the gradient w.r.t. t). One pass, nothing else is written.
+// Gradient w.r.t. p of k * sum_i [go_i] [m_i] [w_i] loss(p_i - t_i), recomputed from p and t:
+//   gp_i = ((c1 * u_i) * k) * [go_i],  u_i = (dloss(d_i) * [m_i]) * [w_i],
+//   c1 = grad_factor(dir_scale), k = (C) scale;
+// gt_i = -gp_i when GTarget (the gradient w.r.t. t). One pass, nothing else is written. The
+// operations and their order are those of pointwise_value (Dir) followed by
+// pointwise_grad_scale, so both ways to a gradient are bitwise equal (x * 1 is exact).
 template <class T, PointLoss K, bool Mask, bool Weight, bool GOut, bool GTarget>
 NORMREG_KERNEL void pointwise_grad(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
-                           const T* __restrict go, T* __restrict gp, T* __restrict gt, std::int64_t n, double scale) noexcept {
+                           const T* __restrict go, T* __restrict gp, T* __restrict gt, std::int64_t n, double dir_scale,
+                           double scale) noexcept {
     using C = compute_t<T>;
-    const C c = static_cast<C>(K == PointLoss::L1 ? scale : 2.0 * scale);
+    const C c1 = grad_factor<C, K>(dir_scale);
+    const C k = static_cast<C>(scale);
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
         const C d = load<T>(p[i]) - load<T>(t[i]);
-        C g;
-        if constexpr (K == PointLoss::L1) g = c * sign_nan(d);
-        else g = c * d;
-        if constexpr (Mask) g = g * load<T>(m[i]);
-        if constexpr (Weight) g = g * load<T>(w[i]);
+        C u;
+        if constexpr (K == PointLoss::L1) u = sign_nan(d);
+        else u = d;
+        if constexpr (Mask) u = u * load<T>(m[i]);
+        if constexpr (Weight) u = u * load<T>(w[i]);
+        C g = (c1 * u) * k;
         if constexpr (GOut) g = g * load<T>(go[i]);
         gp[i] = store<T>(g);
+        if constexpr (GTarget) gt[i] = store<T>(-g);
+    }
+}
+
+// The backward from the forward's gradient u (compute type): gp_i = (u_i * k) * [go_i] when
+// GPred, gt_i = minus that when GTarget; k = (C) scale. gp may be u itself (T == C, in place:
+// each element is read before it is written, so u and gp are not restrict).
+template <class T, bool GOut, bool GPred, bool GTarget>
+NORMREG_KERNEL void pointwise_grad_scale(const compute_t<T>* u, const T* __restrict go, T* gp, T* __restrict gt, std::int64_t n,
+                                 double scale) noexcept {
+    using C = compute_t<T>;
+    const C k = static_cast<C>(scale);
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+        C g = u[i] * k;
+        if constexpr (GOut) g = g * load<T>(go[i]);
+        if constexpr (GPred) gp[i] = store<T>(g);
         if constexpr (GTarget) gt[i] = store<T>(-g);
     }
 }

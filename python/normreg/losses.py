@@ -10,10 +10,16 @@ The sum form is ``reduction="sum"``; the usual pix2pix ``lambda = 100`` refers t
 ``reduction="mean"`` (the default, as in ``torch.nn.functional.l1_loss``). The two differ by
 a factor of ``pred.numel()``: ``lambda`` with "sum" equals ``lambda * numel`` with "mean".
 
-CPU tensors go through the fused C++ kernels (one pass for the value, one for the
-gradient, nothing materialized in between); tensors on other devices, and masks or weights
-that require grad, go through the pure-torch reference (:mod:`normreg._reference`) with the
-same semantics.
+CPU tensors go through the fused C++ kernels: when ``pred`` (or ``target``) requires grad,
+the one forward pass over pred and target also writes the derivative of each element, and
+the backward only scales it by the incoming gradient; nothing else is materialized.
+Tensors on other devices, and masks or weights that require grad, go through the pure-torch
+reference (:mod:`normreg._reference`) with the same semantics.
+
+Options after the inputs are keyword-only (``l1_loss(p, t, reduction="sum")``). Mixed input
+dtypes are promoted as torch promotes them, and under ``torch.autocast`` ``l1_loss`` and
+``mse_loss`` follow torch's policy for ``F.l1_loss`` / ``F.mse_loss`` (float32 list):
+computed and returned in float32 (float64 stays float64).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import math
 import torch
 from torch import Tensor
 
+from . import _ops
 from . import _reference as ref
 from ._bridge import DTYPE_CODES, tensor_list
 from ._loader import _C
@@ -55,6 +62,7 @@ def _check_reduction(reduction, fn: str) -> None:
 
 
 def _check_pair(pred, target, fn: str) -> None:
+    """Same dtype, device and shape (SSIM): no promotion."""
     _check_tensor(pred, "pred", fn)
     _check_tensor(target, "target", fn)
     _check_float(pred, "pred", fn)
@@ -63,6 +71,10 @@ def _check_pair(pred, target, fn: str) -> None:
             f"{fn}: 'target' has dtype {target.dtype} but 'pred' has {pred.dtype}; "
             "they must match (convert with target.to(pred.dtype))"
         )
+    _check_device_shape(pred, target, fn)
+
+
+def _check_device_shape(pred: Tensor, target: Tensor, fn: str) -> None:
     if target.device != pred.device:
         raise ValueError(
             f"{fn}: 'target' is on {target.device} but 'pred' is on {pred.device}; "
@@ -75,8 +87,35 @@ def _check_pair(pred, target, fn: str) -> None:
         )
 
 
+def _autocast_on(device_type: str) -> bool:
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
+def _loss_dtype(pred: Tensor, target: Tensor) -> torch.dtype:
+    """The dtype ``F.l1_loss`` / ``F.mse_loss`` compute in: the promoted input dtype; under
+    autocast torch's float32 policy for these ops (every input that is not float64 is cast to
+    float32, so the result is float32, or float64 when an input is float64)."""
+    dtype = torch.promote_types(pred.dtype, target.dtype)
+    if dtype != torch.float64 and _autocast_on(pred.device.type):
+        return torch.float32
+    return dtype
+
+
+def _loss_inputs(pred, target, fn: str) -> tuple[Tensor, Tensor]:
+    """Checked ``(pred, target)`` in the dtype the loss is computed and returned in."""
+    _check_tensor(pred, "pred", fn)
+    _check_tensor(target, "target", fn)
+    _check_float(pred, "pred", fn)
+    _check_float(target, "target", fn)
+    _check_device_shape(pred, target, fn)
+    dtype = _loss_dtype(pred, target)
+    return pred.to(dtype), target.to(dtype)  # differentiable casts; no copy when the dtype is right
+
+
 def _factor(x, arg: str, pred: Tensor, fn: str) -> Tensor | None:
-    """A mask or weight: a bool or float tensor on pred's device that broadcasts to pred."""
+    """A mask or weight: a bool or float tensor on pred's device that broadcasts to pred,
+    converted to pred's dtype (its values are checked where the loss is computed:
+    :func:`normreg._ops.check_loss_factor`)."""
     if x is None:
         return None
     _check_tensor(x, arg, fn)
@@ -108,54 +147,49 @@ def _ptrs(*tensors: Tensor | None) -> list[int]:
 # ---- pointwise reconstruction losses --------------------------------------------------------
 
 
-def _divide(total: float, denom: float) -> float:
-    """``total / denom`` with a float64 tensor's semantics: x/0 = +-inf, 0/0 = NaN."""
-    if denom != 0:
-        return total / denom
-    if total != total or total == 0:
-        return math.nan
-    return math.copysign(math.inf, total) * math.copysign(1.0, denom)
+def _pointwise_grads(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, go, k: float,
+                     need_p: bool, need_t: bool, dir_: Tensor | None):
+    """``(grad_pred, grad_target)`` = ``(dir * k) * [go]`` and its negative, in one pass.
 
-
-class _Denominator:
-    """Filled by the forward with the "mean" denominator; read by setup_context."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 1.0
-
-
-def _pointwise_value(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, box) -> Tensor:
-    """One kernel pass: the reduced value (0-dim, pred's dtype) or the elementwise loss."""
-    out = torch.empty_like(pred, memory_format=torch.contiguous_format) if reduction == "none" else None
-    p, t, m, w, o = _ptrs(pred, target, mask, weight, out)
-    total, msum = _C.pointwise_loss_value(kind, p, t, m, w, o, pred.numel(), DTYPE_CODES[pred.dtype])
-    denom = msum if mask is not None else float(pred.numel())
-    if box is not None:
-        box.value = denom
-    if out is not None:
-        return out
-    return torch.tensor(total if reduction == "sum" else _divide(total, denom), dtype=pred.dtype)
+    With the forward's ``dir`` the pass reads only dir (and go); when dir has pred's dtype it
+    is grad_pred itself, scaled in place, or returned as it is when ``k == 1`` and there is
+    no ``go`` (dir is used once). Without it, the pass recomputes dir from pred and target
+    with the same operations in the same order: the results are bitwise equal.
+    """
+    gt = torch.empty_like(target) if need_t else None
+    if dir_ is None:
+        gp = torch.empty_like(pred) if need_p else None
+        _ops.k_pointwise_grad(kind, reduction, pred, target, mask, weight, go, k, gp, gt)
+        return gp, gt
+    if dir_.dtype == pred.dtype:  # float32 / float64: the gradient is dir, scaled in place
+        gp = dir_ if need_p else None
+        write = gp if (k != 1.0 or go is not None) else None
+    else:  # bf16 / f16: dir is float32, rounded once into a new tensor of pred's dtype
+        gp = write = torch.empty_like(pred) if need_p else None
+    if write is not None or gt is not None:
+        _ops.k_pointwise_grad_scale(dir_, go, k, write, gt, pred)
+    return gp, gt
 
 
 class _PointwiseLoss(torch.autograd.Function):
     """Reduced (or elementwise) ``[m] [w] loss(pred - target)`` through the fused kernels.
 
-    The last input, a :class:`_Denominator`, carries the "mean" denominator (the mask's sum)
-    from the forward to the backward. Double backward (``create_graph=True``) goes through
-    the differentiable reference.
+    The forward writes the gradient for an incoming gradient of 1 in its one pass over pred
+    and target (``ctx.dir``); the first backward returns it as it is (incoming gradient 1,
+    float32/float64) or scales it in one pass. A second backward of a retained graph
+    recomputes it from the saved pred and target, bitwise equal. Double backward
+    (``create_graph=True``) goes through the differentiable reference.
+
+    (A forward that takes ``ctx`` costs a fifth of the setup_context form per call; this
+    Function is only the eager path, torch.func and compile do not reach it.)
     """
 
     @staticmethod
-    def forward(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, box):  # type: ignore[override]
-        return _pointwise_value(kind, reduction, pred, target, mask, weight, box)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        kind, reduction, pred, target, mask, weight, box = inputs
-        ctx.kind, ctx.reduction, ctx.denom = kind, reduction, box.value
+    def forward(ctx, kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight):  # type: ignore[override]
+        value, ctx.dir, ctx.denom = _ops.k_pointwise_value(kind, reduction, pred, target, mask, weight, True)
+        ctx.kind, ctx.reduction = kind, reduction
         ctx.save_for_backward(pred, target, mask, weight)
+        return value
 
     @staticmethod
     def backward(ctx, grad_value: Tensor):  # type: ignore[override]
@@ -165,54 +199,44 @@ class _PointwiseLoss(torch.autograd.Function):
             inputs = [x for x, n in ((pred, need_p), (target, need_t)) if n]
             value = ref.pointwise_loss(ctx.kind, pred, target, mask, weight, ctx.reduction).to(pred.dtype)
             grads = iter(torch.autograd.grad(value, inputs, grad_value, create_graph=True))
-            return (
-                None,
-                None,
-                next(grads) if need_p else None,
-                next(grads) if need_t else None,
-                None,
-                None,
-                None,
-            )
-        go = None
-        if ctx.reduction == "none":
-            go, scale = grad_value.to(pred.dtype).contiguous(), 1.0
-        else:
-            scale = float(grad_value)
-            if ctx.reduction == "mean":
-                scale = _divide(scale, ctx.denom)
-        gp = torch.empty_like(pred) if need_p else None
-        gt = torch.empty_like(target) if need_t else None
-        if gp is None:  # only the target: its gradient is the negative, written directly
-            gp, gt, scale = gt, None, -scale
-        p, t, m, w, g, pg, tg = _ptrs(pred, target, mask, weight, go, gp, gt)
-        _C.pointwise_loss_grad(ctx.kind, p, t, m, w, g, pg, tg, pred.numel(), DTYPE_CODES[pred.dtype], scale)
-        if not need_p:
-            return None, None, None, gp, None, None, None
-        return None, None, gp, gt, None, None, None
+            return None, None, next(grads) if need_p else None, next(grads) if need_t else None, None, None
+        go, k = _ops.loss_scale(ctx.reduction, mask is not None, grad_value, ctx.denom, pred.dtype)
+        dir_, ctx.dir = ctx.dir, None  # used once: a retained graph's next backward recomputes
+        gp, gt = _pointwise_grads(ctx.kind, ctx.reduction, pred, target, mask, weight, go, k, need_p, need_t, dir_)
+        return None, None, gp, gt, None, None
 
 
 def _pointwise(kind: str, fn: str, pred, target, mask, weight, reduction) -> Tensor:
-    _check_pair(pred, target, fn)
+    pred, target = _loss_inputs(pred, target, fn)
     _check_reduction(reduction, fn)
     m = _factor(mask, "mask", pred, fn)
     w = _factor(weight, "weight", pred, fn)
-    if not pred.is_cpu or any(x is not None and x.requires_grad for x in (m, w)):
+    if any(x is not None and x.requires_grad for x in (m, w)) or _ops.functorch_active():
+        # gradients for the mask / weights, or torch.func: the differentiable reference
+        _ops.check_loss_factor(m, "mask", fn)
+        _ops.check_loss_factor(w, "weight", fn)
         return ref.pointwise_loss(kind, pred, target, m, w, reduction).to(pred.dtype)
+    want = torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad)
+    if not (pred.is_cpu and _ops.direct_ok()):  # other devices, compile, forced: the operator
+        return torch.ops.normreg.pointwise_loss(pred, target, m, w, kind, reduction, want, fn)[0]
+    # the direct path: the same checks and kernels as the operator's CPU implementation
+    _ops.check_loss_factor(m, "mask", fn)
+    _ops.check_loss_factor(w, "weight", fn)
     shape = pred.shape
     if m is not None:
         m = m.expand(shape).contiguous()
     if w is not None:
         w = w.expand(shape).contiguous()
     pred, target = pred.contiguous(), target.contiguous()
-    if torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad):
-        return _PointwiseLoss.apply(kind, reduction, pred, target, m, w, _Denominator())
-    return _pointwise_value(kind, reduction, pred, target, m, w, None)
+    if want:
+        return _PointwiseLoss.apply(kind, reduction, pred, target, m, w)
+    return _ops.k_pointwise_value(kind, reduction, pred, target, m, w, False)[0]
 
 
 def l1_loss(
     pred: Tensor,
     target: Tensor,
+    *,
     mask: Tensor | None = None,
     weight: Tensor | None = None,
     reduction: str = "mean",
@@ -220,21 +244,26 @@ def l1_loss(
     """L1 reconstruction loss ``[mask] [weight] |pred - target|``, fused.
 
     Same values and gradients as :func:`torch.nn.functional.l1_loss` (subgradient 0 where
-    ``pred == target``), computed in one pass that never materializes ``pred - target``;
-    the backward pass writes the gradient (and the target's, its negative, if the target
-    requires grad) in one pass.
+    ``pred == target``), computed in one pass that never materializes ``pred - target``.
+    When pred (or target) requires grad, that pass also writes the derivative, and the
+    backward only scales it (and writes the target's gradient, its negative, if the target
+    requires grad).
 
     Parameters
     ----------
     pred, target : Tensor
-        Same shape, dtype (float32, float64, bfloat16, float16) and device.
-    mask : Tensor, optional
+        Same shape and device; float32, float64, bfloat16 or float16. Different dtypes are
+        promoted as torch promotes them (bf16 with float32 computes in float32). Under
+        ``torch.autocast`` torch's float32 policy for ``F.l1_loss`` applies: computed and
+        returned in float32 (float64 when an input is float64).
+    mask : Tensor, optional, keyword-only
         Bool or float, broadcastable to ``pred`` (e.g. ``(N, 1, H, W)`` for an NCHW batch).
         Only elements where it is nonzero count (inpainting: the hidden region); a float
-        mask weights the elements. Converted to ``pred.dtype``.
-    weight : Tensor, optional
-        Per-element weights broadcastable to ``pred``; converted to ``pred.dtype``.
-    reduction : {"mean", "sum", "none"}
+        mask weights the elements. Finite and >= 0; converted to the computation dtype.
+    weight : Tensor, optional, keyword-only
+        Per-element weights broadcastable to ``pred``, finite and >= 0 (else ValueError);
+        converted to the computation dtype.
+    reduction : {"mean", "sum", "none"}, keyword-only
         "sum": ``sum [m] [w] |pred - target|`` -- the sources' ``lambda * sum |G(x) - y|``
         is ``lam * l1_loss(fake, real, reduction="sum")``. "mean" (default): that sum
         divided by ``mask.expand_as(pred).sum()`` when a mask is given (the number of
@@ -245,8 +274,8 @@ def l1_loss(
     Returns
     -------
     Tensor
-        0-dim in ``pred.dtype`` ("mean", "sum"; accumulated in float64 and rounded once),
-        or pred's shape ("none"). "mean" over an empty tensor or an all-zero mask is NaN.
+        0-dim in the computation dtype ("mean", "sum"; accumulated in float64 and rounded
+        once), or pred's shape ("none"). "mean" over an empty tensor or an all-zero mask is NaN.
 
     Notes
     -----
@@ -260,24 +289,26 @@ def l1_loss(
 def mse_loss(
     pred: Tensor,
     target: Tensor,
+    *,
     mask: Tensor | None = None,
     weight: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
     """Squared-L2 reconstruction loss ``[mask] [weight] (pred - target)**2``, fused.
 
-    Same values and gradients as :func:`torch.nn.functional.mse_loss`; one pass forward,
-    one pass backward, ``pred - target`` never materialized.
+    Same values and gradients as :func:`torch.nn.functional.mse_loss`; one pass forward
+    (which also writes the derivative when an input requires grad), one scaling pass
+    backward, ``pred - target`` never materialized.
 
     Parameters
     ----------
     pred, target : Tensor
-        Same shape, dtype (float32, float64, bfloat16, float16) and device.
-    mask : Tensor, optional
-        Bool or float, broadcastable to ``pred``; see :func:`l1_loss`.
-    weight : Tensor, optional
-        Per-element weights broadcastable to ``pred``.
-    reduction : {"mean", "sum", "none"}
+        Same shape and device; dtypes promoted, and autocast followed, as in :func:`l1_loss`.
+    mask : Tensor, optional, keyword-only
+        Bool or float, broadcastable to ``pred``, finite and >= 0; see :func:`l1_loss`.
+    weight : Tensor, optional, keyword-only
+        Per-element weights broadcastable to ``pred``, finite and >= 0.
+    reduction : {"mean", "sum", "none"}, keyword-only
         "sum" is the sources' ``sum ||G(x) - y||^2`` (no 1/2 factor, unlike
         ``normreg.SquaredL2``). "mean" divides by ``mask.expand_as(pred).sum()`` with a
         mask, else by ``pred.numel()``. "none": the elementwise tensor.
@@ -285,7 +316,7 @@ def mse_loss(
     Returns
     -------
     Tensor
-        0-dim in ``pred.dtype``, or pred's shape for "none".
+        0-dim in the computation dtype, or pred's shape for "none".
     """
     return _pointwise("mse", "mse_loss", pred, target, mask, weight, reduction)
 
@@ -300,7 +331,7 @@ def _tv_value(kind: str, reduction: str, eps: float, images: Tensor) -> Tensor:
         return torch.tensor(per, dtype=torch.float64).to(images.dtype)
     total = sum(per)  # image order: deterministic
     return torch.tensor(
-        total if reduction == "sum" else _divide(total, float(images.numel())), dtype=images.dtype
+        total if reduction == "sum" else _ops.loss_divide(total, float(images.numel())), dtype=images.dtype
     )
 
 
@@ -330,7 +361,7 @@ class _TotalVariation(torch.autograd.Function):
         else:
             s = float(grad_value)
             if ctx.reduction == "mean":
-                s = _divide(s, float(images.numel()))
+                s = _ops.loss_divide(s, float(images.numel()))
             scale = [s] * n
         grad = torch.empty_like(images, memory_format=torch.contiguous_format)
         p, g = _ptrs(images, grad)
@@ -340,6 +371,7 @@ class _TotalVariation(torch.autograd.Function):
 
 def total_variation(
     images: Tensor,
+    *,
     kind: str = "anisotropic",
     reduction: str = "sum",
     eps: float = 1e-8,
@@ -360,12 +392,12 @@ def total_variation(
     ----------
     images : Tensor
         4-D ``(N, C, H, W)``, float32, float64, bfloat16 or float16.
-    kind : {"anisotropic", "isotropic"}
-    reduction : {"sum", "mean", "none"}
+    kind : {"anisotropic", "isotropic"}, keyword-only
+    reduction : {"sum", "mean", "none"}, keyword-only
         "sum" (default): the sources' ``sum`` over the whole batch. "mean": that sum divided
         by ``N*C*H*W`` (the number of pixels, not the number of differences). "none": one
         value per image, shape ``(N,)`` (summed over channels).
-    eps : float
+    eps : float, keyword-only
         Smoothing of the isotropic square root (ignored by "anisotropic"); finite, >= 0.
 
     Returns
@@ -400,9 +432,23 @@ def total_variation(
 # ---- SSIM -----------------------------------------------------------------------------------
 
 
+def _check_ssim_k(K, fn: str) -> tuple[float, float]:
+    if isinstance(K, (str, bytes)) or not isinstance(K, (tuple, list)) or len(K) != 2:
+        raise TypeError(f"{fn}: 'K' must be a pair of real numbers (K1, K2) such as (0.01, 0.03), got {K!r}")
+    for v in K:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{fn}: 'K' must hold two real numbers (K1, K2), got {K!r} ({type(v).__name__} inside)")
+    k1, k2 = float(K[0]), float(K[1])
+    for name, v in (("K1", k1), ("K2", k2)):
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{fn}: 'K' values must be finite and > 0, got {name}={v} in K={K!r}; the usual K is (0.01, 0.03)")
+    return k1, k2
+
+
 def ssim_loss(
     pred: Tensor,
     target: Tensor,
+    *,
     data_range: float = 1.0,
     win_size: int = 11,
     win_sigma: float = 1.5,
@@ -418,6 +464,9 @@ def ssim_loss(
     ----------
     pred, target : Tensor
         ``(N, C, H, W)``, same shape, dtype and device.
+
+    The options below are keyword-only.
+
     data_range : float
         Range of the pixel values: 1.0 for [0, 1] images, 2.0 for tanh outputs in [-1, 1],
         255 for bytes. It sets SSIM's stabilizing constants ``(K1 * data_range)^2`` etc.
@@ -430,7 +479,8 @@ def ssim_loss(
     win_sigma : float
         Standard deviation of the Gaussian window (1.5 as in the SSIM paper).
     K : (float, float)
-        SSIM constants (K1, K2).
+        SSIM constants (K1, K2): two finite real numbers > 0 (they set the stabilizing
+        constants; 0 would divide 0 by 0 on flat regions).
     reduction : {"mean", "sum", "none"}
         Over the per-image losses (each averaged over channels): mean, sum, or ``(N,)``.
 
@@ -462,6 +512,7 @@ def ssim_loss(
             raise TypeError(f"{fn}: '{name}' must be a real number, got {type(v).__name__}")
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"{fn}: '{name}' must be finite and > 0, got {v}")
+    k1, k2 = _check_ssim_k(K, fn)
     try:
         from pytorch_msssim import ssim
     except ImportError as exc:  # pragma: no cover - it is a declared dependency
@@ -473,7 +524,7 @@ def ssim_loss(
         size_average=False,
         win_size=win_size,
         win_sigma=float(win_sigma),
-        K=K,
+        K=(k1, k2),
     )
     if reduction == "none":
         return per
