@@ -4,6 +4,12 @@
 127.0.0.1 (a free port), calls ``fn(rank, world, group, **kwargs)`` and returns what it
 returned, one entry per rank. A process that fails re-raises in the caller with its
 traceback; a run that does not finish within ``timeout`` seconds is killed.
+
+Starting the processes (torch, normreg, the process group) costs more than most test
+bodies, so test modules share one run: each decorates its rank function with
+:func:`register` (at import, i.e. collection) and its fixture calls
+``shared_results(fn)``; the first such call runs every registered function, one after the
+other, in one spawn, and keeps the results for the others.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["run_ranks", "start_ranks", "free_port"]
+__all__ = ["run_ranks", "start_ranks", "free_port", "register", "shared_results"]
 
 
 def free_port() -> int:
@@ -83,3 +89,33 @@ def start_ranks(fn, world: int = 2, timeout: float = 180.0, **kwargs) -> Ranks:
 
 def run_ranks(fn, world: int = 2, timeout: float = 180.0, **kwargs) -> list:
     return start_ranks(fn, world, timeout, **kwargs).results()
+
+
+_REGISTERED: dict[str, object] = {}
+_SHARED: dict[str, list] = {}
+
+
+def _key(fn) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def register(fn):
+    """Mark ``fn(rank, world, group)`` to run in the shared spawn (a decorator)."""
+    _REGISTERED[_key(fn)] = fn
+    return fn
+
+
+def _run_registered(rank, world, group, fns):
+    return {_key(fn): fn(rank, world, group) for fn in fns}
+
+
+def shared_results(fn, world: int = 2, timeout: float = 240.0) -> list:
+    """What ``fn`` returned on each rank, from the one spawn shared by every registered
+    function (started on the first call)."""
+    key = register(fn) and _key(fn)
+    if key not in _SHARED:
+        todo = [f for k, f in _REGISTERED.items() if k not in _SHARED]
+        per_rank = run_ranks(_run_registered, world=world, timeout=timeout, fns=todo)
+        for f in todo:
+            _SHARED[_key(f)] = [r[_key(f)] for r in per_rank]
+    return _SHARED[key]

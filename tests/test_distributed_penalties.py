@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from dist_util import run_ranks
+from dist_util import register, shared_results
 
 import normreg
 from normreg import _reference as ref
@@ -111,6 +111,7 @@ def _err(fn):
     return None
 
 
+@register
 def _work(rank, world, pg):
     out = {}
     for name, (full, cuts) in _sets().items():
@@ -161,7 +162,7 @@ def _work(rank, world, pg):
 
 @pytest.fixture(scope="module")
 def results():
-    return run_ranks(_work, world=2)
+    return shared_results(_work)
 
 
 def _ref_value(pen, full) -> float:

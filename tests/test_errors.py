@@ -58,6 +58,14 @@ def test_bad_strength_types_and_elastic_net_args():
         normreg.GroupLasso(0.1, dim=1.0)
 
 
+@pytest.mark.parametrize("bad", [torch.tensor(1 + 2j), torch.tensor(True), torch.tensor(1.0, requires_grad=True), 1 + 2j])
+def test_complex_bool_and_grad_tensor_strengths_name_the_argument(bad):
+    with pytest.raises(TypeError, match="'l' must be a real number"):
+        normreg.L1(bad)
+    # a real one-element tensor is a strength like its value
+    assert normreg.L1(torch.tensor(0.25)).l == 0.25 and normreg.L1(torch.tensor(3)).l == 3.0
+
+
 def test_grad_with_other_shape_raises():
     # torch itself refuses p.grad of another shape; the bridge and the kernels check pairs too
     from normreg._bridge import paired, tensor_list
@@ -75,7 +83,7 @@ def test_missing_grads_not_allocated_when_call_fails():
     b = torch.randn(3, requires_grad=True)
     b.grad = torch.ones(3, 2).t()[0]  # non-contiguous (stride 2)
     assert not b.grad.is_contiguous()
-    with pytest.raises(ValueError, match=r"'params'\[1\]\.grad is not contiguous"):
+    with pytest.raises(ValueError, match=r"'params'\[1\]\.grad has gaps"):
         normreg.L1(1.0).add_grad_([a, b])
     assert a.grad is None
 
@@ -96,8 +104,9 @@ def test_shared_memory_in_place_is_refused():
     w = torch.ones(4)
     with pytest.raises(ValueError, match=r"'params'\[1\] shares memory"):
         tensor_list([w, w], inplace=True)
-    with pytest.raises(ValueError, match="not contiguous"):
-        tensor_list([torch.ones(3, 2).t()], inplace=True)
+    with pytest.raises(ValueError, match="has gaps"):
+        tensor_list([torch.ones(3, 4)[:, ::2]], inplace=True)
+    tensor_list([torch.ones(3, 2).t()], inplace=True)  # dense, only transposed: taken in place
 
 
 def test_set_num_threads_validation():

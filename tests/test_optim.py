@@ -235,7 +235,8 @@ def test_non_separable_penalty_is_update_then_prox(penalty):
             p.grad, q.grad = g.clone(), g.clone()
         oa.step()
         ob.step()
-        want = penalty.prox_(b, lr)
+        with torch.no_grad():
+            want = penalty.prox_(b, lr)
         for p, q in zip(a, b):
             torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
         assert oa.last_stats.zeros == want.zeros
@@ -323,7 +324,8 @@ def test_schedule_scales_the_penalty():
             p.grad, q.grad = g.clone(), g.clone()
         oa.step()
         ob.step()
-        normreg.L1(lam * sched(k)).prox_(b, lr)
+        with torch.no_grad():
+            normreg.L1(lam * sched(k)).prox_(b, lr)
         torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-15)
     # any callable works
     oc = ProxSGD(
@@ -491,11 +493,11 @@ def test_bad_hyperparameters(make, exc, arg):
 
 def test_bad_params_raise_before_any_update():
     w = torch.nn.Parameter(torch.randn(4))
-    nc = torch.nn.Parameter(torch.randn(4, 6).t())
+    nc = torch.nn.Parameter(torch.randn(4, 12)[:, ::2])  # gaps in memory: cannot be updated in place
     w0 = w.detach().clone()
     opt = ProxSGD([w, nc], lr=0.1, penalty=normreg.L1(0.1))
-    w.grad, nc.grad = torch.ones(4), torch.ones(6, 4)
-    with pytest.raises(ValueError, match=r"'params'\[1\] is not contiguous"):
+    w.grad, nc.grad = torch.ones(4), torch.ones(4, 6)
+    with pytest.raises(ValueError, match=r"'params'\[1\] .*has gaps"):
         opt.step()
     assert torch.equal(w.detach(), w0)
     gl = torch.nn.Parameter(torch.randn(5, 3))

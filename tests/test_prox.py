@@ -99,6 +99,9 @@ def test_operator_matches_reference(op, shapes, dtype):
     assert stats.fraction == pytest.approx(stats.total_zeros / max(stats.numel, 1))
 
 
+@pytest.mark.skipif(
+    normreg._ops.reference_forced(), reason="bitwise vs torch is the kernels' float32 rounding; the reference rounds from float64"
+)
 def test_soft_threshold_closed_form_and_torch_softshrink():
     x = make([(1000,)], torch.float32, seed=1)[0]
     want = F.softshrink(x, 0.3)
@@ -508,10 +511,10 @@ def test_bad_input_raises_before_modifying(call, exc, arg):
 
 
 def test_bad_tensors():
-    nc = torch.randn(4, 6).t()
+    nc = torch.randn(4, 12)[:, ::2]  # gaps in memory (a transposed tensor is fine: dense)
     ok = torch.randn(5)
     ok0 = ok.clone()
-    with pytest.raises(ValueError, match=r"'params'\[1\] is not contiguous"):
+    with pytest.raises(ValueError, match=r"'params'\[1\] .*has gaps"):
         prox.soft_threshold_([ok, nc], 0.1)
     assert torch.equal(ok, ok0)
     with pytest.raises(TypeError, match=r"'params'\[0\].*int64"):

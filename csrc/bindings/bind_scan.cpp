@@ -127,11 +127,16 @@ inline int flag(const Accessor& a, PyObject* obj) {
 // until the first that does), or whether all do (read until the first that does not).
 constexpr int kNone = 0, kAny = 1, kAll = 2;
 
+// The bytes [begin, end) a tensor's elements occupy (contiguous tensors only, so exact).
+struct Span {
+    std::uintptr_t begin, end;
+};
+
 // A plain CPU tensor's data_ptr, numel and dtype code stored at index i of the three
 // (preallocated) lists, and requires_grad folded into *rg as rg_mode says; false when the
 // tensor is not the plain case (or on a Python error, which the caller clears).
 bool scan_one(PyObject* t, Py_ssize_t i, PyObject* ptrs, PyObject* numels, PyObject* codes, int rg_mode, int* rg,
-              std::vector<std::uintptr_t>* raw) {
+              std::vector<Span>* raw) {
     if (!exact_type(t)) return false;
     PyObject* dt = table.dtype(t);
     if (dt == nullptr) return false;
@@ -155,7 +160,8 @@ bool scan_one(PyObject* t, Py_ssize_t i, PyObject* ptrs, PyObject* numels, PyObj
         const long long ne = PyLong_AsLongLong(n);
         const unsigned long long pv = PyLong_AsUnsignedLongLong(p);
         if (PyErr_Occurred()) return false;
-        if (ne > 0) raw->push_back(static_cast<std::uintptr_t>(pv));
+        static constexpr std::uintptr_t kSize[4] = {4, 8, 2, 2};  // bytes per element, by dtype code
+        if (ne > 0) raw->push_back(Span{static_cast<std::uintptr_t>(pv), static_cast<std::uintptr_t>(pv) + static_cast<std::uintptr_t>(ne) * kSize[code]});
     }
     PyObject* c = PyLong_FromLong(code);
     if (c == nullptr) return false;
@@ -163,9 +169,13 @@ bool scan_one(PyObject* t, Py_ssize_t i, PyObject* ptrs, PyObject* numels, PyObj
     return true;
 }
 
-bool distinct(std::vector<std::uintptr_t>& raw) {
-    std::sort(raw.begin(), raw.end());
-    return std::adjacent_find(raw.begin(), raw.end()) == raw.end();
+// No two memory ranges overlap (not only "no two start at the same address": two views
+// such as w[0:4] and w[2:6] overlap with different starts).
+bool distinct(std::vector<Span>& raw) {
+    std::sort(raw.begin(), raw.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+    for (std::size_t i = 1; i < raw.size(); ++i)
+        if (raw[i].begin < raw[i - 1].end) return false;
+    return true;
 }
 
 py::object none_after_clear() {
@@ -218,7 +228,7 @@ void bind_scan(py::module_& m) {
             auto codes = py::reinterpret_steal<py::list>(PyList_New(n));
             if (!ptrs || !numels || !codes) throw py::error_already_set();
             int rg = requires_grad == kAll ? 1 : 0;  // all() of nothing is true, any() false
-            std::vector<std::uintptr_t> raw;
+            std::vector<Span> raw;
             if (inplace) raw.reserve(static_cast<std::size_t>(n));
             for (Py_ssize_t i = 0; i < n; ++i) {
                 PyObject* t = PyList_GET_ITEM(tensors.ptr(), i);
@@ -246,7 +256,7 @@ void bind_scan(py::module_& m) {
             auto gnumels = py::reinterpret_steal<py::list>(PyList_New(n));
             auto gcodes = py::reinterpret_steal<py::list>(PyList_New(n));
             if (!grads || !gptrs || !gnumels || !gcodes) throw py::error_already_set();
-            std::vector<std::uintptr_t> raw;
+            std::vector<Span> raw;
             raw.reserve(static_cast<std::size_t>(n));
             for (Py_ssize_t i = 0; i < n; ++i) {
                 PyObject* g = table.grad(PyList_GET_ITEM(tensors.ptr(), i));

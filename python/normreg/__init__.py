@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from . import functional
@@ -39,8 +41,20 @@ __all__ = [
 torch.get_num_threads()
 
 
+def _follow_torch_after_fork() -> None:
+    # A forked child (a DataLoader worker) must not keep the parent's thread override: the
+    # parent's OpenMP team does not exist there, and torch sets its workers to 1 thread.
+    _C.set_num_threads(0)
+
+
+os.register_at_fork(after_in_child=_follow_torch_after_fork)
+
+
 def set_num_threads(n: int | None) -> None:
-    """Threads the kernels use. ``None`` or 0: follow ``torch.get_num_threads()`` (default)."""
+    """Threads the kernels use. ``None`` or 0: follow ``torch.get_num_threads()`` (default).
+
+    The override is this process's: a forked child (e.g. a DataLoader worker) starts again
+    from following torch, so it never waits on the parent's thread team."""
     if n is None:
         n = 0
     if isinstance(n, bool) or not isinstance(n, int):

@@ -19,7 +19,21 @@ from torch import Tensor
 
 from ._loader import _C
 
-__all__ = ["DTYPE_CODES", "TensorList", "tensor_list", "paired", "present_grads", "trainable", "checked_grads", "check_strength", "as_tensors"]
+__all__ = [
+    "DTYPE_CODES",
+    "TensorList",
+    "tensor_list",
+    "paired",
+    "present_grads",
+    "trainable",
+    "checked_grads",
+    "check_strength",
+    "check_writable",
+    "check_overlap",
+    "as_tensors",
+    "group_layout",
+    "memory_order",
+]
 
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 _SUPPORTED = "float32, float64, bfloat16 or float16"
@@ -38,11 +52,13 @@ class TensorList(NamedTuple):
     ptrs: list[int]
     numels: list[int]
     dtypes: list[int]
-    on_cpu: bool  # False: route the call to the pure-torch reference
+    on_cpu: bool  # True: plain CPU tensors for a direct kernel call; False: route through the operators
     #: any / all of the tensors' requires_grad, when the fast scan read it on its way
     #: (``tensor_list(requires_grad="any" | "all")``); None when unknown
     any_requires_grad: bool | None = None
     all_requires_grad: bool | None = None
+    #: every tensor contiguous (then a paired list needs only the same numels, not strides)
+    contiguous: bool = False
 
     def __len__(self) -> int:  # noqa: D105
         return len(self.tensors)
@@ -63,7 +79,9 @@ def _init_scan() -> bool:
     if all(inspect.getattr_static(param, n) is inspect.getattr_static(Tensor, n) for n in names):
         types.append(param)
     try:
-        _C.scan_init(types, (torch.float32, torch.float64, torch.bfloat16, torch.float16), torch.strided, Tensor)
+        _C.scan_init(
+            types, (torch.float32, torch.float64, torch.bfloat16, torch.float16), torch.strided, Tensor
+        )
     except (TypeError, ValueError, AttributeError):  # pragma: no cover - another torch's accessors
         return False
     return True
@@ -71,7 +89,10 @@ def _init_scan() -> bool:
 
 _SCAN = _init_scan()
 
-def as_tensors(params: Tensor | Iterable[Tensor] | torch.nn.Module, arg: str = "params", *, check: bool = True) -> list[Tensor]:
+
+def as_tensors(
+    params: Tensor | Iterable[Tensor] | torch.nn.Module, arg: str = "params", *, check: bool = True
+) -> list[Tensor]:
     """Materialize ``params`` (a tensor, a module, or an iterable of tensors) as a list.
 
     ``check=False`` leaves the element types to the caller (:func:`_check_types`).
@@ -130,52 +151,119 @@ def _check_device(tensors: list[Tensor], arg: str) -> bool:
 _RG_MODES = {None: 0, "any": 1, "all": 2}
 
 
-def tensor_list(params, arg: str = "params", *, inplace: bool = False, requires_grad: str | None = "any") -> TensorList:
+def tensor_list(
+    params,
+    arg: str = "params",
+    *,
+    inplace: bool = False,
+    requires_grad: str | None = "any",
+    direct: bool = True,
+) -> TensorList:
     """Check ``params`` and build the kernel arguments.
 
-    With ``inplace=True`` the op writes into these tensors: they must be contiguous (a copy
-    would silently lose the update) and must not share memory with each other.
-    Read-only non-contiguous tensors are made contiguous (a copy, read only).
+    Any dense tensor (every element once, no gaps: contiguous, channels_last, transposed,
+    permuted) is taken as it is: the kernels walk its memory as one span. With
+    ``inplace=True`` the op writes into these tensors: a tensor with gaps or overlapping
+    elements is refused (a copy would silently lose the update), and so are tensors whose
+    memory ranges overlap each other. Read-only tensors with gaps are copied (read only).
     ``requires_grad`` ("any", "all" or None) is what the fast scan reads on its way through
     the list, into :attr:`TensorList.any_requires_grad` or ``all_requires_grad``.
+    ``direct=False`` (see :func:`normreg._ops.direct_ok`): the caller goes through the
+    registered operators, so only the checks that need no data pointer are made here (the
+    operator's CPU implementation makes the rest) and ``on_cpu`` is False.
     """
     tensors = as_tensors(params, arg, check=False)
-    if _SCAN:
+    if _SCAN and direct:
         fast = _C.scan(tensors, inplace, _RG_MODES[requires_grad])
         if fast is not None:  # every tensor plain, supported, on the CPU and contiguous
             if requires_grad == "all":
-                return TensorList(tensors, fast[0], fast[1], fast[2], True, None, fast[3])
-            return TensorList(tensors, fast[0], fast[1], fast[2], True, fast[3])
-    _check_types(tensors, arg)
-    dtypes = _check_dtypes(tensors, arg)
-    on_cpu = _check_device(tensors, arg)
-    if not all(map(Tensor.is_contiguous, tensors)):
-        if inplace:
-            i = next(i for i, t in enumerate(tensors) if not t.is_contiguous())
-            raise ValueError(
-                f"'{arg}'[{i}] is not contiguous and this op writes in place; a contiguous copy "
-                "would lose the update. Call .contiguous() on it and pass that tensor instead"
+                return TensorList(tensors, fast[0], fast[1], fast[2], True, None, fast[3], True)
+            return TensorList(tensors, fast[0], fast[1], fast[2], True, fast[3], None, True)
+    if direct:
+        _check_types(tensors, arg)
+        dtypes = _check_dtypes(tensors, arg)
+        on_cpu = _check_device(tensors, arg)
+    else:  # plain loops that torch.compile traces (no map / attrgetter)
+        dtypes, on_cpu = _check_traceable(tensors, arg), False
+    for i, t in enumerate(tensors):
+        if t.layout != torch.strided:
+            raise TypeError(
+                f"'{arg}'[{i}] has layout {t.layout}; normreg ops take dense (strided) tensors (use .to_dense())"
             )
-        tensors = [t.contiguous() for t in tensors]
-    if not on_cpu:
+    if not all(map(_dense, tensors)):
+        if inplace:
+            i = next(i for i, t in enumerate(tensors) if not _dense(t))
+            raise ValueError(
+                f"'{arg}'[{i}] (shape {tuple(tensors[i].shape)}, strides {tensors[i].stride()}) has gaps or "
+                "overlapping elements in memory and this op writes in place; a copy would lose the "
+                "update. Pass a dense tensor (any order of dims: contiguous, channels_last, transposed "
+                "and permuted tensors are fine), e.g. the parameter itself rather than a strided slice"
+            )
+        tensors = [t if _dense(t) else t.contiguous() for t in tensors]
+    if not (on_cpu and direct):  # the caller goes through the operators (normreg._ops)
         return TensorList(tensors, [], [], dtypes, False)
     ptrs = list(map(Tensor.data_ptr, tensors))
-    if inplace and len(set(ptrs)) != len(ptrs):
-        seen: dict[int, int] = {}
-        for i, (p, t) in enumerate(zip(ptrs, tensors)):
-            if t.numel() and p in seen:
-                raise ValueError(
-                    f"'{arg}'[{i}] shares memory with '{arg}'[{seen[p]}]; an in-place op would "
-                    "update it twice. Pass each tensor once"
-                )
-            seen[p] = i
-    return TensorList(tensors, ptrs, list(map(Tensor.numel, tensors)), dtypes, True)
+    numels = list(map(Tensor.numel, tensors))
+    if inplace:
+        check_overlap(tensors, ptrs, numels, arg)
+    return TensorList(tensors, ptrs, numels, dtypes, True, contiguous=all(map(Tensor.is_contiguous, tensors)))
+
+
+def _check_traceable(tensors: list, arg: str) -> list[int]:
+    """Type, dtype and device checks as plain loops (torch.compile traces them)."""
+    dtypes = []
+    dev = None
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"'{arg}'[{i}] must be a torch.Tensor, got {type(t).__name__}")
+        code = DTYPE_CODES.get(t.dtype)
+        if code is None:
+            raise TypeError(
+                f"'{arg}'[{i}] has dtype {t.dtype}; normreg ops take {_SUPPORTED} tensors (convert with .float())"
+            )
+        dtypes.append(code)
+        if dev is None:
+            dev = t.device
+        elif t.device != dev:
+            raise ValueError(
+                f"'{arg}'[{i}] is on {t.device} but '{arg}'[0] is on {dev}: all tensors of one call must be on the same device"
+            )
+    return dtypes
+
+
+def _dense(t: Tensor) -> bool:
+    """Every element once, no gaps: the tensor's memory is one span of numel elements."""
+    if t.is_contiguous():
+        return True
+    expect = 1
+    dims = sorted(((st, n) for n, st in zip(t.shape, t.stride()) if n > 1))
+    for stride, size in dims:  # innermost first: each stride is the product of the sizes inside
+        if stride != expect:
+            return False
+        expect *= size
+    return True
+
+
+def check_overlap(tensors: list[Tensor], ptrs: list[int], numels: list[int], arg: str) -> None:
+    """Refuse tensors whose memory ranges overlap (an in-place op would update them twice)."""
+    spans = sorted(
+        (p, p + n * t.element_size(), i) for i, (t, p, n) in enumerate(zip(tensors, ptrs, numels)) if n
+    )
+    for (_, end_a, a), (start_b, _, b) in zip(spans, spans[1:]):
+        if start_b < end_a:
+            a, b = min(a, b), max(a, b)
+            raise ValueError(
+                f"'{arg}'[{b}] shares memory with '{arg}'[{a}]; an in-place op would update the "
+                "shared elements twice. Pass each tensor once, and no overlapping views of one tensor"
+            )
 
 
 def paired(first: TensorList, others: list[Tensor], arg: str, *, inplace: bool = True) -> TensorList:
     """A list that pairs element by element with ``first`` (e.g. grads with params)."""
     if len(others) != len(first.tensors):
-        raise ValueError(f"'{arg}' must have one tensor per param: got {len(others)} for {len(first.tensors)}")
+        raise ValueError(
+            f"'{arg}' must have one tensor per param: got {len(others)} for {len(first.tensors)}"
+        )
     for i, (p, o) in enumerate(zip(first.tensors, others)):
         if not isinstance(o, Tensor):
             raise TypeError(f"'{arg}'[{i}] must be a torch.Tensor, got {type(o).__name__}")
@@ -188,8 +276,82 @@ def paired(first: TensorList, others: list[Tensor], arg: str, *, inplace: bool =
             raise TypeError(f"'{arg}'[{i}] has dtype {o.dtype} but its param has {p.dtype}; they must match")
         if o.device != p.device:
             raise ValueError(f"'{arg}'[{i}] is on {o.device} but its param is on {p.device}")
-    out = tensor_list(others, arg, inplace=inplace)
+    if not inplace:  # read only: a copy in the param's layout pairs element by element
+        others = [
+            o if _same_layout(o, p) else torch.empty_like(p).copy_(o) for o, p in zip(others, first.tensors)
+        ]
+    out = tensor_list(others, arg, inplace=inplace, direct=first.on_cpu)
+    for i, (p, o) in enumerate(zip(first.tensors, out.tensors)):
+        if not _same_layout(o, p):
+            raise ValueError(
+                f"'{arg}'[{i}] has strides {o.stride()} but its param has {p.stride()}; this op pairs "
+                "them element by element in memory, so both need the same layout. Give it the param's "
+                "layout first, e.g. p.grad = torch.empty_like(p).copy_(p.grad)"
+            )
     return out
+
+
+def _same_layout(a: Tensor, b: Tensor) -> bool:
+    """Do a and b store their elements in the same memory order (sizes equal)?"""
+    if a.is_contiguous() and b.is_contiguous():
+        return True
+    return all(x == y for x, y, n in zip(a.stride(), b.stride(), a.shape) if n > 1)
+
+
+def memory_order(t: Tensor) -> list[int]:
+    """The dims of a dense tensor from outermost to innermost in memory (stable for ties)."""
+    st = t.stride()
+    return (
+        sorted(range(t.dim()), key=lambda d: (-st[d] if t.shape[d] > 1 else 0, d))
+        if not t.is_contiguous()
+        else list(range(t.dim()))
+    )
+
+
+def group_layout(tensors, dim: int) -> tuple[list[int], list[int], list[int]]:
+    """(outer, groups, inner) per tensor for groups = slices along ``dim``, in memory order.
+
+    A dense tensor is contiguous in some order of its dims (channels_last, transposed,
+    permuted): ``outer`` is the product of the sizes of the dims stored outside ``dim``,
+    ``inner`` of those stored inside it, so the kernels' (outer, groups, inner) walk finds
+    the right groups for any such layout. ``dim`` must be valid for every tensor.
+    """
+    outer, groups, inner = [], [], []
+    for t in tensors:
+        shape = t.shape
+        nd = len(shape)
+        if nd == 0:
+            outer.append(1), groups.append(1), inner.append(1)
+            continue
+        d = dim + nd if dim < 0 else dim
+        order = memory_order(t)
+        k = order.index(d)
+        o = n = 1
+        for e in order[:k]:
+            o *= shape[e]
+        for e in order[k + 1 :]:
+            n *= shape[e]
+        outer.append(o)
+        groups.append(shape[d])
+        inner.append(n)
+    return outer, groups, inner
+
+
+def check_writable(tensors, arg: str = "params") -> None:
+    """Refuse in-place writes autograd cannot see through, as torch refuses them.
+
+    With grad mode on, a tensor that requires grad may not be written in place by normreg
+    (torch raises for an in-place op on such a leaf); wrap the call in ``torch.no_grad()``
+    as optimizers do.
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        for i, t in enumerate(tensors):
+            if t.requires_grad:
+                kind = "a leaf Variable" if t.is_leaf else "a tensor"
+                raise RuntimeError(
+                    f"'{arg}'[{i}] is {kind} that requires grad and is being used in an in-place "
+                    "operation; call this under `with torch.no_grad():` (as optimizers do)"
+                )
 
 
 def present_grads(first: TensorList) -> TensorList | None:
@@ -201,7 +363,7 @@ def present_grads(first: TensorList) -> TensorList | None:
     ``None`` means "something is missing or odd": the caller then takes the slow path, which
     allocates missing grads and raises the precise error.
     """
-    if not first.on_cpu:
+    if not (first.on_cpu and first.contiguous):  # other layouts: the slow path checks strides
         return None
     if _SCAN:
         fast = _C.scan_grads(first.tensors, first.numels, first.dtypes)
@@ -211,7 +373,11 @@ def present_grads(first: TensorList) -> TensorList | None:
     grads = list(map(_grad_of, first.tensors))
     if not set(map(type, grads)) <= _PLAIN_TYPES:  # a None (missing grad) or a subclass
         return None
-    if any(map(_is_sparse, grads)) or not all(map(Tensor.is_contiguous, grads)) or not all(map(_is_cpu, grads)):
+    if (
+        any(map(_is_sparse, grads))
+        or not all(map(Tensor.is_contiguous, grads))
+        or not all(map(_is_cpu, grads))
+    ):
         return None
     try:
         dtypes = list(map(DTYPE_CODES.__getitem__, map(_dtype_of, grads)))
@@ -256,15 +422,15 @@ def checked_grads(tl: TensorList) -> TensorList:
         if g is not None:
             if g.is_sparse:
                 raise TypeError(f"add_grad_: 'params'[{i}].grad is sparse; dense gradients are required")
-            if not g.is_contiguous():
+            if not _dense(g):
                 raise ValueError(
-                    f"add_grad_: 'params'[{i}].grad is not contiguous; replace it with "
-                    "p.grad = p.grad.contiguous() first"
+                    f"add_grad_: 'params'[{i}].grad has gaps or overlapping elements in memory; "
+                    "replace it with p.grad = torch.empty_like(p).copy_(p.grad) first"
                 )
     paired(tl, [(p.grad if p.grad is not None else p) for p in tl.tensors], "grads")
     for p in tl.tensors:
         if p.grad is None:
-            p.grad = torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+            p.grad = torch.zeros_like(p, memory_format=torch.preserve_format)
     return paired(tl, [p.grad for p in tl.tensors], "grads", inplace=True)
 
 
@@ -272,6 +438,11 @@ def check_strength(value, arg: str) -> float:
     """A strength (penalty weight, step): a real number, finite and >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
+            if value.dtype.is_complex or value.dtype == torch.bool:
+                raise TypeError(
+                    f"'{arg}' must be a real number, got a {value.dtype} tensor; "
+                    "pass a float or a one-element floating or integer tensor"
+                )
             value = value.item()
         else:
             raise TypeError(f"'{arg}' must be a real number, got {type(value).__name__}")

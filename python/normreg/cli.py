@@ -62,9 +62,61 @@ def _demo() -> None:
         print(f"  {pen!r:<32} value {v:.6g}   add_grad_ {dt:.0f} us")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every ``normreg`` parser: no abbreviated flags (``--step 10`` is not ``--steps 10``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+# Subcommands whose trainer options go through --set NAME=VALUE rather than flags of their own.
+_SET_COMMANDS = {"sweep", "study"}
+
+
+def _unknown_message(command: str, parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """``unrecognized arguments`` with, for each unknown flag, the close match or the --set form."""
+    import difflib
+
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    unknown = [e for e in extras if e.startswith("-")]
+    for i, e in enumerate(extras):
+        if not e.startswith("-"):
+            continue
+        name, eq, val = e.partition("=")
+        if not eq and i + 1 < len(extras) and not extras[i + 1].startswith("-"):
+            val = extras[i + 1]
+        field = _train_field(name[2:]) if command in _SET_COMMANDS and name.startswith("--") else None
+        if field is not None:
+            if "--set" in flags:
+                hints.append(f"{name} is a trainer option: use --set {field}={val or 'VALUE'}")
+            else:
+                hints.append(f"{name} is a trainer option, which the {command}'s arms set (normreg {command} --list)")
+            continue
+        close = difflib.get_close_matches(name, flags, n=2, cutoff=0.6)
+        if close:
+            hints.append(f"{name}: did you mean {' or '.join(close)}?")
+    msg = f"unrecognized arguments: {' '.join(extras)}"
+    if hints:
+        msg += "\n  " + "\n  ".join(hints)
+    elif unknown:
+        msg += f" (see normreg {command} --help)"
+    return msg
+
+
+def _train_field(name: str) -> str | None:
+    try:
+        from normreg.gan.config import _field_names
+    except ImportError:  # pragma: no cover - the trainer is not there
+        return None
+    field = name.replace("-", "_")
+    return field if field in _field_names() else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="normreg", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,sweep,study,bench,info}")
+    parser = _Parser(prog="normreg", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,sweep,study,bench,info}", parser_class=_Parser)
     done = set()
     for mod_name in dict.fromkeys(_COMMANDS.values()):
         if mod_name in done:
@@ -77,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # that part of normreg is not there yet
             raise
         mod.register(sub)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        cmd = getattr(args, "command", None)
+        target = sub.choices.get(cmd, parser) if cmd else parser
+        target.error(_unknown_message(cmd or "", target, extras))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

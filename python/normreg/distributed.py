@@ -1,5 +1,11 @@
 """Penalties over parameters sharded across processes (``torch.distributed``).
 
+DTensor parameters (FSDP2 ``fully_shard``, ``distribute_tensor`` with ``Shard``/``Replicate``)
+need no ``process_group``: ``penalty.value/grad/add_grad_/prox_`` and the optimizers' ``step``
+detect them (:func:`dtensor_args`, :func:`groups_have_dtensor`) and land in ``dtensor_*``
+below, which run the machinery of this module on each DTensor's local tensor over the process
+group of its Shard mesh dim (see the section at the end and docs/distributed.md).
+
 ``penalty.value(shards, process_group=pg)``, ``penalty.add_grad_(shards, process_group=pg)`` and
 ``penalty.prox_(shards, step, process_group=pg)`` land here. Every rank passes its *local shards*; the call returns the value of the penalty
 of the *logical* (unsharded) tensors on every rank, and gives each rank the gradient of
@@ -38,17 +44,29 @@ are kept from the forward); it is once-differentiable (no ``create_graph``).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._bridge import TensorList, checked_grads, paired, tensor_list, trainable
+from ._bridge import TensorList, as_tensors, checked_grads, paired, tensor_list, trainable
 from ._loader import _C
 
-__all__ = ["sharded_value", "sharded_add_grad_", "sharded_prox_", "check_process_group"]
+__all__ = [
+    "sharded_value",
+    "sharded_add_grad_",
+    "sharded_prox_",
+    "check_process_group",
+    "dtensor_value",
+    "dtensor_add_grad_",
+    "dtensor_prox_",
+    "dtensor_grad",
+    "dtensor_step",
+]
 
 _NAN = float("nan")
 
@@ -94,6 +112,36 @@ def _coef(strength: float, sq: float) -> float:
     return 0.0 if norm == 0.0 else _NAN
 
 
+class _Geo(NamedTuple):
+    """Where a local shard lies in its logical tensor (DTensor ``Shard(dim)``)."""
+
+    dim: int  # the tensor dim split across the group's ranks
+    shape: tuple[int, ...]  # the logical (global) shape
+    offset: int  # where this rank's slice starts along ``dim``
+
+
+def _spans(dim: int, tensors: Sequence[Tensor], geo: list[_Geo] | None) -> list[bool]:
+    """Per tensor: do the groups of GroupLasso(dim) span the ranks (dim is not the shard dim)?"""
+    out = []
+    for i, t in enumerate(tensors):
+        d = dim + t.dim() if dim < 0 else dim
+        out.append(d != (0 if geo is None else geo[i].dim))
+    return out
+
+
+def _first_argmax_index(t: Tensor, g: _Geo) -> float:
+    """Flat index, in the logical tensor, of the first max ``|w|`` of the local shard ``t``."""
+    if t.numel() == 0:
+        return -1.0
+    flat = int(torch.argmax(t.detach().abs().reshape(-1)))  # torch returns the first arg max
+    idx = [int(v) for v in torch.unravel_index(torch.tensor(flat), tuple(t.shape))]
+    idx[g.dim] += g.offset
+    out = 0
+    for k, n in zip(idx, g.shape, strict=True):
+        out = out * n + k
+    return float(out)
+
+
 # -- one penalty term's share of a sharded call ----------------------------------------
 #
 # local()  : local partial sums (all-reduced) and values to all-gather; additive terms also
@@ -106,9 +154,11 @@ class _Term:
     n_sum = 0
     n_gather = 0
 
-    def __init__(self, penalty, tl: TensorList) -> None:
+    def __init__(self, penalty, tl: TensorList, geo: list[_Geo] | None = None) -> None:
         self.penalty = penalty
         self.tl = tl
+        #: per tensor, where it lies in its logical tensor (DTensors); None: dim-0 slices in rank order
+        self.geo = geo
 
     def local(self, grads: TensorList | None) -> tuple[list[float], list[float]]:
         raise NotImplementedError
@@ -146,8 +196,8 @@ def _fill_nan(grads: TensorList, which: list[int]) -> None:
 class _L2Norm(_Term):
     """Per-tensor sums of squares all-reduced; gradient ``l * w / ||w||`` with global norms."""
 
-    def __init__(self, penalty, tl):
-        super().__init__(penalty, tl)
+    def __init__(self, penalty, tl, geo=None):
+        super().__init__(penalty, tl, geo)
         self.n_sum = len(tl)
 
     def local(self, grads):
@@ -181,11 +231,10 @@ class _Group(_Term):
     """GroupLasso: groups on one rank (dim = shard dim) are local; groups that span ranks
     have their sums of squares all-reduced."""
 
-    def __init__(self, penalty, tl):
-        super().__init__(penalty, tl)
+    def __init__(self, penalty, tl, geo=None):
+        super().__init__(penalty, tl, geo)
         self.shapes = penalty.shapes(tl.tensors)  # raises on a bad dim before any collective
-        dims = [penalty.dim + t.dim() if penalty.dim < 0 else penalty.dim for t in tl.tensors]
-        self.spans = [d != 0 for d in dims]  # True: the groups span the ranks
+        self.spans = _spans(penalty.dim, tl.tensors, geo)  # True: the groups span the ranks
         self.n_sum = 1 + sum(g for g, s in zip(self.shapes[1], self.spans, strict=True) if s)
 
     def local(self, grads):
@@ -234,21 +283,28 @@ class _Group(_Term):
 class _Linf(_Term):
     """Per-tensor max |w| all-gathered; the gradient goes to the first global arg max."""
 
-    def __init__(self, penalty, tl):
-        super().__init__(penalty, tl)
-        self.n_gather = len(tl)
+    def __init__(self, penalty, tl, geo=None):
+        super().__init__(penalty, tl, geo)
+        self.n_gather = len(tl) if geo is None else 2 * len(tl)
 
     def local(self, grads):
         tl = self.tl
         if tl.on_cpu:
-            return [], list(_C.max_abs_per_tensor(tl.ptrs, tl.numels, tl.dtypes))
-        return [], [float(_acc(t).abs().max()) if t.numel() else -1.0 for t in tl.tensors]
+            maxes = list(_C.max_abs_per_tensor(tl.ptrs, tl.numels, tl.dtypes))
+        else:
+            maxes = [float(_acc(t).abs().max()) if t.numel() else -1.0 for t in tl.tensors]
+        if self.geo is None:  # dim-0 slices in rank order: the lowest rank holds the first arg max
+            return [], maxes
+        # any layout: the position of the local first arg max in the logical tensor breaks ties
+        keys = [_first_argmax_index(t, g) for t, g in zip(tl.tensors, self.geo, strict=True)]
+        return [], [*maxes, *keys]
 
     def finish(self, sums, gathered, rank):
         l = self.penalty.l  # noqa: E741
         value = 0.0
         self.nan, self.mine = [], []
-        for i in range(len(self.tl)):
+        n = len(self.tl)
+        for i in range(n):
             col = [row[i] for row in gathered]
             if any(m != m for m in col):
                 value += _NAN
@@ -257,7 +313,11 @@ class _Linf(_Term):
                 continue
             top = max(col)
             value += l * max(top, 0.0)
-            self.mine.append(top >= 0.0 and col.index(top) == rank)
+            if self.geo is None:
+                first = col.index(top)
+            else:  # the rank whose arg max comes first in the logical tensor
+                first = min((row[n + i], r) for r, row in enumerate(gathered) if row[i] == top)[1]
+            self.mine.append(top >= 0.0 and first == rank)
         return value
 
     def apply(self, grads, scale, accumulate):
@@ -275,20 +335,20 @@ class _Linf(_Term):
         _fill_nan(grads, self.nan)
 
 
-def _terms(penalty, tl: TensorList) -> list[_Term]:
+def _terms(penalty, tl: TensorList, geo: list[_Geo] | None = None) -> list[_Term]:
     from .penalties import GroupLasso, Sum
 
     parts = penalty._parts() if isinstance(penalty, Sum) else [penalty]
     out: list[_Term] = []
     for p in parts:
         if isinstance(p, GroupLasso):
-            out.append(_Group(p, tl))
+            out.append(_Group(p, tl, geo))
         elif p.kind == "l2_norm":
-            out.append(_L2Norm(p, tl))
+            out.append(_L2Norm(p, tl, geo))
         elif p.kind == "linf":
-            out.append(_Linf(p, tl))
+            out.append(_Linf(p, tl, geo))
         elif p.kind in ("l1", "squared_l2", "elastic_net", "l0"):
-            out.append(_Additive(p, tl))
+            out.append(_Additive(p, tl, geo))
         else:
             raise TypeError(f"'process_group': {type(p).__name__} has no sharded implementation")
     return out
@@ -331,12 +391,15 @@ def _agree(pg, dev, rank: int, ok: bool, sig: list[float]) -> None:
         )
 
 
-def _plan(penalty, params, pg, *, for_grad: bool = False):
+def _plan(penalty, params, pg, *, for_grad: bool = False, geo: list[_Geo] | None = None, grads_of=None):
     """Checks, local partials, one all-reduce (and one all-gather for Linf), global value.
 
     With ``for_grad`` (add_grad_): only trainable params take part, their ``.grad`` is
     checked and allocated, and additive terms add their gradient during the local pass.
     Returns ``(plan, params, grads)``; ``plan`` is None when this call has no tensors.
+    ``geo``: where each tensor lies in its logical tensor (DTensor shards); ``grads_of``:
+    with ``for_grad``, a function of the checked params that returns their grads (checked,
+    allocated) instead of their ``.grad`` (a DTensor's local grad is not its shard's ``.grad``).
     """
     pg = check_process_group(pg)
     rank = dist.get_rank(pg)
@@ -347,12 +410,12 @@ def _plan(penalty, params, pg, *, for_grad: bool = False):
     terms: list[_Term] = []
     try:
         tl = tensor_list(params)
-        if for_grad:
+        if for_grad and grads_of is None:
             tl = trainable(tl)
         if tl is not None:
-            terms = _terms(penalty, tl)  # per-penalty checks (GroupLasso dim)
+            terms = _terms(penalty, tl, geo)  # per-penalty checks (GroupLasso dim)
             if for_grad:
-                grads = checked_grads(tl)
+                grads = checked_grads(tl) if grads_of is None else grads_of(tl)
     except (TypeError, ValueError) as exc:
         err = exc
     n = len(tl) if tl is not None else 0
@@ -470,10 +533,13 @@ def sharded_prox_(penalty, params, step: float, process_group):
     threshold of a projection onto an L1 ball): each tensor is all-gathered, its prox computed
     on every rank, and each rank keeps its slice.
     """
+    return _prox_shards(penalty, params, step, check_process_group(process_group))
+
+
+def _prox_shards(penalty, params, step: float, pg, geo: list[_Geo] | None = None):
     from . import prox
     from ._bridge import check_strength
 
-    pg = check_process_group(process_group)
     rank, world = dist.get_rank(pg), dist.get_world_size(pg)
     err: BaseException | None = None
     tl: TensorList | None = None
@@ -486,8 +552,7 @@ def sharded_prox_(penalty, params, step: float, process_group):
         kind = plan.norm[0] if plan.norm is not None else None
         if kind == "group":
             shapes = prox._group_shapes(tl.tensors, plan.norm[2])
-            dim = plan.norm[2]
-            spans = [(dim + t.dim() if dim < 0 else dim) != 0 for t in tl.tensors]
+            spans = _spans(plan.norm[2], tl.tensors, geo)
             n_sum = sum(g for g, s in zip(shapes[1], spans, strict=True) if s)
         elif kind == "l2_norm":
             n_sum = len(tl)
@@ -609,3 +674,528 @@ def _linf_prox_sharded(tl: TensorList, s: float, pg, dev, world: int, rank: int)
     for w in tl.tensors:
         zeros.append(int((w == 0).sum()))
     return zeros
+
+
+# -- DTensor parameters (FSDP2 ``fully_shard``, ``distribute_tensor``) ---------------------
+#
+# A DTensor's mesh says where its pieces live, so a penalty call on DTensors needs no
+# process_group: each DTensor's local tensor goes through the kernels, and the partial
+# norms are combined over the process group of its Shard mesh dim (a Replicate mesh dim
+# holds copies: nothing is combined over it). Tensors are handled in parts, one per
+# process group (fully replicated tensors: a local part, no collective); penalties are sums
+# over tensors, so the parts add.
+
+_DT_MODULE = "torch.distributed.tensor"
+_MODULES = sys.modules  # no DTensor can exist before torch.distributed.tensor is imported
+_dt_types: dict[type, bool] = {}  # type -> is it a DTensor subclass (cached)
+
+
+def _is_dt_type(tp: type) -> bool:
+    hit = _dt_types.get(tp)
+    if hit is None:
+        from torch.distributed.tensor import DTensor
+
+        hit = _dt_types[tp] = issubclass(tp, DTensor)
+    return hit
+
+
+def dtensor_args(params):
+    """``(params, has_dtensor)``: cheap when torch.distributed.tensor was never imported
+    (then no DTensor can exist and ``params`` come back as they are). Otherwise an iterable
+    is materialized as a list (returned, so that a generator is not lost) and scanned."""
+    if _DT_MODULE not in _MODULES:
+        return params, False
+    if isinstance(params, Tensor):
+        return params, _is_dt_type(type(params))
+    if isinstance(params, torch.nn.Module):
+        params = list(params.parameters())
+    elif isinstance(params, (list, tuple)):
+        pass
+    elif isinstance(params, (str, bytes, dict)) or not hasattr(params, "__iter__"):
+        return params, False  # the regular path raises its TypeError
+    else:
+        params = list(params)
+    return params, any(_is_dt_type(tp) for tp in set(map(type, params)) if isinstance(tp, type))
+
+
+def groups_have_dtensor(param_groups) -> bool:
+    """True when any param of the optimizer's groups is a DTensor (cheap otherwise)."""
+    if _DT_MODULE not in _MODULES:
+        return False
+    return any(_is_dt_type(type(p)) for g in param_groups for p in g["params"])
+
+
+class _Part(NamedTuple):
+    """The tensors of one call that share a process group (None: fully replicated)."""
+
+    pg: object
+    idx: list[int]  # positions in the call's list
+    local: list[Tensor]  # their local tensors
+    geo: list[_Geo]
+
+
+def _no_pg(process_group, what: str) -> None:
+    if process_group is not None:
+        raise ValueError(
+            f"'process_group' was given but 'params' are DTensors: a DTensor's device mesh says where its "
+            f"shards live, so {what} combines them over the mesh by itself. Pass process_group=None, or pass "
+            "plain local shards (not DTensors) with process_group"
+        )
+
+
+def _at(arg: str, i: int) -> str:
+    """``'params'[3]`` for an argument, ``param_groups[0]['params'][3]`` for a path."""
+    return f"{arg}[{i}]" if "[" in arg else f"'{arg}'[{i}]"
+
+
+def _dt_parts(tensors: list, arg: str = "params") -> list[_Part]:
+    """Check the DTensors of one call and split them into parts by process group."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    first = next(i for i, t in enumerate(tensors) if isinstance(t, DTensor))
+    parts: dict[object, _Part] = {}
+    for i, p in enumerate(tensors):
+        if not isinstance(p, DTensor):
+            what = type(p).__name__ if not isinstance(p, Tensor) else "a regular (non-DTensor) tensor"
+            raise TypeError(
+                f"{_at(arg, i)} is {what} but {_at(arg, first)} is a DTensor: one call takes DTensors only. "
+                "Distribute every tensor (e.g. fully_shard the whole model), or pass the regular tensors in "
+                "a separate call"
+            )
+        mesh, placements = p.device_mesh, tuple(p.placements)
+        if mesh.get_coordinate() is None:
+            raise ValueError(f"{_at(arg, i)}: this rank is not part of the DTensor's device mesh")
+        sharded = []
+        for m, q in enumerate(placements):
+            if q.is_replicate():
+                continue
+            if type(q) is not Shard:
+                raise ValueError(
+                    f"{_at(arg, i)} has placement {q} on mesh dim {m}; normreg takes DTensors whose placements "
+                    "are Shard(d) or Replicate() (redistribute a Partial DTensor first, e.g. "
+                    "t.redistribute(placements=[Replicate()]))"
+                )
+            sharded.append((m, q.dim + p.dim() if q.dim < 0 else q.dim))
+        if len(sharded) > 1:
+            raise ValueError(
+                f"{_at(arg, i)} is sharded over {len(sharded)} mesh dims (placements {placements}); normreg "
+                "takes DTensors sharded over at most one mesh dim (FSDP2, HSDP, 1-D tensor parallel). "
+                "Redistribute it to a single Shard placement first"
+            )
+        with torch.no_grad():
+            local = p.to_local()
+        if not sharded:
+            key, g = None, _Geo(0, tuple(p.shape), 0)
+        else:
+            m, d = sharded[0]
+            n, w = p.shape[d], mesh.size(m)
+            r = mesh.get_local_rank(m)
+            chunk = -(-n // w) if n else 0
+            offset = min(r * chunk, n)
+            if tuple(local.shape[:d]) + tuple(local.shape[d + 1 :]) != tuple(p.shape[:d]) + tuple(
+                p.shape[d + 1 :]
+            ) or local.shape[d] != max(min(chunk, n - offset), 0):
+                raise ValueError(
+                    f"{_at(arg, i)}: its local tensor of shape {tuple(local.shape)} is not the even chunk "
+                    f"of Shard({d}) of shape {tuple(p.shape)} that normreg expects (a padded or strided layout); "
+                    "redistribute it"
+                )
+            pg = mesh.get_group(m)
+            if dist.get_rank(pg) != r:
+                raise ValueError(
+                    f"{_at(arg, i)}: the mesh's process group does not rank its members in mesh order"
+                )
+            key, g = pg, _Geo(d, tuple(p.shape), offset)
+        part = parts.get(key)
+        if part is None:
+            part = parts[key] = _Part(key, [], [], [])
+        part.idx.append(i)
+        part.local.append(local)
+        part.geo.append(g)
+    return list(parts.values())
+
+
+class _LocalPlan:
+    """A part whose tensors are fully replicated: every rank holds them whole, nothing is
+    combined (the plain single-process penalty)."""
+
+    def __init__(self, penalty, tl: TensorList) -> None:
+        self.penalty, self.tl = penalty, tl
+        penalty._check_params(tl)
+        self.value = penalty._value(tl)
+
+    def apply(self, grads: TensorList, scale: float, accumulate: bool) -> None:
+        self.penalty._grad(self.tl, grads, scale, accumulate)
+
+
+def _part_plan(penalty, part: _Part):
+    if part.pg is None:
+        tl = tensor_list(part.local)
+        return _LocalPlan(penalty, tl), tl
+    plan, tl, _ = _plan(penalty, part.local, part.pg, geo=part.geo)
+    return plan, tl
+
+
+def _as_dtensor(local: Tensor, like) -> Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(
+        local, like.device_mesh, like.placements, run_check=False, shape=like.shape, stride=like.stride()
+    )
+
+
+class _DTensorValue(torch.autograd.Function):
+    """The global value of a penalty of DTensors; backward gives each DTensor a DTensor
+    gradient with its placements, from the kept global norms (no collective)."""
+
+    @staticmethod
+    def forward(call, *params):  # type: ignore[override]
+        return torch.tensor(call["value"], dtype=call["dtype"], device=call["device"])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.call = inputs[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        from torch.distributed.tensor import DTensor
+
+        call = ctx.call
+        if isinstance(grad_out, DTensor):
+            grad_out = grad_out.full_tensor()
+        scale = float(grad_out)
+        needs = ctx.needs_input_grad[1:]
+        outs: list[Tensor | None] = [None] * len(needs)
+        for part, (plan, tl) in zip(call["parts"], call["plans"], strict=True):
+            if not any(needs[i] for i in part.idx):
+                continue
+            loc = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in tl.tensors]
+            plan.apply(paired(tl, loc, "grads"), scale, accumulate=False)
+            for i, o in zip(part.idx, loc, strict=True):
+                if needs[i]:
+                    outs[i] = _as_dtensor(o, call["params"][i])
+        return (None, *outs)
+
+
+def dtensor_value(penalty, params, process_group=None) -> Tensor:
+    """``penalty.value(dtensors)``: the value of the logical tensors, the same on every rank,
+    differentiable: the gradient lands in each DTensor's ``.grad`` with its placements."""
+    _no_pg(process_group, "value")
+    tensors = as_tensors(params)
+    parts = _dt_parts(tensors)
+    plans = [_part_plan(penalty, part) for part in parts]
+    call = {
+        "value": sum(p.value for p, _ in plans),
+        "dtype": _value_dtype(tensors),
+        "device": parts[0].local[0].device,
+        "parts": parts,
+        "plans": plans,
+        "params": tensors,
+    }
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        from .penalties import L0, Sum
+
+        if not isinstance(penalty, L0) and not (
+            isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms)
+        ):
+            return _DTensorValue.apply(call, *tensors)
+    return torch.tensor(call["value"], dtype=call["dtype"], device=call["device"])
+
+
+def dtensor_grad(penalty, params) -> list[Tensor]:
+    """``penalty.grad(dtensors)``: the gradient of the global value as new DTensors, each with
+    its param's placements (no autograd graph)."""
+    from .penalties import L0, Sum
+
+    if isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms):
+        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
+    tensors = as_tensors(params)
+    parts = _dt_parts(tensors)
+    outs: list[Tensor | None] = [None] * len(tensors)
+    for part in parts:
+        plan, tl = _part_plan(penalty, part)
+        loc = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in tl.tensors]
+        plan.apply(paired(tl, loc, "grads"), 1.0, accumulate=False)
+        for i, o in zip(part.idx, loc, strict=True):
+            outs[i] = _as_dtensor(o, tensors[i])
+    return outs
+
+
+def _local_grads(
+    params: list, locals_: list[Tensor], idx: list[int], *, check_only: bool = False
+) -> list[Tensor]:
+    """The local tensors of the params' DTensor ``.grad`` (checked; zeros allocated where
+    missing, after every check), to write in place. ``idx``: the params' positions in the call."""
+    from torch.distributed.tensor import DTensor
+
+    for i, p, loc in zip(idx, params, locals_, strict=True):
+        g = p.grad
+        if g is None:
+            continue
+        if not isinstance(g, DTensor):
+            raise TypeError(
+                f"'params'[{i}] is a DTensor but its .grad is a {type(g).__name__}; a DTensor's gradient must "
+                "be a DTensor with the same placements (set p.grad = None to let add_grad_ allocate it)"
+            )
+        if g.device_mesh != p.device_mesh or tuple(g.placements) != tuple(p.placements):
+            raise ValueError(
+                f"'params'[{i}].grad has placements {tuple(g.placements)} but its param has "
+                f"{tuple(p.placements)}; redistribute the grad to the param's placements first"
+            )
+        gl = g.to_local()
+        if gl.shape != loc.shape or gl.dtype != loc.dtype:
+            raise ValueError(
+                f"'params'[{i}].grad: its local tensor {tuple(gl.shape)} {gl.dtype} does not match the param's "
+                f"{tuple(loc.shape)} {loc.dtype}"
+            )
+        if not gl.is_contiguous():
+            raise ValueError(
+                f"'params'[{i}].grad: its local tensor is not contiguous; make it contiguous first"
+            )
+    if check_only:
+        return []
+    out = []
+    with torch.no_grad():
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            out.append(p.grad.to_local())
+    return out
+
+
+def dtensor_add_grad_(penalty, params, process_group=None) -> float:
+    """``penalty.add_grad_(dtensors)``: add the gradient of the global value into each
+    DTensor's ``.grad`` (its local tensor, in place); return the global value."""
+    from .penalties import L0, Sum
+
+    _no_pg(process_group, "add_grad_")
+    if isinstance(penalty, L0) or (
+        isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms)
+    ):
+        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
+    tensors = [t for t in as_tensors(params) if t.requires_grad]  # frozen: skipped, as without DTensors
+    if not tensors:
+        return 0.0
+    parts = _dt_parts(tensors)
+    # every check before the first part writes: grads, and the penalty's shape checks (GroupLasso dim)
+    everything = [t for part in parts for t in part.local]
+    order = [i for part in parts for i in part.idx]
+    _local_grads([tensors[i] for i in order], everything, order, check_only=True)
+    penalty._check_params(tensor_list(everything))
+    total = 0.0
+    for part in parts:
+        mine = [tensors[i] for i in part.idx]
+        if part.pg is None:
+            tl = tensor_list(part.local)
+            penalty._check_params(tl)
+            gl = paired(tl, _local_grads(mine, part.local, part.idx), "grads")
+            total += penalty._grad(tl, gl, 1.0, accumulate=True)
+            continue
+        plan, _tl, grads = _plan(
+            penalty,
+            part.local,
+            part.pg,
+            for_grad=True,
+            geo=part.geo,
+            grads_of=lambda tl, mine=mine, idx=part.idx: paired(
+                tl, _local_grads(mine, tl.tensors, idx), "grads"
+            ),
+        )
+        for t in plan.terms:
+            if not isinstance(t, _Additive):
+                t.apply(grads, 1.0, True)
+        total += plan.value
+    return total
+
+
+def dtensor_prox_(penalty, params, step: float, process_group=None):
+    """``penalty.prox_(dtensors, step)``: the proximal step of the logical tensors, on each
+    DTensor's local tensor in place; returns the global ``ProxStats`` (zeros per tensor)."""
+    from . import prox
+
+    _no_pg(process_group, "prox_")
+    tensors = as_tensors(params)
+    parts = _dt_parts(tensors)
+    from ._bridge import check_strength
+
+    with prox._named("prox_"):  # every check before any part moves
+        plan = prox._plan(penalty)  # a sum without a closed-form prox raises here
+        check_strength(step, "step")
+        tl = tensor_list([t for part in parts for t in part.local], "params", inplace=True)
+        prox._check_plan_params(plan, tl)
+    zeros = [0] * len(tensors)
+    numel = 0
+    for part in parts:
+        if part.pg is None:
+            stats = prox.penalty_prox_(penalty, part.local, step)
+        else:
+            stats = _prox_shards(penalty, part.local, step, part.pg, part.geo)
+        for i, z in zip(part.idx, stats.zeros, strict=True):
+            zeros[i] = z
+        numel += stats.numel
+    return prox.ProxStats(zeros, sum(zeros), numel)
+
+
+def _check_dt_grads(params: list, arg: str) -> None:
+    from torch.distributed.tensor import DTensor
+
+    for i, p in enumerate(params):
+        g = p.grad
+        if g is None:
+            continue
+        if (
+            not isinstance(g, DTensor)
+            or g.device_mesh != p.device_mesh
+            or tuple(g.placements) != tuple(p.placements)
+        ):
+            raise ValueError(
+                f"{_at(arg, i)} is a DTensor with placements {tuple(p.placements)} but its .grad is "
+                f"{type(g).__name__}{'' if not isinstance(g, DTensor) else ' ' + str(tuple(g.placements))}; "
+                "the gradient of a DTensor param must be a DTensor with its placements"
+            )
+
+
+def _global_zeros(parts: list[_Part], n: int) -> tuple[list[int], int]:
+    """Exact zeros per logical tensor and the logical numel, summed over each part's group."""
+    zeros, numel = [0] * n, 0
+    for part in parts:
+        counts = [int((t == 0).sum()) for t in part.local] + [t.numel() for t in part.local]
+        if part.pg is not None:
+            dev = _comm_device(part.pg, part.local)
+            red = torch.tensor(counts, dtype=torch.float64, device=dev)
+            dist.all_reduce(red, group=part.pg)
+            counts = [int(v) for v in red.tolist()]
+        k = len(part.local)
+        for i, z in zip(part.idx, counts[:k], strict=True):
+            zeros[i] = z
+        numel += sum(counts[k:])
+    return zeros, numel
+
+
+def dtensor_step(opt, closure=None):
+    """``step()`` of a normreg optimizer whose param groups hold DTensors (FSDP2).
+
+    Every update is elementwise, so each DTensor's local tensor goes through the optimizer's
+    own step (the state is kept per DTensor param, as DTensors with its placements). The
+    parts that need the whole tensor run over the mesh instead: the proximal step of
+    GroupLasso / L2Norm / Linf (and sparse group lasso) on sharded params, their gradient
+    with ``penalty_mode="grad"``, and the zero counts of ``last_stats`` / ``group_stats``
+    (global, the same on every rank, so a SparsityController stays in step across ranks).
+    """
+    import inspect
+
+    from torch.distributed.tensor import DTensor
+
+    from .prox import ProxStats, _check_plan_params
+    from .prox import _plan as prox_plan
+
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
+    factor = opt.penalty_factor()
+    jobs = []  # per group: (group, params with grad, parts, penalty, inner penalty, deferred)
+    for gi, group in enumerate(opt.param_groups):  # every check before any tensor is touched
+        ps = list(group["params"])
+        dts = [isinstance(p, DTensor) for p in ps]
+        if not any(dts):
+            jobs.append(None)
+            continue
+        if not all(dts):
+            i = dts.index(False)
+            raise TypeError(
+                f"{type(opt).__name__}: a param group holds DTensors and regular tensors (param {i}); put the "
+                "regular tensors into a group of their own (or distribute them too)"
+            )
+        arg = f"param_groups[{gi}]['params']"
+        _dt_parts(ps, arg)  # placements, named by the position in the group
+        _check_dt_grads(ps, arg)
+        live = [p for p in ps if p.grad is not None]
+        parts = _dt_parts(live) if live else []
+        penalty = group["penalty"]
+        if penalty is not None and factor != 1.0:
+            penalty = penalty.scaled(factor)
+        sharded = any(part.pg is not None for part in parts)
+        defer = None
+        if penalty is not None and sharded:
+            if group.get("penalty_mode", "prox") == "grad":
+                defer = None if penalty.affine else "grad"
+            elif not prox_plan(penalty).elementwise:
+                defer = "prox"
+            if defer == "prox":
+                tl = tensor_list([t for part in parts for t in part.local], "params", inplace=True)
+                _check_plan_params(prox_plan(penalty), tl)
+        jobs.append((group, live, parts, penalty, None if defer else penalty, defer))
+
+    sched = opt.penalty_schedule
+    raw_step = inspect.unwrap(type(opt).step)  # without torch's step hooks: they ran around this call
+    restore = []  # (group, params, penalty)
+    swapped = []  # (param, local)
+    try:
+        for group, job in zip(opt.param_groups, jobs, strict=True):
+            if job is None:  # no DTensor: the inner step runs it as it is, with the scaled penalty
+                restore.append((group, group["params"], group["penalty"]))
+                if group["penalty"] is not None and factor != 1.0:
+                    group["penalty"] = group["penalty"].scaled(factor)
+                continue
+            group, live, parts, penalty, inner, defer = job
+            grads = {}
+            if defer == "grad":  # the gradient of the global penalty into copies of the grads
+                originals = [p.grad for p in live]
+                try:
+                    for p in live:
+                        p.grad = p.grad.detach().clone()
+                    dtensor_add_grad_(penalty, live)
+                    grads = {id(p): p.grad.to_local() for p in live}
+                finally:
+                    for p, g in zip(live, originals, strict=True):
+                        p.grad = g
+            restore.append((group, group["params"], group["penalty"]))
+            with torch.no_grad():
+                locals_ = [p.to_local() for p in group["params"]]
+            for p, loc in zip(group["params"], locals_, strict=True):
+                loc.grad = grads.get(id(p), p.grad.to_local() if p.grad is not None else None)
+                swapped.append((p, loc))
+                st = opt.state.pop(p, None)
+                if st is not None:
+                    opt.state[loc] = {k: v.to_local() if isinstance(v, DTensor) else v for k, v in st.items()}
+            group["params"] = locals_
+            group["penalty"] = inner
+        opt.penalty_schedule = None
+        with torch.no_grad():
+            raw_step(opt)
+        stats = list(opt.group_stats)
+        with torch.no_grad():
+            for gi, job in enumerate(jobs):
+                if job is None:
+                    continue
+                group, live, parts, penalty, inner, defer = job
+                if penalty is None or not live:
+                    stats[gi] = None
+                    continue
+                if defer == "prox":  # on the DTensors (their local tensors are the ones just updated)
+                    dtensor_prox_(penalty, live, float(group["lr"]))
+                zeros, numel = _global_zeros(parts, len(live))
+                stats[gi] = ProxStats(zeros, sum(zeros), numel)
+    finally:
+        opt.penalty_schedule = sched
+        for group, params, penalty in restore:
+            group["params"] = params
+            group["penalty"] = penalty
+        for p, loc in swapped:
+            loc.grad = None
+            st = opt.state.pop(loc, None)
+            if st is not None:
+                opt.state[p] = {
+                    k: _as_dtensor(v, p)
+                    if isinstance(v, Tensor) and k != "step" and v.shape == loc.shape
+                    else v
+                    for k, v in st.items()
+                }
+    opt.group_stats = stats
+    penalized = [s for s in stats if s is not None]
+    opt.last_stats = ProxStats.combine(penalized) if penalized else None
+    if opt.last_stats is not None and hasattr(sched, "update"):
+        sched.update(opt.last_stats)
+    return loss

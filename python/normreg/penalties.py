@@ -24,9 +24,20 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from . import _ops
 from . import _reference as ref
-from ._bridge import DTYPE_CODES, TensorList, check_strength, checked_grads, paired, tensor_list, trainable
-from ._loader import _C
+from ._bridge import (
+    DTYPE_CODES,
+    TensorList,
+    check_strength,
+    check_writable,
+    checked_grads,
+    group_layout,
+    paired,
+    tensor_list,
+    trainable,
+)
+from .distributed import dtensor_args as _dtensor_args
 
 _requires_grad = operator.attrgetter("requires_grad")
 _dtype_of = operator.attrgetter("dtype")
@@ -114,25 +125,59 @@ class Penalty:
     def _scale_(self, factor: float) -> None:
         raise NotImplementedError
 
-    # -- kernel / reference dispatch (overridden by GroupLasso) ----------------------
+    # -- what the operators are told ---------------------------------------------------
+    def _spec(self) -> tuple[str, float, float, int]:
+        """(kind, s1, s2, dim) of the ``normreg::penalty_*`` operators."""
+        return (self.kind, self._s1(), self._s2(), 0)
+
+    def _specs(self) -> list[tuple[str, float, float, int]]:
+        """One spec per fused pass (a Sum has several)."""
+        return [self._spec()]
+
+    # -- the direct path: checked CPU lists straight to the kernels (see normreg._ops) ----
     def _value(self, tl: TensorList) -> float:
         if tl.on_cpu:
-            return _C.penalty_value(self.kind, tl.ptrs, tl.numels, tl.dtypes, [self._s1()], [self._s2()])
-        return float(ref.penalty_value(self.kind, tl.tensors, self._s1(), self._s2()))
+            return sum(_ops.kernel_value(tl, *sp) for sp in self._specs())
+        return float(self._op_value(tl.tensors))
 
     def _grad(self, tl: TensorList, grads: TensorList, scale: float, accumulate: bool) -> float:
         if tl.on_cpu:
-            return _C.penalty_grad(
-                self.kind, tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, [self._s1()], [self._s2()], scale, accumulate
-            )
-        gs = ref.penalty_grad(self.kind, tl.tensors, self._s1(), self._s2())
+            total = 0.0
+            for i, sp in enumerate(self._specs()):
+                total += _ops.kernel_grad(tl, grads, *sp, scale, accumulate or i > 0)
+            _ops.bump(grads.tensors)
+            return total
+        gs = self._op_grad(tl.tensors)
         with torch.no_grad():
             for out, g in zip(grads.tensors, gs):
                 if accumulate:
                     out.add_(g, alpha=scale)
                 else:
                     out.copy_(g).mul_(scale)
-        return float(ref.penalty_value(self.kind, tl.tensors, self._s1(), self._s2()))
+        return float(self._op_value(tl.tensors))
+
+    # -- the operators (compile, torch.func, meta, other devices, forced reference) --------
+    def _op_value(self, tensors: list[Tensor]) -> Tensor:
+        out = None
+        for sp in self._specs():
+            v = torch.ops.normreg.penalty_value(tensors, *sp)
+            out = v if out is None else out + v
+        return out
+
+    def _op_grad(self, tensors: list[Tensor]) -> list[Tensor]:
+        one = torch.ones((), dtype=torch.float64, device=tensors[0].device)
+        first, *rest = self._specs()
+        out = torch.ops.normreg.penalty_grad(tensors, *first, one)
+        for sp in rest:  # accumulated into the same tensors, rounded as the direct path rounds
+            torch.ops.normreg.penalty_add_grad_(tensors, out, *sp)
+        return out
+
+    def _op_add_grad_(self, tensors: list[Tensor], grads: list[Tensor]) -> Tensor:
+        out = None
+        for sp in self._specs():
+            v = torch.ops.normreg.penalty_add_grad_(tensors, grads, *sp)
+            out = v if out is None else out + v
+        return out
 
     def _reference_grad(self, params: list[Tensor]) -> list[Tensor]:
         return ref.penalty_grad(self.kind, params, self._s1(), self._s2())
@@ -158,10 +203,17 @@ class Penalty:
         Tensor
             0-dim, float64 if any param is float64 else float32.
         """
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_value(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_value(self, params, process_group)
-        tl = tensor_list(params)
+        tl = tensor_list(params, direct=_ops.direct_ok())
         self._check_params(tl)
+        if not tl.on_cpu:
+            if _ops.functorch_active():  # torch.func: the differentiable reference (see _ops)
+                return _ops.reference_value(tl.tensors, self._specs())
+            return self._op_value(tl.tensors)  # the operator: autograd through the dispatcher
         rg = tl.any_requires_grad
         if torch.is_grad_enabled() and (rg if rg is not None else any(map(_requires_grad, tl.tensors))):
             return _PenaltyValue.apply(self, tl, *tl.tensors)
@@ -171,10 +223,19 @@ class Penalty:
         return self.value(params)
 
     def grad(self, params: Params) -> list[Tensor]:
-        """The gradient of the penalty at ``params`` as new tensors (no autograd graph)."""
-        tl = tensor_list(params)
+        """The gradient of the penalty at ``params`` as new tensors (no autograd graph), each in
+        its param's layout."""
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_grad(self, params)
+        tl = tensor_list(params, direct=_ops.direct_ok())
         self._check_params(tl)
-        outs = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in tl.tensors]
+        if not tl.on_cpu:
+            if _ops.functorch_active():
+                return [g.detach() for g in self._reference_grad(list(tl.tensors))]
+            with torch.no_grad():
+                return self._op_grad(tl.tensors)
+        outs = [torch.empty_like(p) for p in tl.tensors]
         self._grad(tl, paired(tl, outs, "grads"), 1.0, accumulate=False)
         return outs
 
@@ -186,13 +247,20 @@ class Penalty:
         params that received a gradient, as a Python float. With ``process_group``, the
         params are this rank's shards and the value is global (:mod:`normreg.distributed`).
         """
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_add_grad_(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_add_grad_(self, params, process_group)
-        tl = trainable(tensor_list(params, requires_grad="all"))
+        tl = trainable(tensor_list(params, requires_grad="all", direct=_ops.direct_ok()))
         if tl is None:
             return 0.0
         self._check_params(tl)
         gl = checked_grads(tl)
+        check_writable(gl.tensors, "grads")
+        if not tl.on_cpu:
+            with torch.no_grad():
+                return _ops.as_float(self._op_add_grad_(tl.tensors, gl.tensors))
         return self._grad(tl, gl, 1.0, accumulate=True)
 
     def prox_(self, params: Params, step: float, *, process_group=None):
@@ -200,6 +268,9 @@ class Penalty:
 
         With ``process_group``, the params are this rank's shards and the step is that of the
         whole tensors (:mod:`normreg.distributed`)."""
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_prox_(self, params, step, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_prox_(self, params, step, process_group)
         from . import prox
@@ -364,7 +435,8 @@ class GroupLasso(Penalty):
         self.l *= f
 
     def shapes(self, tensors: Sequence[Tensor]) -> tuple[list[int], list[int], list[int]]:
-        outer, groups, inner = [], [], []
+        """(outer, groups, inner) per tensor in memory order (see normreg._bridge.group_layout);
+        raises if ``dim`` is out of range for a tensor."""
         for i, t in enumerate(tensors):
             nd = t.dim()
             if not -max(nd, 1) <= self.dim < max(nd, 1):
@@ -373,33 +445,13 @@ class GroupLasso(Penalty):
                     f"{tuple(t.shape)}; pick a dim every tensor has, or exclude such tensors "
                     "(e.g. biases) with normreg.param_groups"
                 )
-            o, g, n = ref.group_shape(tuple(t.shape), self.dim)
-            outer.append(o)
-            groups.append(g)
-            inner.append(n)
-        return outer, groups, inner
+        return group_layout(tensors, self.dim)
+
+    def _spec(self) -> tuple[str, float, float, int]:
+        return ("group_lasso", self.l, 0.0, self.dim)
 
     def _check_params(self, tl: TensorList) -> None:
         self.shapes(tl.tensors)
-
-    def _value(self, tl: TensorList) -> float:
-        if tl.on_cpu:
-            return _C.group_value(tl.ptrs, tl.numels, tl.dtypes, *self.shapes(tl.tensors), [self.l])
-        return float(ref.group_value(tl.tensors, self.dim, self.l))
-
-    def _grad(self, tl: TensorList, grads: TensorList, scale: float, accumulate: bool) -> float:
-        if tl.on_cpu:
-            return _C.group_grad(
-                tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, *self.shapes(tl.tensors), [self.l], scale, accumulate
-            )
-        gs = ref.group_grad(tl.tensors, self.dim, self.l)
-        with torch.no_grad():
-            for out, g in zip(grads.tensors, gs):
-                if accumulate:
-                    out.add_(g, alpha=scale)
-                else:
-                    out.copy_(g).mul_(scale)
-        return float(ref.group_value(tl.tensors, self.dim, self.l))
 
     def _reference_grad(self, params: list[Tensor]) -> list[Tensor]:
         return ref.group_grad(params, self.dim, self.l)
@@ -446,9 +498,15 @@ class L0(Penalty):
         self.l *= f
 
     def value(self, params: Params, *, process_group=None) -> Tensor:
+        params, dt = _dtensor_args(params)
+        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
+            return _dist().dtensor_value(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
             return _dist().sharded_value(self, params, process_group)
-        tl = tensor_list(params)
+        tl = tensor_list(params, direct=_ops.direct_ok())
+        if not tl.on_cpu:
+            with torch.no_grad():  # a count: not differentiable
+                return self._op_value(tl.tensors)
         return torch.scalar_tensor(self._value(tl), dtype=_list_value_dtype(tl), device=tl.tensors[0].device)
 
     def _grad(self, tl, grads, scale, accumulate):
@@ -504,14 +562,8 @@ class Sum(Penalty):
         for t in self.terms:
             t._check_params(tl)
 
-    def _value(self, tl: TensorList) -> float:
-        return sum(t._value(tl) for t in self._parts())
-
-    def _grad(self, tl: TensorList, grads: TensorList, scale: float, accumulate: bool) -> float:
-        total = 0.0
-        for i, t in enumerate(self._parts()):
-            total += t._grad(tl, grads, scale, accumulate or i > 0)
-        return total
+    def _specs(self) -> list[tuple[str, float, float, int]]:
+        return [t._spec() for t in self._parts()]
 
     def _reference_grad(self, params: list[Tensor]) -> list[Tensor]:
         out = None

@@ -32,8 +32,13 @@ its argument. Ties (``|w| = sqrt(2 τ l)``, where both 0 and ``w`` are minimizer
 NaN propagates: elementwise ops keep NaN where it is; ops that need a norm or threshold of
 a whole tensor (or group) make that whole tensor (group) NaN when it contains NaN.
 
-Every argument is checked before any tensor is modified; in-place ops refuse a
-non-contiguous tensor. Tensors not on the CPU go through :mod:`normreg._reference`.
+Every argument is checked before any tensor is modified. Any dense tensor is taken in place
+(contiguous, channels_last, transposed, permuted); a tensor with gaps (a strided slice) and
+tensors whose memory overlaps are refused. With grad mode on, tensors that require grad are
+refused (as torch refuses an in-place op on such a leaf): call these under
+``torch.no_grad()``, as optimizers do. Every call is a ``torch.ops.normreg`` operator that
+bumps the version counters of what it writes (see :mod:`normreg._ops`); tensors not on the
+CPU run :mod:`normreg._reference`.
 """
 
 from __future__ import annotations
@@ -46,9 +51,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import _ops
 from . import _reference as ref
-from ._bridge import TensorList, check_strength, paired, tensor_list
-from ._loader import _C
+from ._bridge import TensorList, check_strength, check_writable, paired, tensor_list
 
 __all__ = [
     "ProxStats",
@@ -87,9 +92,19 @@ class ProxStats:
         return self.total_zeros / self.numel if self.numel else 0.0
 
     @classmethod
-    def from_counts(cls, zeros: Sequence[int], tensors: Sequence[Tensor]) -> ProxStats:
+    def from_counts(cls, zeros: Sequence[int] | Tensor, tensors: Sequence[Tensor]) -> ProxStats:
+        """From the counts of a direct call (ints) or of an operator (an int64 tensor).
+
+        Under torch.compile and for meta tensors the counts stay a tensor (``zeros`` and
+        ``total_zeros`` are then tensors): reading them would end the graph.
+        """
+        numel = sum(t.numel() for t in tensors)
+        if isinstance(zeros, Tensor):
+            if torch.compiler.is_compiling() or zeros.device.type == "meta":
+                return cls(zeros, zeros.sum(), numel)
+            zeros = zeros.tolist()
         z = [int(v) for v in zeros]
-        return cls(z, sum(z), sum(t.numel() for t in tensors))
+        return cls(z, sum(z), numel)
 
     @classmethod
     def combine(cls, parts: Iterable[ProxStats]) -> ProxStats:
@@ -156,7 +171,9 @@ def _bounds(value, arg: str, n: int, default: float) -> list[float]:
 
 
 def _params(params: Params) -> TensorList:
-    return tensor_list(params, "params", inplace=True)
+    tl = tensor_list(params, "params", inplace=True, direct=_ops.direct_ok())
+    check_writable(tl.tensors)
+    return tl
 
 
 def _weights(tl: TensorList, weights) -> TensorList | None:
@@ -214,12 +231,7 @@ def _mul(step: float, ls: list[float]) -> list[float]:
 def _run_shrink(
     tl: TensorList, t: list[float], c: list[float], u: TensorList | None, nonneg: bool
 ) -> ProxStats:
-    if tl.on_cpu:
-        op = _SHRINK_NONNEG if nonneg else _SHRINK
-        zeros = _C.prox_elementwise(op, tl.ptrs, tl.numels, tl.dtypes, u.ptrs if u else [], t, c)
-    else:
-        zeros = ref.prox_shrink_(tl.tensors, _full(t, tl), _full(c, tl), u.tensors if u else None, nonneg)
-    return _stats(tl, zeros)
+    return _stats(tl, _ops.prox_shrink(tl, u, t, c, nonneg))
 
 
 def _full(v: list[float], tl: TensorList) -> list[float]:
@@ -227,43 +239,23 @@ def _full(v: list[float], tl: TensorList) -> list[float]:
 
 
 def _run_hard(tl: TensorList, thr: list[float]) -> ProxStats:
-    if tl.on_cpu:
-        zeros = _C.prox_elementwise(_HARD, tl.ptrs, tl.numels, tl.dtypes, [], thr, [0.0])
-    else:
-        zeros = ref.prox_hard_(tl.tensors, _full(thr, tl))
-    return _stats(tl, zeros)
+    return _stats(tl, _ops.prox_hard(tl, thr))
 
 
 def _run_clamp(tl: TensorList, lo: list[float], hi: list[float]) -> ProxStats:
-    if tl.on_cpu:
-        zeros = _C.prox_elementwise(_CLAMP, tl.ptrs, tl.numels, tl.dtypes, [], lo, hi)
-    else:
-        zeros = ref.project_box_(tl.tensors, _full(lo, tl), _full(hi, tl))
-    return _stats(tl, zeros)
+    return _stats(tl, _ops.project_box(tl, lo, hi))
 
 
 def _run_l2_norm(tl: TensorList, t: list[float], s: list[float], d: list[float]) -> ProxStats:
-    if tl.on_cpu:
-        zeros = _C.prox_l2_norm(tl.ptrs, tl.numels, tl.dtypes, t, s, d)
-    else:
-        zeros = ref.prox_l2_norm_(tl.tensors, _full(t, tl), _full(s, tl), _full(d, tl))
-    return _stats(tl, zeros)
+    return _stats(tl, _ops.prox_l2_norm(tl, t, s, d))
 
 
 def _run_group(tl: TensorList, shapes, dim: int, t: list[float], s: list[float], d: list[float]) -> ProxStats:
-    if tl.on_cpu:
-        zeros = _C.prox_group(tl.ptrs, tl.numels, tl.dtypes, *shapes, t, s, d)
-    else:
-        zeros = ref.prox_group_(tl.tensors, dim, _full(t, tl), _full(s, tl), _full(d, tl))
-    return _stats(tl, zeros)
+    return _stats(tl, _ops.prox_group(tl, dim, t, s, d))
 
 
 def _run_linf(tl: TensorList, s: list[float]) -> ProxStats:
-    if tl.on_cpu:
-        zeros = _C.prox_linf(tl.ptrs, tl.numels, tl.dtypes, s)
-    else:
-        zeros = ref.prox_linf_(tl.tensors, _full(s, tl))
-    return _stats(tl, zeros)
+    return _stats(tl, _ops.prox_linf(tl, s))
 
 
 # ---- public functions ------------------------------------------------------------------------
@@ -384,9 +376,7 @@ def project_l2_ball_(params: Params, radius: Strength = 1.0) -> ProxStats:
     with _named("project_l2_ball_"):
         tl = _params(params)
         rs = _strengths(radius, "radius", len(tl), positive=True)
-    if tl.on_cpu:
-        return _stats(tl, _C.project_l2_ball(tl.ptrs, tl.numels, tl.dtypes, rs))
-    return _stats(tl, ref.project_l2_ball_(tl.tensors, _full(rs, tl)))
+    return _stats(tl, _ops.project_l2_ball(tl, rs))
 
 
 def project_linf_ball_(params: Params, radius: Strength = 1.0) -> ProxStats:
@@ -407,9 +397,7 @@ def project_l1_ball_(params: Params, radius: Strength = 1.0) -> ProxStats:
     with _named("project_l1_ball_"):
         tl = _params(params)
         rs = _strengths(radius, "radius", len(tl), positive=True)
-    if tl.on_cpu:
-        return _stats(tl, _C.project_l1_ball(tl.ptrs, tl.numels, tl.dtypes, rs))
-    return _stats(tl, ref.project_l1_ball_(tl.tensors, _full(rs, tl)))
+    return _stats(tl, _ops.project_l1_ball(tl, rs))
 
 
 # ---- penalties ------------------------------------------------------------------------------

@@ -4,7 +4,11 @@ File format: the line ``NORMREG-CKPT 1``, the SHA-256 of the payload in hex on t
 then the payload as written by ``torch.save`` (tensors, numbers, strings and lists only, so
 it loads with ``weights_only=True``). A write goes to a temporary file in the same folder,
 is fsync'ed, the current ``checkpoint.pt`` becomes ``checkpoint.prev.pt``, and the temporary
-file is renamed to ``checkpoint.pt``: a crash at any moment leaves a good checkpoint.
+file is renamed to ``checkpoint.pt``: a crash at any moment leaves a good checkpoint. A crash
+between the two renames leaves ``checkpoint.pt`` missing and the complete temporary file
+beside ``checkpoint.prev.pt``; ``recover_checkpoint`` (called on resume) verifies it and puts it
+in place. A failed write (full disk) removes its temporary file and raises ``OSError`` naming
+the checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ __all__ = [
     "CHECKPOINT",
     "PREVIOUS",
     "find_checkpoint",
+    "recover_checkpoint",
+    "remove_stale_temporaries",
 ]
 
 CHECKPOINT = "checkpoint.pt"
@@ -55,25 +61,92 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(payload: dict[str, Any], run_dir: str | Path) -> Path:
-    """Write ``payload`` to ``run_dir/checkpoint.pt`` atomically; the old one becomes ``checkpoint.prev.pt``."""
+    """Write ``payload`` to ``run_dir/checkpoint.pt`` atomically; the old one becomes ``checkpoint.prev.pt``.
+
+    An ``OSError`` (full disk, ...) removes the temporary file and is raised again with the
+    checkpoint's path as its ``filename``.
+    """
     run_dir = Path(run_dir)
     buf = io.BytesIO()
     torch.save(payload, buf)
     body = buf.getvalue()
     digest = hashlib.sha256(body).hexdigest().encode()
     tmp = run_dir / f".{CHECKPOINT}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(_MAGIC)
-        fh.write(digest + b"\n")
-        fh.write(body)
-        fh.flush()
-        os.fsync(fh.fileno())
     cur = run_dir / CHECKPOINT
-    if cur.exists():
-        os.replace(cur, run_dir / PREVIOUS)
-    os.replace(tmp, cur)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(_MAGIC)
+            fh.write(digest + b"\n")
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if cur.exists():
+            os.replace(cur, run_dir / PREVIOUS)
+        os.replace(tmp, cur)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise OSError(exc.errno, exc.strerror or str(exc), str(cur)) from exc
     _fsync_dir(run_dir)
     return cur
+
+
+def _step_of(path: Path) -> int | None:
+    try:
+        step = read_checkpoint(path).get("step")
+    except CheckpointError:
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def recover_checkpoint(run_dir: str | Path) -> tuple[Path, int] | None:
+    """Put in place a complete, verified temporary checkpoint left by a crash during a save.
+
+    A crash between the two renames of ``save_checkpoint`` leaves no ``checkpoint.pt`` (it
+    became ``checkpoint.prev.pt``) and the new checkpoint as ``.checkpoint.pt.tmpPID``; a crash
+    just before them leaves the old ``checkpoint.pt`` beside the complete new one. A temporary
+    file whose checksum verifies and whose step is later than ``checkpoint.pt``'s becomes
+    ``checkpoint.pt`` (the current one, if good, becomes ``checkpoint.prev.pt``, as a save
+    would have done). Returns ``(temporary file, step)`` when it recovered one, else ``None``;
+    the other temporary checkpoints are removed either way.
+    """
+    run_dir = Path(run_dir)
+    best: tuple[int, Path] | None = None
+    tmps = sorted(run_dir.glob(f".{CHECKPOINT}.tmp*"))
+    for t in tmps:
+        step = _step_of(t)
+        if step is not None and (best is None or step > best[0]):
+            best = (step, t)
+    out = None
+    cur = run_dir / CHECKPOINT
+    if best is not None:
+        cur_step = _step_of(cur) if cur.exists() else None
+        if cur_step is None or best[0] > cur_step:
+            if cur_step is not None:
+                os.replace(cur, run_dir / PREVIOUS)
+            os.replace(best[1], cur)
+            _fsync_dir(run_dir)
+            out = (best[1], best[0])
+    for t in tmps:
+        if t.exists():
+            t.unlink()
+    return out
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Remove temporary files (``.NAME.tmp*``) a crashed run left in ``run_dir`` and its ``samples``."""
+    run_dir = Path(run_dir)
+    gone = []
+    for folder in (run_dir, run_dir / "samples"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") and ".tmp" in p.name and p.is_file():
+                p.unlink()
+                gone.append(p)
+    return gone
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -103,14 +176,24 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded: {exc}", path) from None
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """``path`` itself if it is a file, else ``path/checkpoint.pt``; ``CheckpointError`` if absent."""
+def _previous_hint(prev: Path, how: str | None) -> str:
+    if how is None:
+        return "resume from it with `normreg train --resume RUN_DIR --from-previous` (or load_checkpoint(..., previous=True))"
+    return how.format(prev=str(prev))
+
+
+def find_checkpoint(path: str | Path, previous_hint: str | None = None) -> Path:
+    """``path`` itself if it is a file, else ``path/checkpoint.pt``; ``CheckpointError`` if absent.
+
+    ``previous_hint`` is how the message tells a user to use ``checkpoint.prev.pt`` instead
+    (``{prev}`` is its path; default: ``normreg train --resume ... --from-previous``).
+    """
     path = Path(path)
     if path.is_dir():
         cand = path / CHECKPOINT
         if not cand.is_file():
             prev = path / PREVIOUS
-            hint = f"; {str(prev)!r} exists: use it with --from-previous" if prev.is_file() else ""
+            hint = f"; {str(prev)!r} exists: {_previous_hint(prev, previous_hint)}" if prev.is_file() else ""
             raise CheckpointError(
                 f"no checkpoint in {str(path)!r} (expected {CHECKPOINT}){hint}",
                 cand,
@@ -122,18 +205,19 @@ def find_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, previous: bool = False) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, previous: bool = False, previous_hint: str | None = None) -> dict[str, Any]:
     """Load the checkpoint at ``path`` (a file or a run directory).
 
     With ``previous=True`` and a run directory, load ``checkpoint.prev.pt`` instead. A corrupt
     or truncated checkpoint raises ``CheckpointError`` that names the file and, when the
-    previous checkpoint beside it is good, offers it (``err.previous``).
+    previous checkpoint beside it is good, offers it (``err.previous``; ``previous_hint`` as
+    in ``find_checkpoint``).
     """
     path = Path(path)
     if previous:
         base = path if path.is_dir() else path.parent
         return read_checkpoint(base / PREVIOUS)
-    file = find_checkpoint(path)
+    file = find_checkpoint(path, previous_hint)
     try:
         return read_checkpoint(file)
     except CheckpointError as exc:
@@ -144,8 +228,8 @@ def load_checkpoint(path: str | Path, previous: bool = False) -> dict[str, Any]:
             except CheckpointError:
                 raise exc from None
             raise CheckpointError(
-                f"{exc}. The previous checkpoint {str(prev)!r} (step {step}) is good: resume from it with "
-                "`normreg train --resume RUN_DIR --from-previous` (or load_checkpoint(..., previous=True))",
+                f"{exc}. The previous checkpoint {str(prev)!r} (step {step}) is good: "
+                + _previous_hint(prev, previous_hint),
                 file,
                 prev,
             ) from None

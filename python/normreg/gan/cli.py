@@ -15,14 +15,21 @@ from pathlib import Path
 
 __all__ = ["register", "train_main", "sample_main"]
 
+from .config import MASKS, PENALTIES, PENALTY_ON, RECONS, RESIZE, SCHEDULES, TASKS
+
+
+def _alts(options) -> str:
+    return " | ".join(options)
+
+
 _HELP = {
-    "task": "unconditional | completion | denoise | superres",
+    "task": _alts(TASKS),
     "dataset": "digits | textures | folder:PATH | mnist:PATH",
     "image_size": "0: native size of the data (8 for digits); else a power of 2 >= 8",
     "channels": "0: from the data; 1 or 3 to force gray or colour",
-    "resize": "folder images: center_crop | stretch | none (all images must then have one size)",
+    "resize": f"folder images: {_alts(RESIZE)} (none: all images must have one size)",
     "max_images": "use at most this many images (0: all)",
-    "mask": "completion: bottom_half | right_half | center",
+    "mask": f"completion: {_alts(MASKS)}",
     "noise_std": "denoise: noise std (images in [-1, 1])",
     "folds": "k-fold cross-validation: number of folds of the non-test images",
     "fold": "which fold is the validation set",
@@ -32,19 +39,20 @@ _HELP = {
     "betas": "Adam betas (two numbers)",
     "adv_weight": "weight of the GAN term in G's loss; 0 trains the reconstruction alone (no D)",
     "conditional_d": "paired tasks: D sees G's input beside the image (cGAN)",
-    "recon": "l1 | l2 | ssim | none",
+    "recon": _alts(RECONS),
     "recon_weight": "lambda of the reconstruction term (pix2pix: 100)",
-    "recon_schedule": "constant | linear_warmup | cosine",
+    "recon_schedule": f"{_alts(SCHEDULES)} (cosine: 1 -> 0, cosine_ramp: 0 -> 1)",
     "tv_weight": "total variation of G's output",
     "r1_weight": "R1 gradient penalty on D (gamma)",
     "r1_every": "lazy R1 every k steps (scaled by k)",
-    "weight_penalty": "none | l1 | l2 | elastic_net | l0 | group_lasso",
+    "weight_penalty": _alts(PENALTIES),
     "weight_penalty_strength": "lambda of the weight penalty",
     "l1_ratio": "elastic_net: share of the strength on the L1 part",
-    "penalty_on": "g | d | both",
+    "penalty_on": _alts(PENALTY_ON),
     "penalty_mode": "loss (autograd) | add_grad (fused gradient) | fused (gradient inside ProxAdam's update) | prox (ProxAdam proximal step)",
-    "penalty_schedule": "constant | linear_warmup | cosine",
+    "penalty_schedule": f"{_alts(SCHEDULES)} (cosine: 1 -> 0, cosine_ramp: 0 -> 1)",
     "warmup_fraction": "linear_warmup: share of the steps spent ramping up",
+    "seed": "random seed (an integer in [0, 2**32))",
     "ema_decay": "EMA of G's weights for samples and metrics (0 disables)",
     "eval_samples": "images per evaluation (0: the whole split)",
 }
@@ -82,6 +90,11 @@ def register(sub) -> None:
     p.add_argument("--config", metavar="TOML", help="read options from a TOML file (flags override it)")
     p.add_argument("--run-dir", "-o", metavar="DIR", help="output folder (default: runs/TASK-DATASET-TIME)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write the run into a non-empty --run-dir that holds no run (refused otherwise)",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument(
         "--from-previous", action="store_true", help="with --resume: start from checkpoint.prev.pt"
@@ -94,7 +107,21 @@ def register(sub) -> None:
         metavar="N",
         help="torch threads (default 1: the small models gain nothing from more; 0: torch's default)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
+    p.add_argument(
+        "--progress-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="without a terminal: a progress line on stderr every N steps (default 0: about 20 a run)",
+    )
+    p.add_argument(
+        "--on-nonfinite",
+        choices=("stop", "continue"),
+        default="stop",
+        help="a NaN/inf loss term or weight: stop at that step, keeping the last good checkpoint "
+        "(default), or warn once and train on",
+    )
     # DDP hook (normreg.gan.distributed, docs/distributed.md)
     p.add_argument(
         "--nproc",
@@ -124,20 +151,24 @@ def register(sub) -> None:
     s.set_defaults(func=sample_main)
 
 
-def _error(cmd: str, exc: BaseException) -> int:
+def _error(cmd: str, exc: BaseException | str, code: int = 2) -> int:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        exc = f"cannot write or read {exc.filename!r}: {exc.strerror or exc}"
     print(f"normreg {cmd}: error: {exc}", file=sys.stderr)
-    return 2
+    return code
 
 
 def train_main(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import CheckpointError, load_checkpoint
+    from .checkpoint import CHECKPOINT, PREVIOUS, CheckpointError, load_checkpoint
     from .config import TrainConfig
-    from .train import train
+    from .train import NonFiniteError, _check_state, recover_run, train
 
     if args.threads < 0:
         return _error("train", ValueError(f"'--threads' must be >= 0, got {args.threads}"))
+    if args.progress_every < 0:
+        return _error("train", ValueError(f"'--progress-every' must be >= 0, got {args.progress_every}"))
     if args.threads:
         torch.set_num_threads(args.threads)
     # DDP hooks: --nproc relaunches this command under torchrun; under torchrun (WORLD_SIZE > 1)
@@ -154,10 +185,13 @@ def train_main(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in names if hasattr(args, k)}
     if "betas" in given:
         given["betas"] = tuple(given["betas"])
+    common = dict(progress=not args.no_progress, progress_every=args.progress_every, on_nonfinite=args.on_nonfinite)
     try:
         if args.resume:
             if args.overwrite:
                 raise ValueError("'--resume' and '--overwrite' cannot be used together")
+            if args.force:
+                raise ValueError("'--force' only applies to a new run, not with '--resume'")
             if args.config:
                 raise ValueError("'--config' cannot be used with '--resume' (the run's own config is used)")
             if args.run_dir and Path(args.run_dir) != Path(args.resume):
@@ -165,17 +199,28 @@ def train_main(args: argparse.Namespace) -> int:
             run_dir = Path(args.resume)
             if not run_dir.is_dir():
                 raise ValueError(f"'--resume': run directory {str(run_dir)!r} does not exist")
+            recover_run(run_dir)
             cfg = None
-            if given:
-                saved = TrainConfig.from_dict(load_checkpoint(run_dir, previous=args.from_previous)["config"])
-                cfg = saved.replace(**given)
+            state = load_checkpoint(run_dir, previous=args.from_previous)
+            saved = _check_state(state, run_dir / (PREVIOUS if args.from_previous else CHECKPOINT))
+            cfg = saved.replace(**given) if given else None
+            steps = (cfg or saved).steps
+            if state["step"] == steps and _finished(run_dir, steps):
+                if _dist.is_main_process():
+                    more = "" if "steps" in given else f" (the run's steps = {steps})"
+                    print(
+                        f"normreg train: nothing to do: {str(run_dir)!r} is already at step {steps}{more}; "
+                        f"pass --steps N with N > {steps} to train further",
+                        file=sys.stderr,
+                    )
+                return 0
             summary = train(
                 cfg,
                 run_dir,
                 resume=True,
-                progress=not args.no_progress,
                 stop_after=args.stop_after,
                 from_previous=args.from_previous,
+                **common,
             )
         else:
             if args.from_previous:
@@ -192,21 +237,44 @@ def train_main(args: argparse.Namespace) -> int:
                 cfg,
                 run_dir,
                 overwrite=args.overwrite,
-                progress=not args.no_progress,
+                force=args.force,
                 stop_after=args.stop_after,
+                **common,
             )
     except KeyboardInterrupt:
         return 130
-    except (ValueError, TypeError, CheckpointError) as exc:
+    except NonFiniteError as exc:
+        if _dist.is_main_process():
+            _error("train", exc)
+            print(f"summary: {run_dir / 'summary.json'}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, CheckpointError, OSError) as exc:
         return _error("train", exc)
     if _dist.is_main_process():  # DDP hook: rank 0 reports
         _print_summary(run_dir, summary)
     return 0
 
 
+def _finished(run_dir: Path, steps: int) -> bool:
+    """``summary.json`` says the run finished its ``steps`` (a kill after the last checkpoint
+    but before the summary leaves it missing or stale: the resume then evaluates and writes it)."""
+    import json
+
+    try:
+        s = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(s, dict) and s.get("steps") == steps and s.get("status", "finished") == "finished" and bool(
+        s.get("finished")
+    )
+
+
 def _print_summary(run_dir: Path, summary: dict) -> None:
     print(f"run directory: {run_dir}")
-    print(f"steps: {summary['steps']}  time: {summary['seconds']:.1f} s  finished: {summary['finished']}")
+    print(
+        f"steps: {summary['steps']}  time: {summary['seconds']:.1f} s  "
+        f"status: {summary.get('status', 'finished' if summary['finished'] else 'stopped')}"
+    )
     m = summary.get("metrics")
     if m:
         keys = [
@@ -231,7 +299,7 @@ def sample_main(args: argparse.Namespace) -> int:
         paths = sample(
             ck, out, n=args.n, split=args.split, inputs=args.inputs, seed=args.seed, use_ema=not args.no_ema
         )
-    except (ValueError, TypeError, CheckpointError) as exc:
+    except (ValueError, TypeError, CheckpointError, OSError) as exc:
         return _error("sample", exc)
     print(f"wrote {len(paths)} PNG files to {out}")
     return 0

@@ -140,6 +140,8 @@ class TrainConfig:
         for name in ("max_images", "seed"):
             if getattr(self, name) < 0:
                 err(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.seed >= 2**32:  # the trainer derives torch / numpy seeds from it
+            err("seed", f"must be an integer in [0, 2**32) (at most 4294967295), got {self.seed}")
         for name in (
             "steps",
             "batch_size",

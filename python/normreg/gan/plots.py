@@ -78,9 +78,13 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
     logs = []
     log_path = run_dir / "log.jsonl"
     if log_path.is_file():
-        for line in log_path.read_text().splitlines():
-            if line.strip():
-                logs.append(json.loads(line))
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:  # a torn line (crash or full disk while writing): skipped
+                row = None
+            if isinstance(row, dict) and "step" in row:
+                logs.append(row)
     mets = []
     met_path = run_dir / "metrics.csv"
     if met_path.is_file():
@@ -97,8 +101,8 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
     ]
     ax = axes[0]
     for k in raw:
-        ys = [r.get(k) for r in logs]
-        if all(y is not None and math.isfinite(y) for y in ys):
+        ys = _finite_or_nan([r.get(k) for r in logs])
+        if np.isfinite(ys).any():  # non-finite values ("nan", "inf" in log.jsonl) leave gaps
             ax.plot(steps, ys, label=k, lw=1)
     ax.set_title("raw loss terms")
     ax.set_xlabel("step")
@@ -108,8 +112,8 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
     for k in [
         k for k in (logs[0] if logs else {}) if k.startswith(("w_", "lam_")) or k in ("g_total", "d_total")
     ]:
-        ys = [r.get(k) for r in logs]
-        if all(y is not None and math.isfinite(y) for y in ys):
+        ys = _finite_or_nan([r.get(k) for r in logs])
+        if np.isfinite(ys).any():
             ax.plot(steps, ys, label=k, lw=1, ls="--" if k.startswith("lam_") else "-")
     ax.set_title("λ-weighted terms, totals and λ")
     ax.set_xlabel("step")
@@ -138,4 +142,17 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
     out = Path(out) if out else run_dir / "curves.png"
     fig.savefig(out, dpi=80)
     plt.close(fig)
+    return out
+
+
+def _finite_or_nan(values) -> np.ndarray:
+    """Log values as floats: numbers and the strings "nan"/"inf" log.jsonl uses for non-finite
+    values; NaN (a gap in the plot) for infinities, missing and unreadable entries."""
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        try:
+            f = float(v) if not isinstance(v, bool) and v is not None else math.nan
+        except (TypeError, ValueError):
+            f = math.nan
+        out[i] = f if math.isfinite(f) else math.nan
     return out

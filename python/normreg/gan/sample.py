@@ -37,7 +37,8 @@ def sample(
         raise ValueError(f"'n' must be >= 1, got {n}")
     if split not in ("train", "val", "test"):
         raise ValueError(f"'split' must be train, val or test, got {split!r}")
-    trainer = trainer_from_checkpoint(checkpoint)
+    # `normreg sample` has no --from-previous: it takes the previous checkpoint's file itself
+    trainer = trainer_from_checkpoint(checkpoint, previous_hint="pass that file itself: --checkpoint {prev}")
     cfg = trainer.cfg
     model = trainer.sampler if use_ema else trainer.G
     g = torch.Generator().manual_seed(seed)

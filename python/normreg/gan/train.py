@@ -20,8 +20,10 @@ training N steps equals training N/2, resuming and training N/2 more, bit for bi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import io
 import json
 import math
 import os
@@ -29,6 +31,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +44,21 @@ import normreg
 
 from . import _ops
 from . import distributed as _dist  # DDP hooks: see normreg.gan.distributed
-from .checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT,
+    PREVIOUS,
+    CheckpointError,
+    load_checkpoint,
+    recover_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from .config import RESUME_MUTABLE, TrainConfig
 from .data import ImageData, input_channels, load_data, make_inputs
 from .metrics import kid, load_or_train_classifier, pixel_features, psnr, ssim
 from .models import build_models
 
-__all__ = ["Trainer", "train", "evaluate", "RunDirError"]
+__all__ = ["Trainer", "train", "evaluate", "RunDirError", "NonFiniteError", "ON_NONFINITE"]
 
 # Files a run writes; --overwrite removes exactly these (and nothing else) first.
 RUN_FILES = ("config.toml", "metrics.csv", "log.jsonl", "summary.json", "curves.png", CHECKPOINT, PREVIOUS)
@@ -65,8 +76,26 @@ METRIC_FIELDS = (
 )
 
 
+# What a run does when a loss term or a weight becomes NaN or infinite.
+ON_NONFINITE = ("stop", "continue")
+# At least this many images in every validation fold of a k-fold split.
+MIN_FOLD_IMAGES = 2
+
+
 class RunDirError(ValueError):
     """The run directory cannot be used as asked (exists, or has no checkpoint to resume)."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss term or a weight became NaN or infinite and the run stopped at that step.
+
+    ``step``, ``name`` (the loss term, or ``weight '<parameter>' of G``) and ``value`` say where;
+    ``summary`` is what ``summary.json`` holds (``status: "diverged"``).
+    """
+
+    def __init__(self, message: str, step: int, name: str, value: float, summary: dict | None = None) -> None:
+        super().__init__(message)
+        self.step, self.name, self.value, self.summary = step, name, value, summary or {}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -133,6 +162,15 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay > 0 else None
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # task noise, latents
         self.step_ = 0
+        if cfg.folds > 1:
+            n_rest = int(d.splits["train"].numel() + d.splits["val"].numel())
+            small = n_rest // cfg.folds  # the smallest of the k parts (they differ by one at most)
+            if small < MIN_FOLD_IMAGES:
+                raise ValueError(
+                    f"TrainConfig: 'folds' = {cfg.folds} leaves {small} image(s) in some validation folds "
+                    f"({n_rest} non-test images); use at most {max(2, n_rest // MIN_FOLD_IMAGES)} folds "
+                    f"(at least {MIN_FOLD_IMAGES} images per fold; 5 or 10 is usual)"
+                )
         self.train_x, _ = d.split("train")
         n = self.train_x.shape[0]
         self.batch = min(cfg.batch_size, n)
@@ -319,6 +357,43 @@ class Trainer:
         return out
 
     @torch.no_grad()
+    def first_nonfinite(self, terms: bool = True) -> tuple[str, float] | None:
+        """The first NaN or infinite loss term of the last step (``terms=True``) or weight of
+        G, D or EMA-G, as ``(name, value)``; ``None`` when everything is finite.
+
+        A weight is named ``"weight '<parameter>' of G"``; its value is NaN if it holds one,
+        else its largest magnitude (inf). One fused norm per network: cheap beside a step.
+        """
+        if terms:
+            last, lam = self._last
+            names = list(last)
+            if names:
+                vals = torch.stack([last[k].detach().double().reshape(()) for k in names])
+                if not bool(torch.isfinite(vals).all()):
+                    i = int((~torch.isfinite(vals)).nonzero()[0])
+                    return names[i], float(vals[i])
+            for k, v in lam.items():
+                if not math.isfinite(v):
+                    return k, v
+        for net, model in (("G", self.G), ("D", self.D), ("EMA-G", self.G_ema)):
+            if model is None:
+                continue
+            named = [(n, p) for n, p in model.named_parameters() if p.numel() > 0]
+            if not named:
+                continue
+            # 2-norms (the fast foreach kernel): NaN and inf propagate; an overflow of huge
+            # finite weights is told apart by the exact check of that tensor
+            norms = torch.stack([a.float() for a in torch._foreach_norm([p.detach() for _, p in named])])
+            ok = torch.isfinite(norms)
+            if not bool(ok.all()):
+                for i in (~ok).nonzero().flatten().tolist():
+                    w = named[i][1].detach()
+                    if not bool(torch.isfinite(w).all()):
+                        value = math.nan if bool(w.isnan().any()) else float(w.abs().max())
+                        return f"weight {named[i][0]!r} of {net}", value
+        return None
+
+    @torch.no_grad()
     def _update_ema(self, t: int) -> None:
         if self.G_ema is None:
             return
@@ -462,7 +537,7 @@ class Trainer:
 
 
 # -- run directory --------------------------------------------------------------------------------
-def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+def _prepare_run_dir(run_dir: Path, overwrite: bool, force: bool = False) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"'run_dir' {str(run_dir)!r} exists and is not a folder")
     if run_dir.is_dir():
@@ -474,31 +549,102 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
                 f"run directory {str(run_dir)!r} already holds a run ({', '.join(p.name for p in ours[:4])}...); "
                 "pass overwrite=True (--overwrite) to replace it, resume=True (--resume) to continue it, or pick another folder"
             )
+        stale = [p for p in run_dir.iterdir() if p.name.startswith(".") and ".tmp" in p.name]
+        others = [p for p in run_dir.iterdir() if p not in ours and p not in stale]
+        if not ours and others and not force:
+            names = ", ".join(sorted(p.name for p in others)[:4])
+            raise RunDirError(
+                f"run directory {str(run_dir)!r} is not empty and holds no run ({names}"
+                f"{', ...' if len(others) > 4 else ''}); pick a new or empty folder, or pass force=True "
+                "(--force) to write the run among these files"
+            )
         for p in ours:
             if p.is_dir():
                 shutil.rmtree(p)
             else:
                 p.unlink()
+        remove_stale_temporaries(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """Re-raise an ``OSError`` that does not say which file (a failed write) with ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """Yield a temporary path beside ``path`` (same suffix, so writers infer the format); on
+    success it replaces ``path``, on an error it is removed and the error names ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        with _naming(path):
+            yield tmp
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    with _atomic(path) as tmp:
+        tmp.write_text(text)
+
+
+def _read_log_rows(path: Path, step: int | None = None) -> list[str]:
+    """The lines of ``log.jsonl`` (up to ``step``); a torn last line (a crash or a full disk
+    while writing it) is dropped, any other unreadable line is reported naming the file."""
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    keep = []
+    for i, ln in enumerate(lines):
+        try:
+            row = json.loads(ln)
+            s = row["step"]
+        except (ValueError, KeyError, TypeError) as exc:
+            if i == len(lines) - 1:
+                break  # torn last line
+            raise ValueError(f"log file {str(path)!r} is corrupt at line {i + 1}: {exc}") from None
+        if step is None or s <= step:
+            keep.append(ln)
+    return keep
 
 
 def _truncate_logs(run_dir: Path, step: int) -> None:
     """Drop log rows written after the checkpoint we resume from (they will be written again)."""
     log = run_dir / "log.jsonl"
     if log.is_file():
-        keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        log.write_text("".join(ln + "\n" for ln in keep))
+        keep = _read_log_rows(log, step)
+        _write_text(log, "".join(ln + "\n" for ln in keep))
     met = run_dir / "metrics.csv"
     if met.is_file():
-        with open(met, newline="") as fh:
-            rows = list(csv.reader(fh))
+        with open(met, newline="", errors="replace") as fh:
+            rows = [r for r in csv.reader(fh) if r]
         if rows:
-            header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) <= step]
-            with open(met, "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(header)
-                w.writerows(body)
+            header, body = rows[0], []
+            for i, r in enumerate(rows[1:], 2):
+                try:
+                    s = int(r[0])
+                    if len(r) != len(header):
+                        raise ValueError(f"{len(r)} fields, the header has {len(header)}")
+                except ValueError as exc:
+                    if i == len(rows):
+                        break  # torn last row
+                    raise ValueError(f"metrics file {str(met)!r} is corrupt at line {i}: {exc}") from None
+                if s <= step:
+                    body.append(r)
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(header)
+            w.writerows(body)
+            _write_text(met, buf.getvalue())
 
 
 def _fmt(v: Any) -> Any:
@@ -511,6 +657,29 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (_json_safe(v) if isinstance(v, dict) else _fmt(v)) for k, v in d.items()}
 
 
+_STATE_KEYS = ("config", "step", "G", "D", "opt_g", "opt_d", "schedules", "rng", "data")
+
+
+def _check_state(state: Any, path: Path) -> TrainConfig:
+    """The config of a loaded checkpoint; ``CheckpointError`` naming ``path`` if its content
+    (checksum fine) is not the state of a ``normreg train`` run."""
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not the state of a normreg train run", path
+        )
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is a valid normreg checkpoint file but not of a normreg train run "
+            f"(it has no {', '.join(map(repr, missing))}); pass the checkpoint.pt of a run directory",
+            path,
+        )
+    try:
+        return TrainConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a config this version cannot use: {exc}", path) from None
+
+
 def _resolve_resume(
     cfg: TrainConfig | None, run_dir: Path, previous: bool
 ) -> tuple[TrainConfig, dict[str, Any]]:
@@ -521,7 +690,7 @@ def _resolve_resume(
         hint = f" ({str(prev)!r} exists: add --from-previous to use it)" if prev.exists() else ""
         raise RunDirError(f"cannot resume: {str(run_dir)!r} holds no checkpoint ({CHECKPOINT}){hint}")
     state = load_checkpoint(run_dir, previous=previous)
-    saved = TrainConfig.from_dict(state["config"])
+    saved = _check_state(state, run_dir / (PREVIOUS if previous else CHECKPOINT))
     if cfg is None:
         return saved, state
     bad = {k: v for k, v in saved.diff(cfg).items() if k not in RESUME_MUTABLE}
@@ -534,6 +703,29 @@ def _resolve_resume(
     return cfg, state
 
 
+def recover_run(run_dir: str | os.PathLike) -> None:
+    """Before a resume: put in place a complete checkpoint a crash left as a temporary file
+    (said on stderr) and remove the other temporary checkpoints; see ``recover_checkpoint``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+
+    def recover() -> None:
+        with _naming(run_dir):
+            got = recover_checkpoint(run_dir)
+        if got is not None:
+            _say(
+                f"recovered {str(run_dir / CHECKPOINT)!r} (step {got[1]}) from {got[0].name}, a complete "
+                "checkpoint whose save was interrupted"
+            )
+
+    _dist.on_main(recover)  # DDP hook: rank 0 renames, every rank waits for it
+
+
+def _say(msg: str) -> None:
+    print(f"normreg train: {msg}", file=sys.stderr, flush=True)
+
+
 def train(
     cfg: TrainConfig | None,
     run_dir: str | os.PathLike,
@@ -542,6 +734,9 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     from_previous: bool = False,
+    on_nonfinite: str = "stop",
+    force: bool = False,
+    progress_every: int = 0,
 ) -> dict[str, Any]:
     """Train a GAN per ``cfg`` into ``run_dir``; returns the summary (also ``summary.json``).
 
@@ -551,33 +746,60 @@ def train(
         ``None`` only with ``resume=True``: use the run's saved config.
     run_dir : path
         Created if missing. A folder that already holds a run is refused unless
-        ``overwrite=True`` (which deletes that run's files only) or ``resume=True``.
+        ``overwrite=True`` (which deletes that run's files only) or ``resume=True``; a
+        non-empty folder that holds no run is refused unless ``force=True``.
     resume : bool
         Continue from ``run_dir/checkpoint.pt`` exactly where it stopped. Only
         ``steps`` and the eval / sample / checkpoint / log cadences may differ from the run's
-        config. ``from_previous=True`` resumes from ``checkpoint.prev.pt``.
+        config. ``from_previous=True`` resumes from ``checkpoint.prev.pt``. A complete
+        checkpoint left as a temporary file by a crash during a save is put in place first
+        (and said so on stderr); stale temporary files are removed. A run already at
+        ``steps`` is evaluated again; one beyond ``steps`` is refused.
     progress : bool
-        Show a tqdm bar (only when stderr is a terminal).
+        The run directory first, then a tqdm bar on a terminal, else one line every
+        ``progress_every`` steps (0: about 20 lines a run) on stderr.
     stop_after : int, optional
         Stop (with a checkpoint) once this step is reached, as if interrupted.
+    on_nonfinite : "stop" or "continue"
+        A NaN or infinite loss term or weight: stop at that step (``NonFiniteError``, after
+        writing ``summary.json`` with ``status: "diverged"``; the last good checkpoint stays),
+        or say so once and train on.
 
     Returns
     -------
     dict
-        steps, seconds, final loss terms, ``metrics`` (test split), ``val_metrics``, paths.
+        status ("finished", "stopped", "interrupted"), steps, seconds, final loss terms,
+        ``metrics`` (test split), ``val_metrics``, paths.
+
+    Raises
+    ------
+    NonFiniteError
+        The run diverged (``on_nonfinite="stop"``).
+    OSError
+        A file could not be written (full disk, ...); ``filename`` names it.
     """
     run_dir = Path(run_dir)
     if overwrite and resume:
         raise ValueError("'overwrite' and 'resume' cannot both be set")
     if cfg is not None and not isinstance(cfg, TrainConfig):
         raise TypeError(f"'cfg' must be a TrainConfig, got {type(cfg).__name__}")
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"'on_nonfinite' must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
+    if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 0:
+        raise ValueError(f"'progress_every' must be an int >= 0 (0: about 20 lines a run), got {progress_every!r}")
     state = None
     if resume:
+        recover_run(run_dir)
         cfg, state = _resolve_resume(cfg, run_dir, from_previous)
     elif cfg is None:
         raise ValueError("'cfg' is required unless resume=True")
     if stop_after is not None and stop_after < 0:
         raise ValueError(f"'stop_after' must be >= 0, got {stop_after}")
+    if state is not None and int(state["step"]) > cfg.steps:
+        raise RunDirError(
+            f"cannot resume {str(run_dir)!r} to steps={cfg.steps}: the run is already at step {state['step']}; "
+            f"ask for more steps (--steps N with N > {state['step']}) to train further"
+        )
     trainer = Trainer(cfg)  # loads and checks the data before anything is written
     if state is not None:
         if state["data"]["fingerprint"] != trainer.data.fingerprint():
@@ -586,46 +808,96 @@ def train(
 
     def prepare() -> None:
         if state is not None:
+            remove_stale_temporaries(run_dir)
             _truncate_logs(run_dir, trainer.step_)
         else:
-            _prepare_run_dir(run_dir, overwrite)
+            _prepare_run_dir(run_dir, overwrite, force)
         (run_dir / "samples").mkdir(exist_ok=True)
-        cfg.to_toml(run_dir / "config.toml")
+        _write_text(run_dir / "config.toml", cfg.to_toml())
 
-    _dist.on_main(prepare)  # DDP hook: only rank 0 writes; its errors stop every rank
-    return _run(trainer, run_dir, progress, stop_after)
+    with _naming(run_dir):
+        _dist.on_main(prepare)  # DDP hook: only rank 0 writes; its errors stop every rank
+    if progress and _dist.is_main_process():
+        where = f"resuming at step {trainer.step_} of {cfg.steps}" if state is not None else f"{cfg.steps} steps"
+        _say(f"run directory {run_dir} ({where})")
+    return _run(trainer, run_dir, progress, stop_after, on_nonfinite, progress_every, resumed=state is not None)
 
 
-def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None) -> dict[str, Any]:
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+def _progress_line(step: int, total: int, terms: dict[str, float], rate: float) -> str:
+    shown = [f"{k} {terms[k]:.4g}" for k in ("g_total", "d_total", "g_recon", "g_adv") if k in terms]
+    eta = (total - step) / rate if rate > 0 else math.inf
+    return f"step {step}/{total}  " + "  ".join(shown) + f"  {rate:.3g} steps/s  ETA {_duration(eta)}"
+
+
+def _run(
+    trainer: Trainer,
+    run_dir: Path,
+    progress: bool,
+    stop_after: int | None,
+    on_nonfinite: str = "stop",
+    progress_every: int = 0,
+    resumed: bool = False,
+) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     cfg = trainer.cfg
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     fields = ["step", "split", *METRIC_FIELDS]
     met_path = run_dir / "metrics.csv"
+    log_path = run_dir / "log.jsonl"
     main = trainer.dist is None or trainer.dist.is_main  # DDP hook: only rank 0 writes files
     if main and not met_path.exists():
-        with open(met_path, "w", newline="") as fh:
+        with _naming(met_path), open(met_path, "w", newline="") as fh:
             csv.writer(fh).writerow(fields)
     t0 = time.perf_counter()
+    start_step = trainer.step_
+    tty = sys.stderr.isatty()
     bar = tqdm(
         total=cfg.steps,
         initial=trainer.step_,
-        disable=not progress or not sys.stderr.isatty() or not main,
+        disable=not progress or not tty or not main,
         desc=f"{cfg.task}/{cfg.dataset.split(':')[0]}",
         dynamic_ncols=True,
     )
+    # Without a terminal: one line every `every` steps (the same steps on every DDP rank,
+    # since loss_terms() is collective there).
+    every = progress_every or max(cfg.log_every, round(cfg.steps / 20 / cfg.log_every) * cfg.log_every)
+    lines = progress and not tty and main
     last: dict[str, float] = {}
     interrupted = False
+    bad: tuple[int, str, float] | None = None
+    last_ckpt = start_step if resumed else None
     try:
-        with open(run_dir / "log.jsonl" if main else os.devnull, "a") as log:
+        with contextlib.ExitStack() as stack:
+            with _naming(log_path):
+                log = open(log_path if main else os.devnull, "a")  # noqa: SIM115 - closed below
+            # every row is flushed when written: closing has nothing left to write, and must not
+            # replace a write error (full disk) that names the file with one that does not
+            stack.callback(_close_quietly, log)
             while trainer.step_ < end:
                 trainer.step()
                 s = trainer.step_
-                if s % cfg.log_every == 0 or s == end:
+                # DDP hook: each rank's loss terms are its own; weights agree on every rank
+                nonfinite = trainer.first_nonfinite(terms=trainer.dist is None)
+                logged = s % cfg.log_every == 0 or s == end or nonfinite is not None
+                if logged or s % every == 0:
                     last = trainer.loss_terms()
-                    log.write(json.dumps({"step": s, **_json_safe(last)}) + "\n")
-                    log.flush()
+                    if nonfinite is None and trainer.dist is not None and logged:
+                        # DDP hook: the rank-mean loss terms, the same on every rank
+                        nonfinite = next(((k, v) for k, v in last.items() if not math.isfinite(v)), None)
+                if logged:
+                    with _naming(log_path):
+                        log.write(json.dumps({"step": s, **_json_safe(last)}) + "\n")
+                        log.flush()
                     post = {k: f"{last[k]:.3g}" for k in ("g_total", "d_total") if k in last}
                     post.update(
                         {
@@ -635,17 +907,31 @@ def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None
                         }
                     )
                     bar.set_postfix(post, refresh=False)
+                if nonfinite is not None and bad is None:
+                    bad = (s, *nonfinite)
+                    if on_nonfinite == "stop":
+                        break
+                    if main:
+                        _say(
+                            f"warning: non-finite {_label(bad[1])} = {bad[2]} at step {s}; "
+                            "training on (on_nonfinite='continue')"
+                        )
                 bar.update(1)
+                if lines and (s % every == 0 or s == end):
+                    rate = (s - start_step) / max(time.perf_counter() - t0, 1e-9)
+                    print(_progress_line(s, cfg.steps, last, rate), file=sys.stderr, flush=True)
                 if main and (s % cfg.sample_every == 0 or s == cfg.steps):
-                    trainer.sample_grid(run_dir / "samples" / f"step_{s:06d}.png")
+                    _sample(trainer, run_dir / "samples" / f"step_{s:06d}.png")
                 if main and (s % cfg.eval_every == 0 or s == cfg.steps):
                     m = trainer.evaluate("val")
-                    with open(met_path, "a", newline="") as fh:
+                    with _naming(met_path), open(met_path, "a", newline="") as fh:
                         csv.writer(fh).writerow(
                             [s, "val", *[_fmt(m[k]) if m[k] is not None else "" for k in METRIC_FIELDS]]
                         )
-                if main and (s % cfg.checkpoint_every == 0 or s == end):
-                    save_checkpoint(trainer.state_dict(), run_dir)
+                if s % cfg.checkpoint_every == 0 or s == end:
+                    if main:
+                        save_checkpoint(trainer.state_dict(), run_dir)
+                    last_ckpt = s
     except KeyboardInterrupt:
         interrupted = True
         if main:
@@ -657,12 +943,12 @@ def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    from .plots import plot_curves
-
+    diverged = bad is not None and on_nonfinite == "stop" and not interrupted
     if main:
-        plot_curves(run_dir)
-    done = trainer.step_ >= cfg.steps
+        _plot(run_dir)
+    done = trainer.step_ >= cfg.steps and not diverged
     summary: dict[str, Any] = {
+        "status": "diverged" if diverged else "interrupted" if interrupted else "finished" if done else "stopped",
         "task": cfg.task,
         "dataset": cfg.dataset,
         "steps": trainer.step_,
@@ -678,25 +964,83 @@ def _run(trainer: Trainer, run_dir: Path, progress: bool, stop_after: int | None
         "losses": last or (trainer.loss_terms() if hasattr(trainer, "_last") else {}),
         "checkpoint": CHECKPOINT,
     }
+    message = None
+    if bad is not None:
+        summary["nonfinite"] = {"step": bad[0], "name": bad[1], "value": bad[2]}
+        if diverged:
+            where = (
+                f"the last good checkpoint ({CHECKPOINT}, step {last_ckpt}) is kept"
+                if last_ckpt is not None
+                else "no checkpoint was written before it"
+            )
+            message = (
+                f"non-finite {_label(bad[1])} = {bad[2]} at step {bad[0]}: the run stopped there and "
+                f"{where}; lower the weights or learning rates, or pass on_nonfinite='continue' "
+                "(--on-nonfinite continue) to train on anyway"
+            )
+            summary["checkpoint_step"] = last_ckpt
+            summary["error"] = message
     if trainer.dist is not None:
         summary["processes"] = trainer.dist.info.world
     if not main:  # DDP hook: rank 0 evaluates and writes the summary
+        if diverged:
+            raise NonFiniteError(message, bad[0], bad[1], bad[2], _json_safe(summary))
         return _json_safe(summary)
     if done:
         summary["val_metrics"] = trainer.evaluate("val")
         summary["metrics"] = trainer.evaluate("test")
-        trainer.sample_grid(run_dir / "samples" / "final.png")
+        _sample(trainer, run_dir / "samples" / "final.png")
     summary = _json_safe(summary)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if diverged:
+        raise NonFiniteError(message, bad[0], bad[1], bad[2], summary)
     if interrupted:
         raise KeyboardInterrupt
     return summary
 
 
-def trainer_from_checkpoint(path: str | os.PathLike, previous: bool = False) -> Trainer:
-    """Rebuild a ``Trainer`` (data, models, state) from a run directory or checkpoint file."""
-    state = load_checkpoint(path, previous=previous)
-    cfg = TrainConfig.from_dict(state["config"])
+def _close_quietly(fh) -> None:
+    with contextlib.suppress(OSError):
+        fh.close()
+
+
+def _label(name: str) -> str:
+    if name.startswith("weight "):
+        return name
+    return f"λ {name!r}" if name.startswith("lam_") else f"loss term {name!r}"
+
+
+def _plot(run_dir: Path) -> None:
+    from .plots import plot_curves
+
+    path = run_dir / "curves.png"
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        with _naming(path), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # overflow of huge λ on the symlog axis
+            if plot_curves(run_dir, tmp) is not None:
+                os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _sample(trainer: Trainer, path: Path) -> None:
+    with _atomic(path) as tmp:
+        trainer.sample_grid(tmp)
+
+
+def trainer_from_checkpoint(
+    path: str | os.PathLike, previous: bool = False, previous_hint: str | None = None
+) -> Trainer:
+    """Rebuild a ``Trainer`` (data, models, state) from a run directory or checkpoint file.
+
+    ``previous_hint``: how an error tells the user to use ``checkpoint.prev.pt`` instead (see
+    ``normreg.gan.checkpoint.find_checkpoint``).
+    """
+    state = load_checkpoint(path, previous=previous, previous_hint=previous_hint)
+    p = Path(path)
+    cfg = _check_state(state, p / (PREVIOUS if previous else CHECKPOINT) if p.is_dir() else p)
     trainer = Trainer(cfg)
     if state["data"]["fingerprint"] != trainer.data.fingerprint():
         raise ValueError(

@@ -10,7 +10,25 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_savefig", "config_key", "to_jsonable"]
+__all__ = [
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "atomic_savefig",
+    "config_key",
+    "to_jsonable",
+    "read_json",
+    "remove_stale_temporaries",
+]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Files get the mode open() would give them (0644 under the usual umask 022), not mkstemp's 0600.
+_FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -19,17 +37,42 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from exc
         raise
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """``json.loads`` of a file; a corrupt file raises ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{os.fspath(path)!r} is corrupt (not valid JSON: {exc}); delete it or restore it") from None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the ``.NAME.*.tmp`` files an interrupted atomic write left in ``folder`` and its
+    ``points`` folder (a crash, a kill -9); returns them."""
+    gone = []
+    for d in (Path(folder), Path(folder) / "points"):
+        if d.is_dir():
+            for p in d.iterdir():
+                if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+                    p.unlink()
+                    gone.append(p)
+    return gone
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

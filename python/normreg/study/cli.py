@@ -53,7 +53,8 @@ def register(sub) -> None:
                    help="delete each run's directory (checkpoints, samples) once its results are stored")
     p.add_argument("--jobs", type=int, default=1, help="runs at once in worker processes (default 1)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per run (default: 1 with --jobs > 1, else torch's)")
+                   help="torch threads per run (default: 1 with --jobs > 1, else torch's; "
+                        "recorded in sweep.json and reused by --resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_sweep)
 
@@ -70,14 +71,15 @@ def register(sub) -> None:
     g.add_argument("--overwrite", action="store_true", help="delete --out's previous results first")
     s.add_argument("--keep-runs", action="store_true", help="keep every run's directory (checkpoints, samples)")
     s.add_argument("--jobs", type=int, default=None, help="runs at once in worker processes (default: 2 on 2+ cores)")
-    s.add_argument("--threads", type=int, default=None, help="torch threads per run (default: 1 with several jobs)")
+    s.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: 1 with several jobs; recorded and reused by --resume)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--list", action="store_true", help="list the studies and their arms")
     s.set_defaults(func=_study)
 
 
-def _err(msg: str) -> int:
-    print(f"normreg: error: {msg}", file=sys.stderr)
+def _err(msg: str, cmd: str = "sweep") -> int:
+    print(f"normreg {cmd}: error: {msg}", file=sys.stderr)
     return 2
 
 
@@ -87,7 +89,7 @@ def _sweep(args) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"'--threads' must be >= 1, got {args.threads}")
-        threads = args.threads if args.threads is not None else (1 if args.jobs > 1 else None)
+        threads = args.threads  # None: the sweep's recorded count on --resume, else 1 with --jobs > 1
         if args.reselect:
             if args.criterion is None:
                 raise ValueError("'--criterion' is required with --reselect")
@@ -104,7 +106,11 @@ def _sweep(args) -> int:
                         raise ValueError(f"'--set': {item!r} is not NAME=VALUE")
                     k, v = item.split("=", 1)
                     if k.strip() not in d:
-                        raise ValueError(f"'--set': unknown option {k.strip()!r}")
+                        import difflib
+
+                        close = difflib.get_close_matches(k.strip(), list(d), n=2)
+                        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                        raise ValueError(f"'--set': unknown option {k.strip()!r}{hint}")
                     d[k.strip()] = parse_value(v)
                 base = d
             res = sweep(
@@ -112,6 +118,8 @@ def _sweep(args) -> int:
                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, plot=not args.no_plot,
                 keep_runs=not args.drop_runs, jobs=args.jobs, threads=threads,
             )
+    except OSError as exc:
+        return _err(f"cannot write or read {exc.filename!r}: {exc.strerror or exc}" if exc.filename else str(exc))
     except (ValueError, TypeError) as exc:
         return _err(str(exc))
     _print_sweep(res)
@@ -129,8 +137,16 @@ def _print_sweep(res) -> None:
     for rank, i in enumerate(order[:10], 1):
         row = res.summary[i]
         opts = "  ".join(f"{n}={row['labels'][n]}" for n in names)
-        vals = "  ".join(f"{m} {fmt_pm(row['mean'].get(m, math.nan), row['std'].get(m, math.nan))}" for m in metrics)
+        vals = "  ".join(
+            f"{m} {fmt_pm(row['mean'].get(m, math.nan), row['std'].get(m, math.nan), n=row['n'].get(m, 0))}"
+            for m in metrics
+        )
         print(f"  {rank:>2}. {opts:<{width + 12}}  {vals}")
+    diverged = [r for r in res.records if r.get("status") == "diverged"]
+    if diverged:
+        print(f"{len(diverged)} run(s) diverged (non-finite loss or weight; never selected): "
+              + "; ".join(" ".join(f"{k}={v}" for k, v in r["labels"].items()) + f" seed={r['seed']}"
+                          for r in diverged[:5]))
     print("best:", ", ".join(f"{k}={v}" for k, v in res.best_options.items()))
     for k, path in res.files.items():
         print(f"  {k:<8} {path}")
@@ -151,7 +167,9 @@ def _study(args) -> int:
             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, keep_runs=args.keep_runs,
             jobs=args.jobs, threads=args.threads,
         )
+    except OSError as exc:
+        return _err(f"cannot write or read {exc.filename!r}: {exc.strerror or exc}" if exc.filename else str(exc), "study")
     except (ValueError, TypeError) as exc:
-        return _err(str(exc))
+        return _err(str(exc), "study")
     print(f"report: {path}")
     return 0

@@ -23,10 +23,16 @@ __all__ = ["write_report", "compare", "fmt_pm"]
 # ----------------------------------------------------------------------------------------
 # Numbers
 # ----------------------------------------------------------------------------------------
-def fmt_pm(mean: float, std: float, scale: float = 1.0, digits: int | None = None) -> str:
-    """``mean ± std`` with a precision that follows the spread."""
+def fmt_pm(mean: float, std: float, scale: float = 1.0, digits: int | None = None, n: int | None = None) -> str:
+    """``mean ± std`` with a precision that follows the spread; the mean alone for one run
+    (``n < 2``: a single run has no spread to show) or a NaN std."""
     if mean is None or not math.isfinite(mean):
         return "–" if mean is None or math.isnan(mean) else ("∞" if mean > 0 else "-∞")
+    if (n is not None and n < 2) or (std is not None and math.isnan(std)):
+        m = mean * scale
+        if digits is None:
+            digits = 3 if m == 0 else max(0, min(4, 2 - int(math.floor(math.log10(abs(m))))))
+        return f"{m:.{digits}f}"
     m, s = mean * scale, (std or 0.0) * scale
     if digits is None:
         ref = s if s > 0 else abs(m)
@@ -81,8 +87,8 @@ def _table(rows: Sequence[dict], metrics: Sequence[str], first: str = "arm", ext
     for row in rows:
         cells = [row["labels"]["arm"], str(row["n_runs"])]
         for m in metrics:
-            mu, sd, _ = _stats(row, m)
-            cells.append(fmt_pm(mu, sd, _SCALE.get(m, 1.0)))
+            mu, sd, n = _stats(row, m)
+            cells.append(fmt_pm(mu, sd, _SCALE.get(m, 1.0), n=n))
         lines.append("| " + " | ".join(cells) + " |")
     for e in extra:
         lines.append("| " + " | ".join([e["name"], e.get("n", ""), *[e.get(m, "") for m in metrics]]) + " |")
@@ -108,7 +114,7 @@ def _real_row(records: Sequence[dict], group: str) -> dict:
             return ""
         mu = sum(vals) / len(vals)
         sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-        return fmt_pm(mu, sd, scale)
+        return fmt_pm(mu, sd, scale, n=len(vals))
 
     return {
         "name": "*real images*",
@@ -267,7 +273,7 @@ def _sentence(a: dict | None, b: dict | None, metric: str) -> str | None:
     }[verdict]
     return (
         f"{a['labels']['arm']} is {what} {b['labels']['arm']} on {name}: "
-        f"{fmt_pm(sa[0], sa[1], scale)} vs {fmt_pm(sb[0], sb[1], scale)} "
+        f"{fmt_pm(sa[0], sa[1], scale, n=sa[2])} vs {fmt_pm(sb[0], sb[1], scale, n=sb[2])} "
         f"(difference {d * scale:+.3g}, 2 × standard error {2 * se * scale:.2g})."
     )
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_text, to_jsonable
-from .sweep import Backend, Point, default_backend, run_points
+from ._io import atomic_write_text, read_json, remove_stale_temporaries, to_jsonable
+from .sweep import Backend, Point, default_backend, resolve_threads, run_points
 
 __all__ = ["Arm", "Study", "STUDIES", "run_study", "study_points"]
 
@@ -336,6 +336,7 @@ def run_study(
     points, notes = study_points(study, mode, backend)
     out = Path(out_dir)
     manifest = out / "study.json"
+    prev = None
     if out.exists() and any(out.iterdir()):
         if overwrite:
             shutil.rmtree(out)
@@ -345,43 +346,43 @@ def run_study(
                 "or overwrite=True (--overwrite) to start again"
             )
         elif manifest.is_file():
-            prev = json.loads(manifest.read_text())
+            prev = read_json(manifest)
             if prev.get("study") != name or prev.get("mode") != mode:
                 raise ValueError(
                     f"'out_dir' holds study {prev.get('study')!r} in mode {prev.get('mode')!r}, not {name!r} "
                     f"in mode {mode!r}; pick another folder"
                 )
+    threads = resolve_threads(threads, jobs, prev, manifest)  # recorded in study.json, reused on resume
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     import torch
 
     old_threads = torch.get_num_threads()
-    if threads is None and jobs > 1:
-        threads = 1
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:
-        prev_elapsed = json.loads(manifest.read_text()).get("elapsed_s", 0.0) if manifest.is_file() else 0.0
-        atomic_write_text(manifest, json.dumps({"study": name, "mode": mode, "elapsed_s": prev_elapsed}, indent=1))
+        prev_elapsed = prev.get("elapsed_s", 0.0) if isinstance(prev, dict) else 0.0
+        head = {"study": name, "mode": mode, "threads": threads}
+        atomic_write_text(manifest, json.dumps({**head, "elapsed_s": prev_elapsed}, indent=1))
         records = run_points(
             points, out, backend=user_backend, split="val", measure=("study", name, mode), progress=progress,
-            desc=name, keep_runs=keep_runs, jobs=jobs, threads=threads,
+            desc=f"study {name}", keep_runs=keep_runs, jobs=jobs, threads=threads,
         )
     finally:
         elapsed = prev_elapsed + time.perf_counter() - t0
-        atomic_write_text(manifest, json.dumps({"study": name, "mode": mode, "elapsed_s": elapsed}, indent=1))
+        atomic_write_text(manifest, json.dumps({**head, "elapsed_s": elapsed}, indent=1))
         torch.set_num_threads(old_threads)
     from .report import write_report
 
     return write_report(
         study, records, out, mode=mode, notes=notes, elapsed_s=elapsed,
-        threads=threads if threads is not None else old_threads, jobs=jobs,
+        threads=threads, jobs=jobs,
     )
 
 
 def records_of(out_dir: str | os.PathLike) -> list[dict]:
     """All finished runs of a study directory (for re-plotting without running)."""
-    return [json.loads(p.read_text()) for p in sorted(Path(out_dir, "points").glob("*.json"))]
+    return [read_json(p) for p in sorted(Path(out_dir, "points").glob("*.json"))]
 
 
 def jsonable_summary(records: Sequence[dict]) -> str:

@@ -34,6 +34,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,7 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_savefig, atomic_write_text, config_key, from_jsonable_float, to_jsonable
+from ._io import (
+    atomic_savefig,
+    atomic_write_text,
+    config_key,
+    from_jsonable_float,
+    read_json,
+    remove_stale_temporaries,
+    to_jsonable,
+)
 
 __all__ = [
     "Backend",
@@ -348,8 +357,24 @@ class Store:
     def has(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def check(self, key: str) -> bool:
+        """``has(key)`` for a readable record; a corrupt one is reported (naming its file),
+        removed, and its run done again."""
+        path = self.path(key)
+        if not path.is_file():
+            return False
+        try:
+            rec = self.load(key)
+            if not isinstance(rec, dict) or "metrics" not in rec:
+                raise ValueError(f"{os.fspath(path)!r} is not a run record")
+        except ValueError as exc:
+            print(f"normreg: warning: {exc}; that run is done again", file=sys.stderr)
+            path.unlink()
+            return False
+        return True
+
     def load(self, key: str) -> dict:
-        return json.loads(self.path(key).read_text())
+        return read_json(self.path(key))
 
     def save(self, record: dict) -> None:
         atomic_write_text(self.path(record["key"]), json.dumps(to_jsonable(record), indent=1, sort_keys=True))
@@ -383,12 +408,19 @@ def _execute(p: Point, store: Store, backend: Backend, split: str, measure, keep
     cfg = backend.config_cls.from_dict(p.config)
     run_dir = store.run_dir(p.key)
     t0 = time.perf_counter()
-    summary = _call_train(backend, cfg, run_dir, progress=False) or {}
+    status, error = "finished", None
+    try:
+        summary = _call_train(backend, cfg, run_dir, progress=False) or {}
+    except FloatingPointError as exc:  # the trainer's NonFiniteError: the run diverged
+        summary, status, error = dict(getattr(exc, "summary", None) or {}), "diverged", str(exc)
     train_s = time.perf_counter() - t0
-    # the trainer's summary already holds the validation metrics of the finished run
-    metrics = summary.get(f"{split}_metrics") if split == "val" else None
-    if not isinstance(metrics, Mapping):
-        metrics = backend.evaluate(run_dir, split=split) or {}
+    if status == "diverged":
+        metrics: Mapping = {}  # every metric NaN: a diverged point is never selected
+    else:
+        # the trainer's summary already holds the validation metrics of the finished run
+        metrics = summary.get(f"{split}_metrics") if split == "val" else None
+        if not isinstance(metrics, Mapping):
+            metrics = backend.evaluate(run_dir, split=split) or {}
     record = {
         "key": p.key,
         "labels": p.labels,
@@ -401,8 +433,11 @@ def _execute(p: Point, store: Store, backend: Backend, split: str, measure, keep
         "split": split,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "extra": {},
+        "status": status,
     }
-    if measure is not None:
+    if error is not None:
+        record["error"] = error
+    if measure is not None and status == "finished":
         more = dict(measure(run_dir, cfg, summary) or {})
         record["metrics"].update(_scalars(more))
         record["extra"] = {k: v for k, v in more.items() if k not in record["metrics"]}
@@ -459,35 +494,64 @@ def run_points(
     if jobs > 1 and backend is not None:
         raise ValueError("'jobs' > 1 runs the real trainer in worker processes; pass backend=None or jobs=1")
     store = Store(out_dir)
-    todo = [p for p in points if not store.has(p.key)]
+    todo = [p for p in points if not store.check(p.key)]
     # the same config twice (e.g. two arms that coincide) runs once
     seen: set[str] = set()
     todo = [p for p in todo if not (p.key in seen or seen.add(p.key))]
     n_unique = len({p.key for p in points})
     bar = None
-    if progress and todo:
+    tty = sys.stderr.isatty()
+    if progress:
+        # the output folder first, then a bar on a terminal or one line per finished run
+        done_before = n_unique - len(todo)
+        print(
+            f"normreg {desc}: {n_unique} runs in {os.fspath(out_dir)}"
+            + (f" ({done_before} already done)" if done_before else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+    if progress and todo and tty:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_unique, initial=n_unique - len(todo), desc=desc, unit="run", dynamic_ncols=True)
+    t_start = time.perf_counter()
+    finished = [0]
+
+    def describe(p: Point) -> str:
+        label = " ".join(f"{v}" for v in p.labels.values())
+        return f"{label} seed={p.seed}" + (f" fold={p.fold}" if p.fold is not None else "")
 
     def show(p: Point) -> None:
         if bar is not None:
-            label = " ".join(f"{v}" for v in p.labels.values())
-            bar.set_postfix_str(f"{label} seed={p.seed}" + (f" fold={p.fold}" if p.fold is not None else ""))
+            bar.set_postfix_str(describe(p))
 
+    def ran(p: Point) -> None:
+        finished[0] += 1
+        if bar is not None:
+            bar.update(1)
+        elif progress:
+            k, el = finished[0], time.perf_counter() - t_start
+            eta = el / k * (len(todo) - k)
+            print(
+                f"{desc}: run {n_unique - len(todo) + k}/{n_unique} done ({describe(p)}); "
+                f"{el:.0f} s so far, ETA {eta:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    import torch
+
+    old_threads = torch.get_num_threads()
     try:
         if jobs == 1 or len(todo) <= 1:
             backend = backend or default_backend()
             measure_fn = _resolve_measure(measure)
             if threads is not None:
-                import torch
-
                 torch.set_num_threads(threads)
             for p in todo:
                 show(p)
                 _execute(p, store, backend, split, measure_fn, keep_runs)
-                if bar is not None:
-                    bar.update(1)
+                ran(p)
         else:
             import multiprocessing as mp
             from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -505,12 +569,12 @@ def run_points(
                             p = pending.pop(f)
                             f.result()  # a failed run stops the sweep (finished ones stay stored)
                             show(p)
-                            if bar is not None:
-                                bar.update(1)
+                            ran(p)
                 except BaseException:
                     ex.shutdown(wait=True, cancel_futures=True)
                     raise
     finally:
+        torch.set_num_threads(old_threads)
         if bar is not None:
             bar.close()
     records = []
@@ -690,7 +754,7 @@ def sweep(
     manifest_path = out / "sweep.json"
     if grid is None:
         if resume and manifest_path.is_file():
-            spec = json.loads(manifest_path.read_text())
+            spec = read_json(manifest_path)
             return sweep(
                 spec["base"], spec["grid"], out, seeds=spec["seeds"], folds=spec["folds"],
                 criterion=spec["criterion"] if criterion is None else criterion,
@@ -709,6 +773,7 @@ def sweep(
     seed_list = _seed_list(seeds, int(base_d.get("seed", 0)))
     points = make_points(base_d, grid, seed_list, folds, backend)
 
+    prev = None
     if out.exists() and any(out.iterdir()):
         if overwrite:
             shutil.rmtree(out)
@@ -717,13 +782,52 @@ def sweep(
                 f"'out_dir' {os.fspath(out)!r} is not empty; pass resume=True (--resume) to continue it "
                 "or overwrite=True (--overwrite) to start again"
             )
+        elif manifest_path.is_file():
+            prev = read_json(manifest_path)
+    threads = resolve_threads(threads, jobs, prev, manifest_path)
     out.mkdir(parents=True, exist_ok=True)
-    spec = {"base": base_d, "grid": grid, "seeds": seed_list, "folds": folds, "criterion": str(criterion)}
+    remove_stale_temporaries(out)
+    spec = {
+        "base": base_d,
+        "grid": grid,
+        "seeds": seed_list,
+        "folds": folds,
+        "criterion": str(criterion),
+        "threads": threads,
+    }
     atomic_write_text(manifest_path, json.dumps(to_jsonable(spec), indent=1))
 
     records = run_points(points, out, backend=user_backend, split="val", progress=progress, desc="sweep",
                          keep_runs=keep_runs, jobs=jobs, threads=threads)
     return _finish(out, base_d, grid, criterion, records, backend, plot=plot)
+
+
+def resolve_threads(threads: int | None, jobs: int, prev: Mapping | None, manifest: Path) -> int:
+    """The torch threads every run of a sweep or study uses, recorded in its manifest.
+
+    Thread counts can change a run's floating-point results (torch's reductions split
+    differently), so a resumed sweep reuses the recorded count: ``threads=None`` takes it, a
+    different explicit count is refused. A new sweep records ``threads``, or 1 with
+    ``jobs > 1``, or torch's current count.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"'threads' must be a positive int or None, got {threads!r}")
+    recorded = prev.get("threads") if isinstance(prev, Mapping) else None
+    if recorded is not None:
+        if threads is not None and threads != recorded:
+            raise ValueError(
+                f"'threads' = {threads} differs from the {recorded} torch thread(s) the runs in "
+                f"{os.fspath(manifest.parent)!r} used (recorded in {manifest.name}); the resumed runs would not "
+                "match the finished ones: omit --threads (the recorded count is used) or start a new sweep"
+            )
+        return int(recorded)
+    if threads is not None:
+        return threads
+    if jobs > 1:
+        return 1
+    import torch
+
+    return torch.get_num_threads()
 
 
 def load_sweep(out_dir: str | os.PathLike, criterion=None, backend: Backend | None = None, plot: bool = False) -> SweepResult:
@@ -736,7 +840,7 @@ def load_sweep(out_dir: str | os.PathLike, criterion=None, backend: Backend | No
     if not manifest_path.is_file():
         raise ValueError(f"'out_dir' {os.fspath(out)!r} has no sweep.json; is it a sweep directory?")
     backend = backend or default_backend()
-    spec = json.loads(manifest_path.read_text())
+    spec = read_json(manifest_path)
     crit = Criterion.parse(criterion if criterion is not None else spec["criterion"])
     points = make_points(spec["base"], spec["grid"], spec["seeds"], spec["folds"], backend)
     store = Store(out)
@@ -826,7 +930,7 @@ def _write_best_toml(path: Path, cfg, opts: Mapping, row: Mapping, criterion: Cr
     ]
     for m in criterion.metrics:
         mu, sd, n = row["mean"].get(m, math.nan), row["std"].get(m, math.nan), row["n"].get(m, 0)
-        lines.append(f"# {m}: {mu:.6g} +- {sd:.2g} (std over {n} runs)")
+        lines.append(f"# {m}: {mu:.6g} +- {sd:.2g} (std over {n} runs)" if n > 1 else f"# {m}: {mu:.6g} (one run)")
     atomic_write_text(path, "\n".join(lines) + "\n" + body)
 
 
@@ -895,7 +999,8 @@ def plot_sweep(
                 ax.set_title(", ".join(f"{k}={v}" for k, v in others.items()), fontsize=8)
             ax.grid(alpha=0.3)
     n_runs = summ[best_index]["n_runs"]
-    fig.suptitle(f"sweep: mean ± std over {n_runs} runs per point; ★ best by {criterion}", fontsize=10)
+    spread = f"mean ± std over {n_runs} runs per point" if n_runs > 1 else "one run per point"
+    fig.suptitle(f"sweep: {spread}; ★ best by {criterion}", fontsize=10)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

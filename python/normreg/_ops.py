@@ -1,0 +1,490 @@
+"""normreg's operators: every op defined once with ``torch.library``, namespace ``normreg::``.
+
+Each operator's body is the one place that chooses between the kernels and the reference:
+CPU tensors go through :mod:`normreg._bridge` to ``_C``; tensors on any other device (CUDA,
+MPS, ...), and every tensor while :func:`force_reference` is on, run the pure-torch
+implementation in :mod:`normreg._reference`. Every op has a fake implementation (shapes and
+dtypes, so ``torch.compile(fullgraph=True)`` traces it and meta tensors work), value ops
+register their autograd formula through the dispatcher (so ``torch.func.grad`` / ``vjp``
+work), and in-place ops declare what they write (``mutates_args``), so the dispatcher bumps
+those tensors' version counters and autograd refuses a graph that saw the old values.
+
+The direct path
+---------------
+Going through the dispatcher costs tens of microseconds per call, more than a whole fused
+pass over a small model. Plain eager calls on plain CPU tensors therefore call the same
+kernels directly (the public layer does, see :func:`direct_ok`) and then bump the version
+counter of every tensor written (:func:`bump`), exactly as the registered op does. Tests
+run both paths and compare them bitwise (:func:`dispatcher_only`).
+
+Switches
+--------
+``NORMREG_BACKEND=reference`` (environment, read at import) or :func:`force_reference`:
+every op runs ``_reference``, CPU tensors included, through the dispatcher (the test suite
+runs once this way, so the non-CPU implementation is exercised without a GPU).
+``NORMREG_BACKEND=dispatcher`` or :func:`dispatcher_only`: no direct path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import _reference as ref
+from ._bridge import check_overlap, group_layout, paired, tensor_list
+from ._loader import _C
+
+__all__ = [
+    "direct_ok",
+    "bump",
+    "force_reference",
+    "dispatcher_only",
+    "reference_forced",
+    "value_dtype",
+    "as_float",
+    "functorch_active",
+    "reference_value",
+    "kernel_value",
+    "kernel_grad",
+]
+
+_env = os.environ.get("NORMREG_BACKEND", "").strip().lower()
+if _env not in ("", "kernels", "reference", "dispatcher"):
+    raise ValueError(f"NORMREG_BACKEND must be 'kernels', 'reference' or 'dispatcher', got {_env!r}")
+
+
+class _Switches:
+    reference = _env == "reference"
+    dispatcher = _env in ("reference", "dispatcher")
+
+
+_sw = _Switches()
+
+_is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_increment_version = torch._C._increment_version  # takes a list: one call for all tensors
+
+
+def direct_ok() -> bool:
+    """May an eager call skip the dispatcher? (Not compiling, no functorch transform, no
+    dispatch mode, not switched off.) The caller must also have plain CPU tensors."""
+    return not (_sw.dispatcher or _is_compiling() or _functorch_active() or _dispatch_modes())
+
+
+def functorch_active() -> bool:
+    """Inside torch.func.grad / vjp / vmap / jacrev ... ?
+
+    torch 2.13's ``custom_op`` autograd is an ``autograd.Function`` without
+    ``setup_context``, which functorch refuses; under a transform the public layer therefore
+    computes values and gradients with the differentiable pure-torch implementation
+    (:func:`reference_value`), whose torch ops functorch differentiates and batches.
+    """
+    return bool(_functorch_active())
+
+
+def reference_value(tensors: Sequence[Tensor], specs) -> Tensor:
+    """The sum of the penalties ``specs`` on the differentiable reference, in the value dtype."""
+    dt = value_dtype(tensors)
+    out = None
+    for kind, s1, s2, dim in specs:
+        v = _ref_value(list(tensors), kind, s1, s2, dim).to(dt)
+        out = v if out is None else out + v
+    return out
+
+
+def bump(tensors: Sequence[Tensor]) -> None:
+    """Bump the version counter of every tensor the direct path wrote, as the op would."""
+    _increment_version(tensors)
+
+
+def as_float(value: Tensor):
+    """A 0-dim result as a Python float; under torch.compile and for meta tensors, the tensor."""
+    if _is_compiling() or value.device.type == "meta":
+        return value
+    return float(value)
+
+
+def reference_forced() -> bool:
+    return _sw.reference
+
+
+@contextlib.contextmanager
+def force_reference(on: bool = True):
+    """Run every op on ``_reference`` (CPU tensors included), through the dispatcher."""
+    old = (_sw.reference, _sw.dispatcher)
+    _sw.reference, _sw.dispatcher = on, on or old[1]
+    try:
+        yield
+    finally:
+        _sw.reference, _sw.dispatcher = old
+
+
+@contextlib.contextmanager
+def dispatcher_only(on: bool = True):
+    """Take the registered operators for every call (no direct path)."""
+    old = _sw.dispatcher
+    _sw.dispatcher = on or _sw.reference
+    try:
+        yield
+    finally:
+        _sw.dispatcher = old
+
+
+def _kernels(tensors: Sequence[Tensor]) -> bool:
+    """Inside an op: do these (real) tensors go to the C++ kernels?"""
+    return not _sw.reference and tensors[0].device.type == "cpu"
+
+
+def value_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
+    """A penalty value's dtype: float64 if any tensor is float64, else float32."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _no_overlap(tensors: Sequence[Tensor], arg: str = "params") -> None:
+    """The reference path refuses overlapping memory as the kernels' path does."""
+    check_overlap(list(tensors), [t.data_ptr() for t in tensors], [t.numel() for t in tensors], arg)
+
+
+def _counts(zeros, params: Sequence[Tensor]) -> Tensor:
+    return torch.tensor(list(zeros), dtype=torch.int64, device=params[0].device)
+
+
+def _counts_fake(params: Sequence[Tensor]) -> Tensor:
+    return params[0].new_empty((len(params),), dtype=torch.int64)
+
+
+# ---- penalty values and gradients -----------------------------------------------------------
+#
+# kind: "l1", "squared_l2", "elastic_net", "l2_norm", "linf", "l0" (s1, s2 the strengths) or
+# "group_lasso" (s1 the strength, groups the slices along `dim`); `dim` is ignored otherwise.
+
+
+def kernel_value(tl, kind: str, s1: float, s2: float, dim: int) -> float:
+    """One value pass of the kernels over a checked CPU TensorList."""
+    if kind == "group_lasso":
+        return _C.group_value(tl.ptrs, tl.numels, tl.dtypes, *group_layout(tl.tensors, dim), [s1])
+    return _C.penalty_value(kind, tl.ptrs, tl.numels, tl.dtypes, [s1], [s2])
+
+
+def kernel_grad(tl, gl, kind: str, s1: float, s2: float, dim: int, scale: float, accumulate: bool) -> float:
+    """One gradient pass of the kernels: ``grads (+)= scale * dR/dw``; returns the value."""
+    if kind == "l0":
+        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
+    if kind == "group_lasso":
+        return _C.group_grad(
+            tl.ptrs, tl.numels, tl.dtypes, gl.ptrs, *group_layout(tl.tensors, dim), [s1], scale, accumulate
+        )
+    return _C.penalty_grad(kind, tl.ptrs, tl.numels, tl.dtypes, gl.ptrs, [s1], [s2], scale, accumulate)
+
+
+def _ref_value(params, kind, s1, s2, dim) -> Tensor:
+    if kind == "group_lasso":
+        return ref.group_value(params, dim, s1)
+    return ref.penalty_value(kind, params, s1, s2)
+
+
+def _ref_grad(params, kind, s1, s2, dim, dtype=None) -> list[Tensor]:
+    if kind == "l0":
+        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
+    if kind == "group_lasso":
+        return ref.group_grad(params, dim, s1, dtype=dtype)
+    return ref.penalty_grad(kind, params, s1, s2, dtype=dtype)
+
+
+@torch.library.custom_op("normreg::penalty_value", mutates_args=())
+def penalty_value(params: list[Tensor], kind: str, s1: float, s2: float, dim: int) -> Tensor:
+    """R(params) as a 0-dim tensor (float64 if any param is float64, else float32)."""
+    dt = value_dtype(params)
+    if _kernels(params):
+        tl = tensor_list(params)
+        return torch.scalar_tensor(kernel_value(tl, kind, s1, s2, dim), dtype=dt)
+    return _ref_value(params, kind, s1, s2, dim).to(dt)
+
+
+@penalty_value.register_fake
+def _(params, kind, s1, s2, dim):
+    return params[0].new_empty((), dtype=value_dtype(params))
+
+
+def _value_setup(ctx, inputs, output) -> None:
+    params, kind, s1, s2, dim = inputs
+    ctx.spec = (kind, s1, s2, dim)
+    ctx.save_for_backward(*params)
+
+
+def _value_backward(ctx, grad_out: Tensor):
+    params = list(ctx.saved_tensors)
+    kind, s1, s2, dim = ctx.spec
+    if kind == "l0":  # a count: constant almost everywhere, no useful gradient
+        return None, None, None, None, None
+    if torch.is_grad_enabled():  # create_graph / torch.func: stay differentiable
+        grads = [g * grad_out.to(g.dtype) for g in _ref_grad(params, kind, s1, s2, dim)]
+    else:
+        grads = torch.ops.normreg.penalty_grad(params, kind, s1, s2, dim, grad_out)
+    return grads, None, None, None, None
+
+
+penalty_value.register_autograd(_value_backward, setup_context=_value_setup)
+
+
+@torch.library.custom_op("normreg::penalty_grad", mutates_args=())
+def penalty_grad(
+    params: list[Tensor], kind: str, s1: float, s2: float, dim: int, scale: Tensor
+) -> list[Tensor]:
+    """``scale * dR/dw`` for every param, as new tensors (the params' layouts)."""
+    outs = [torch.empty_like(p) for p in params]
+    if _kernels(params):
+        tl = tensor_list(params)
+        kernel_grad(tl, paired(tl, outs, "grads"), kind, s1, s2, dim, float(scale), False)
+        return outs
+    acc = _acc_dtype(params)
+    for o, g in zip(outs, _ref_grad(params, kind, s1, s2, dim, dtype=acc)):
+        o.copy_(g * scale.detach().to(acc))  # scaled in the accumulation precision, rounded once
+    return outs
+
+
+@penalty_grad.register_fake
+def _(params, kind, s1, s2, dim, scale):
+    return [torch.empty_like(p) for p in params]
+
+
+@torch.library.custom_op("normreg::penalty_add_grad_", mutates_args=("grads",))
+def penalty_add_grad_(
+    params: list[Tensor], grads: list[Tensor], kind: str, s1: float, s2: float, dim: int
+) -> Tensor:
+    """``grads += dR/dw`` in one pass; returns R(params) as a 0-dim float64 tensor (the
+    accumulator, as ``add_grad_`` returns it as a Python float)."""
+    dt = _acc_dtype(params)
+    if _kernels(params):
+        tl = tensor_list(params)
+        gl = paired(tl, grads, "grads", inplace=True)
+        return torch.scalar_tensor(kernel_grad(tl, gl, kind, s1, s2, dim, 1.0, True), dtype=dt)
+    _no_overlap(grads, "grads")
+    acc = _acc_dtype(params)
+    for g, d in zip(grads, _ref_grad(params, kind, s1, s2, dim, dtype=acc)):
+        g.copy_(g.to(acc) + d)  # added in the accumulation precision, rounded once as the kernels do
+    return _ref_value(params, kind, s1, s2, dim).to(dt)
+
+
+@penalty_add_grad_.register_fake
+def _(params, grads, kind, s1, s2, dim):
+    return params[0].new_empty((), dtype=_acc_dtype(params))
+
+
+def _acc_dtype(params) -> torch.dtype:
+    return torch.float32 if params[0].device.type == "mps" else torch.float64
+
+
+# ---- proximal operators and projections (in place; each returns the zero count per tensor) ---
+#
+# Each op has a kernel function on checked TensorLists (`_k_*`), called by the registered
+# op's CPU implementation and by the direct path alike, and a public entry (`prox_*`,
+# `project_*` without the underscore prefix) that takes the caller's TensorList and picks
+# the direct path (a list of ints back) or the operator (an int64 tensor back).
+
+
+def _k_shrink(tl, u, t, c, nonneg):
+    return _C.prox_elementwise(
+        1 if nonneg else 0, tl.ptrs, tl.numels, tl.dtypes, u.ptrs if u is not None else [], t, c
+    )
+
+
+def _k_hard(tl, thr):
+    return _C.prox_elementwise(2, tl.ptrs, tl.numels, tl.dtypes, [], thr, [0.0])
+
+
+def _k_box(tl, lo, hi):
+    return _C.prox_elementwise(3, tl.ptrs, tl.numels, tl.dtypes, [], lo, hi)
+
+
+def _k_l2_norm(tl, t, s, d):
+    return _C.prox_l2_norm(tl.ptrs, tl.numels, tl.dtypes, t, s, d)
+
+
+def _k_group(tl, dim, t, s, d):
+    return _C.prox_group(tl.ptrs, tl.numels, tl.dtypes, *group_layout(tl.tensors, dim), t, s, d)
+
+
+def _k_linf(tl, s):
+    return _C.prox_linf(tl.ptrs, tl.numels, tl.dtypes, s)
+
+
+def _k_l2_ball(tl, radius):
+    return _C.project_l2_ball(tl.ptrs, tl.numels, tl.dtypes, radius)
+
+
+def _k_l1_ball(tl, radius):
+    return _C.project_l1_ball(tl.ptrs, tl.numels, tl.dtypes, radius)
+
+
+@torch.library.custom_op("normreg::prox_shrink_", mutates_args=("params",))
+def _prox_shrink_op(
+    params: list[Tensor], weights: list[Tensor], t: list[float], c: list[float], nonneg: bool
+) -> Tensor:
+    """``w <- c * soft(w, t * u)`` (``u``: per-element weights, or ``[]`` for none);
+    ``nonneg``: ``c * max(w - t u, 0)``."""
+    if _kernels(params):
+        tl = tensor_list(params, inplace=True)
+        u = paired(tl, weights, "weights", inplace=False) if weights else None
+        return _counts(_k_shrink(tl, u, t, c, nonneg), params)
+    _no_overlap(params)
+    return _counts(ref.prox_shrink_(params, t, c, weights or None, nonneg), params)
+
+
+@torch.library.custom_op("normreg::prox_hard_", mutates_args=("params",))
+def _prox_hard_op(params: list[Tensor], thr: list[float]) -> Tensor:
+    """Exact L0 prox: 0 where ``|w| <= thr``, else ``w``."""
+    if _kernels(params):
+        return _counts(_k_hard(tensor_list(params, inplace=True), thr), params)
+    _no_overlap(params)
+    return _counts(ref.prox_hard_(params, thr), params)
+
+
+@torch.library.custom_op("normreg::project_box_", mutates_args=("params",))
+def _project_box_op(params: list[Tensor], lo: list[float], hi: list[float]) -> Tensor:
+    """``clamp(w, lo, hi)``."""
+    if _kernels(params):
+        return _counts(_k_box(tensor_list(params, inplace=True), lo, hi), params)
+    _no_overlap(params)
+    return _counts(ref.project_box_(params, lo, hi), params)
+
+
+@torch.library.custom_op("normreg::prox_l2_norm_", mutates_args=("params",))
+def _prox_l2_norm_op(params: list[Tensor], t: list[float], s: list[float], d: list[float]) -> Tensor:
+    """Prox of ``l1|w|_1 + (l2/2)|w|^2 + lg ||w||_2`` per tensor (t = τ l1, s = τ lg, d = 1/(1+τ l2))."""
+    if _kernels(params):
+        return _counts(_k_l2_norm(tensor_list(params, inplace=True), t, s, d), params)
+    _no_overlap(params)
+    return _counts(ref.prox_l2_norm_(params, t, s, d), params)
+
+
+@torch.library.custom_op("normreg::prox_group_", mutates_args=("params",))
+def _prox_group_op(params: list[Tensor], dim: int, t: list[float], s: list[float], d: list[float]) -> Tensor:
+    """As ``prox_l2_norm_`` with one group per slice along ``dim`` (sparse group lasso)."""
+    if _kernels(params):
+        return _counts(_k_group(tensor_list(params, inplace=True), dim, t, s, d), params)
+    _no_overlap(params)
+    return _counts(ref.prox_group_(params, dim, t, s, d), params)
+
+
+@torch.library.custom_op("normreg::prox_linf_", mutates_args=("params",))
+def _prox_linf_op(params: list[Tensor], s: list[float]) -> Tensor:
+    """Prox of ``s * max|w|`` per tensor: ``w - P_{L1 ball of radius s}(w)``."""
+    if _kernels(params):
+        return _counts(_k_linf(tensor_list(params, inplace=True), s), params)
+    _no_overlap(params)
+    return _counts(ref.prox_linf_(params, s), params)
+
+
+@torch.library.custom_op("normreg::project_l2_ball_", mutates_args=("params",))
+def _project_l2_ball_op(params: list[Tensor], radius: list[float]) -> Tensor:
+    """``w min(1, r / ||w||)`` per tensor."""
+    if _kernels(params):
+        return _counts(_k_l2_ball(tensor_list(params, inplace=True), radius), params)
+    _no_overlap(params)
+    return _counts(ref.project_l2_ball_(params, radius), params)
+
+
+@torch.library.custom_op("normreg::project_l1_ball_", mutates_args=("params",))
+def _project_l1_ball_op(params: list[Tensor], radius: list[float]) -> Tensor:
+    """Exact Euclidean projection onto ``{||w||_1 <= r}`` per tensor."""
+    if _kernels(params):
+        return _counts(_k_l1_ball(tensor_list(params, inplace=True), radius), params)
+    _no_overlap(params)
+    return _counts(ref.project_l1_ball_(params, radius), params)
+
+
+def _fake_counts(params, *args):
+    return _counts_fake(params)
+
+
+for _op in (
+    _prox_shrink_op,
+    _prox_hard_op,
+    _project_box_op,
+    _prox_l2_norm_op,
+    _prox_group_op,
+    _prox_linf_op,
+    _project_l2_ball_op,
+    _project_l1_ball_op,
+):
+    _op.register_fake(_fake_counts)
+del _op
+
+
+def _full(v: list[float], n: int) -> list[float]:
+    return v * n if len(v) == 1 else v
+
+
+def prox_shrink(tl, u, t: list[float], c: list[float], nonneg: bool):
+    """Zeros per tensor after ``w <- c soft(w, t u)`` (list: direct path; tensor: operator)."""
+    if tl.on_cpu:
+        z = _k_shrink(tl, u, t, c, nonneg)
+        bump(tl.tensors)
+        return z
+    n = len(tl.tensors)
+    return _prox_shrink_op(tl.tensors, u.tensors if u is not None else [], _full(t, n), _full(c, n), nonneg)
+
+
+def prox_hard(tl, thr: list[float]):
+    if tl.on_cpu:
+        z = _k_hard(tl, thr)
+        bump(tl.tensors)
+        return z
+    return _prox_hard_op(tl.tensors, _full(thr, len(tl.tensors)))
+
+
+def project_box(tl, lo: list[float], hi: list[float]):
+    if tl.on_cpu:
+        z = _k_box(tl, lo, hi)
+        bump(tl.tensors)
+        return z
+    n = len(tl.tensors)
+    return _project_box_op(tl.tensors, _full(lo, n), _full(hi, n))
+
+
+def prox_l2_norm(tl, t: list[float], s: list[float], d: list[float]):
+    if tl.on_cpu:
+        z = _k_l2_norm(tl, t, s, d)
+        bump(tl.tensors)
+        return z
+    n = len(tl.tensors)
+    return _prox_l2_norm_op(tl.tensors, _full(t, n), _full(s, n), _full(d, n))
+
+
+def prox_group(tl, dim: int, t: list[float], s: list[float], d: list[float]):
+    if tl.on_cpu:
+        z = _k_group(tl, dim, t, s, d)
+        bump(tl.tensors)
+        return z
+    n = len(tl.tensors)
+    return _prox_group_op(tl.tensors, dim, _full(t, n), _full(s, n), _full(d, n))
+
+
+def prox_linf(tl, s: list[float]):
+    if tl.on_cpu:
+        z = _k_linf(tl, s)
+        bump(tl.tensors)
+        return z
+    return _prox_linf_op(tl.tensors, _full(s, len(tl.tensors)))
+
+
+def project_l2_ball(tl, radius: list[float]):
+    if tl.on_cpu:
+        z = _k_l2_ball(tl, radius)
+        bump(tl.tensors)
+        return z
+    return _project_l2_ball_op(tl.tensors, _full(radius, len(tl.tensors)))
+
+
+def project_l1_ball(tl, radius: list[float]):
+    if tl.on_cpu:
+        z = _k_l1_ball(tl, radius)
+        bump(tl.tensors)
+        return z
+    return _project_l1_ball_op(tl.tensors, _full(radius, len(tl.tensors)))
