@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .._bridge import paired, tensor_list
+from ..distributed import groups_have_dtensor as _groups_have_dtensor
 from ..prox import ProxStats, _check_plan_params, _Plan, _plan, _run_plan
 
 # ---- argument checks -----------------------------------------------------------------------
@@ -329,6 +330,10 @@ class _ProxOptimizer(torch.optim.Optimizer):
         the step writes (params, optimizer state) has its version counter bumped, so a graph
         built before the step refuses to backpropagate, as after torch.optim's step.
         """
+        if _groups_have_dtensor(self.param_groups):  # DTensor params (FSDP2): normreg.distributed
+            from ..distributed import dtensor_step
+
+            return dtensor_step(self, closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
