@@ -6,7 +6,7 @@ and :mod:`._base` (what the optimizers share).
 Each is a :class:`torch.optim.Optimizer` whose ``step`` runs one fused C++ pass per param
 group: moment updates, the parameter update and the proximal step of the group's
 penalty with threshold ``lr * l``, counting the zeros it writes. With no penalty (or every
-strength 0) they follow torch.optim.SGD / Adam / AdamW operation by operation.
+strength 0) a step is bitwise torch.optim.SGD / Adam / AdamW's (see "Like torch.optim").
 
 >>> import torch, normreg
 >>> model = torch.nn.Linear(20, 1)
@@ -47,7 +47,8 @@ Penalty as a proximal step or as a gradient
 ``penalty_mode="prox"`` (the default) takes the proximal step above. ``penalty_mode="grad"``
 adds the penalty's (sub)gradient to each gradient instead, in the same fused pass:
 ``opt.step()`` then equals ``penalty.add_grad_(params); opt.step()`` of the unpenalized
-optimizer (bitwise, for every dtype, with L1 / SquaredL2 / ElasticNet and their sums) but
+optimizer (bitwise for ProxSGD in every dtype with L1 / SquaredL2 / ElasticNet and their
+sums; for ProxAdam / ProxAdamW to within rounding, their unpenalized step being torch's) but
 reads the weights and gradients once, and leaves ``.grad`` untouched. Other penalties with
 a gradient (GroupLasso, L2Norm, Linf) work too, through a separate gradient pass into a
 copy of the gradients; L0 has no gradient and is refused. A group may set its own

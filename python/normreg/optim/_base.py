@@ -346,6 +346,8 @@ class _ProxOptimizer(torch.optim.Optimizer):
             if not params:
                 todo.append(None)
                 continue
+            if self._state_loaded:
+                self._check_loaded_state(params)
             f = factor * _nonneg_finite(group.get("penalty_factor", 1.0), "penalty_factor")
             if penalty is not None and f != 1.0:
                 penalty = penalty.scaled(f)
@@ -411,6 +413,16 @@ class _ProxOptimizer(torch.optim.Optimizer):
 
     def _torch_update(self, group, params, grads) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    def _check_loaded_state(self, params) -> None:
+        """The state tensors of each param (after load_state_dict) must match it."""
+        for i, p in enumerate(params):
+            for k, t in self.state.get(p, {}).items():
+                if k != "step" and isinstance(t, Tensor) and (t.shape != p.shape or t.dtype != p.dtype or t.device != p.device):
+                    raise ValueError(
+                        f"{type(self).__name__}: the optimizer state of param {i} ({k!r}) does not match it (shape, "
+                        "dtype or device); load a state_dict saved for the same params"
+                    )
 
     def _check_state(self, tl, *lists) -> None:
         """State tensors that came from load_state_dict must fit their params (checked once)."""
