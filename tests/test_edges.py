@@ -427,7 +427,7 @@ def _close(x: float, exact: Decimal, rel: float, atol: float = 0.0) -> bool:
 _REL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 2**-7, torch.float16: 2**-10}
 
 
-@settings(max_examples=80, deadline=None)
+@settings(derandomize=True, max_examples=80, deadline=None)
 @given(vectors(), st.floats(1e-3, 1e3))
 def test_property_norms_and_l2_ops(case, lam):
     w, dtype, backend = case
@@ -437,7 +437,12 @@ def test_property_norms_and_l2_ops(case, lam):
     v = value(backend, L2Norm(lam), "l2_norm", w, lam)
     # (a float32 value is rounded to float32: within half its subnormal spacing near 0)
     f64 = dtype == torch.float64
-    assert _close(v, norm * Decimal(lam), 1e-12 if f64 else 1e-6, 0.0 if f64 else 2.0**-149), (v, norm)
+    exact_v = norm * Decimal(lam)
+    vmax = Decimal(torch.finfo(torch.float64 if f64 else torch.float32).max)
+    if exact_v > vmax * (1 + Decimal(2) ** -52):  # the real value is past the value dtype's range
+        assert v == math.inf, (v, exact_v)
+    elif exact_v <= vmax:
+        assert _close(v, exact_v, 1e-12 if f64 else 1e-6, 0.0 if f64 else 2.0**-149), (v, norm)
     tiny = _min_subnormal(dtype)
     # gradient lam * w / ||w||: each entry within the dtype's rounding
     g = grad(backend, L2Norm(lam), "l2_norm", w, lam).double().tolist()
@@ -462,7 +467,7 @@ def test_property_norms_and_l2_ops(case, lam):
         assert _close(yi, exact, _REL[dtype], tiny), (x, yi, exact)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(derandomize=True, max_examples=80, deadline=None)
 @given(vectors(), st.floats(0.05, 0.95))
 def test_property_l1_ball_and_linf_prox(case, frac):
     w, dtype, backend = case
@@ -484,7 +489,7 @@ def test_property_l1_ball_and_linf_prox(case, frac):
         assert abs(Decimal(yi) - exact) <= Decimal(_ulp(float(exact), dtype)) + _double_slack(vals), (x, yi, exact)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(derandomize=True, max_examples=60, deadline=None)
 @given(vectors(), st.floats(1e-3, 1e3))
 def test_property_hard_threshold(case, scale):
     w, dtype, backend = case

@@ -357,3 +357,18 @@ def test_optimizer_transposed_param_with_contiguous_grad():
         oa.step()
         ob.step()
     torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_compile_fullgraph_add_grad_allocates_and_accumulates():
+    torch._dynamo.reset()
+    ps = [torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64)) for _ in range(3)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    pen = normreg.ElasticNet(0.1, 0.2)
+    f = torch.compile(lambda: pen.add_grad_(ps), fullgraph=True, backend="aot_eager")
+    v = f()  # .grad allocated inside the graph
+    v = f()  # and accumulated
+    want = pen.add_grad_(qs)
+    want = pen.add_grad_(qs)
+    assert float(v) == pytest.approx(want, rel=1e-12)
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=0)

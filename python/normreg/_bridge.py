@@ -402,10 +402,10 @@ def trainable(tl: TensorList) -> TensorList | None:
     tensor trainable) costs nothing more here.
     """
     every = tl.all_requires_grad
-    if every if every is not None else all(map(_requires_grad, tl.tensors)):
+    if every if every is not None else all(t.requires_grad for t in tl.tensors):
         return tl
     tensors = [t for t in tl.tensors if t.requires_grad]
-    return tensor_list(tensors) if tensors else None
+    return tensor_list(tensors, direct=tl.on_cpu) if tensors else None
 
 
 def checked_grads(tl: TensorList) -> TensorList:
@@ -418,7 +418,8 @@ def checked_grads(tl: TensorList) -> TensorList:
     gl = present_grads(tl)
     if gl is not None:
         return gl
-    for i, g in enumerate(map(_grad_of, tl.tensors)):
+    for i, p in enumerate(tl.tensors):
+        g = p.grad
         if g is not None:
             if g.is_sparse:
                 raise TypeError(f"add_grad_: 'params'[{i}].grad is sparse; dense gradients are required")

@@ -443,14 +443,45 @@ def penalty_grad_cases(workloads: Iterable[str], kinds=tuple(PENALTIES), compile
     return cases
 
 
-def overhead_cases() -> list[Case]:
+def overhead_cases(compile: bool = False) -> list[Case]:
     """L1 value and value+grad on 1 tensor and on 200 tensors of one element: the fixed
-    cost of a call and the cost per tensor (see :func:`normreg.bench.report.overhead`)."""
+    cost of a call and the cost per tensor (see :func:`normreg.bench.report.overhead`).
+
+    Beside the eager call (the direct path) and torch's peers: ``normreg-dispatcher``, the
+    same call through the registered ``torch.ops.normreg`` operators (what torch.compile,
+    torch.func, meta tensors and other devices take); with ``compile``, ``normreg-compiled``:
+    the call inside a ``torch.compile(fullgraph=True)`` function.
+    """
+    from normreg import _ops
+
     out = penalty_value_cases(("tiny1", "tiny200"), kinds=("l1",))
     out += penalty_grad_cases(("tiny1", "tiny200"), kinds=("l1",))
     for c in out:
         c.family = "per-call overhead"
         c.peers = [p for p in c.peers if p.name in ("torch-eager", "torch-foreach")]
+
+        def bind_dispatcher(inp, bind=c.ours.bind):
+            run = bind(inp)
+
+            def go():
+                with _ops.dispatcher_only():
+                    return run()
+
+            return go
+
+        c.peers.append(Impl("normreg-dispatcher", bind_dispatcher))
+        if compile:
+
+            def bind_compiled(inp, bind=c.ours.bind):
+                run = torch.compile(bind(inp), fullgraph=True, dynamic=False)
+
+                def go():
+                    out = run()
+                    return out.detach() if isinstance(out, Tensor) else out
+
+                return go
+
+            c.peers.append(Impl("normreg-compiled", bind_compiled))
     return out
 
 
@@ -652,7 +683,7 @@ FAMILIES: dict[str, Callable[..., list[Case]]] = {
     "prox": lambda wls, compile, image_shape: prox_cases(wls, compile=compile),
     "optimizer step": lambda wls, compile, image_shape: optimizer_cases(wls, compile=compile),
     "image loss": lambda wls, compile, image_shape: loss_cases(image_shape, compile=compile),
-    "per-call overhead": lambda wls, compile, image_shape: overhead_cases(),
+    "per-call overhead": lambda wls, compile, image_shape: overhead_cases(compile),
 }
 
 

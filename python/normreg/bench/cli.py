@@ -349,7 +349,7 @@ def _cli(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m normreg.bench.cli ...`` = ``normreg bench ...``."""
-    parser = argparse.ArgumentParser(prog="normreg")
+    parser = argparse.ArgumentParser(prog="normreg", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command")
     register(sub)
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])

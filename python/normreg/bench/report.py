@@ -477,7 +477,9 @@ def write_outputs(results: dict, *, json_path=None, plot_path=None, markdown_pat
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m normreg.bench.report", description="Redraw a saved `normreg bench --json` run."
+        prog="python -m normreg.bench.report",
+        description="Redraw a saved `normreg bench --json` run.",
+        allow_abbrev=False,
     )
     p.add_argument("json", help="results saved by `normreg bench --json PATH`")
     p.add_argument("--plot", metavar="PNG", help="draw the speed-ups as a bar chart")
