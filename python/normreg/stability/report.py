@@ -89,7 +89,7 @@ def more_divergences(k_a: int, n_a: int, k_b: int, n_b: int, alpha: float = 0.05
 
 
 def _groups(records: Sequence[dict]) -> dict[str, list[dict]]:
-    from .study import arm_names
+    from .arms import arm_names
 
     order = {n: i for i, n in enumerate(arm_names())}
     out: dict[str, list[dict]] = {}
@@ -279,7 +279,7 @@ def _compare_lines(by_arm: dict[str, list[dict]], ref: str) -> list[str]:
 
 
 def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
-    from .study import ARMS
+    from .arms import ARMS
 
     norm_arms = [a.name for a in ARMS if a.group in ("norm", "adaptive") and a.name in by_arm]
     refs = [a for a in ("none", "R1 γ=1", "spectral norm") if a in by_arm]
@@ -342,7 +342,7 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
 
 
 def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
-    from .study import BASE, SMOKE, arm_names
+    from .arms import BASE, SMOKE, arm_names
 
     out = Path(out_dir)
     records = [json.loads(p.read_text()) for p in sorted((out / "points").glob("*.json"))]
@@ -408,7 +408,7 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     ]
     if missing:
         L += [f"**Not run:** {', '.join(missing)}.", ""]
-    from .study import SEEDS
+    from .arms import SEEDS
 
     short = {a: len(v) for a, v in by_arm.items() if len(v) < SEEDS}
     if mode == "full" and short:
