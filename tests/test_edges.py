@@ -14,6 +14,7 @@ from decimal import Decimal, getcontext
 import hypothesis.strategies as st
 import pytest
 import torch
+from dist_util import register, shared_results
 from hypothesis import given, settings
 
 from normreg import L1, ElasticNet, GroupLasso, L2Norm, Linf, SquaredL2, _ops
@@ -503,3 +504,88 @@ def test_property_hard_threshold(case, scale):
     hard(backend, y, step, lam)
     for x, yi in zip(vals, y.double().tolist()):
         assert yi == (x if abs(x) > dthr else 0.0)
+
+
+# ---- sharded L2 norms over the float64 range (2 gloo processes, the shared spawn) -----------
+
+# Logical float64 tensors, split along dim 0 between the 2 ranks (rank 0: the first CUT rows).
+# big: norms past 1e300 (plain sums of squares overflow); tiny: below 1e-300 (they underflow);
+# mixed: huge values on rank 0, ordinary ones on rank 1; sub: subnormal, strength / norm
+# overflows; zero_half: rank 1's shard all zero.
+_CUT = 2
+_EDGE_SETS = {
+    "big": [[3e200, -4e200, 1e200], [2e200, -5e199, 7e200], [1e200, 1e200, 1e200], [-2e200, 6e200, 3e200]],
+    "tiny": [[3e-200, -4e-200, 1e-200], [2e-200, -5e-199, 7e-200], [1e-200, 1e-200, 1e-200], [-2e-200, 6e-200, 3e-200]],
+    "mixed": [[3e200, -4e200, 1e200], [2e200, -5e199, 7e200], [1.0, 2.0, 3.0], [-2.0, 6.0, 3.0]],
+    "sub": [[5e-324, 1e-320, 0.0], [2e-322, 0.0, 1e-310], [0.0, 3e-315, 4e-318], [1e-323, 0.0, 0.0]],
+    "zero_half": [[1e-200, 2e-200, 3e-200], [4e-200, 5e-200, 6e-200], [0.0] * 3, [0.0] * 3],
+}
+
+
+def _edge_shard(rows, rank):
+    full = torch.tensor(rows, dtype=torch.float64)
+    return (full[:_CUT] if rank == 0 else full[_CUT:]).clone()
+
+
+@register
+def _edge_work(rank, world, pg):
+    out = {}
+    for name, rows in _EDGE_SETS.items():
+        for pen_name, pen in (("l2", L2Norm(0.5)), ("g1", GroupLasso(0.5, dim=1)), ("g0", GroupLasso(0.5, dim=0))):
+            w = _edge_shard(rows, rank)
+            out[name, pen_name, "value"] = float(pen.value([w], process_group=pg))
+            w.requires_grad_()
+            pen.add_grad_([w], process_group=pg)
+            out[name, pen_name, "grad"] = w.grad.clone()
+            v = _edge_shard(rows, rank)
+            pen.prox_([v], 0.0, process_group=pg)  # step 0: the identity
+            out[name, pen_name, "prox0"] = v
+            step = 0.25 * _hypot_ref(torch.tensor(rows, dtype=torch.float64))  # shrinks every norm by a part
+            v = _edge_shard(rows, rank)
+            pen.prox_([v], step, process_group=pg)
+            out[name, pen_name, "prox"] = (v, step)
+    return out
+
+
+def _hypot_ref(x):
+    """The exact-to-rounding L2 norm (math.hypot scales: no overflow or underflow)."""
+    return math.hypot(*x.reshape(-1).tolist())
+
+
+def _groups(full, pen_name):
+    """The groups of the logical tensor (one tensor for L2Norm), as (index, values) pairs."""
+    if pen_name == "l2":
+        return [(slice(None), full)]
+    if pen_name == "g1":
+        return [((slice(None), j), full[:, j]) for j in range(full.shape[1])]
+    return [((i,), full[i]) for i in range(full.shape[0])]
+
+
+@pytest.fixture(scope="module")
+def edge_results():
+    return shared_results(_edge_work)
+
+
+@pytest.mark.parametrize("name", list(_EDGE_SETS))
+@pytest.mark.parametrize("pen_name", ["l2", "g1", "g0"])
+def test_sharded_norms_over_the_float64_range(edge_results, name, pen_name):
+    full = torch.tensor(_EDGE_SETS[name], dtype=torch.float64)
+    r0, r1 = (r[name, pen_name, "value"] for r in edge_results)
+    expected = 0.5 * sum(_hypot_ref(g) for _, g in _groups(full, pen_name))
+    assert r0 == r1 == pytest.approx(expected, rel=1e-14)
+    grad = torch.cat([r[name, pen_name, "grad"] for r in edge_results])
+    want = torch.zeros_like(full)
+    for idx, g in _groups(full, pen_name):
+        n = _hypot_ref(g)
+        if n > 0:  # 0.5 * w / ||w||, via the exact ratios (w / n is a double for these values)
+            want[idx] = torch.tensor([0.5 * (v / n) for v in g.reshape(-1).tolist()], dtype=torch.float64).view(g.shape)
+    torch.testing.assert_close(grad, want, rtol=1e-12, atol=0.0)
+    assert torch.equal(torch.cat([r[name, pen_name, "prox0"] for r in edge_results]), full)
+    got = torch.cat([r[name, pen_name, "prox"][0] for r in edge_results])
+    step = edge_results[0][name, pen_name, "prox"][1]
+    want = full.clone()
+    for idx, g in _groups(full, pen_name):
+        n = _hypot_ref(g)
+        c = max(1.0 - 0.5 * step / n, 0.0) if n > 0 else 0.0
+        want[idx] = g * c
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-323 if name == "sub" else 0.0)
