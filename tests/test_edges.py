@@ -16,6 +16,7 @@ import pytest
 import torch
 from dist_util import register, shared_results
 from hypothesis import given, settings
+from torch import Tensor
 
 from normreg import L1, ElasticNet, GroupLasso, L2Norm, Linf, SquaredL2, _ops
 from normreg import _reference as ref
@@ -392,6 +393,86 @@ def test_optimizer_fused_hard_threshold_decides_in_double(backend, dtype):
     w.grad = torch.zeros_like(w)
     ProxSGD([w], lr=1.0, penalty=L0(0.3)).step()
     assert w.detach().item() == (x.item() if abs(x.item()) > thr else 0.0)
+
+
+# ---- soft threshold decided in double ---------------------------------------------------------
+
+
+def _around(x: float, dtype, k: int = 2) -> Tensor:
+    """The dtype's values from k steps below fl(x) to k steps above."""
+    near = t([x], torch.float64).to(dtype)
+    bits = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}[dtype]
+    return torch.cat([(near.view(bits) + j).view(dtype) for j in range(-k, k + 1)])
+
+
+def _check_soft(cand: Tensor, out: Tensor, thr: float, c: float = 1.0) -> None:
+    """0 exactly where |x| <= thr (in double); elsewhere nonzero, of x's sign, and within
+    |fl32(thr) - thr| + 2 ulps (+ the smallest subnormal) of c (|x| - thr): the subtraction
+    may use the threshold rounded to float32 (as torch's softshrink does)."""
+    eps = torch.finfo(out.dtype).eps
+    slack = abs(float(torch.tensor(thr, dtype=torch.float32)) - thr)
+    for x, y in zip(cand.double().tolist(), out.double().tolist()):
+        if abs(x) <= thr:
+            assert y == 0.0, (x, y)
+        else:
+            exact = math.copysign(c * (abs(x) - thr), x)
+            assert y != 0.0 and math.copysign(1.0, y) == math.copysign(1.0, x), (x, y)
+            tol = c * slack + 2 * eps * abs(exact) + _min_subnormal(out.dtype)  # (a subnormal result)
+            assert abs(y - exact) <= tol, (x, y, exact)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("thr", [0.1, 1e-3, 0.7])  # not representable in any of the dtypes
+def test_soft_threshold_decides_in_double(backend, dtype, thr):
+    cand = torch.cat([_around(thr, dtype), -_around(thr, dtype)])
+    w = cand.clone()
+    _api(backend, lambda: P.soft_threshold_(w, 1.0, thr), lambda: ref.prox_shrink_([w], thr, 1.0))
+    _check_soft(cand, w, thr)
+    w = cand.clone()  # elastic net: step * l1 = thr, step * l2 = 0.5
+    c = 1.0 / 1.5
+    _api(backend, lambda: ElasticNet(thr, 0.5).prox_(w, 1.0), lambda: ref.prox_shrink_([w], thr, c))
+    _check_soft(cand, w, thr, c)
+    if dtype == torch.float32 and thr == 0.1:  # fl32(0.1) > 0.1: kept, as |w| > t
+        w = t([0.1], dtype)
+        _api(backend, lambda: P.soft_threshold_(w, 1.0, 0.1), lambda: ref.prox_shrink_([w], 0.1, 1.0))
+        assert w.item() > 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["kernel", "forced"])
+def test_optimizer_fused_soft_threshold_decides_in_double(backend, dtype):
+    thr = 0.1
+    cand = torch.cat([_around(thr, dtype), -_around(thr, dtype)])
+    w = torch.nn.Parameter(cand.clone())
+    w.grad = torch.zeros_like(w)
+    ProxSGD([w], lr=1.0, penalty=L1(thr)).step()  # lr * l1 = 0.1 exactly in double
+    _check_soft(cand, w.detach(), thr)
+
+
+# ---- GroupLasso gradient with infinities: the limit --------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_group_lasso_grad_with_inf(backend, dtype):
+    w = t([[INF, 1.0, INF], [2.0, -INF, -INF], [1.0, 1.0, 3.0]], dtype)
+    r = 1.5 * 2**-0.5
+    cases = {  # dim: the limit 1.5 sign(w) / sqrt(k) on a group's k infinities, 0 elsewhere
+        1: [[1.5, 0.0, r], [0.0, -1.5, -r], [0.0, 0.0, 0.0]],
+        0: [[r, 0.0, r], [0.0, -r, -r], [1.5 / math.sqrt(11), 1.5 / math.sqrt(11), 4.5 / math.sqrt(11)]],
+    }
+    for dim, want in cases.items():
+        pen = GroupLasso(1.5, dim=dim)
+        g = _api(backend, lambda pen=pen: pen.grad(w)[0], lambda dim=dim: ref.group_grad([w], dim, 1.5)[0])
+        assert g.double().tolist() == [pytest.approx(row, rel=2 * torch.finfo(dtype).eps) for row in want]
+        if backend != "reference":  # add_grad_ keeps the gradient already there
+            p = w.clone().requires_grad_()
+            p.grad = torch.full_like(p, 0.25)
+            with _mode(backend):
+                pen.add_grad_([p])
+            acc = [[0.25 + v for v in row] for row in want]
+            assert p.grad.double().tolist() == [pytest.approx(row, rel=2 * torch.finfo(dtype).eps) for row in acc]
 
 
 # ---- property tests over the whole exponent range, against exact decimal arithmetic ----------
