@@ -395,6 +395,19 @@ def test_optimizer_fused_hard_threshold_decides_in_double(backend, dtype):
     assert w.detach().item() == (x.item() if abs(x.item()) > thr else 0.0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_group_lasso_grad_of_subnormal_groups(backend):
+    # groups: the rows; norms subnormal (rounded to the subnormal grid: 5e-14 relative at
+    # 1e-310), the last one exact (5 * 2^-1070)
+    w = t([[5e-324, 1e-310], [0.0, 1e-310], [math.ldexp(3, -1070), math.ldexp(-4, -1070)]], torch.float64)
+    want = []
+    for row in w.tolist():
+        n = math.hypot(*row)
+        want.append([2.0 * (v / n) for v in row])  # 2 w / ||w||: 2 / ||w|| is past the double range
+    g = _api(backend, lambda: GroupLasso(2.0, dim=0).grad(w)[0], lambda: ref.group_grad([w], 0, 2.0)[0])
+    assert g.tolist() == [pytest.approx(row, rel=1e-12) for row in want]
+
+
 # ---- soft threshold decided in double ---------------------------------------------------------
 
 
@@ -441,12 +454,13 @@ def test_soft_threshold_decides_in_double(backend, dtype, thr):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", ["kernel", "forced"])
-def test_optimizer_fused_soft_threshold_decides_in_double(backend, dtype):
+@pytest.mark.parametrize("opt", [ProxSGD, ProxAdam])
+def test_optimizer_fused_soft_threshold_decides_in_double(backend, dtype, opt):
     thr = 0.1
     cand = torch.cat([_around(thr, dtype), -_around(thr, dtype)])
     w = torch.nn.Parameter(cand.clone())
-    w.grad = torch.zeros_like(w)
-    ProxSGD([w], lr=1.0, penalty=L1(thr)).step()  # lr * l1 = 0.1 exactly in double
+    w.grad = torch.zeros_like(w)  # the plain step leaves w as it is (Adam: 0 / eps)
+    opt([w], lr=1.0, penalty=L1(thr)).step()  # lr * l1 = 0.1 exactly in double
     _check_soft(cand, w.detach(), thr)
 
 
