@@ -639,6 +639,13 @@ def _edge_work(rank, world, pg):
             v = _edge_shard(rows, rank)
             pen.prox_([v], step, process_group=pg)
             out[name, pen_name, "prox"] = (v, step)
+    inf = torch.tensor([[math.inf, 1.0, 2.0], [3.0, 4.0, -math.inf], [1.0, -math.inf, 5.0], [2.0, 2.0, 2.0]])
+    for dtype in (torch.float64, torch.float32):
+        for pen_name, pen in (("l2", L2Norm(0.5)), ("g1", GroupLasso(0.5, dim=1)), ("g0", GroupLasso(0.5, dim=0))):
+            w = (inf[:_CUT] if rank == 0 else inf[_CUT:]).to(dtype).requires_grad_()
+            w.grad = torch.full_like(w, 0.25)
+            pen.add_grad_([w], process_group=pg)
+            out["inf", dtype, pen_name] = w.grad.clone()
     return out
 
 
@@ -684,3 +691,17 @@ def test_sharded_norms_over_the_float64_range(edge_results, name, pen_name):
         c = max(1.0 - 0.5 * step / n, 0.0) if n > 0 else 0.0
         want[idx] = g * c
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-323 if name == "sub" else 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("pen_name", ["l2", "g1", "g0"])
+def test_sharded_grad_with_inf_is_the_limit(edge_results, dtype, pen_name):
+    """0.5 sign(w) / sqrt(k) on the k infinities of a tensor / group whose norm is inf, added
+    to the .grad there (0.25); finite groups as usual. Against the unsharded reference."""
+    full = torch.tensor([[INF, 1.0, 2.0], [3.0, 4.0, -INF], [1.0, -INF, 5.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
+    if pen_name == "l2":
+        want = ref.penalty_grad("l2_norm", [full], 0.5)[0]
+    else:
+        want = ref.group_grad([full], 1 if pen_name == "g1" else 0, 0.5)[0]
+    got = torch.cat([r["inf", dtype, pen_name] for r in edge_results]).double()
+    torch.testing.assert_close(got, want + 0.25, rtol=2 * torch.finfo(dtype).eps, atol=0.0)

@@ -228,6 +228,13 @@ def _first_argmax_index(t: Tensor, g: _Geo) -> float:
 # apply()  : grads (+)= scale * gradient, from the coefficients; no collective.
 
 
+def _add_inf_limit(w: Tensor, g: Tensor, c: float) -> None:
+    """g += copysign(c, w) on the infinite elements of w (the limit of c sqrt(k) w / ||w||)."""
+    with torch.no_grad():
+        inf = torch.isinf(w)
+        g.add_(torch.where(inf, torch.sign(_acc(w)) * c, 0.0).to(g.dtype))
+
+
 class _Term:
     n_sum = 0
     n_gather = 0
@@ -236,6 +243,19 @@ class _Term:
     slots: tuple[int, ...] = ()
     #: the local scaled sums of squares (sq, e) of the slots, set by local()
     rows: list[tuple[float, int]] = []
+
+    def slot_of(self, j: int) -> tuple[int, int]:
+        """(tensor, group) of slot j."""
+        return (j, 0)
+
+    def count_inf(self, j: int) -> int:
+        """Local number of infinite elements of slot j."""
+        i, k = self.slot_of(j)
+        t = self.tl.tensors[i]
+        if isinstance(self, _Group):
+            o, g, n = (s[i] for s in self.shapes)
+            return int(torch.isinf(t.detach().reshape(o, g, n)[:, k]).sum())
+        return int(torch.isinf(t.detach()).sum())
 
     def __init__(self, penalty, tl: TensorList, geo: list[_Geo] | None = None) -> None:
         self.penalty = penalty
@@ -284,6 +304,7 @@ class _L2Norm(_Term):
         self.n_sum = len(tl)
 
         self.slots = tuple(range(len(tl)))
+        self.ninf: dict[tuple[int, int], int] = {}  # (tensor, 0): global infinities of an infinite norm
 
     def local(self, grads):
         tl = self.tl
@@ -314,8 +335,12 @@ class _L2Norm(_Term):
             with torch.no_grad():
                 for i, (w, g, c) in enumerate(zip(tl.tensors, grads.tensors, self.coef, strict=True)):
                     if i not in big:
-                        d = (_acc(w) * (scale * c)).to(g.dtype)
+                        d = _acc(w) * (scale * c) if c != 0.0 else torch.zeros_like(_acc(w))
+                        d = d.to(g.dtype)
                         g.add_(d) if accumulate else g.copy_(d)
+        for (i, _), k in self.ninf.items():  # an infinite norm: l sign(w) / sqrt(k) on the k infinities
+            if k > 0:
+                _add_inf_limit(tl.tensors[i].detach(), grads.tensors[i], scale * self.penalty.l / math.sqrt(k))
         with torch.no_grad():
             for i in big:
                 w, g = tl.tensors[i], grads.tensors[i]
@@ -335,6 +360,12 @@ class _Group(_Term):
         self.spans = _spans(penalty.dim, tl.tensors, geo)  # True: the groups span the ranks
         self.n_sum = 1 + sum(g for g, s in zip(self.shapes[1], self.spans, strict=True) if s)
         self.slots = tuple(range(1, self.n_sum))
+        #: slot j (from 0) -> (tensor, group) of the shared groups
+        self.slot_map = [(i, k) for i, (g, s) in enumerate(zip(self.shapes[1], self.spans, strict=True)) if s for k in range(g)]
+        self.ninf: dict[tuple[int, int], int] = {}
+
+    def slot_of(self, j):
+        return self.slot_map[j - 1]
 
     def local(self, grads):
         tl = self.tl
@@ -382,14 +413,29 @@ class _Group(_Term):
             return
         if tl.on_cpu:
             _C.group_apply_coef(tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, *self.shapes, coef, accumulate)
-            return
-        with torch.no_grad():
-            for w, g, o, G, n, c in zip(tl.tensors, grads.tensors, *self.shapes, coef, strict=True):
-                d = _acc(w).reshape(o, G, n) * torch.tensor(c, dtype=torch.float64, device=w.device).view(
-                    1, G, 1
-                )
-                d = d.reshape(w.shape).to(g.dtype)
-                g.add_(d) if accumulate else g.copy_(d)
+        else:
+            with torch.no_grad():
+                for w, g, o, G, n, c in zip(tl.tensors, grads.tensors, *self.shapes, coef, strict=True):
+                    cw = torch.tensor(c, dtype=torch.float64, device=w.device).view(1, G, 1)
+                    d = torch.where(cw == 0, 0.0, _acc(w).reshape(o, G, n) * cw)  # 0 coef: nothing (0 * inf)
+                    d = d.reshape(w.shape).to(g.dtype)
+                    g.add_(d) if accumulate else g.copy_(d)
+        # groups with an infinite norm: l sign(w) / sqrt(k) on their k infinities (local groups
+        # counted here, shared ones all-reduced in _plan)
+        for i, (w, g, o, G, n, nq, sp) in enumerate(
+            zip(tl.tensors, grads.tensors, *self.shapes, self.sq, self.spans, strict=True)
+        ):
+            for k, q in enumerate(nq):
+                if q != math.inf:
+                    continue
+                x = w.detach().reshape(o, G, n)
+                cnt = self.ninf.get((i, k), 0) if sp else int(torch.isinf(x[:, k]).sum())
+                if cnt > 0:
+                    mask = torch.zeros_like(x, dtype=torch.bool)
+                    mask[:, k] = True
+                    lim = torch.where(mask & torch.isinf(x), torch.sign(_acc(x)), 0.0)
+                    with torch.no_grad():
+                        g.add_((lim * (scale * self.penalty.l / math.sqrt(cnt))).reshape(w.shape).to(g.dtype))
 
 
 class _Linf(_Term):
@@ -565,6 +611,13 @@ def _plan(penalty, params, pg, *, for_grad: bool = False, geo: list[_Geo] | None
         norms = _reduce_norms([r for t in terms for r in t.rows], pg, dev) if scaled else None
         for j, k in enumerate(at):
             flat[k] = norms[j] if norms is not None else (math.sqrt(flat[k]) if flat[k] == flat[k] else _NAN)
+        # infinite global norms (the same on every rank): the number of infinities, for the limit
+        inf = [(t, j) for t, o in zip(terms, _offsets(terms), strict=True) for j, i in enumerate(t.slots) if flat[o + i] == math.inf]
+        if inf:
+            cnt = torch.tensor([float(t.count_inf(j)) for t, j in inf], dtype=torch.float64, device=dev)
+            dist.all_reduce(cnt, group=pg)
+            for (t, j), c in zip(inf, cnt.tolist(), strict=True):
+                t.ninf[t.slot_of(j)] = int(c)
     gflat = [v for g in gath for v in g]
     rows: list[list[float]] = []
     if gflat:
