@@ -14,7 +14,9 @@ from decimal import Decimal, getcontext
 import hypothesis.strategies as st
 import pytest
 import torch
+from dist_util import register, shared_results
 from hypothesis import given, settings
+from torch import Tensor
 
 from normreg import L1, ElasticNet, GroupLasso, L2Norm, Linf, SquaredL2, _ops
 from normreg import _reference as ref
@@ -393,6 +395,100 @@ def test_optimizer_fused_hard_threshold_decides_in_double(backend, dtype):
     assert w.detach().item() == (x.item() if abs(x.item()) > thr else 0.0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_group_lasso_grad_of_subnormal_groups(backend):
+    # groups: the rows; norms subnormal (rounded to the subnormal grid: 5e-14 relative at
+    # 1e-310), the last one exact (5 * 2^-1070)
+    w = t([[5e-324, 1e-310], [0.0, 1e-310], [math.ldexp(3, -1070), math.ldexp(-4, -1070)]], torch.float64)
+    want = []
+    for row in w.tolist():
+        n = math.hypot(*row)
+        want.append([2.0 * (v / n) for v in row])  # 2 w / ||w||: 2 / ||w|| is past the double range
+    g = _api(backend, lambda: GroupLasso(2.0, dim=0).grad(w)[0], lambda: ref.group_grad([w], 0, 2.0)[0])
+    assert g.tolist() == [pytest.approx(row, rel=1e-12) for row in want]
+
+
+# ---- soft threshold decided in double ---------------------------------------------------------
+
+
+def _around(x: float, dtype, k: int = 2) -> Tensor:
+    """The dtype's values from k steps below fl(x) to k steps above."""
+    near = t([x], torch.float64).to(dtype)
+    bits = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}[dtype]
+    return torch.cat([(near.view(bits) + j).view(dtype) for j in range(-k, k + 1)])
+
+
+def _check_soft(cand: Tensor, out: Tensor, thr: float, c: float = 1.0) -> None:
+    """0 exactly where |x| <= thr (in double); elsewhere nonzero, of x's sign, and within
+    |fl32(thr) - thr| + 2 ulps (+ the smallest subnormal) of c (|x| - thr): the subtraction
+    may use the threshold rounded to float32 (as torch's softshrink does)."""
+    eps = torch.finfo(out.dtype).eps
+    slack = abs(float(torch.tensor(thr, dtype=torch.float32)) - thr)
+    for x, y in zip(cand.double().tolist(), out.double().tolist()):
+        if abs(x) <= thr:
+            assert y == 0.0, (x, y)
+        else:
+            exact = math.copysign(c * (abs(x) - thr), x)
+            assert y != 0.0 and math.copysign(1.0, y) == math.copysign(1.0, x), (x, y)
+            tol = c * slack + 2 * eps * abs(exact) + _min_subnormal(out.dtype)  # (a subnormal result)
+            assert abs(y - exact) <= tol, (x, y, exact)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("thr", [0.1, 1e-3, 0.7])  # not representable in any of the dtypes
+def test_soft_threshold_decides_in_double(backend, dtype, thr):
+    cand = torch.cat([_around(thr, dtype), -_around(thr, dtype)])
+    w = cand.clone()
+    _api(backend, lambda: P.soft_threshold_(w, 1.0, thr), lambda: ref.prox_shrink_([w], thr, 1.0))
+    _check_soft(cand, w, thr)
+    w = cand.clone()  # elastic net: step * l1 = thr, step * l2 = 0.5
+    c = 1.0 / 1.5
+    _api(backend, lambda: ElasticNet(thr, 0.5).prox_(w, 1.0), lambda: ref.prox_shrink_([w], thr, c))
+    _check_soft(cand, w, thr, c)
+    if dtype == torch.float32 and thr == 0.1:  # fl32(0.1) > 0.1: kept, as |w| > t
+        w = t([0.1], dtype)
+        _api(backend, lambda: P.soft_threshold_(w, 1.0, 0.1), lambda: ref.prox_shrink_([w], 0.1, 1.0))
+        assert w.item() > 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["kernel", "forced"])
+@pytest.mark.parametrize("opt", [ProxSGD, ProxAdam])
+def test_optimizer_fused_soft_threshold_decides_in_double(backend, dtype, opt):
+    thr = 0.1
+    cand = torch.cat([_around(thr, dtype), -_around(thr, dtype)])
+    w = torch.nn.Parameter(cand.clone())
+    w.grad = torch.zeros_like(w)  # the plain step leaves w as it is (Adam: 0 / eps)
+    opt([w], lr=1.0, penalty=L1(thr)).step()  # lr * l1 = 0.1 exactly in double
+    _check_soft(cand, w.detach(), thr)
+
+
+# ---- GroupLasso gradient with infinities: the limit --------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_group_lasso_grad_with_inf(backend, dtype):
+    w = t([[INF, 1.0, INF], [2.0, -INF, -INF], [1.0, 1.0, 3.0]], dtype)
+    r = 1.5 * 2**-0.5
+    cases = {  # dim: the limit 1.5 sign(w) / sqrt(k) on a group's k infinities, 0 elsewhere
+        1: [[1.5, 0.0, r], [0.0, -1.5, -r], [0.0, 0.0, 0.0]],
+        0: [[r, 0.0, r], [0.0, -r, -r], [1.5 / math.sqrt(11), 1.5 / math.sqrt(11), 4.5 / math.sqrt(11)]],
+    }
+    for dim, want in cases.items():
+        pen = GroupLasso(1.5, dim=dim)
+        g = _api(backend, lambda pen=pen: pen.grad(w)[0], lambda dim=dim: ref.group_grad([w], dim, 1.5)[0])
+        assert g.double().tolist() == [pytest.approx(row, rel=2 * torch.finfo(dtype).eps) for row in want]
+        if backend != "reference":  # add_grad_ keeps the gradient already there
+            p = w.clone().requires_grad_()
+            p.grad = torch.full_like(p, 0.25)
+            with _mode(backend):
+                pen.add_grad_([p])
+            acc = [[0.25 + v for v in row] for row in want]
+            assert p.grad.double().tolist() == [pytest.approx(row, rel=2 * torch.finfo(dtype).eps) for row in acc]
+
+
 # ---- property tests over the whole exponent range, against exact decimal arithmetic ----------
 
 _EXP = {torch.float64: (-1074, 1015), torch.float32: (-149, 100), torch.bfloat16: (-133, 100), torch.float16: (-24, 13)}
@@ -508,3 +604,109 @@ def test_property_hard_threshold(case, scale):
     hard(backend, y, step, lam)
     for x, yi in zip(vals, y.double().tolist()):
         assert yi == (x if abs(x) > dthr else 0.0)
+
+
+# ---- sharded L2 norms over the float64 range (2 gloo processes, the shared spawn) -----------
+
+# Logical float64 tensors, split along dim 0 between the 2 ranks (rank 0: the first CUT rows).
+# big: norms past 1e300 (plain sums of squares overflow); tiny: below 1e-300 (they underflow);
+# mixed: huge values on rank 0, ordinary ones on rank 1; sub: subnormal, strength / norm
+# overflows; zero_half: rank 1's shard all zero.
+_CUT = 2
+_EDGE_SETS = {
+    "big": [[3e200, -4e200, 1e200], [2e200, -5e199, 7e200], [1e200, 1e200, 1e200], [-2e200, 6e200, 3e200]],
+    "tiny": [[3e-200, -4e-200, 1e-200], [2e-200, -5e-199, 7e-200], [1e-200, 1e-200, 1e-200], [-2e-200, 6e-200, 3e-200]],
+    "mixed": [[3e200, -4e200, 1e200], [2e200, -5e199, 7e200], [1.0, 2.0, 3.0], [-2.0, 6.0, 3.0]],
+    "sub": [[5e-324, 1e-320, 0.0], [2e-322, 0.0, 1e-310], [0.0, 3e-315, 4e-318], [1e-323, 0.0, 0.0]],
+    "zero_half": [[1e-200, 2e-200, 3e-200], [4e-200, 5e-200, 6e-200], [0.0] * 3, [0.0] * 3],
+}
+
+
+def _edge_shard(rows, rank):
+    full = torch.tensor(rows, dtype=torch.float64)
+    return (full[:_CUT] if rank == 0 else full[_CUT:]).clone()
+
+
+@register
+def _edge_work(rank, world, pg):
+    out = {}
+    for name, rows in _EDGE_SETS.items():
+        for pen_name, pen in (("l2", L2Norm(0.5)), ("g1", GroupLasso(0.5, dim=1)), ("g0", GroupLasso(0.5, dim=0))):
+            w = _edge_shard(rows, rank)
+            out[name, pen_name, "value"] = float(pen.value([w], process_group=pg))
+            w.requires_grad_()
+            pen.add_grad_([w], process_group=pg)
+            out[name, pen_name, "grad"] = w.grad.clone()
+            v = _edge_shard(rows, rank)
+            pen.prox_([v], 0.0, process_group=pg)  # step 0: the identity
+            out[name, pen_name, "prox0"] = v
+            step = 0.25 * _hypot_ref(torch.tensor(rows, dtype=torch.float64))  # shrinks every norm by a part
+            v = _edge_shard(rows, rank)
+            pen.prox_([v], step, process_group=pg)
+            out[name, pen_name, "prox"] = (v, step)
+    inf = torch.tensor([[math.inf, 1.0, 2.0], [3.0, 4.0, -math.inf], [1.0, -math.inf, 5.0], [2.0, 2.0, 2.0]])
+    for dtype in (torch.float64, torch.float32):
+        for pen_name, pen in (("l2", L2Norm(0.5)), ("g1", GroupLasso(0.5, dim=1)), ("g0", GroupLasso(0.5, dim=0))):
+            w = (inf[:_CUT] if rank == 0 else inf[_CUT:]).to(dtype).requires_grad_()
+            w.grad = torch.full_like(w, 0.25)
+            pen.add_grad_([w], process_group=pg)
+            out["inf", dtype, pen_name] = w.grad.clone()
+    return out
+
+
+def _hypot_ref(x):
+    """The exact-to-rounding L2 norm (math.hypot scales: no overflow or underflow)."""
+    return math.hypot(*x.reshape(-1).tolist())
+
+
+def _groups(full, pen_name):
+    """The groups of the logical tensor (one tensor for L2Norm), as (index, values) pairs."""
+    if pen_name == "l2":
+        return [(slice(None), full)]
+    if pen_name == "g1":
+        return [((slice(None), j), full[:, j]) for j in range(full.shape[1])]
+    return [((i,), full[i]) for i in range(full.shape[0])]
+
+
+@pytest.fixture(scope="module")
+def edge_results():
+    return shared_results(_edge_work)
+
+
+@pytest.mark.parametrize("name", list(_EDGE_SETS))
+@pytest.mark.parametrize("pen_name", ["l2", "g1", "g0"])
+def test_sharded_norms_over_the_float64_range(edge_results, name, pen_name):
+    full = torch.tensor(_EDGE_SETS[name], dtype=torch.float64)
+    r0, r1 = (r[name, pen_name, "value"] for r in edge_results)
+    expected = 0.5 * sum(_hypot_ref(g) for _, g in _groups(full, pen_name))
+    assert r0 == r1 == pytest.approx(expected, rel=1e-14)
+    grad = torch.cat([r[name, pen_name, "grad"] for r in edge_results])
+    want = torch.zeros_like(full)
+    for idx, g in _groups(full, pen_name):
+        n = _hypot_ref(g)
+        if n > 0:  # 0.5 * w / ||w||, via the exact ratios (w / n is a double for these values)
+            want[idx] = torch.tensor([0.5 * (v / n) for v in g.reshape(-1).tolist()], dtype=torch.float64).view(g.shape)
+    torch.testing.assert_close(grad, want, rtol=1e-12, atol=0.0)
+    assert torch.equal(torch.cat([r[name, pen_name, "prox0"] for r in edge_results]), full)
+    got = torch.cat([r[name, pen_name, "prox"][0] for r in edge_results])
+    step = edge_results[0][name, pen_name, "prox"][1]
+    want = full.clone()
+    for idx, g in _groups(full, pen_name):
+        n = _hypot_ref(g)
+        c = max(1.0 - 0.5 * step / n, 0.0) if n > 0 else 0.0
+        want[idx] = g * c
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-323 if name == "sub" else 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("pen_name", ["l2", "g1", "g0"])
+def test_sharded_grad_with_inf_is_the_limit(edge_results, dtype, pen_name):
+    """0.5 sign(w) / sqrt(k) on the k infinities of a tensor / group whose norm is inf, added
+    to the .grad there (0.25); finite groups as usual. Against the unsharded reference."""
+    full = torch.tensor([[INF, 1.0, 2.0], [3.0, 4.0, -INF], [1.0, -INF, 5.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
+    if pen_name == "l2":
+        want = ref.penalty_grad("l2_norm", [full], 0.5)[0]
+    else:
+        want = ref.group_grad([full], 1 if pen_name == "g1" else 0, 0.5)[0]
+    got = torch.cat([r["inf", dtype, pen_name] for r in edge_results]).double()
+    torch.testing.assert_close(got, want + 0.25, rtol=2 * torch.finfo(dtype).eps, atol=0.0)

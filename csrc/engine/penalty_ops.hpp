@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "engine/multi_tensor.hpp"
@@ -316,6 +317,13 @@ inline double group_grad(const TensorList& w, const TensorList& g, const std::ve
     auto sq = group_sq_norms_scaled(w, shapes);
     auto& coef = sq.sums;
     double total = 0.0;
+    std::vector<std::pair<std::size_t, std::size_t>> inf_groups;  // (tensor, group) with an infinite norm
+    struct ScaledGroup {
+        std::size_t tensor, group;
+        int e;
+        double c;
+    };
+    std::vector<ScaledGroup> scaled_groups;
     for (std::size_t i = 0; i < w.size(); ++i) {
         double t = 0.0;
         for (std::size_t k = 0; k < coef[i].size(); ++k) {
@@ -323,6 +331,19 @@ inline double group_grad(const TensorList& w, const TensorList& g, const std::ve
             const double norm = kernels::sq_norm(q, sq.exps[i][k]);
             t += norm;
             q = norm > 0.0 ? scale * s1[i] / norm : (norm == 0.0 ? 0.0 : norm);
+            if (norm == std::numeric_limits<double>::infinity() && q == 0.0 && scale * s1[i] != 0.0) inf_groups.emplace_back(i, k);
+            // s / ||w|| past the compute type's normal range (a subnormal norm, or a huge one
+            // with a tiny s): g += ldexp(w, -e) * (s / (||w|| 2^-e)) below, q = 0 here
+            const bool f64 = w[i].dtype == DType::Float64;
+            const double lo = f64 ? std::numeric_limits<double>::min() : static_cast<double>(std::numeric_limits<float>::min());
+            const double hi = f64 ? std::numeric_limits<double>::max() : static_cast<double>(std::numeric_limits<float>::max());
+            if (norm > 0.0 && norm < std::numeric_limits<double>::infinity() && scale * s1[i] != 0.0 &&
+                !(std::fabs(q) >= lo && std::fabs(q) <= hi)) {
+                int e = 0;
+                (void)std::frexp(norm, &e);
+                scaled_groups.push_back(ScaledGroup{i, k, e, scale * s1[i] / std::ldexp(norm, -e)});
+                q = 0.0;
+            }
         }
         total += s1[i] * t;
     }
@@ -339,6 +360,31 @@ inline double group_grad(const TensorList& w, const TensorList& g, const std::ve
                 kernels::group_scale<T, false>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
         });
     });
+    // groups with infinite elements: the limit s sign(w) / sqrt(k) on their k infinite
+    // elements, 0 elsewhere (coef 0 above left g unchanged or zero there)
+    for (const auto& [ti, k] : inf_groups) {
+        const GroupShape& s = shapes[ti];
+        dispatch(w[ti].dtype, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            const T* x = data_as<T>(w[ti]);
+            const auto n = kernels::group_count_inf<T>(x, s.outer, s.groups, s.inner, static_cast<std::int64_t>(k));
+            if (n > 0)
+                kernels::group_grad_inf<T>(x, data_as<T>(g[ti]), s.outer, s.groups, s.inner, static_cast<std::int64_t>(k),
+                                           scale * s1[ti] / std::sqrt(static_cast<double>(n)));
+        });
+    }
+    for (const auto& sg : scaled_groups) {
+        const GroupShape& s = shapes[sg.tensor];
+        dispatch(w[sg.tensor].dtype, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            const T* x = data_as<T>(w[sg.tensor]);
+            T* y = data_as<T>(g[sg.tensor]);
+            for (std::int64_t o = 0; o < s.outer; ++o) {
+                const std::int64_t base = (o * s.groups + static_cast<std::int64_t>(sg.group)) * s.inner;
+                kernels::l2_grad_scaled<T>(x + base, y + base, s.inner, sg.e, sg.c);
+            }
+        });
+    }
     return total;
 }
 

@@ -68,19 +68,20 @@ struct ProxConst {
     C inv;   // 1 / (1 + b) (plain Shrink)
     C thr;   // sqrt(2a) (plain Hard)
     C two_a; // 2a (preconditioned Hard)
+    SoftT<C> soft;  // the threshold a deciding zeros in double (plain Shrink)
 };
 
 template <class C>
 inline ProxConst<C> prox_const(double a, double b) noexcept {
     return ProxConst<C>{static_cast<C>(a), static_cast<C>(b), static_cast<C>(1.0 / (1.0 + b)), down_to<C>(std::sqrt(2.0 * a)),
-                        static_cast<C>(2.0 * a)};
+                        static_cast<C>(2.0 * a), soft_t<C>(a)};
 }
 
 template <int Kind, bool Pre, class C>
-inline C fused_prox(C v, C a, C b, C inv, C thr, C two_a, C den) noexcept {
+inline C fused_prox(C v, C a, C b, C inv, C thr, C two_a, C den, const SoftT<C>& st) noexcept {
     if constexpr (Kind == static_cast<int>(ProxKind::Shrink)) {
-        if constexpr (Pre) return soft(v, a / den) * (den / (den + b));
-        else return soft(v, a) * inv;
+        if constexpr (Pre) return soft(v, a / den) * (den / (den + b));  // per-element threshold, in C
+        else return soft_d(v, st) * inv;
     } else if constexpr (Kind == static_cast<int>(ProxKind::Hard)) {
         if constexpr (Pre) return v * v * den <= two_a ? C(0) : v;  // |v| <= sqrt(2a/den), NaN kept
         else return std::fabs(v) <= thr ? C(0) : v;
@@ -107,6 +108,7 @@ NORMREG_FMA_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g,
             wd = static_cast<C>(h.weight_decay);
     const C gsign = h.maximize ? C(-1) : C(1);
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
+    const SoftT<C> pst = p.soft;
     (void)wd, (void)mom, (void)damp1;
     std::int64_t zeros = 0;
     auto pass = [&](auto fresh) __attribute__((always_inline)) {
@@ -124,7 +126,7 @@ NORMREG_FMA_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g,
                 if constexpr (Nesterov) d = madd(bm, mom, d);
                 else d = bm;
             }
-            const T r = store<T>(fused_prox<Kind, false>(madd(d, neg_lr, wi), pa, pb, pinv, pthr, p2a, C(1)));
+            const T r = store<T>(fused_prox<Kind, false>(madd(d, neg_lr, wi), pa, pb, pinv, pthr, p2a, C(1), pst));
             w[i] = r;
             zeros += stored_zero<T>(r);  // the value as stored
         }
@@ -159,6 +161,7 @@ NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g
     const bool small_w = std::fabs(wgt) < C(0.5);
     const C gsign = h.maximize ? C(-1) : C(1);
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
+    const SoftT<C> pst = p.soft;
     (void)wd, (void)decay;
     std::int64_t zeros = 0;
     auto pass = [&](auto small) __attribute__((always_inline)) {
@@ -183,7 +186,7 @@ NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g
                 vmax[i] = store<T>(vd);
             }
             const C den = std::sqrt(vd) / bc2s + eps;
-            const T r = store<T>(fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den));
+            const T r = store<T>(fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den, pst));
             w[i] = r;
             zeros += stored_zero<T>(r);  // the value as stored
         }

@@ -373,6 +373,12 @@ NORMREG_KERNEL void group_scale(const T* __restrict x, T* __restrict y, std::int
         for (std::int64_t g = g0; g < g1; ++g) {
             const std::int64_t base = (o * groups + g) * inner;
             const C c = static_cast<C>(coef[g - g0]);
+            if (coef[g - g0] == 0.0) {  // a zero coefficient adds nothing (0 * inf would be NaN)
+                if constexpr (!Accumulate) {
+                    for (std::int64_t i = 0; i < inner; ++i) y[base + i] = store<T>(C(0));
+                }
+                continue;
+            }
 #pragma omp simd
             for (std::int64_t i = 0; i < inner; ++i) {
                 C d = c * load<T>(x[base + i]);
@@ -380,6 +386,31 @@ NORMREG_KERNEL void group_scale(const T* __restrict x, T* __restrict y, std::int
                 y[base + i] = store<T>(d);
             }
         }
+}
+
+// y += copysign(c, x) on the infinite elements of group g (the limit of c sqrt(k) x / ||x||
+// for a group with k infinite elements, c = s / sqrt(k)); other elements unchanged.
+template <class T>
+inline void group_grad_inf(const T* __restrict x, T* __restrict y, std::int64_t outer, std::int64_t groups, std::int64_t inner,
+                           std::int64_t g, double c) noexcept {
+    using C = compute_t<T>;
+    const C cc = static_cast<C>(c);
+    for (std::int64_t o = 0; o < outer; ++o) {
+        const std::int64_t base = (o * groups + g) * inner;
+        for (std::int64_t i = 0; i < inner; ++i) {
+            const C v = load<T>(x[base + i]);
+            if (std::isinf(v)) y[base + i] = store<T>(load<T>(y[base + i]) + std::copysign(cc, v));
+        }
+    }
+}
+
+// Number of infinite elements of group g.
+template <class T>
+inline std::int64_t group_count_inf(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner,
+                                    std::int64_t g) noexcept {
+    std::int64_t n = 0;
+    for (std::int64_t o = 0; o < outer; ++o) n += count_inf<T>(x + (o * groups + g) * inner, inner);
+    return n;
 }
 
 }  // namespace normreg::kernels

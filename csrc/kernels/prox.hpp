@@ -51,6 +51,40 @@ inline C down_to(double x) noexcept {
     return c;
 }
 
+// A soft threshold t (double) in the compute type C, deciding zeros in double: t rounded to
+// nearest (the subtraction, like torch's softshrink), down_to(t) (|v| <= dn iff |v| <= t),
+// and fix = |v| - t for the one value v = fl(t) > t that is above t but for which |v| - fl(t)
+// is 0 (0 when fl(t) <= t).
+template <class C>
+struct SoftT {
+    C t, dn, fix;
+};
+
+template <class C>
+inline SoftT<C> soft_t(double t) noexcept {
+    const C ct = static_cast<C>(t);
+    const bool up = static_cast<double>(ct) > t && std::isfinite(t);
+    return SoftT<C>{ct, down_to<C>(t), up ? static_cast<C>(static_cast<double>(ct) - t) : C(0)};
+}
+
+// soft(v, t) with the zero decided in double: |v| <= t (double) gives 0, any larger |v| a
+// nonzero result (NaN in v or t gives NaN).
+template <class C>
+inline C soft_d(C v, const SoftT<C>& t) noexcept {
+    const C a = std::fabs(v);
+    const C d = a - t.t;
+    const C r = (d <= C(0) && a > t.dn) ? t.fix : d;
+    return std::copysign(pos_nan(r), v) + C(0);
+}
+
+// max(v - t, 0) with the zero decided in double, as soft_d.
+template <class C>
+inline C soft_nonneg_d(C v, const SoftT<C>& t) noexcept {
+    const C d = v - t.t;
+    const C r = (d <= C(0) && v > t.dn) ? t.fix : d;
+    return pos_nan(r) + C(0);
+}
+
 // x (double) stored in T rounded toward zero: |stored| <= |x| (a projection that must stay
 // inside its set). NaN stays NaN.
 template <class T>
@@ -95,15 +129,20 @@ __attribute__((always_inline)) inline std::int64_t map_count(T* __restrict w, st
 
 template <class T, bool NonNeg, bool Weighted, bool Scaled>
 __attribute__((always_inline)) inline std::int64_t shrink_loop(T* __restrict w, const T* __restrict u, std::int64_t n,
-                                                                compute_t<T> ct, compute_t<T> cc) noexcept {
+                                                                SoftT<compute_t<T>> st, compute_t<T> cc) noexcept {
     using C = compute_t<T>;
+    const C ct = st.t;
     return map_count(w, n, [=](std::int64_t i, C v) __attribute__((always_inline)) {
-        C ti = ct;
-        if constexpr (Weighted) ti = ct * load<T>(u[i]);
-        else (void)u, (void)i;
         C r;
-        if constexpr (NonNeg) r = soft_nonneg(v, ti);
-        else r = soft(v, ti);
+        if constexpr (Weighted) {  // per-element thresholds t * u_i, in C
+            const C ti = ct * load<T>(u[i]);
+            if constexpr (NonNeg) r = soft_nonneg(v, ti);
+            else r = soft(v, ti);
+        } else {  // the zero decided in double (|v| <= t)
+            (void)u, (void)i;
+            if constexpr (NonNeg) r = soft_nonneg_d(v, st);
+            else r = soft_d(v, st);
+        }
         if constexpr (Scaled) r = r * cc;
         else (void)cc;
         return r;
@@ -124,14 +163,15 @@ __attribute__((always_inline)) inline std::int64_t scale_loop(T* __restrict w, s
 template <class T, bool NonNeg, bool Weighted>
 NORMREG_KERNEL std::int64_t shrink(T* __restrict w, const T* __restrict u, std::int64_t n, double t, double c) noexcept {
     using C = compute_t<T>;
-    const C ct = static_cast<C>(t), cc = static_cast<C>(c);
+    const C cc = static_cast<C>(c);
+    const SoftT<C> st = soft_t<C>(t);
     if constexpr (!NonNeg && !Weighted) {  // (weighted: 0 * a non-finite weight must give NaN)
         // t = 0 (the ridge shrink, a per-tensor scale): soft(v, 0) is v itself (NaN kept, -0
         // made +0), so the pass is one multiply; the same values, at the cost of torch's mul_.
         if (t == 0.0) return scale_loop<T>(w, n, cc);
     }
-    if (c == 1.0) return shrink_loop<T, NonNeg, Weighted, false>(w, u, n, ct, cc);
-    return shrink_loop<T, NonNeg, Weighted, true>(w, u, n, ct, cc);
+    if (c == 1.0) return shrink_loop<T, NonNeg, Weighted, false>(w, u, n, st, cc);
+    return shrink_loop<T, NonNeg, Weighted, true>(w, u, n, st, cc);
 }
 
 // Exact L0 prox: w <- 0 where |w| <= thr, else w (NaN kept). thr = sqrt(2 * step * l), in

@@ -219,7 +219,19 @@ def group_grad(tensors: Sequence[Tensor], dim: int, s1=0.0, dtype: torch.dtype |
         v = _acc(w).reshape(outer, groups, inner)
         norms = group_norms(w, dim)
         coef = torch.where(norms > 0, x / torch.where(norms > 0, norms, 1.0), norms * 0.0)
-        out.append((v * coef.view(1, groups, 1)).reshape(w.shape).to(dtype or w.dtype))
+        g = v * coef.view(1, groups, 1)
+        big = (norms > 0) & torch.isfinite(norms) & ~torch.isfinite(coef)  # x / ||w|| overflows
+        if bool(big.any()):  # x w / ||w|| = (w 2^-e) (x / (||w|| 2^-e))
+            e = _exponent(norms)
+            scaled = _pow2mul(v, -e.view(1, groups, 1)) * (x / _pow2mul(norms, -e)).view(1, groups, 1)
+            g = torch.where(big.view(1, groups, 1), scaled, g)
+        inf = torch.isinf(v)
+        k = inf.sum(dim=(0, 2))  # infinite elements per group
+        lim = (torch.isinf(norms) & (k > 0)).view(1, groups, 1)
+        if bool(lim.any()):  # the limit of x w / ||w||: x sign(w) / sqrt(k) on the k infinities, 0 elsewhere
+            r = x * torch.sign(v) / torch.sqrt(k.clamp_min(1).to(v.dtype)).view(1, groups, 1)
+            g = torch.where(lim, torch.where(inf, r, 0.0), g)
+        out.append(g.reshape(w.shape).to(dtype or w.dtype))
     return out
 
 

@@ -104,12 +104,90 @@ def _acc(t: Tensor) -> Tensor:
     return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
 
 
-def _coef(strength: float, sq: float) -> float:
-    """``strength / sqrt(sq)``, 0 for an all-zero tensor or group, NaN stays NaN."""
-    norm = math.sqrt(sq) if sq == sq else _NAN
+def _coef(strength: float, norm: float) -> float:
+    """``strength / norm``, 0 for an all-zero tensor or group, NaN stays NaN."""
     if norm > 0.0:
         return strength / norm
     return 0.0 if norm == 0.0 else _NAN
+
+
+# -- norms without overflow or underflow over the ranks ------------------------------------
+#
+# The kernels give plain float64 sums of squares. A float64 sum outside [2^-950, 2^950]
+# (|w| ~ 1e200 overflows, ~1e-200 underflows) is redone locally scaled, as (sq, e) with the
+# sum of squares sq * 2^(2e) (e the binary exponent of the max |w|, exact power-of-two
+# scaling). Every sharded reduce of sums of squares carries one flag: when no rank needed a
+# scaled sum, the plain all-reduced sums are the answer (no extra collective); otherwise
+# the ranks all-reduce MAX of their exponents, then SUM of sq * 2^(2(e - E)) at the common
+# exponent E, and the norm is 2^E sqrt(sum).
+
+_SQ_LO, _SQ_HI = 2.0**-950, 2.0**950
+_NO_EXP = -(2**20)  # the exponent of an all-zero sum (below every other)
+
+
+def _pow2_mul(x: Tensor, e: Tensor) -> Tensor:
+    """``x * 2^e`` exactly (but for underflow), for exponents past the double range."""
+    half = torch.div(e, 2, rounding_mode="floor")
+    return x * torch.exp2(half.to(x.dtype)) * torch.exp2((e - half).to(x.dtype))
+
+
+def _scaled_rows(x: Tensor, q: list[float]) -> list[tuple[float, int]]:
+    """Per group of ``x`` (shaped (outer, groups, inner)), its sum of squares as (sq, e):
+    the plain sums ``q`` where they are exact, scaled sums where a float64 sum is not."""
+    if x.dtype != torch.float64 or all(v != v or _SQ_LO <= v <= _SQ_HI for v in q):
+        return [(v, 0) for v in q]
+    x = x.detach().to(torch.float64)
+    m = x.abs().amax(dim=(0, 2)).tolist() if x.numel() else [0.0] * len(q)
+    exps = []
+    for mk in m:
+        if mk != mk or mk == math.inf:
+            exps.append(0)
+        elif mk == 0.0:
+            exps.append(_NO_EXP)
+        else:
+            exps.append(math.frexp(mk)[1])
+    e = torch.tensor([-k if k != _NO_EXP else 0 for k in exps], dtype=torch.int64, device=x.device)
+    s = (_pow2_mul(x, e.view(1, -1, 1)) ** 2).sum(dim=(0, 2)).tolist()
+    out = []
+    for v, sk, k, mk in zip(q, s, exps, m, strict=True):
+        if mk != mk or mk == math.inf:
+            out.append((v, 0))  # NaN or inf: the plain sum says it
+        elif k == _NO_EXP:
+            out.append((0.0, _NO_EXP))
+        else:
+            out.append((sk, k))
+    return out
+
+
+def _norm_of(sq: float, e: int) -> float:
+    return math.ldexp(math.sqrt(sq), e) if sq == sq else _NAN
+
+
+def _needs_scale(rows: list[tuple[float, int]]) -> bool:
+    return any(k not in (0, _NO_EXP) for _, k in rows)
+
+
+def _reduce_norms(rows: list[tuple[float, int]], pg, dev) -> list[float]:
+    """The norms of the rows' sums of squares summed over the ranks (two collectives)."""
+    if not rows:
+        return []
+    ex = torch.tensor([float(k) for _, k in rows], dtype=torch.float64, device=dev)
+    dist.all_reduce(ex, op=dist.ReduceOp.MAX, group=pg)
+    big = [int(v) for v in ex.tolist()]
+    red = torch.tensor(
+        [math.ldexp(sq, 2 * (k - E)) if sq != 0.0 else 0.0 for (sq, k), E in zip(rows, big, strict=True)],
+        dtype=torch.float64,
+        device=dev,
+    )
+    dist.all_reduce(red, group=pg)
+    return [_norm_of(v, E) for v, E in zip(red.tolist(), big, strict=True)]
+
+
+def _scaled_grad(w: Tensor, norm: Tensor, strength: float) -> Tensor:
+    """``strength * w / norm`` (norm broadcast to w) when ``strength / norm`` overflows:
+    ``(w 2^-E) * (strength / (norm 2^-E))``, E the exponent of the norm."""
+    e = torch.frexp(norm)[1].to(torch.int64)
+    return _pow2_mul(w, -e) * (strength / _pow2_mul(norm, -e))
 
 
 class _Geo(NamedTuple):
@@ -150,9 +228,34 @@ def _first_argmax_index(t: Tensor, g: _Geo) -> float:
 # apply()  : grads (+)= scale * gradient, from the coefficients; no collective.
 
 
+def _add_inf_limit(w: Tensor, g: Tensor, c: float) -> None:
+    """g += copysign(c, w) on the infinite elements of w (the limit of c sqrt(k) w / ||w||)."""
+    with torch.no_grad():
+        inf = torch.isinf(w)
+        g.add_(torch.where(inf, torch.sign(_acc(w)) * c, 0.0).to(g.dtype))
+
+
 class _Term:
     n_sum = 0
     n_gather = 0
+    #: positions in local()'s sums that are sums of squares (all-reduced as norms, see
+    #: _reduce_norms); finish() gets the global norms there
+    slots: tuple[int, ...] = ()
+    #: the local scaled sums of squares (sq, e) of the slots, set by local()
+    rows: list[tuple[float, int]] = []
+
+    def slot_of(self, j: int) -> tuple[int, int]:
+        """(tensor, group) of slot j."""
+        return (j, 0)
+
+    def count_inf(self, j: int) -> int:
+        """Local number of infinite elements of slot j."""
+        i, k = self.slot_of(j)
+        t = self.tl.tensors[i]
+        if isinstance(self, _Group):
+            o, g, n = (s[i] for s in self.shapes)
+            return int(torch.isinf(t.detach().reshape(o, g, n)[:, k]).sum())
+        return int(torch.isinf(t.detach()).sum())
 
     def __init__(self, penalty, tl: TensorList, geo: list[_Geo] | None = None) -> None:
         self.penalty = penalty
@@ -200,30 +303,50 @@ class _L2Norm(_Term):
         super().__init__(penalty, tl, geo)
         self.n_sum = len(tl)
 
+        self.slots = tuple(range(len(tl)))
+        self.ninf: dict[tuple[int, int], int] = {}  # (tensor, 0): global infinities of an infinite norm
+
     def local(self, grads):
         tl = self.tl
         if tl.on_cpu:
-            return list(_C.abs_sq_sums(tl.ptrs, tl.numels, tl.dtypes)[1]), []
-        return torch.stack([(_acc(t) ** 2).sum() for t in tl.tensors]).tolist(), []
+            sq = list(_C.abs_sq_sums(tl.ptrs, tl.numels, tl.dtypes)[1])
+        else:
+            sq = torch.stack([(_acc(t) ** 2).sum() for t in tl.tensors]).tolist()
+        self.rows = [_scaled_rows(t.reshape(1, 1, -1), [q])[0] for t, q in zip(tl.tensors, sq, strict=True)]
+        return sq, []
 
-    def finish(self, sums, gathered, rank):
+    def finish(self, sums, gathered, rank):  # sums: the global norms
         l = self.penalty.l  # noqa: E741
+        self.norms = sums
         self.coef = [_coef(l, q) for q in sums]
-        return sum(l * math.sqrt(q) if q == q else _NAN for q in sums)
+        return sum(l * q for q in sums)
 
     def apply(self, grads, scale, accumulate):
         tl = self.tl
         nan = [i for i, c in enumerate(self.coef) if c != c]
+        # strength / norm past the double range (a norm below ~1e-308): scaled, below
+        big = [i for i, c in enumerate(self.coef) if c == math.inf or abs(scale * c) == math.inf]
         if tl.on_cpu:
-            coef = [0.0 if c != c else c for c in self.coef]
+            coef = [0.0 if (c != c or i in big) else c for i, c in enumerate(self.coef)]
             _C.penalty_grad(
                 "squared_l2", tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, [0.0], coef, scale, accumulate
             )
         else:
             with torch.no_grad():
-                for w, g, c in zip(tl.tensors, grads.tensors, self.coef, strict=True):
-                    d = (_acc(w) * (scale * c)).to(g.dtype)
-                    g.add_(d) if accumulate else g.copy_(d)
+                for i, (w, g, c) in enumerate(zip(tl.tensors, grads.tensors, self.coef, strict=True)):
+                    if i not in big:
+                        d = _acc(w) * (scale * c) if c != 0.0 else torch.zeros_like(_acc(w))
+                        d = d.to(g.dtype)
+                        g.add_(d) if accumulate else g.copy_(d)
+        for (i, _), k in self.ninf.items():  # an infinite norm: l sign(w) / sqrt(k) on the k infinities
+            if k > 0:
+                _add_inf_limit(tl.tensors[i].detach(), grads.tensors[i], scale * self.penalty.l / math.sqrt(k))
+        with torch.no_grad():
+            for i in big:
+                w, g = tl.tensors[i], grads.tensors[i]
+                n = torch.tensor(self.norms[i], dtype=torch.float64, device=w.device)
+                d = _scaled_grad(w.detach().to(torch.float64), n, scale * self.penalty.l).to(g.dtype)
+                g.add_(d) if accumulate or tl.on_cpu else g.copy_(d)
         _fill_nan(grads, nan)
 
 
@@ -236,24 +359,35 @@ class _Group(_Term):
         self.shapes = penalty.shapes(tl.tensors)  # raises on a bad dim before any collective
         self.spans = _spans(penalty.dim, tl.tensors, geo)  # True: the groups span the ranks
         self.n_sum = 1 + sum(g for g, s in zip(self.shapes[1], self.spans, strict=True) if s)
+        self.slots = tuple(range(1, self.n_sum))
+        #: slot j (from 0) -> (tensor, group) of the shared groups
+        self.slot_map = [(i, k) for i, (g, s) in enumerate(zip(self.shapes[1], self.spans, strict=True)) if s for k in range(g)]
+        self.ninf: dict[tuple[int, int], int] = {}
+
+    def slot_of(self, j):
+        return self.slot_map[j - 1]
 
     def local(self, grads):
         tl = self.tl
         if tl.on_cpu:
-            self.sq = [list(q) for q in _C.group_sq_sums(tl.ptrs, tl.numels, tl.dtypes, *self.shapes)]
+            sq = [list(q) for q in _C.group_sq_sums(tl.ptrs, tl.numels, tl.dtypes, *self.shapes)]
         else:
-            self.sq = []
+            sq = []
             for t, o, g, n in zip(tl.tensors, *self.shapes, strict=True):
                 x = _acc(t).reshape(o, g, n)
-                self.sq.append((x * x).sum(dim=(0, 2)).tolist())
+                sq.append((x * x).sum(dim=(0, 2)).tolist())
+        rows = [
+            _scaled_rows(t.reshape(o, g, n), q) for t, o, g, n, q in zip(tl.tensors, *self.shapes, sq, strict=True)
+        ]
+        # self.sq: per tensor, per group, its norm (the local groups' now, the shared ones in finish)
+        self.sq = [[_norm_of(q, e) for q, e in r] for r in rows]
         l = self.penalty.l  # noqa: E741
-        local_value = sum(
-            l * sum(math.sqrt(q) for q in sq) for sq, s in zip(self.sq, self.spans, strict=True) if not s
-        )
-        shared = [q for sq, s in zip(self.sq, self.spans, strict=True) if s for q in sq]
+        local_value = sum(l * sum(nq) for nq, s in zip(self.sq, self.spans, strict=True) if not s)
+        self.rows = [x for r, s in zip(rows, self.spans, strict=True) if s for x in r]
+        shared = [q for qs, s in zip(sq, self.spans, strict=True) if s for q in qs]
         return [local_value, *shared], []
 
-    def finish(self, sums, gathered, rank):
+    def finish(self, sums, gathered, rank):  # sums[1:]: the global norms of the shared groups
         l = self.penalty.l  # noqa: E741
         value, k = sums[0], 1
         for i, s in enumerate(self.spans):
@@ -261,23 +395,47 @@ class _Group(_Term):
                 g = len(self.sq[i])
                 self.sq[i] = sums[k : k + g]
                 k += g
-                value += l * sum(math.sqrt(q) for q in self.sq[i])
+                value += l * sum(self.sq[i])
         self.coef = [[_coef(l, q) for q in sq] for sq in self.sq]
         return value
 
     def apply(self, grads, scale, accumulate):
         tl = self.tl
         coef = [[scale * c for c in cs] for cs in self.coef]
+        if any(abs(c) == math.inf for cs in coef for c in cs):  # strength / norm past the double range
+            with torch.no_grad():
+                for w, g, o, G, n, nq in zip(tl.tensors, grads.tensors, *self.shapes, self.sq, strict=True):
+                    x = w.detach().to(torch.float64).reshape(o, G, n)
+                    norm = torch.tensor(nq, dtype=torch.float64, device=w.device).view(1, G, 1)
+                    d = torch.where(norm == 0, 0.0, _scaled_grad(x, norm.expand_as(x), scale * self.penalty.l))
+                    d = d.reshape(w.shape).to(g.dtype)
+                    g.add_(d) if accumulate else g.copy_(d)
+            return
         if tl.on_cpu:
             _C.group_apply_coef(tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, *self.shapes, coef, accumulate)
-            return
-        with torch.no_grad():
-            for w, g, o, G, n, c in zip(tl.tensors, grads.tensors, *self.shapes, coef, strict=True):
-                d = _acc(w).reshape(o, G, n) * torch.tensor(c, dtype=torch.float64, device=w.device).view(
-                    1, G, 1
-                )
-                d = d.reshape(w.shape).to(g.dtype)
-                g.add_(d) if accumulate else g.copy_(d)
+        else:
+            with torch.no_grad():
+                for w, g, o, G, n, c in zip(tl.tensors, grads.tensors, *self.shapes, coef, strict=True):
+                    cw = torch.tensor(c, dtype=torch.float64, device=w.device).view(1, G, 1)
+                    d = torch.where(cw == 0, 0.0, _acc(w).reshape(o, G, n) * cw)  # 0 coef: nothing (0 * inf)
+                    d = d.reshape(w.shape).to(g.dtype)
+                    g.add_(d) if accumulate else g.copy_(d)
+        # groups with an infinite norm: l sign(w) / sqrt(k) on their k infinities (local groups
+        # counted here, shared ones all-reduced in _plan)
+        for i, (w, g, o, G, n, nq, sp) in enumerate(
+            zip(tl.tensors, grads.tensors, *self.shapes, self.sq, self.spans, strict=True)
+        ):
+            for k, q in enumerate(nq):
+                if q != math.inf:
+                    continue
+                x = w.detach().reshape(o, G, n)
+                cnt = self.ninf.get((i, k), 0) if sp else int(torch.isinf(x[:, k]).sum())
+                if cnt > 0:
+                    mask = torch.zeros_like(x, dtype=torch.bool)
+                    mask[:, k] = True
+                    lim = torch.where(mask & torch.isinf(x), torch.sign(_acc(x)), 0.0)
+                    with torch.no_grad():
+                        g.add_((lim * (scale * self.penalty.l / math.sqrt(cnt))).reshape(w.shape).to(g.dtype))
 
 
 class _Linf(_Term):
@@ -391,6 +549,14 @@ def _agree(pg, dev, rank: int, ok: bool, sig: list[float]) -> None:
         )
 
 
+def _offsets(terms: list[_Term]) -> list[int]:
+    out, k = [], 0
+    for t in terms:
+        out.append(k)
+        k += t.n_sum
+    return out
+
+
 def _plan(penalty, params, pg, *, for_grad: bool = False, geo: list[_Geo] | None = None, grads_of=None):
     """Checks, local partials, one all-reduce (and one all-gather for Linf), global value.
 
@@ -432,10 +598,26 @@ def _plan(penalty, params, pg, *, for_grad: bool = False, geo: list[_Geo] | None
         sums.append(s)
         gath.append(g)
     flat = [v for s in sums for v in s]
+    normed = any(t.slots for t in terms)
+    if normed:  # one more entry: does any rank need scaled sums of squares?
+        flat.append(float(any(_needs_scale(t.rows) for t in terms)))
     if flat:
         red = torch.tensor(flat, dtype=torch.float64, device=dev)
         dist.all_reduce(red, op=dist.ReduceOp.SUM, group=pg)
         flat = red.tolist()
+    if normed:
+        scaled = flat.pop() > 0
+        at = [k + i for k, t in zip(_offsets(terms), terms, strict=True) for i in t.slots]
+        norms = _reduce_norms([r for t in terms for r in t.rows], pg, dev) if scaled else None
+        for j, k in enumerate(at):
+            flat[k] = norms[j] if norms is not None else (math.sqrt(flat[k]) if flat[k] == flat[k] else _NAN)
+        # infinite global norms (the same on every rank): the number of infinities, for the limit
+        inf = [(t, j) for t, o in zip(terms, _offsets(terms), strict=True) for j, i in enumerate(t.slots) if flat[o + i] == math.inf]
+        if inf:
+            cnt = torch.tensor([float(t.count_inf(j)) for t, j in inf], dtype=torch.float64, device=dev)
+            dist.all_reduce(cnt, group=pg)
+            for (t, j), c in zip(inf, cnt.tolist(), strict=True):
+                t.ninf[t.slot_of(j)] = int(c)
     gflat = [v for g in gath for v in g]
     rows: list[list[float]] = []
     if gflat:
@@ -584,20 +766,27 @@ def _norm_prox_sharded(tl: TensorList, plan, step: float, shapes, spans, pg, dev
     if t > 0:
         prox.soft_threshold_(tl.tensors, step, plan.l1)  # elementwise: exact on each shard
 
-    def coef(q: float) -> float:
-        norm = math.sqrt(q) if q == q else _NAN
+    def coef(norm: float) -> float:
         if norm != norm:
             return _NAN
         return d * max(1.0 - s / norm, 0.0) if norm > 0 else 0.0
+
+    def norms(sq: list[float], rows: list[tuple[float, int]]) -> list[float]:
+        """The global norms: plain all-reduced sums, or scaled ones when a rank needs them."""
+        red = torch.tensor([*sq, float(_needs_scale(rows))], dtype=torch.float64, device=dev)
+        dist.all_reduce(red, group=pg)
+        out = red.tolist()
+        if out.pop() > 0:
+            return _reduce_norms(rows, pg, dev)
+        return [math.sqrt(q) if q == q else _NAN for q in out]
 
     if shapes is None:  # L2Norm: one norm per tensor
         if tl.on_cpu:
             sq = list(_C.abs_sq_sums(tl.ptrs, tl.numels, tl.dtypes)[1])
         else:
             sq = [float((_acc(w) ** 2).sum()) for w in tl.tensors]
-        red = torch.tensor(sq, dtype=torch.float64, device=dev)
-        dist.all_reduce(red, group=pg)
-        c = [coef(q) for q in red.tolist()]
+        rows = [_scaled_rows(w.reshape(1, 1, -1), [q])[0] for w, q in zip(tl.tensors, sq, strict=True)]
+        c = [coef(q) for q in norms(sq, rows)]
         if tl.on_cpu:
             return list(_C.scale_per_tensor(tl.ptrs, tl.numels, tl.dtypes, c))
         with torch.no_grad():
@@ -612,16 +801,16 @@ def _norm_prox_sharded(tl: TensorList, plan, step: float, shapes, spans, pg, dev
             (_acc(w).reshape(o, g, i) ** 2).sum(dim=(0, 2)).tolist()
             for w, o, g, i in zip(tl.tensors, *shapes, strict=True)
         ]
+    rows = [_scaled_rows(w.reshape(o, g, i), q) for w, o, g, i, q in zip(tl.tensors, *shapes, sq, strict=True)]
+    nrm = [[_norm_of(q, e) for q, e in r] for r in rows]  # the local groups' norms
     shared = [q for qs, sp in zip(sq, spans, strict=True) if sp for q in qs]
     if shared:
-        red = torch.tensor(shared, dtype=torch.float64, device=dev)
-        dist.all_reduce(red, group=pg)
-        flat, k = red.tolist(), 0
+        flat, k = norms(shared, [x for r, sp in zip(rows, spans, strict=True) if sp for x in r]), 0
         for i, sp in enumerate(spans):
             if sp:
-                sq[i] = flat[k : k + len(sq[i])]
+                nrm[i] = flat[k : k + len(sq[i])]
                 k += len(sq[i])
-    c = [[coef(q) for q in qs] for qs in sq]
+    c = [[coef(q) for q in qs] for qs in nrm]
     if tl.on_cpu:
         return list(_C.group_scale_inplace(tl.ptrs, tl.numels, tl.dtypes, *shapes, c))
     with torch.no_grad():
