@@ -432,63 +432,43 @@ def prox_shrink(tl, u, t: list[float], c: list[float], nonneg: bool):
     return _prox_shrink_op(tl.tensors, u.tensors if u is not None else [], _full(t, n), _full(c, n), nonneg)
 
 
-def prox_hard(tl, thr: list[float]):
+def _run(tl, kernel, op, *args):
+    """The direct path (kernel, then bump what it wrote: zero counts as ints) or the operator
+    (list arguments expanded to one value per tensor: an int64 tensor of counts)."""
     if tl.on_cpu:
-        z = _k_hard(tl, thr)
+        z = kernel(tl, *args)
         bump(tl.tensors)
         return z
-    return _prox_hard_op(tl.tensors, _full(thr, len(tl.tensors)))
+    n = len(tl.tensors)
+    return op(tl.tensors, *(_full(a, n) if isinstance(a, list) else a for a in args))
+
+
+def prox_hard(tl, thr: list[float]):
+    return _run(tl, _k_hard, _prox_hard_op, thr)
 
 
 def project_box(tl, lo: list[float], hi: list[float]):
-    if tl.on_cpu:
-        z = _k_box(tl, lo, hi)
-        bump(tl.tensors)
-        return z
-    n = len(tl.tensors)
-    return _project_box_op(tl.tensors, _full(lo, n), _full(hi, n))
+    return _run(tl, _k_box, _project_box_op, lo, hi)
 
 
 def prox_l2_norm(tl, t: list[float], s: list[float], d: list[float]):
-    if tl.on_cpu:
-        z = _k_l2_norm(tl, t, s, d)
-        bump(tl.tensors)
-        return z
-    n = len(tl.tensors)
-    return _prox_l2_norm_op(tl.tensors, _full(t, n), _full(s, n), _full(d, n))
+    return _run(tl, _k_l2_norm, _prox_l2_norm_op, t, s, d)
 
 
 def prox_group(tl, dim: int, t: list[float], s: list[float], d: list[float]):
-    if tl.on_cpu:
-        z = _k_group(tl, dim, t, s, d)
-        bump(tl.tensors)
-        return z
-    n = len(tl.tensors)
-    return _prox_group_op(tl.tensors, dim, _full(t, n), _full(s, n), _full(d, n))
+    return _run(tl, _k_group, _prox_group_op, dim, t, s, d)
 
 
 def prox_linf(tl, s: list[float]):
-    if tl.on_cpu:
-        z = _k_linf(tl, s)
-        bump(tl.tensors)
-        return z
-    return _prox_linf_op(tl.tensors, _full(s, len(tl.tensors)))
+    return _run(tl, _k_linf, _prox_linf_op, s)
 
 
 def project_l2_ball(tl, radius: list[float]):
-    if tl.on_cpu:
-        z = _k_l2_ball(tl, radius)
-        bump(tl.tensors)
-        return z
-    return _project_l2_ball_op(tl.tensors, _full(radius, len(tl.tensors)))
+    return _run(tl, _k_l2_ball, _project_l2_ball_op, radius)
 
 
 def project_l1_ball(tl, radius: list[float]):
-    if tl.on_cpu:
-        z = _k_l1_ball(tl, radius)
-        bump(tl.tensors)
-        return z
-    return _project_l1_ball_op(tl.tensors, _full(radius, len(tl.tensors)))
+    return _run(tl, _k_l1_ball, _project_l1_ball_op, radius)
 
 
 # ---- image losses: l1_loss / mse_loss (normreg.losses) ---------------------------------------
