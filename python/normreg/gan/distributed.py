@@ -51,7 +51,6 @@ __all__ = [
     "attach",
     "on_main",
     "launch",
-    "launch_from_cli",
     "finish",
 ]
 
@@ -353,54 +352,6 @@ def launch(nproc: int, train_argv: Sequence[str], backend: str | None = None) ->
     if backend is not None:
         cmd += ["--backend", backend]
     return subprocess.call(cmd)
-
-
-def launch_from_cli(args) -> int:
-    """``normreg train --nproc N ...``: the same command under torchrun, minus ``--nproc``.
-
-    The argument list is rebuilt from the parsed ``args`` (so it works however ``normreg`` was
-    called), and a fresh run gets its default ``--run-dir`` here, once, so that every rank
-    writes to the same folder.
-    """
-    import dataclasses
-    import time
-
-    from .cli import _flag
-    from .config import TrainConfig
-
-    if isinstance(args.nproc, bool) or not isinstance(args.nproc, int) or args.nproc < 1:
-        raise ValueError(f"'--nproc' must be a positive integer, got {args.nproc!r}")
-    argv: list[str] = []
-    if args.config:
-        argv += ["--config", str(args.config)]
-    if args.resume:
-        argv += ["--resume", str(args.resume)]
-    else:
-        run_dir = args.run_dir
-        if not run_dir:
-            cfg = TrainConfig.from_toml(args.config) if args.config else TrainConfig()
-            ds = str(getattr(args, "dataset", cfg.dataset)).split(":")[0]
-            task = getattr(args, "task", cfg.task)
-            run_dir = os.path.join("runs", f"{task}-{ds}-{time.strftime('%Y%m%d-%H%M%S')}")
-        argv += ["--run-dir", str(run_dir)]
-    for flag in ("overwrite", "from_previous", "no_progress"):
-        if getattr(args, flag, False):
-            argv.append(_flag(flag))
-    if getattr(args, "stop_after", None) is not None:
-        argv += ["--stop-after", str(args.stop_after)]
-    if getattr(args, "threads", 0):
-        argv += ["--threads", str(args.threads)]
-    for f in dataclasses.fields(TrainConfig):
-        if not hasattr(args, f.name):
-            continue
-        v = getattr(args, f.name)
-        if f.type == "bool":
-            argv.append(_flag(f.name) if v else "--no-" + f.name.replace("_", "-"))
-        elif f.name == "betas":
-            argv += [_flag(f.name), *(repr(float(b)) for b in v)]
-        else:
-            argv += [_flag(f.name), repr(v) if isinstance(v, float) else str(v)]
-    return launch(args.nproc, argv, getattr(args, "backend", None))
 
 
 def finish() -> None:

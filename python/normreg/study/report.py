@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._io import atomic_savefig, atomic_write_text, from_jsonable_float
-from .sweep import METRIC_DIRECTIONS, summarize
+from .records import HIST_EDGES, METRIC_DIRECTIONS, results_csv, summarize
 
 __all__ = ["write_report", "compare", "fmt_pm"]
 
@@ -168,8 +168,6 @@ def _bar_figure(rows: Sequence[dict], records: Sequence[dict], metrics: Sequence
 
 
 def _hist_figure(rows: Sequence[dict], records: Sequence[dict], path: Path, title: str) -> None:
-    from .studies import HIST_EDGES
-
     plt = _plt()
     n = len(rows)
     cols = min(4, n)
@@ -618,7 +616,6 @@ def write_report(study, records: Sequence[dict], out_dir: str | os.PathLike, *, 
     ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
-    from .sweep import _results_csv
 
-    atomic_write_text(out / "results.csv", _results_csv(records, ["arm", "group"]))
+    atomic_write_text(out / "results.csv", results_csv(records, ["arm", "group"]))
     return path

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_text, read_json, remove_stale_temporaries, to_jsonable
+from .records import HIST_EDGES
 from .sweep import Backend, Point, default_backend, resolve_threads, run_points
 
 __all__ = ["Arm", "Study", "STUDIES", "run_study", "study_points"]
 
 # 17 bins centred on the 17 grey levels of the 8x8 digits (0..16 mapped to [-1, 1]).
-HIST_EDGES = [-1.0 - 1.0 / 16 + i / 8 for i in range(18)]
+
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,19 @@ def histogram(values) -> list[float]:
     return (counts / max(1, v.numel())).tolist()
 
 
+class StudyMeasure:
+    """A study's extra measurements as a picklable ``measure(run_dir, cfg, summary)``.
+
+    Holds only the study's name and mode, so worker processes rebuild it by name.
+    """
+
+    def __init__(self, name: str, mode: str, split: str = "val"):
+        self.name, self.mode, self.split = name, mode, split
+
+    def __call__(self, run_dir: Path, cfg, summary: dict) -> dict:
+        return make_measure(get_study(self.name), self.mode, self.split)(run_dir, cfg, summary)
+
+
 def make_measure(study: Study, mode: str, split: str = "val") -> Callable[[Path, Any, dict], dict]:
     """``measure(run_dir, cfg, summary)`` for the study's extra measurements."""
 
@@ -365,7 +379,7 @@ def run_study(
         head = {"study": name, "mode": mode, "threads": threads}
         atomic_write_text(manifest, json.dumps({**head, "elapsed_s": prev_elapsed}, indent=1))
         records = run_points(
-            points, out, backend=user_backend, split="val", measure=("study", name, mode), progress=progress,
+            points, out, backend=user_backend, split="val", measure=StudyMeasure(name, mode), progress=progress,
             desc=f"study {name}", keep_runs=keep_runs, jobs=jobs, threads=threads,
         )
     finally:

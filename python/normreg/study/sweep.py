@@ -24,10 +24,8 @@ and folds), ``best.toml`` (a config ``normreg train --config`` accepts), ``sweep
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import difflib
-import io
 import itertools
 import json
 import math
@@ -51,6 +49,7 @@ from ._io import (
     remove_stale_temporaries,
     to_jsonable,
 )
+from .records import METRIC_DIRECTIONS, results_csv, summarize, summary_csv
 
 __all__ = [
     "Backend",
@@ -68,22 +67,6 @@ __all__ = [
     "sweep",
     "load_sweep",
 ]
-
-#: +1: higher is better, -1: lower is better. Metrics outside this table can be named in a
-#: criterion as ``max:name`` or ``min:name``.
-METRIC_DIRECTIONS: dict[str, int] = {
-    "psnr": +1,
-    "ssim": +1,
-    "classifier_score": +1,
-    "classifier_accuracy": +1,
-    "accuracy": +1,
-    "kid": -1,
-    "fid": -1,
-    "l1": -1,
-    "mse": -1,
-    "hist_w1": -1,
-    "hist_l1": -1,
-}
 
 # Options a grid may not sweep: they have their own arguments.
 _RESERVED = {"seed": "seeds", "fold": "folds", "folds": "folds"}
@@ -446,23 +429,12 @@ def _execute(p: Point, store: Store, backend: Backend, split: str, measure, keep
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _resolve_measure(spec):
-    if spec is None or callable(spec):
-        return spec
-    kind, name, mode = spec
-    if kind != "study":  # pragma: no cover - internal
-        raise ValueError(f"unknown measure spec {spec!r}")
-    from .studies import get_study, make_measure
-
-    return make_measure(get_study(name), mode)
-
-
-def _worker(p: Point, out_dir: str, split: str, measure_spec, keep_runs: bool, threads: int) -> str:
+def _worker(p: Point, out_dir: str, split: str, measure, keep_runs: bool, threads: int) -> str:
     """One run in a worker process (the real trainer, ``threads`` torch threads)."""
     import torch
 
     torch.set_num_threads(threads)
-    _execute(p, Store(out_dir), default_backend(), split, _resolve_measure(measure_spec), keep_runs)
+    _execute(p, Store(out_dir), default_backend(), split, measure, keep_runs)
     return p.key
 
 
@@ -482,8 +454,9 @@ def run_points(
     """Train and evaluate every point not already in the store; return all records in order.
 
     ``measure(run_dir, cfg, summary)`` may add more metrics per run (a study's histograms,
-    weight sparsity); its scalar entries join ``metrics``, the rest go to ``extra``. A
-    ``("study", name, mode)`` tuple names a study's measurements (usable in worker processes).
+    weight sparsity); its scalar entries join ``metrics``, the rest go to ``extra``. With
+    ``jobs > 1`` it must be picklable (a module-level function or an instance of a module-level
+    class, as :class:`normreg.study.studies.StudyMeasure`), since the workers call it.
 
     ``jobs > 1`` runs that many points at once in worker processes, each with ``threads``
     torch threads (default 1); on a small machine two single-threaded runs use the cores
@@ -545,19 +518,25 @@ def run_points(
     try:
         if jobs == 1 or len(todo) <= 1:
             backend = backend or default_backend()
-            measure_fn = _resolve_measure(measure)
             if threads is not None:
                 torch.set_num_threads(threads)
             for p in todo:
                 show(p)
-                _execute(p, store, backend, split, measure_fn, keep_runs)
+                _execute(p, store, backend, split, measure, keep_runs)
                 ran(p)
         else:
             import multiprocessing as mp
             from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-            if callable(measure):
-                raise ValueError("'measure' must be a ('study', name, mode) spec when jobs > 1")
+            if measure is not None:
+                import pickle
+
+                try:
+                    pickle.dumps(measure)
+                except Exception as e:
+                    raise ValueError(
+                        f"'measure' must be picklable when jobs > 1 (a module-level function or class instance): {e}"
+                    ) from None
             ctx = mp.get_context("spawn")  # no fork after torch started its thread pool
             with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
                 pending = {ex.submit(_worker, p, os.fspath(out_dir), split, measure, keep_runs, threads or 1): p
@@ -588,39 +567,6 @@ def run_points(
 # ----------------------------------------------------------------------------------------
 # Aggregation
 # ----------------------------------------------------------------------------------------
-def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    vals = [v for v in values if math.isfinite(v)]
-    n = len(vals)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mu = sum(vals) / n
-    sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-    return mu, sd, n
-
-
-def summarize(records: Sequence[dict], label_names: Sequence[str] | None = None) -> list[dict]:
-    """Group records by their labels; mean, sample std and count of every metric.
-
-    Returns one dict per group in first-seen order: ``{"labels": {...}, "n_runs": k,
-    "mean": {metric: m}, "std": {metric: s}, "n": {metric: count}}``.
-    """
-    groups: dict[str, dict] = {}
-    for r in records:
-        labels = r["labels"] if label_names is None else {k: r["labels"][k] for k in label_names}
-        gk = json.dumps(to_jsonable(labels), sort_keys=True)
-        g = groups.setdefault(gk, {"labels": labels, "records": []})
-        g["records"].append(r)
-    out = []
-    for g in groups.values():
-        metrics = sorted({m for r in g["records"] for m in r["metrics"]})
-        row = {"labels": g["labels"], "n_runs": len(g["records"]), "mean": {}, "std": {}, "n": {}}
-        for m in metrics:
-            mu, sd, n = _mean_std([from_jsonable_float(r["metrics"].get(m, math.nan)) for r in g["records"]])
-            row["mean"][m], row["std"][m], row["n"][m] = mu, sd, n
-        out.append(row)
-    return out
-
-
 # ----------------------------------------------------------------------------------------
 # The sweep
 # ----------------------------------------------------------------------------------------
@@ -873,50 +819,13 @@ def _finish(out: Path, base_d: dict, grid: dict, criterion: Criterion, records, 
         "summary": out / "summary.csv",
         "best": out / "best.toml",
     }
-    atomic_write_text(files["results"], _results_csv(records, names))
-    atomic_write_text(files["summary"], _summary_csv(summ, names))
+    atomic_write_text(files["results"], results_csv(records, names))
+    atomic_write_text(files["summary"], summary_csv(summ, names))
     _write_best_toml(files["best"], best_cfg, best_opts, summ[best_i], criterion)
     if plot:
         files["plot"] = out / "sweep.png"
         plot_sweep(summ, names, criterion, best_i, files["plot"])
     return SweepResult(out, grid, criterion, list(records), summ, best_i, dict(best_opts), best_cfg, files)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else str(v)
-    return str(v)
-
-
-def _results_csv(records: Sequence[dict], names: Sequence[str]) -> str:
-    metrics = sorted({m for r in records for m in r["metrics"]})
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*names, "seed", "fold", *metrics, "wall_time_s", "key"])
-    for r in records:
-        w.writerow(
-            [_fmt(r["labels"][n]) for n in names]
-            + [r["seed"], "" if r["fold"] is None else r["fold"]]
-            + [_fmt(from_jsonable_float(r["metrics"].get(m, math.nan))) for m in metrics]
-            + [f"{r['wall_time_s']:.3f}", r["key"]]
-        )
-    return buf.getvalue()
-
-
-def _summary_csv(summ: Sequence[dict], names: Sequence[str]) -> str:
-    metrics = sorted({m for row in summ for m in row["mean"]})
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    head = [*names, "n_runs", "score"]
-    for m in metrics:
-        head += [f"{m}_mean", f"{m}_std"]
-    w.writerow(head)
-    for row in summ:
-        line = [_fmt(row["labels"][n]) for n in names] + [row["n_runs"], _fmt(row["score"])]
-        for m in metrics:
-            line += [_fmt(row["mean"].get(m, math.nan)), _fmt(row["std"].get(m, math.nan))]
-        w.writerow(line)
-    return buf.getvalue()
 
 
 def _write_best_toml(path: Path, cfg, opts: Mapping, row: Mapping, criterion: Criterion) -> None:
