@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from . import functional
+from . import functional, losses, optim, prox
 from ._groups import param_groups
 from ._loader import _C
 from .penalties import L0, L1, ElasticNet, GroupLasso, L2Norm, Linf, Penalty, SquaredL2, Sum
@@ -30,6 +30,9 @@ __all__ = [
     "Penalty",
     "Sum",
     "functional",
+    "losses",
+    "optim",
+    "prox",
     "param_groups",
     "set_num_threads",
     "get_num_threads",
@@ -80,9 +83,11 @@ def build_info() -> dict:
 
 
 def __getattr__(name: str):
-    # Submodules added by later layers are imported lazily (normreg.prox, .optim, ...).
+    # The applications built on the library (the trainer, the studies, the benchmark suite)
+    # are not imported by `import normreg` (they pull in data sets, plotting, argparse); the
+    # first `normreg.gan` (or `import normreg.gan`) imports them.
     import importlib
 
-    if name in {"prox", "optim", "losses", "gan", "study", "bench", "distributed"}:
+    if name in {"gan", "study", "bench"}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'normreg' has no attribute {name!r}")

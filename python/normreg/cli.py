@@ -106,10 +106,8 @@ def _unknown_message(command: str, parser: argparse.ArgumentParser, extras: list
 
 
 def _train_field(name: str) -> str | None:
-    try:
-        from normreg.gan.config import _field_names
-    except ImportError:  # pragma: no cover - the trainer is not there
-        return None
+    from normreg.gan.config import _field_names
+
     field = name.replace("-", "_")
     return field if field in _field_names() else None
 
@@ -122,12 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         if mod_name in done:
             continue
         done.add(mod_name)
-        try:
-            mod = sys.modules[__name__] if mod_name == __name__ else importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and mod_name.startswith(exc.name):
-                continue  # that part of normreg is not there yet
-            raise
+        mod = sys.modules[__name__] if mod_name == __name__ else importlib.import_module(mod_name)
         mod.register(sub)
     args, extras = parser.parse_known_args(argv)
     if extras:

@@ -286,9 +286,6 @@ def study_points(study: Study, mode: str, backend: Backend) -> tuple[list[Point]
     base = study.base_for(mode)
     points = []
     for arm in study.arms_for(mode):
-        if arm.options.get("penalty_mode") == "prox" and not _prox_available():
-            notes.append(f"{arm.name}: left out, this build of normreg has no normreg.optim.ProxAdam")
-            continue
         for seed in study.seeds_for(mode):
             d = {**base, **arm.options, "seed": seed}
             try:
@@ -297,14 +294,6 @@ def study_points(study: Study, mode: str, backend: Backend) -> tuple[list[Point]
                 raise ValueError(f"study {study.name!r}, arm {arm.name!r}: invalid config: {exc}") from exc
             points.append(Point(labels={"arm": arm.name, "group": arm.group}, seed=seed, fold=None, config=cfg))
     return points, notes
-
-
-def _prox_available() -> bool:
-    try:
-        from normreg.optim import ProxAdam  # noqa: F401
-    except (ImportError, AttributeError):
-        return False
-    return True
 
 
 def run_study(
