@@ -125,6 +125,14 @@ class Penalty:
     def _scale_(self, factor: float) -> None:
         raise NotImplementedError
 
+    def for_module(self, module: torch.nn.Module, name: str = "weight") -> Penalty:
+        """This penalty for parameter ``name`` of ``module`` (:func:`normreg.param_groups` asks).
+
+        Most penalties do not depend on the layer and return ``self``; a layout recipe such
+        as ``GroupLasso(l, dim="out")`` returns the concrete penalty for that layer's weight.
+        """
+        return self
+
     # -- what the operators are told ---------------------------------------------------
     def _spec(self) -> tuple[str, float, float, int]:
         """(kind, s1, s2, dim) of the ``normreg::penalty_*`` operators."""
@@ -416,17 +424,41 @@ class GroupLasso(Penalty):
     """``l * sum_groups ||w_g||_2`` with groups the slices along ``dim``.
 
     ``dim=0`` on a conv or linear weight groups by output channel / unit (structured
-    sparsity: whole filters go to zero under the prox). A tensor with fewer dims than
-    ``dim + 1`` is refused; keep biases out with :func:`normreg.param_groups`.
+    sparsity: whole filters go to zero under the prox); a ``ConvTranspose*d`` weight is laid
+    out ``(in, out, ...)``, so ``dim=0`` groups its *input* channels there and ``dim=1`` its
+    output channels. ``dim="out"`` is the layout recipe: output channels of every layer,
+    made concrete per layer by :func:`normreg.param_groups` (``dim=1`` for transposed convs,
+    ``0`` otherwise); such a penalty cannot be applied to bare tensors, which carry no layout.
+    A tensor with fewer dims than ``dim + 1`` is refused; keep biases out with
+    :func:`normreg.param_groups`.
     """
 
     kind = "group_lasso"
 
-    def __init__(self, l: float = 1e-4, dim: int = 0) -> None:  # noqa: E741
+    def __init__(self, l: float = 1e-4, dim: int | str = 0) -> None:  # noqa: E741
         self.l = check_strength(l, "l")
-        if isinstance(dim, bool) or not isinstance(dim, int):
-            raise TypeError(f"'dim' must be an int, got {type(dim).__name__}")
-        self.dim = dim
+        if isinstance(dim, str):
+            if dim != "out":
+                raise ValueError(f"'dim' must be an int or 'out' (output channels of each layer), got {dim!r}")
+        elif isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"'dim' must be an int or 'out', got {type(dim).__name__}")
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:
+        if self._dim == "out":
+            raise ValueError(
+                "GroupLasso(dim='out') is a layout recipe: bare tensors do not say which dim is a layer's "
+                "output channels. Build the groups with normreg.param_groups(model, GroupLasso(l, dim='out')) "
+                "(or penalty.for_module(layer)), or give dim=0 (Conv*d, Linear) / dim=1 (ConvTranspose*d)"
+            )
+        return self._dim
+
+    def for_module(self, module: torch.nn.Module, name: str = "weight") -> Penalty:
+        if self._dim != "out":
+            return self
+        transposed = isinstance(module, torch.nn.modules.conv._ConvTransposeNd)
+        return GroupLasso(self.l, dim=1 if transposed and name == "weight" else 0)
 
     def _s1(self) -> float:
         return self.l
@@ -457,7 +489,7 @@ class GroupLasso(Penalty):
         return ref.group_grad(params, self.dim, self.l)
 
     def __repr__(self) -> str:
-        return f"GroupLasso(l={self.l:g}, dim={self.dim})"
+        return f"GroupLasso(l={self.l:g}, dim={self._dim!r})"
 
 
 class Linf(Penalty):
@@ -550,6 +582,10 @@ class Sum(Penalty):
 
     def _scale_(self, f: float) -> None:
         self.terms = [t.scaled(f) for t in self.terms]
+
+    def for_module(self, module: torch.nn.Module, name: str = "weight") -> Penalty:
+        terms = [t.for_module(module, name) for t in self.terms]
+        return self if all(a is b for a, b in zip(terms, self.terms)) else Sum(terms)
 
     def _parts(self) -> list[Penalty]:
         """Affine terms merged into one ElasticNet; the others as they are."""
