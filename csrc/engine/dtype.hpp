@@ -2,6 +2,8 @@
 // type the kernels compute in. bfloat16 and float16 are computed in float32 and rounded
 // once (round to nearest even) when stored; NaN stays NaN.
 #pragma once
+
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -97,17 +99,20 @@ template <class F> inline decltype(auto) dispatch(DType dt, F&& f) {
         case DType::Float64: return f(type_tag<double>{});
         case DType::BFloat16: return f(type_tag<bf16>{});
         case DType::Float16: return f(type_tag<f16>{});
-        case DType::Float32:
-        default: return f(type_tag<float>{});
+        case DType::Float32: return f(type_tag<float>{});
     }
+    // Unreachable: the bindings refuse every other code (make_list, parse_dtype). Never
+    // guess a dtype: a wrong guess reads the memory as the wrong type.
+    std::abort();
 }
 
 inline int dtype_size(DType dt) noexcept {
     switch (dt) {
         case DType::Float64: return 8;
         case DType::BFloat16: case DType::Float16: return 2;
-        default: return 4;
+        case DType::Float32: return 4;
     }
+    std::abort();  // unreachable, as in dispatch()
 }
 
 }  // namespace normreg::engine
