@@ -56,7 +56,7 @@ def out_dim(module: nn.Module) -> int:
 
 
 def out_channels(module: nn.Module) -> int:
-    return module.weight.shape[out_dim(module)]
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
