@@ -270,6 +270,26 @@ def test_prune_after_prox_steps(method, strength):
     assert count_macs(small, (1, 2, 8, 8)) < count_macs(g, (1, 2, 8, 8))
 
 
+def test_group_lasso_channels_before_batchnorm_need_fresh_statistics():
+    """Under group lasso a zeroed conv channel before a BatchNorm keeps a stale running mean
+    (it decays as 0.9^n): not removable until the statistics are re-estimated (docs)."""
+    from torch.optim.swa_utils import update_bn
+
+    g = UNetGenerator(2, 1, 8, 0.25)
+    x, target = torch.rand(4, 2, 8, 8), torch.rand(4, 1, 8, 8)
+    opt = normreg.optim.ProxAdam(channel_groups(g, "group_lasso", 3.0), lr=0.05)
+    for _ in range(30):
+        opt.zero_grad()
+        (g(x) - target).pow(2).mean().backward()
+        opt.step()
+    dead = {p.name: channel_norms(g)[p.name] == 0 for p in prunable_layers(g) if p.norm is not None}
+    stale = {k: v & ~zero_channels(g)[k] for k, v in dead.items()}
+    assert sum(int(v.sum()) for v in stale.values()) > 0  # zero weights, channel not removable
+    update_bn([x], g)
+    after = zero_channels(g)
+    assert all(bool((after[k] | ~v).all()) for k, v in stale.items())  # now they are
+
+
 def test_constant_channel_is_kept_and_removing_it_would_be_wrong():
     """A zeroed conv channel before a BatchNorm with a non-zero shift is a constant: the
     consumer's zero padding makes it non-constant downstream, so it is not removable."""
