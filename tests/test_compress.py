@@ -389,3 +389,29 @@ def test_prune_bad_arguments():
         prune_zero_channels(g, torch.rand(1, 2, 8, 8), threshold=-1e-3)
     with pytest.raises(ValueError, match="'threshold'"):
         zero_channels(g, threshold=math.nan)
+
+
+# ---- the adaptive λ on the zero-channel count --------------------------------------------------
+
+
+def test_channel_controller_reaches_its_target():
+    from normreg.compress import ChannelSparsityController
+
+    g = UNetGenerator(2, 1, 8, 0.25)
+    x, target = torch.rand(8, 2, 8, 8), torch.rand(8, 1, 8, 8)
+    ctl = ChannelSparsityController(g, target=0.3, gain=4.0)
+    opt = normreg.optim.ProxAdam(channel_groups(g, "slimming", 0.05), lr=0.02, penalty_schedule=ctl)
+    factors = []
+    for _ in range(40):
+        opt.zero_grad()
+        (g(x) - target).pow(2).mean().backward()
+        opt.step()
+        factors.append(ctl.factor)
+    zero, total = count_zero_channels(g, running_stats=False)
+    assert ctl.last_fraction == zero / total
+    assert abs(zero / total - 0.3) <= 0.1
+    assert max(factors) > 1.0  # λ was raised while too few channels were zero
+    with pytest.raises(ValueError, match="no prunable layer"):
+        ChannelSparsityController(nn.Linear(2, 2), target=0.5)
+    with pytest.raises(ValueError, match="'target'"):
+        ChannelSparsityController(g, target=1.5)

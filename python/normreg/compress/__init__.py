@@ -21,6 +21,7 @@ from ._layers import (
     prunable_layers,
     zero_channels,
 )
+from .controller import ChannelSparsityController
 from .groups import METHODS, channel_groups
 from .prune import TOLERANCE, PruneError, prune_zero_channels
 
@@ -36,4 +37,5 @@ __all__ = [
     "prune_zero_channels",
     "PruneError",
     "TOLERANCE",
+    "ChannelSparsityController",
 ]

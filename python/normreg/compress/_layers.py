@@ -162,13 +162,17 @@ def _channel_rows(layer: nn.Module, units: int) -> Tensor:
     return w
 
 
-def channel_is_zero(layer: nn.Module, norm: nn.Module | None, units: int = 1, threshold: float = 0.0) -> Tensor:
+def channel_is_zero(
+    layer: nn.Module, norm: nn.Module | None, units: int = 1, threshold: float = 0.0, running_stats: bool = True
+) -> Tensor:
     """Bool per channel: its output after ``norm`` is identically zero (the removal rule).
 
     Without a norm: every weight and the bias of the channel are zero. With a
     ``BatchNorm`` / ``InstanceNorm``: the shift ``beta`` is zero, and either the scale
     ``gamma`` is zero (whatever the layer computes) or the layer's channel is zero and the
-    running mean (if tracked) is zero. ``|v| <= threshold`` counts as zero.
+    running mean (if tracked, and ``running_stats``) is zero. ``|v| <= threshold`` counts as
+    zero. ``running_stats=False`` ignores the running mean: the rule of train mode, and of eval
+    mode once the statistics are re-estimated.
     """
     prod_zero = (_channel_rows(layer, units).abs() <= threshold).all(1)
     if norm is None:
@@ -178,23 +182,31 @@ def channel_is_zero(layer: nn.Module, norm: nn.Module | None, units: int = 1, th
     beta0 = norm.bias.detach().abs() <= threshold if norm.affine else ones
     gamma0 = norm.weight.detach().abs() <= threshold if norm.affine else ~ones
     rm = getattr(norm, "running_mean", None)
-    mean0 = rm.detach().abs() <= threshold if (norm.track_running_stats and rm is not None) else ones
+    tracked = running_stats and norm.track_running_stats and rm is not None
+    mean0 = rm.detach().abs() <= threshold if tracked else ones
     return beta0 & (gamma0 | (prod_zero & mean0))
 
 
-def zero_channels(model: nn.Module, threshold: float = 0.0) -> OrderedDict[str, Tensor]:
+def zero_channels(model: nn.Module, threshold: float = 0.0, running_stats: bool = True) -> OrderedDict[str, Tensor]:
     """Per prunable layer (:func:`prunable_layers`), a bool tensor: which output channels
     are exactly zero after their normalization layer (the rule of docs/compress.md), so that
-    :func:`normreg.compress.prune_zero_channels` removes them."""
+    :func:`normreg.compress.prune_zero_channels` removes them.
+
+    ``running_stats=False`` ignores the norm layers' running means (a channel whose weights
+    and shift are zero counts even if its running mean has not decayed to 0 yet: it will be
+    removable once the statistics are re-estimated, e.g. by ``torch.optim.swa_utils.update_bn``).
+    """
     threshold = check_threshold(threshold)
+    if not isinstance(running_stats, bool):
+        raise TypeError(f"'running_stats' must be True or False, got {type(running_stats).__name__}")
     return OrderedDict(
-        (p.name, channel_is_zero(p.module, p.norm, p.units, threshold)) for p in prunable_layers(model)
+        (p.name, channel_is_zero(p.module, p.norm, p.units, threshold, running_stats)) for p in prunable_layers(model)
     )
 
 
-def count_zero_channels(model: nn.Module, threshold: float = 0.0) -> tuple[int, int]:
+def count_zero_channels(model: nn.Module, threshold: float = 0.0, running_stats: bool = True) -> tuple[int, int]:
     """``(zero, total)`` output channels over the prunable layers (see :func:`zero_channels`)."""
-    masks = zero_channels(model, threshold)
+    masks = zero_channels(model, threshold, running_stats)
     return sum(int(m.sum()) for m in masks.values()), sum(m.numel() for m in masks.values())
 
 
