@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 import torch
 
 import normreg
+
+# Under pytest-xdist (`-n auto`, the README's command) each worker gets its share of the cores
+# as torch threads, so two workers on 2 cores do not fight over 4 threads; tests that need a
+# thread count set it themselves (num_threads below).
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+if _workers > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 DTYPE_IDS = ["f32", "f64", "bf16", "f16"]
