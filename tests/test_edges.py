@@ -672,6 +672,8 @@ def _edge_work(rank, world, pg):
             v = _edge_shard(rows, rank).to(dtype)
             st = make().prox_([v], 1.0, process_group=pg)
             out["inf_prox", set_name, dtype, pen_name] = (v, st.zeros, st.total_zeros)
+    big = torch.full((2,), 3e38, dtype=torch.float32)  # a float32 value past the range: inf
+    out["f32_value"] = float(L1(1.0).value([big], process_group=pg)), float(L2Norm(3.0).value([big], process_group=pg))
     return out
 
 
@@ -983,3 +985,10 @@ def test_sharded_prox_with_inf_is_the_unsharded(edge_results, case, pen_name):
     assert torch.equal(torch.isinf(got), torch.isinf(full))
     for r in edge_results:
         assert r["inf_prox", set_name, dtype, pen_name][2] == st.total_zeros == int((want == 0).sum())
+
+
+def test_sharded_float32_value_past_the_range_is_inf(edge_results):
+    """1.2e39 (L1) and 1.8e39 (3 * L2 norm) over the two ranks' float32 shards: inf, as unsharded."""
+    assert float(L1(1.0).value(torch.full((4,), 3e38))) == math.inf
+    for r in edge_results:
+        assert r["f32_value"] == (math.inf, math.inf)

@@ -79,22 +79,23 @@ inline ProxConst<C> prox_const(double a, double b) noexcept {
 }
 
 // The preconditioned thresholds (per element: a / den, sqrt(2a / den)) decided in double, for
-// a float compute type: |v| den and v^2 are exact in double (24-bit significands), so
-// |v| <= a / den is decided exactly as |v| den - a <= 0, and v^2 den <= 2a exactly from the
-// double product and its rounding error (fma). The soft threshold's result
-// sign(v) (|v| - a/den) den/(den + b) is formed as sign(v) (|v| den - a) / (den + b) in double.
-// NaN in v or den gives NaN (shrink) or keeps v (hard), as the compute-type formulas do.
-inline float pre_soft_d(float v, float den, double a, double b) noexcept {
-    const double vd = static_cast<double>(v), dd = static_cast<double>(den);
-    const double num = std::fabs(vd) * dd - a;
-    return static_cast<float>(std::copysign(pos_nan(num) / (dd + b), vd) + 0.0);
+// a float compute type. |v| den is exact in double (24-bit significands), so |v| <= a / den is
+// decided exactly as |v| den - a <= 0; the L0 prox zeroes where v^2 den <= 2a with v^2 exact
+// and one rounding of the double product (2^-53 relative, as the plain L0 prox's double
+// sqrt(2a)). The soft threshold's result sign(v) (|v| - a/den) den/(den + b) is formed as
+// sign(v) (|v| den - a) * (1 / (den + b)): the reciprocal in float (one float division for 8
+// lanes), the product in double, rounded once (within 2 ulps), and max(., 0) taken after the
+// rounding (the product has the sign of |v| den - a). NaN in v or den gives NaN (shrink) or
+// keeps v (hard), as the compute-type formulas do.
+inline float pre_soft_d(float v, float den, double a, float bf) noexcept {
+    const double num = static_cast<double>(std::fabs(v)) * static_cast<double>(den) - a;
+    const float inv = 1.0f / (den + bf);
+    return std::copysign(pos_nan(static_cast<float>(num * static_cast<double>(inv))), v) + 0.0f;
 }
 
 inline bool pre_hard_zero_d(float v, float den, double two_a) noexcept {
-    const double vd = static_cast<double>(v), dd = static_cast<double>(den);
-    const double p = vd * vd;
-    const double q = p * dd;
-    return q < two_a || (q == two_a && std::fma(p, dd, -q) <= 0.0);
+    const double vd = static_cast<double>(v);
+    return vd * vd * static_cast<double>(den) <= two_a;
 }
 
 template <int Kind, bool Pre, class C>
@@ -103,9 +104,9 @@ inline C fused_prox(C v, C a, C b, C inv, C thr, C two_a, C den, const SoftT<C>&
     if constexpr (Kind == static_cast<int>(ProxKind::Shrink)) {
         (void)two_ad;
         if constexpr (Pre) {
-            (void)inv, (void)st;
+            (void)inv, (void)st, (void)a, (void)bd;
             if constexpr (std::is_same_v<C, double>) return soft(v, a / den) * (den / (den + b));  // in double already
-            else return pre_soft_d(v, den, ad, bd);
+            else return pre_soft_d(v, den, ad, b);
         } else {
             (void)a, (void)b, (void)ad, (void)bd, (void)den;
             return soft_d(v, st) * inv;

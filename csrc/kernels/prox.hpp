@@ -189,6 +189,10 @@ NORMREG_KERNEL std::int64_t shrink(T* __restrict w, const T* __restrict u, std::
 template <class T>
 NORMREG_KERNEL std::int64_t shrink_d(T* __restrict w, std::int64_t n, double t, double c) noexcept {
     using C = compute_t<T>;
+    if (t == 0.0)  // no soft part (L2Norm / GroupLasso alone): soft(v, 0) is v
+        return map_count(w, n, [=](std::int64_t, C v) __attribute__((always_inline)) {
+            return static_cast<C>(static_cast<double>(v) * c) + C(0);
+        });
     return map_count(w, n, [=](std::int64_t, C v) __attribute__((always_inline)) {
         return static_cast<C>(soft(static_cast<double>(v), t) * c + 0.0);
     });
@@ -247,12 +251,21 @@ template <class T>
 NORMREG_KERNEL SoftSums soft_sums(const T* __restrict w, std::int64_t n, double t) noexcept {
     const double ct = t;
     double sa = 0.0, ss = 0.0;
+    if (t == 0.0) {  // soft(v, 0) is v
 #pragma omp simd reduction(+ : sa, ss)
-    for (std::int64_t i = 0; i < n; ++i) {
-        const double v = static_cast<double>(load<T>(w[i]));
-        const double s = soft(v, ct);
-        sa += std::fabs(v);
-        ss += s * s;
+        for (std::int64_t i = 0; i < n; ++i) {
+            const double v = static_cast<double>(load<T>(w[i]));
+            sa += std::fabs(v);
+            ss += v * v;
+        }
+    } else {
+#pragma omp simd reduction(+ : sa, ss)
+        for (std::int64_t i = 0; i < n; ++i) {
+            const double v = static_cast<double>(load<T>(w[i]));
+            const double s = soft(v, ct);
+            sa += std::fabs(v);
+            ss += s * s;
+        }
     }
     SoftSums r{sa, ss, 0};
     if constexpr (std::is_same_v<T, double>) {
@@ -297,17 +310,23 @@ NORMREG_KERNEL void group_soft_sq(const T* __restrict x, std::int64_t outer, std
                           std::int64_t g1, double t, double* __restrict acc) noexcept {
     const double ct = t;
     for (std::int64_t g = g0; g < g1; ++g) acc[g - g0] = 0.0;
-    for (std::int64_t o = 0; o < outer; ++o)
-        for (std::int64_t g = g0; g < g1; ++g) {
-            const T* p = x + (o * groups + g) * inner;
-            double s = 0.0;
+    auto pass = [&](auto soft_part) __attribute__((always_inline)) {
+        constexpr bool Soft = decltype(soft_part)::value;
+        for (std::int64_t o = 0; o < outer; ++o)
+            for (std::int64_t g = g0; g < g1; ++g) {
+                const T* p = x + (o * groups + g) * inner;
+                double s = 0.0;
 #pragma omp simd reduction(+ : s)
-            for (std::int64_t i = 0; i < inner; ++i) {
-                const double v = soft(static_cast<double>(load<T>(p[i])), ct);
-                s += v * v;
+                for (std::int64_t i = 0; i < inner; ++i) {
+                    const double v0 = static_cast<double>(load<T>(p[i]));
+                    const double v = Soft ? soft(v0, ct) : v0;
+                    s += v * v;
+                }
+                acc[g - g0] += s;
             }
-            acc[g - g0] += s;
-        }
+    };
+    if (t == 0.0) pass(std::false_type{});  // soft(v, 0) is v
+    else pass(std::true_type{});
 }
 
 // w <- coef[g] * soft(w, t) over groups [g0, g1); coef indexed from g0. Computed in double
@@ -318,19 +337,25 @@ NORMREG_KERNEL std::int64_t group_shrink(T* __restrict x, std::int64_t outer, st
     using C = compute_t<T>;
     const double ct = t;
     std::int64_t zeros = 0;
-    for (std::int64_t o = 0; o < outer; ++o)
-        for (std::int64_t g = g0; g < g1; ++g) {
-            T* p = x + (o * groups + g) * inner;
-            const double c = coef[g - g0];
-            std::int64_t z = 0;
+    auto pass = [&](auto soft_part) __attribute__((always_inline)) {
+        constexpr bool Soft = decltype(soft_part)::value;
+        for (std::int64_t o = 0; o < outer; ++o)
+            for (std::int64_t g = g0; g < g1; ++g) {
+                T* p = x + (o * groups + g) * inner;
+                const double c = coef[g - g0];
+                std::int64_t z = 0;
 #pragma omp simd reduction(+ : z)
-            for (std::int64_t i = 0; i < inner; ++i) {
-                const T r = store<T>(static_cast<C>(soft(static_cast<double>(load<T>(p[i])), ct) * c));
-                p[i] = r;
-                z += stored_zero<T>(r);
+                for (std::int64_t i = 0; i < inner; ++i) {
+                    const double v = static_cast<double>(load<T>(p[i]));
+                    const T r = store<T>(Soft ? static_cast<C>(soft(v, ct) * c) : static_cast<C>(v * c) + C(0));
+                    p[i] = r;
+                    z += stored_zero<T>(r);
+                }
+                zeros += z;
             }
-            zeros += z;
-        }
+    };
+    if (t == 0.0) pass(std::false_type{});  // soft(v, 0) is v
+    else pass(std::true_type{});
     return zeros;
 }
 
