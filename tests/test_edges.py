@@ -622,6 +622,22 @@ _EDGE_SETS = {
 }
 
 
+# Tensors holding Inf for the sharded prox: "inf" on both ranks; "inf_big": the Inf on rank 0
+# and values ~1e200 (a scaled sum of squares) on rank 1, in the same groups.
+_INF_PROX_SETS = {
+    ("inf", torch.float64): [[INF, 1.0, 2.0], [3.0, 4.0, -INF], [1.0, -INF, 5.0], [2.0, 2.0, 2.0]],
+    ("inf", torch.float32): [[INF, 1.0, 2.0], [3.0, 4.0, -INF], [1.0, -INF, 5.0], [2.0, 2.0, 2.0]],
+    ("inf_big", torch.float64): [[INF, 1.0, 2.0], [3.0, 4.0, 5.0], [1e200, 2e200, 3.0], [1.0, -1.0, 1.0]],
+}
+_INF_PROX_PENS = {
+    "l2": lambda: L2Norm(0.5),
+    "g1": lambda: GroupLasso(0.5, dim=1),
+    "g0": lambda: GroupLasso(0.5, dim=0),
+    "linf": lambda: Linf(0.5),
+    "sgl": lambda: GroupLasso(0.5, dim=1) + L1(0.25),
+}
+
+
 def _edge_shard(rows, rank):
     full = torch.tensor(rows, dtype=torch.float64)
     return (full[:_CUT] if rank == 0 else full[_CUT:]).clone()
@@ -651,6 +667,13 @@ def _edge_work(rank, world, pg):
             w.grad = torch.full_like(w, 0.25)
             pen.add_grad_([w], process_group=pg)
             out["inf", dtype, pen_name] = w.grad.clone()
+    for (set_name, dtype), rows in _INF_PROX_SETS.items():  # the prox of tensors / groups holding an Inf
+        for pen_name, make in _INF_PROX_PENS.items():
+            v = _edge_shard(rows, rank).to(dtype)
+            st = make().prox_([v], 1.0, process_group=pg)
+            out["inf_prox", set_name, dtype, pen_name] = (v, st.zeros, st.total_zeros)
+    big = torch.full((2,), 3e38, dtype=torch.float32)  # a float32 value past the range: inf
+    out["f32_value"] = float(L1(1.0).value([big], process_group=pg)), float(L2Norm(3.0).value([big], process_group=pg))
     return out
 
 
@@ -710,3 +733,262 @@ def test_sharded_grad_with_inf_is_the_limit(edge_results, dtype, pen_name):
         want = ref.group_grad([full], 1 if pen_name == "g1" else 0, 0.5)[0]
     got = torch.cat([r["inf", dtype, pen_name] for r in edge_results]).double()
     torch.testing.assert_close(got, want + 0.25, rtol=2 * torch.finfo(dtype).eps, atol=0.0)
+
+
+# ---- the remaining thresholds decided in double (preconditioned, weighted, norm prox) ---------
+
+
+def _exact_margin_ok(x: float, dtype, margin) -> bool:
+    """Whether a float64 candidate is far enough from the threshold that a decision made in
+    double (rounded products and quotients) must agree with the exact one: float32, bfloat16
+    and float16 candidates always are (their products are exact in double)."""
+    return dtype != torch.float64 or abs(margin) > 1e-14
+
+
+def _zero_grad_adam_step(backend, cls, w, eps, penalty, kind, a, b):
+    """One preconditioned ProxAdam / ProxAdamW step with a zero gradient (lr 1, no weight
+    decay), on the kernels or on the reference (``_reference.adam_step_``); the zeros reported."""
+    from normreg.optim import ProxAdamW
+
+    if backend == "reference":
+        z = torch.zeros_like(w)
+        return ref.adam_step_(
+            [w], [z], [z.clone()], [z.clone()], [], [1.0], lr=1.0, beta1=0.9, beta2=0.999, eps=eps,
+            decoupled=cls == "adamw", prox_kind=kind, prox_a=a, prox_b=b, preconditioned=True,
+        )[0]
+    p = torch.nn.Parameter(w.clone())
+    p.grad = torch.zeros_like(p)
+    Opt = ProxAdam if cls == "adam" else ProxAdamW
+    opt = Opt([p], lr=1.0, eps=eps, weight_decay=0.0, penalty=penalty, precondition_prox=True)
+    opt.step()
+    with torch.no_grad():
+        w.copy_(p)
+    return opt.last_stats.total_zeros
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["kernel", "reference"])
+@pytest.mark.parametrize("cls", ["adam", "adamw"])
+@pytest.mark.parametrize("l2", [0.0, 0.5])
+def test_preconditioned_soft_threshold_decides_in_double(backend, dtype, cls, l2):
+    from fractions import Fraction
+
+    # a zero gradient leaves m = v = 0, so den = sqrt(v_hat) + eps = eps = 3 and the plain step
+    # leaves w as it is; the prox is then soft(w, a / den) * den / (den + b), a = lr * l1 = 0.3,
+    # b = lr * l2: a threshold of 0.1 (float32 decided |fl32(0.1)| - fl32(fl32(0.3) / 3) = 0).
+    a, den = 0.3, 3.0
+    thr = a / den
+    cand = torch.cat([_around(thr, dtype), -_around(thr, dtype), t([0.0, 1.0, -2.0], dtype)])
+    out = cand.clone()
+    pen = L1(a) if l2 == 0.0 else ElasticNet(a, l2)
+    zeros = _zero_grad_adam_step(backend, cls, out, den, pen, 1, a, l2)
+    eps = torch.finfo(dtype).eps
+    for x, y in zip(cand.double().tolist(), out.double().tolist()):
+        margin = Fraction(abs(x)) * Fraction(den) - Fraction(a)  # sign of |x| - a / den, exact
+        if not _exact_margin_ok(x, dtype, margin / Fraction(a)):
+            continue
+        if margin <= 0:
+            assert y == 0.0, (x, y)
+        else:
+            exact = float(margin / (Fraction(den) + Fraction(l2)))  # (|x| den - a) / (den + b)
+            assert y != 0.0 and math.copysign(1.0, y) == math.copysign(1.0, x), (x, y)
+            assert abs(abs(y) - exact) <= 2 * eps * exact + _min_subnormal(dtype), (x, y, exact)
+    assert zeros == int((out == 0).sum())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["kernel", "reference"])
+@pytest.mark.parametrize("cls", ["adam", "adamw"])
+def test_preconditioned_hard_threshold_decides_in_double(backend, dtype, cls):
+    from fractions import Fraction
+
+    from normreg import L0
+
+    # den = eps = 3 (zero gradient), a = lr * l0 = 0.3: zero exactly where w^2 den <= 2a, i.e.
+    # |w| <= sqrt(0.2); float32 decided fl32(0.44721362)^2 * 3 <= fl32(0.6) (which is wrong).
+    a, den = 0.3, 3.0
+    thr = math.sqrt(2 * a / den)
+    cand = torch.cat([_around(thr, dtype), -_around(thr, dtype), t([0.0, 1.0], dtype)])
+    w = cand.clone()
+    zeros = _zero_grad_adam_step(backend, cls, w, den, L0(a), 2, a, 0.0)
+    for x, y in zip(cand.double().tolist(), w.double().tolist()):
+        margin = Fraction(x) ** 2 * Fraction(den) - 2 * Fraction(a)
+        if _exact_margin_ok(x, dtype, margin):
+            assert y == (x if margin > 0 else 0.0), (x, y)
+    assert zeros == int((w == 0).sum())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_weighted_soft_threshold_decides_in_double(backend, dtype, nonneg):
+    # threshold t * u = 0.1 * 3 (in double: 0.30000000000000004); float32 computed
+    # fl32(0.1) * 3 = fl32(0.3) > 0.3 and zeroed w = fl32(0.3)
+    t1, u1 = 0.1, 3.0
+    thr = t1 * u1
+    cand = torch.cat([_around(0.3, dtype), -_around(0.3, dtype), t([0.0, 1.0, -1.0], dtype)])
+    u = torch.full_like(cand, u1)
+    for c in (1.0, 1.0 / 1.5):  # soft threshold; elastic net with step * l2 = 0.5
+        w = cand.clone()
+        if backend == "reference":
+            zeros = ref.prox_shrink_([w], t1, c, weights=[u], nonneg=nonneg)[0]
+        elif c == 1.0:
+            zeros = _api(backend, lambda w=w: P.soft_threshold_(w, 1.0, t1, weights=u, nonneg=nonneg).total_zeros, None)
+        else:
+            zeros = _api(
+                backend, lambda w=w: P.elastic_net_(w, 1.0, t1, 0.5, weights=u, nonneg=nonneg).total_zeros, None
+            )
+        assert zeros == int((w == 0).sum())
+        if nonneg:  # max(w - t u, 0): the negative entries go to 0, the others as the soft threshold
+            assert (w[cand <= 0] == 0).all()
+            keep = cand > 0
+            _check_soft(cand[keep], w[keep], thr, c)
+        else:
+            _check_soft(cand, w, thr, c)
+
+
+def _soft64(x: Tensor, thr: float) -> Tensor:
+    return torch.sign(x) * torch.clamp_min(x.abs() - thr, 0.0)
+
+
+def _norm_prox64(x: Tensor, thr: float, s: float, d: float) -> Tensor:
+    """The float64 prox d * max(1 - s / ||soft(x, thr)||, 0) * soft(x, thr) of one group."""
+    y = _soft64(x.double(), thr)
+    n = math.hypot(*y.reshape(-1).tolist())
+    return y * ((max(1.0 - s / n, 0.0) if n > 0 else 0.0) * d)
+
+
+def _same_rounded(got: Tensor, want: Tensor) -> None:
+    """float32 / bfloat16 / float16: bitwise the float64 answer rounded once (the norms may
+    differ in the last float64 bit, far below these dtypes' rounding); float64: to rounding."""
+    if got.dtype == torch.float64:
+        torch.testing.assert_close(got, want, rtol=8 * 2.0**-53, atol=0.0)
+    else:
+        assert torch.equal(got, want), (got.double() - want.double()).abs().max()
+
+
+def _boundary_and_random(dtype, thr: float, n: int = 40) -> Tensor:
+    g = torch.Generator().manual_seed(3)
+    rand = torch.randn(n, generator=g, dtype=torch.float64)
+    return torch.cat([_around(thr, dtype), -_around(thr, dtype), rand.to(dtype)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("l2", [0.0, 0.5])
+def test_l2_norm_prox_decides_and_scales_in_double(backend, dtype, l2):
+    # sparse L2-norm prox (L2Norm + ElasticNet): soft threshold at 0.1 decided in double, the
+    # norm of the float64 soft-thresholded values, the scale d (1 - s / ||.||) applied in
+    # float64: the result is the float64 prox rounded once on store (bitwise).
+    thr, step = 0.1, 1.0
+    w0 = _boundary_and_random(dtype, thr)
+    s = 0.3 * math.hypot(*_soft64(w0.double(), thr).tolist())
+    d = 1.0 / (1.0 + step * l2)
+    want = _norm_prox64(w0, thr, s, d).to(dtype)
+    w = w0.clone()
+    pen = L2Norm(s) + ElasticNet(thr, l2)
+    zeros = _api(backend, lambda: pen.prox_(w, step).total_zeros, lambda: ref.prox_l2_norm_([w], thr, s, d)[0])
+    _same_rounded(w, want)
+    assert zeros == int((want == 0).sum())
+    # the boundary case alone: w = fl32(0.1) > 0.1 has the tiny norm fl32(0.1) - 0.1
+    if dtype == torch.float32:
+        w = t([0.1], dtype)
+        pen = L2Norm(1e-10) + L1(0.1)
+        _api(backend, lambda: pen.prox_(w, 1.0), lambda: ref.prox_l2_norm_([w], 0.1, 1e-10, 1.0))
+        exact = (float(t([0.1], dtype)) - 0.1) * (1 - 1e-10 / (float(t([0.1], dtype)) - 0.1))
+        assert w.item() == pytest.approx(exact, rel=1e-6)
+    # no soft part (L2Norm alone): the scale is applied in float64 too
+    w = w0.clone()
+    s = 0.3 * math.hypot(*w0.double().tolist())
+    want = _norm_prox64(w0, 0.0, s, 1.0).to(dtype)
+    _api(backend, lambda: L2Norm(s).prox_(w, 1.0), lambda: ref.prox_l2_norm_([w], 0.0, s, 1.0))
+    _same_rounded(w, want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [0, 1])
+def test_group_prox_decides_and_scales_in_double(backend, dtype, dim):
+    thr, l2 = 0.1, 0.5
+    w0 = _boundary_and_random(dtype, thr, n=50).reshape(6, 10)
+    d = 1.0 / (1.0 + l2)
+    groups = [w0.select(dim, k) for k in range(w0.shape[dim])]
+    s = 0.3 * min(math.hypot(*_soft64(g.double(), thr).tolist()) for g in groups if _soft64(g.double(), thr).any())
+    want = torch.stack([_norm_prox64(g, thr, s, d) for g in groups], dim=dim).to(dtype)
+    w = w0.clone()
+    pen = GroupLasso(s, dim=dim) + ElasticNet(thr, l2)
+    zeros = _api(backend, lambda: pen.prox_(w, 1.0).total_zeros, lambda: ref.prox_group_([w], dim, thr, s, d)[0])
+    _same_rounded(w, want)
+    assert zeros == int((want == 0).sum())
+    w = w0.clone()  # GroupLasso alone (group_soft_threshold_)
+    s = 0.3 * min(math.hypot(*g.double().tolist()) for g in groups)
+    want = torch.stack([_norm_prox64(g, 0.0, s, 1.0) for g in groups], dim=dim).to(dtype)
+    _api(backend, lambda: P.group_soft_threshold_(w, 1.0, s, dim=dim), lambda: ref.prox_group_([w], dim, 0.0, s, 1.0))
+    _same_rounded(w, want)
+
+
+# ---- values past float32's range --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["kernel", "forced", "dispatcher"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_value_past_float32_range_is_inf(backend, dtype):
+    # float32 / bfloat16 / float16 params: the value is float32, the float64 accumulator
+    # rounded as torch rounds it: past the range inf (as torch.sum in float32 gives), on the
+    # direct path, the operator and the reference alike, with and without autograd.
+    fmax = torch.finfo(torch.float32).max
+    big = 6e4 if dtype == torch.float16 else 3e38
+    k = 1e34 if dtype == torch.float16 else 1.0  # float16 values need a strength to get past 3.4e38
+    w = t([big, -big], dtype)
+    x = w.double().tolist()
+    l1, sq, nrm = sum(map(abs, x)), sum(v * v for v in x), math.hypot(*x)
+    cases = [
+        (L1(k), k * l1),
+        (SquaredL2(k * k), 0.5 * k * k * sq),
+        (ElasticNet(k, k * k), k * l1 + 0.5 * k * k * sq),
+        (L2Norm(k), k * nrm),
+        (GroupLasso(k, dim=0), k * l1),
+        (Linf(4 * k), 4 * k * big),
+        (L1(k) + L2Norm(k), k * (l1 + nrm)),
+    ]
+    ctx = _ops.dispatcher_only() if backend == "dispatcher" else _mode(backend)
+    with ctx:
+        for pen, want in cases:
+            assert want > fmax
+            v = pen.value(w)
+            assert v.dtype == torch.float32 and float(v) == math.inf, pen
+            p = w.clone().requires_grad_()
+            vg = pen.value(p)
+            assert vg.dtype == torch.float32 and float(vg.detach()) == math.inf, pen
+            vg.backward()
+            assert p.grad is not None and p.grad.shape == p.shape
+        if dtype == torch.float32:  # FLT_MAX + 1e30 is below FLT_MAX + half an ulp: rounds to FLT_MAX
+            v = L1(1.0).value(t([fmax, 1e30], dtype))
+            assert float(v) == fmax
+    assert float(L1(1.0).value(t([3e38, 3e38], torch.float64))) == 6e38  # float64 params: float64
+
+
+@pytest.mark.parametrize("case", [f"{n}-{str(d)[6:]}" for n, d in _INF_PROX_SETS])
+@pytest.mark.parametrize("pen_name", list(_INF_PROX_PENS))
+def test_sharded_prox_with_inf_is_the_unsharded(edge_results, case, pen_name):
+    """The sharded prox (2 ranks, split along dim 0) of a tensor holding Inf: the unsharded
+    prox of the whole tensor (Inf entries kept: a tensor / group whose norm is inf is not
+    shrunk; Linf: w - P(w) leaves w), with the same zero counts."""
+    set_name, dname = case.split("-")
+    dtype = getattr(torch, dname)
+    full = torch.tensor(_INF_PROX_SETS[set_name, dtype], dtype=torch.float64).to(dtype)
+    want = full.clone()
+    st = _INF_PROX_PENS[pen_name]().prox_(want, 1.0)
+    got = torch.cat([r["inf_prox", set_name, dtype, pen_name][0] for r in edge_results])
+    tol = 1e-12 if dtype == torch.float64 else 2 * torch.finfo(dtype).eps
+    torch.testing.assert_close(got, want, rtol=tol, atol=0.0)
+    assert torch.equal(torch.isinf(got), torch.isinf(full))
+    for r in edge_results:
+        assert r["inf_prox", set_name, dtype, pen_name][2] == st.total_zeros == int((want == 0).sum())
+
+
+def test_sharded_float32_value_past_the_range_is_inf(edge_results):
+    """1.2e39 (L1) and 1.8e39 (3 * L2 norm) over the two ranks' float32 shards: inf, as unsharded."""
+    assert float(L1(1.0).value(torch.full((4,), 3e38))) == math.inf
+    for r in edge_results:
+        assert r["f32_value"] == (math.inf, math.inf)

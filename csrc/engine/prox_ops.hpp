@@ -79,13 +79,20 @@ inline double norm_prox_coef(double norm, double s) noexcept {
 
 // Prox of  l1*|w|_1 + (l2/2)|w|^2 + lg*||w||_2  per tensor, with t = step*l1, s = step*lg,
 // d = 1/(1 + step*l2):  w <- d * max(1 - s/||soft(w,t)||, 0) * soft(w, t)  (exact: the L1
-// elements nest inside the tensor's group). Two passes: norms, then the scaled shrink.
+// elements nest inside the tensor's group). Two passes: norms, then the scaled shrink, both
+// with soft(w, t) and the scale in double (the float64 prox, rounded once on store).
 inline Counts prox_l2_norm(const TensorList& w, const std::vector<double>& t, const std::vector<double>& s,
                            const std::vector<double>& d) {
     auto sums = soft_sums_per_tensor(w, t);
     std::vector<double> coef(w.size());
     for (std::size_t i = 0; i < w.size(); ++i) coef[i] = norm_prox_coef(kernels::sq_norm(sums[i].sq, sums[i].exp), s[i]) * d[i];
-    return prox_elementwise(ElemOp::Shrink, w, nullptr, t, coef);
+    return count_pass(w, [&](const Chunk& c) -> std::int64_t {
+        const std::size_t ti = static_cast<std::size_t>(c.tensor);
+        return dispatch(w[ti].dtype, [&](auto tag) -> std::int64_t {
+            using T = typename decltype(tag)::type;
+            return kernels::shrink_d<T>(data_as<T>(w[ti]) + c.begin, c.end - c.begin, t[ti], coef[ti]);
+        });
+    });
 }
 
 // Projection onto the L2 ball of radius r per tensor: w <- w * min(1, r / ||w||). The norm

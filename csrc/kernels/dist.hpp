@@ -9,15 +9,15 @@
 
 namespace normreg::kernels {
 
-// w <- c * w over n elements; returns how many elements are exactly zero afterwards.
+// w <- c * w over n elements, the product in double (as the unsharded L2-norm and group prox
+// scale), rounded once on store; returns how many elements are exactly zero afterwards.
 template <class T>
 inline std::int64_t scale_count(T* __restrict w, std::int64_t n, double c) noexcept {
     using C = engine::compute_t<T>;
-    const C cc = static_cast<C>(c);
     std::int64_t zeros = 0;
 #pragma omp simd reduction(+ : zeros)
     for (std::int64_t i = 0; i < n; ++i) {
-        const T v = engine::store<T>(cc * engine::load<T>(w[i]));
+        const T v = engine::store<T>(static_cast<C>(c * static_cast<double>(engine::load<T>(w[i]))));
         w[i] = v;
         zeros += stored_zero<T>(v);  // the stored value (bf16 / f16 may round to 0)
     }

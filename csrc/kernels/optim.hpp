@@ -69,24 +69,60 @@ struct ProxConst {
     C thr;   // sqrt(2a) (plain Hard)
     C two_a; // 2a (preconditioned Hard)
     SoftT<C> soft;  // the threshold a deciding zeros in double (plain Shrink)
+    double ad, bd, two_ad;  // a, b, 2a in double (preconditioned, float compute types)
 };
 
 template <class C>
 inline ProxConst<C> prox_const(double a, double b) noexcept {
     return ProxConst<C>{static_cast<C>(a), static_cast<C>(b), static_cast<C>(1.0 / (1.0 + b)), down_to<C>(std::sqrt(2.0 * a)),
-                        static_cast<C>(2.0 * a), soft_t<C>(a)};
+                        static_cast<C>(2.0 * a), soft_t<C>(a), a, b, 2.0 * a};
+}
+
+// The preconditioned thresholds (per element: a / den, sqrt(2a / den)) decided in double, for
+// a float compute type. |v| den is exact in double (24-bit significands), so |v| <= a / den is
+// decided exactly as |v| den - a <= 0; the L0 prox zeroes where v^2 den <= 2a with v^2 exact
+// and one rounding of the double product (2^-53 relative, as the plain L0 prox's double
+// sqrt(2a)). The soft threshold's result sign(v) (|v| - a/den) den/(den + b) is formed as
+// sign(v) (|v| den - a) * (1 / (den + b)): the reciprocal in float (one float division for 8
+// lanes), the product in double, rounded once (within 2 ulps), and max(., 0) taken after the
+// rounding (the product has the sign of |v| den - a). NaN in v or den gives NaN (shrink) or
+// keeps v (hard), as the compute-type formulas do.
+inline float pre_soft_d(float v, float den, double a, float bf) noexcept {
+    const double num = static_cast<double>(std::fabs(v)) * static_cast<double>(den) - a;
+    const float inv = 1.0f / (den + bf);
+    return std::copysign(pos_nan(static_cast<float>(num * static_cast<double>(inv))), v) + 0.0f;
+}
+
+inline bool pre_hard_zero_d(float v, float den, double two_a) noexcept {
+    const double vd = static_cast<double>(v);
+    return vd * vd * static_cast<double>(den) <= two_a;
 }
 
 template <int Kind, bool Pre, class C>
-inline C fused_prox(C v, C a, C b, C inv, C thr, C two_a, C den, const SoftT<C>& st) noexcept {
+inline C fused_prox(C v, C a, C b, C inv, C thr, C two_a, C den, const SoftT<C>& st, double ad, double bd,
+                    double two_ad) noexcept {
     if constexpr (Kind == static_cast<int>(ProxKind::Shrink)) {
-        if constexpr (Pre) return soft(v, a / den) * (den / (den + b));  // per-element threshold, in C
-        else return soft_d(v, st) * inv;
+        (void)two_ad;
+        if constexpr (Pre) {
+            (void)inv, (void)st, (void)a, (void)bd;
+            if constexpr (std::is_same_v<C, double>) return soft(v, a / den) * (den / (den + b));  // in double already
+            else return pre_soft_d(v, den, ad, b);
+        } else {
+            (void)a, (void)b, (void)ad, (void)bd, (void)den;
+            return soft_d(v, st) * inv;
+        }
     } else if constexpr (Kind == static_cast<int>(ProxKind::Hard)) {
-        if constexpr (Pre) return v * v * den <= two_a ? C(0) : v;  // |v| <= sqrt(2a/den), NaN kept
-        else return std::fabs(v) <= thr ? C(0) : v;
+        (void)ad, (void)bd;
+        if constexpr (Pre) {
+            (void)thr;
+            if constexpr (std::is_same_v<C, double>) return v * v * den <= two_a ? C(0) : v;  // |v| <= sqrt(2a/den), NaN kept
+            else return pre_hard_zero_d(v, den, two_ad) ? C(0) : v;
+        } else {
+            (void)two_a, (void)two_ad, (void)den;
+            return std::fabs(v) <= thr ? C(0) : v;
+        }
     } else {
-        (void)a, (void)b, (void)inv, (void)thr, (void)two_a, (void)den;
+        (void)a, (void)b, (void)inv, (void)thr, (void)two_a, (void)den, (void)st, (void)ad, (void)bd, (void)two_ad;
         return v;
     }
 }
@@ -109,6 +145,7 @@ NORMREG_FMA_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g,
     const C gsign = h.maximize ? C(-1) : C(1);
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
     const SoftT<C> pst = p.soft;
+    const double pad = p.ad, pbd = p.bd, p2ad = p.two_ad;
     (void)wd, (void)mom, (void)damp1;
     std::int64_t zeros = 0;
     auto pass = [&](auto fresh) __attribute__((always_inline)) {
@@ -126,7 +163,7 @@ NORMREG_FMA_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g,
                 if constexpr (Nesterov) d = madd(bm, mom, d);
                 else d = bm;
             }
-            const T r = store<T>(fused_prox<Kind, false>(madd(d, neg_lr, wi), pa, pb, pinv, pthr, p2a, C(1), pst));
+            const T r = store<T>(fused_prox<Kind, false>(madd(d, neg_lr, wi), pa, pb, pinv, pthr, p2a, C(1), pst, pad, pbd, p2ad));
             w[i] = r;
             zeros += stored_zero<T>(r);  // the value as stored
         }
@@ -162,6 +199,7 @@ NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g
     const C gsign = h.maximize ? C(-1) : C(1);
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
     const SoftT<C> pst = p.soft;
+    const double pad = p.ad, pbd = p.bd, p2ad = p.two_ad;
     (void)wd, (void)decay;
     std::int64_t zeros = 0;
     auto pass = [&](auto small) __attribute__((always_inline)) {
@@ -186,7 +224,7 @@ NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g
                 vmax[i] = store<T>(vd);
             }
             const C den = std::sqrt(vd) / bc2s + eps;
-            const T r = store<T>(fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den, pst));
+            const T r = store<T>(fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den, pst, pad, pbd, p2ad));
             w[i] = r;
             zeros += stored_zero<T>(r);  // the value as stored
         }

@@ -129,23 +129,31 @@ __attribute__((always_inline)) inline std::int64_t map_count(T* __restrict w, st
 
 template <class T, bool NonNeg, bool Weighted, bool Scaled>
 __attribute__((always_inline)) inline std::int64_t shrink_loop(T* __restrict w, const T* __restrict u, std::int64_t n,
-                                                                SoftT<compute_t<T>> st, compute_t<T> cc) noexcept {
+                                                                SoftT<compute_t<T>> st, compute_t<T> cc, double t,
+                                                                double c) noexcept {
     using C = compute_t<T>;
-    const C ct = st.t;
     return map_count(w, n, [=](std::int64_t i, C v) __attribute__((always_inline)) {
-        C r;
-        if constexpr (Weighted) {  // per-element thresholds t * u_i, in C
-            const C ti = ct * load<T>(u[i]);
-            if constexpr (NonNeg) r = soft_nonneg(v, ti);
-            else r = soft(v, ti);
+        if constexpr (Weighted) {
+            // per-element thresholds t * u_i: the threshold, the zero and the result in double
+            // (c * soft(w, t u) rounded once on store, the float64 answer), as the reference
+            (void)st, (void)cc;
+            const double ti = t * static_cast<double>(load<T>(u[i]));
+            const double vd = static_cast<double>(v);
+            double r;
+            if constexpr (NonNeg) r = soft_nonneg(vd, ti);
+            else r = soft(vd, ti);
+            if constexpr (Scaled) r = r * c;
+            else (void)c;
+            return static_cast<C>(r);
         } else {  // the zero decided in double (|v| <= t)
-            (void)u, (void)i;
+            (void)u, (void)i, (void)t, (void)c;
+            C r;
             if constexpr (NonNeg) r = soft_nonneg_d(v, st);
             else r = soft_d(v, st);
+            if constexpr (Scaled) r = r * cc;
+            else (void)cc;
+            return r;
         }
-        if constexpr (Scaled) r = r * cc;
-        else (void)cc;
-        return r;
     });
 }
 
@@ -170,8 +178,24 @@ NORMREG_KERNEL std::int64_t shrink(T* __restrict w, const T* __restrict u, std::
         // made +0), so the pass is one multiply; the same values, at the cost of torch's mul_.
         if (t == 0.0) return scale_loop<T>(w, n, cc);
     }
-    if (c == 1.0) return shrink_loop<T, NonNeg, Weighted, false>(w, u, n, st, cc);
-    return shrink_loop<T, NonNeg, Weighted, true>(w, u, n, st, cc);
+    if (c == 1.0) return shrink_loop<T, NonNeg, Weighted, false>(w, u, n, st, cc, t, c);
+    return shrink_loop<T, NonNeg, Weighted, true>(w, u, n, st, cc, t, c);
+}
+
+// The shrink of the L2-norm and group prox, w <- c * soft(w, t), computed in double from the
+// double t and c (the zero, the soft threshold and the scale in the accumulation precision)
+// and rounded once on store: the float64 prox rounded to T. For T = double the same values as
+// shrink<double, false, false>.
+template <class T>
+NORMREG_KERNEL std::int64_t shrink_d(T* __restrict w, std::int64_t n, double t, double c) noexcept {
+    using C = compute_t<T>;
+    if (t == 0.0)  // no soft part (L2Norm / GroupLasso alone): soft(v, 0) is v
+        return map_count(w, n, [=](std::int64_t, C v) __attribute__((always_inline)) {
+            return static_cast<C>(static_cast<double>(v) * c) + C(0);
+        });
+    return map_count(w, n, [=](std::int64_t, C v) __attribute__((always_inline)) {
+        return static_cast<C>(soft(static_cast<double>(v), t) * c + 0.0);
+    });
 }
 
 // Exact L0 prox: w <- 0 where |w| <= thr, else w (NaN kept). thr = sqrt(2 * step * l), in
@@ -222,17 +246,26 @@ NORMREG_KERNEL std::int64_t clamp(T* __restrict w, std::int64_t n, double lo, do
 // (for the L1-ball projection). NaN propagates into the sums.
 using SoftSums = AbsSq;
 
+// soft(w, t) is taken in double (the values shrink_d writes, before rounding).
 template <class T>
 NORMREG_KERNEL SoftSums soft_sums(const T* __restrict w, std::int64_t n, double t) noexcept {
-    using C = compute_t<T>;
-    const C ct = static_cast<C>(t);
+    const double ct = t;
     double sa = 0.0, ss = 0.0;
+    if (t == 0.0) {  // soft(v, 0) is v
 #pragma omp simd reduction(+ : sa, ss)
-    for (std::int64_t i = 0; i < n; ++i) {
-        const C v = load<T>(w[i]);
-        const double s = static_cast<double>(soft(v, ct));
-        sa += std::fabs(static_cast<double>(v));
-        ss += s * s;
+        for (std::int64_t i = 0; i < n; ++i) {
+            const double v = static_cast<double>(load<T>(w[i]));
+            sa += std::fabs(v);
+            ss += v * v;
+        }
+    } else {
+#pragma omp simd reduction(+ : sa, ss)
+        for (std::int64_t i = 0; i < n; ++i) {
+            const double v = static_cast<double>(load<T>(w[i]));
+            const double s = soft(v, ct);
+            sa += std::fabs(v);
+            ss += s * s;
+        }
     }
     SoftSums r{sa, ss, 0};
     if constexpr (std::is_same_v<T, double>) {
@@ -270,46 +303,59 @@ inline void group_soft_fix(const T* __restrict x, std::int64_t outer, std::int64
     }
 }
 
-// Sum of soft(w, t)^2 per group for groups [g0, g1) of a (outer, groups, inner) tensor.
+// Sum of soft(w, t)^2 per group for groups [g0, g1) of a (outer, groups, inner) tensor, the
+// soft threshold taken in double (the values group_shrink writes, before rounding).
 template <class T>
 NORMREG_KERNEL void group_soft_sq(const T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
                           std::int64_t g1, double t, double* __restrict acc) noexcept {
-    using C = compute_t<T>;
-    const C ct = static_cast<C>(t);
+    const double ct = t;
     for (std::int64_t g = g0; g < g1; ++g) acc[g - g0] = 0.0;
-    for (std::int64_t o = 0; o < outer; ++o)
-        for (std::int64_t g = g0; g < g1; ++g) {
-            const T* p = x + (o * groups + g) * inner;
-            double s = 0.0;
+    auto pass = [&](auto soft_part) __attribute__((always_inline)) {
+        constexpr bool Soft = decltype(soft_part)::value;
+        for (std::int64_t o = 0; o < outer; ++o)
+            for (std::int64_t g = g0; g < g1; ++g) {
+                const T* p = x + (o * groups + g) * inner;
+                double s = 0.0;
 #pragma omp simd reduction(+ : s)
-            for (std::int64_t i = 0; i < inner; ++i) {
-                const double v = static_cast<double>(soft(load<T>(p[i]), ct));
-                s += v * v;
+                for (std::int64_t i = 0; i < inner; ++i) {
+                    const double v0 = static_cast<double>(load<T>(p[i]));
+                    const double v = Soft ? soft(v0, ct) : v0;
+                    s += v * v;
+                }
+                acc[g - g0] += s;
             }
-            acc[g - g0] += s;
-        }
+    };
+    if (t == 0.0) pass(std::false_type{});  // soft(v, 0) is v
+    else pass(std::true_type{});
 }
 
-// w <- coef[g] * soft(w, t) over groups [g0, g1); coef indexed from g0. Returns zeros.
+// w <- coef[g] * soft(w, t) over groups [g0, g1); coef indexed from g0. Computed in double
+// (the zero, the soft threshold and the scale) and rounded once on store. Returns zeros.
 template <class T>
 NORMREG_KERNEL std::int64_t group_shrink(T* __restrict x, std::int64_t outer, std::int64_t groups, std::int64_t inner, std::int64_t g0,
                                  std::int64_t g1, double t, const double* __restrict coef) noexcept {
     using C = compute_t<T>;
-    const C ct = static_cast<C>(t);
+    const double ct = t;
     std::int64_t zeros = 0;
-    for (std::int64_t o = 0; o < outer; ++o)
-        for (std::int64_t g = g0; g < g1; ++g) {
-            T* p = x + (o * groups + g) * inner;
-            const C c = static_cast<C>(coef[g - g0]);
-            std::int64_t z = 0;
+    auto pass = [&](auto soft_part) __attribute__((always_inline)) {
+        constexpr bool Soft = decltype(soft_part)::value;
+        for (std::int64_t o = 0; o < outer; ++o)
+            for (std::int64_t g = g0; g < g1; ++g) {
+                T* p = x + (o * groups + g) * inner;
+                const double c = coef[g - g0];
+                std::int64_t z = 0;
 #pragma omp simd reduction(+ : z)
-            for (std::int64_t i = 0; i < inner; ++i) {
-                const T r = store<T>(soft(load<T>(p[i]), ct) * c);
-                p[i] = r;
-                z += stored_zero<T>(r);
+                for (std::int64_t i = 0; i < inner; ++i) {
+                    const double v = static_cast<double>(load<T>(p[i]));
+                    const T r = store<T>(Soft ? static_cast<C>(soft(v, ct) * c) : static_cast<C>(v * c) + C(0));
+                    p[i] = r;
+                    z += stored_zero<T>(r);
+                }
+                zeros += z;
             }
-            zeros += z;
-        }
+    };
+    if (t == 0.0) pass(std::false_type{});  // soft(v, 0) is v
+    else pass(std::true_type{});
     return zeros;
 }
 

@@ -46,6 +46,7 @@ __all__ = [
     "dispatcher_only",
     "reference_forced",
     "value_dtype",
+    "value_tensor",
     "as_float",
     "functorch_active",
     "reference_value",
@@ -146,6 +147,18 @@ def value_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+_F32_MAX = torch.finfo(torch.float32).max
+
+
+def value_tensor(v: float, dtype: torch.dtype, device=None) -> Tensor:
+    """The kernels' float64 value as a 0-dim tensor of the value dtype, rounded as torch rounds
+    float64 to float32 (``Tensor.to``, the reference's path): a float32 value past float32's
+    range is inf, as ``torch.sum`` in float32 gives (``scalar_tensor`` alone would raise)."""
+    if dtype == torch.float32 and abs(v) > _F32_MAX:
+        return torch.scalar_tensor(v, dtype=torch.float64, device=device).to(torch.float32)
+    return torch.scalar_tensor(v, dtype=dtype, device=device)
+
+
 def _no_overlap(tensors: Sequence[Tensor], arg: str = "params") -> None:
     """The reference path refuses overlapping memory as the kernels' path does."""
     check_overlap(list(tensors), [t.data_ptr() for t in tensors], [t.numel() for t in tensors], arg)
@@ -203,7 +216,7 @@ def penalty_value(params: list[Tensor], kind: str, s1: float, s2: float, dim: in
     dt = value_dtype(params)
     if _kernels(params):
         tl = tensor_list(params)
-        return torch.scalar_tensor(kernel_value(tl, kind, s1, s2, dim), dtype=dt)
+        return value_tensor(kernel_value(tl, kind, s1, s2, dim), dt)
     return _ref_value(params, kind, s1, s2, dim).to(dt)
 
 

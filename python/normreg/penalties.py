@@ -79,7 +79,7 @@ class _PenaltyValue(torch.autograd.Function):
 
     @staticmethod
     def forward(penalty: Penalty, tl: TensorList, *params: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.scalar_tensor(penalty._value(tl), dtype=_list_value_dtype(tl), device=params[0].device)
+        return _ops.value_tensor(penalty._value(tl), _list_value_dtype(tl), params[0].device)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -225,7 +225,7 @@ class Penalty:
         rg = tl.any_requires_grad
         if torch.is_grad_enabled() and (rg if rg is not None else any(map(_requires_grad, tl.tensors))):
             return _PenaltyValue.apply(self, tl, *tl.tensors)
-        return torch.scalar_tensor(self._value(tl), dtype=_list_value_dtype(tl), device=tl.tensors[0].device)
+        return _ops.value_tensor(self._value(tl), _list_value_dtype(tl), tl.tensors[0].device)
 
     def __call__(self, params: Params) -> Tensor:
         return self.value(params)
@@ -539,7 +539,7 @@ class L0(Penalty):
         if not tl.on_cpu:
             with torch.no_grad():  # a count: not differentiable
                 return self._op_value(tl.tensors)
-        return torch.scalar_tensor(self._value(tl), dtype=_list_value_dtype(tl), device=tl.tensors[0].device)
+        return _ops.value_tensor(self._value(tl), _list_value_dtype(tl), tl.tensors[0].device)
 
     def _grad(self, tl, grads, scale, accumulate):
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
