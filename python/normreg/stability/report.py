@@ -345,9 +345,11 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     from .arms import BASE, SMOKE, arm_names
 
     out = Path(out_dir)
-    records = [json.loads(p.read_text()) for p in sorted((out / "points").glob("*.json"))]
-    if not records:
+    all_records = [json.loads(p.read_text()) for p in sorted((out / "points").glob("*.json"))]
+    if not all_records:
         raise ValueError(f"no finished runs in {os.fspath(out / 'points')!r}")
+    records = [r for r in all_records if r.get("part", "ring") == "ring"]
+    digit_records = [r for r in all_records if r.get("part") == "digits"]
     by_arm = _groups(records)
     manifest = json.loads((out / "study.json").read_text()) if (out / "study.json").is_file() else {}
     base = {**BASE, **(SMOKE if mode == "smoke" else {})}
