@@ -82,6 +82,6 @@ DIGITS_BASE: dict[str, Any] = {
 }
 DIGITS_SMOKE: dict[str, Any] = {
     "steps": 3, "width": 0.25, "batch_size": 16, "eval_every": 3, "sample_every": 3, "checkpoint_every": 3,
-    "log_every": 1, "eval_samples": 64,
+    "log_every": 1, "eval_samples": 64, "max_images": 200,
 }
 DIGITS_SMOKE_ARMS = ("none", "spectral norm", "adaptive L2 (target 0.6)")

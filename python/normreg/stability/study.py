@@ -150,6 +150,7 @@ def run_stability_study(
     mode: str = "full",
     arms=None,
     seeds: int | None = None,
+    parts=PARTS,
     jobs: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -164,7 +165,7 @@ def run_stability_study(
         jobs = min(2, os.cpu_count() or 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"'jobs' must be an int >= 1, got {jobs!r}")
-    runs = study_runs(mode, arms, seeds)
+    runs = study_runs(mode, arms, seeds, parts)
     out = Path(out_dir)
     manifest = out / "study.json"
     if out.exists() and any(out.iterdir()):
