@@ -177,7 +177,7 @@ def test_ring_config_and_study_bad_input(tmp_path):
         RingConfig.from_dict({"gamma": 1.0})
     with pytest.raises(ValueError, match="'arms': unknown arm"):
         study_runs("full", arms=["none", "WGAN-GP"])
-    runs = study_runs("full")
+    runs = study_runs("full", parts=("ring",))
     assert len(runs) == 12 * 5 and len({r["key"] for r in runs}) == 60
     assert [r["seed"] for r in runs[:12]] == [0] * 12  # seed-major
     with pytest.raises(ValueError, match="'mode'"):
