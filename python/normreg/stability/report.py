@@ -731,8 +731,9 @@ def digits_section(records: Sequence[dict], out: Path, mode: str) -> tuple[list[
         "",
         "(One row per run: digits_results.csv.)",
         "",
-        "**Setup.** `normreg train --task unconditional --dataset digits` (scikit-learn's 1797 8x8 digits, "
-        "split 75/10/15 by seed): DCGAN G and D at width "
+        "**Setup.** `normreg train --task unconditional --dataset digits` (scikit-learn's 8x8 digits, "
+        + (f"{base['max_images']} of the 1797" if base.get("max_images") else "all 1797")
+        + " images, split 75/10/15 by seed): DCGAN G and D at width "
         f"{base['width']:g}, z ∈ R^64, batch {base['batch_size']}, {base['steps']} steps, Adam (lr 2e-4, betas "
         "(0.5, 0.999)), non-saturating loss, one D step then one G step, EMA of G "
         f"(decay {base['ema_decay']:g}) for every metric. The arms are the ring's, with the trainer's options: "
