@@ -579,19 +579,33 @@ def _digits_final(by_arm: dict[str, list[dict]], path: Path, floor: float) -> No
         axes[0].text(d + 0.05, yi, f"{d}/{k}", va="center", fontsize=7)
     axes[0].set_xlim(0, max(n) + 0.8)
     axes[0].set_xlabel("diverged runs (non-finite, or < 5 classes)")
+    seeds = sorted({r["seed"] for recs in by_arm.values() for r in recs})
+    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(seeds)}
     for ax, m in ((axes[1], "kid"), (axes[2], "class_entropy_normalized")):
         for yi, a in zip(y, arms):
-            vals = [v for v in _dvalues(by_arm[a], m) if math.isfinite(v)]
-            ax.scatter(vals, [yi] * len(vals), s=14, c="tab:blue", alpha=0.7)
-            mu, _, k = _ms(vals)
+            recs = [r for r in by_arm[a] if math.isfinite(_dvalues([r], m)[0])]
+            ax.scatter([_dvalues([r], m)[0] for r in recs], [yi] * len(recs), s=16, alpha=0.85,
+                       c=[colors[r["seed"]] for r in recs])
+            mu, _, k = _ms(_dvalues(recs, m))
             if k:
                 ax.plot([mu, mu], [yi - 0.3, yi + 0.3], c="k", lw=1.2)
         ax.set_xlabel(DIGITS_METRICS[m][0] + " (dots: seeds, bar: mean)")
-    if math.isfinite(floor) and floor > 0:
-        axes[1].axvline(floor, color="tab:green", ls="--", lw=1)
-        axes[1].text(floor, 1.01, "KID floor", color="tab:green", fontsize=7, ha="center",
-                     transform=axes[1].get_xaxis_transform())
+    for s in seeds:  # each seed's KID floor (its split's real-vs-real KID), in the seed's colour
+        f = next((_f(r["summary"]["metrics"].get("kid_floor")) for recs in by_arm.values() for r in recs
+                  if r["seed"] == s), math.nan)
+        if math.isfinite(f) and f > 0:
+            axes[1].axvline(f, color=colors[s], ls="--", lw=1)
+            axes[1].text(f, 1.01, f"floor s{s}", color=colors[s], fontsize=7, ha="center",
+                         transform=axes[1].get_xaxis_transform())
+    from matplotlib.lines import Line2D
+
+    axes[2].legend(handles=[Line2D([], [], ls="", marker="o", color=colors[s], label=f"seed {s}") for s in seeds],
+                   fontsize=7, loc="lower left")
     axes[1].set_xscale("log")
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    axes[1].xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes[1].xaxis.set_minor_formatter(NullFormatter())
     axes[2].set_xlim(-0.03, 1.03)
     axes[0].set_yticks(y)
     axes[0].set_yticklabels(arms, fontsize=8)
@@ -726,6 +740,8 @@ def digits_section(records: Sequence[dict], out: Path, mode: str) -> tuple[list[
     cpu = sum(_f(r["summary"].get("cpu_seconds", math.nan)) for r in records)
     floors = [v for recs in by_arm.values() for v in _dvalues(recs, "kid_floor") if math.isfinite(v)]
     floor = sum(floors) / len(floors) if floors else math.nan
+    by_seed = {r["seed"]: _f(r["summary"]["metrics"].get("kid_floor")) for r in records}
+    floor_text = ", ".join(f"{v:.0f}" for _, v in sorted(by_seed.items()) if math.isfinite(v))
     L = [
         "## Digits: the same arms on unconditional 8x8 digits",
         "",
@@ -743,7 +759,9 @@ def digits_section(records: Sequence[dict], out: Path, mode: str) -> tuple[list[
         "(AdaptiveLambda, gain 0.5, every 4 steps, on SquaredL2 λ = 1). The strengths are the ring's (see "
         "docs/stability.md). Metrics of the final EMA generator on as many fixed latents as the test split has "
         "images: **KID ×10³** against the test split in the trainer's classifier features (as `normreg train` "
-        f"reports it; the floor, a real training sample of that size, averages {floor:.0f}), and **class "
+        "reports it; its floor, the KID of a real training sample of that size, is a property of the seed's split: "
+        f"{floor_text} for seeds {', '.join(str(k) for k in sorted(by_seed))}; a generator can score below it, since at a "
+        "few hundred images KID is noisy), and **class "
         "coverage** (`normreg.stability.coverage.image_run_coverage`): the entropy of the classifier's predicted "
         "classes (divided by log 10: 1 when all ten digits are equally common) and the classes predicted for "
         f"≥ 1% of the samples. A run **diverged** if a loss or weight became non-finite or fewer than "
@@ -767,8 +785,9 @@ def digits_section(records: Sequence[dict], out: Path, mode: str) -> tuple[list[
         figs.append(("digits_samples.png", "Samples of each arm's final EMA generator (seed 0), with its KID and "
                      "classes present."))
     _digits_final(by_arm, out / "digits_final.png", floor)
-    figs.append(("digits_final.png", "Divergence counts, and each seed's final KID (log scale; green: the mean "
-                 "KID floor, what real images of that number score) and class entropy."))
+    figs.append(("digits_final.png", "Divergence counts, and each seed's final KID (log scale; dashed: each seed's "
+                 "KID floor, what real images of that number score on that seed's split) and class entropy; colours: "
+                 "seeds (a seed fixes the split and the classifier, so compare dots of one colour)."))
     if _digits_curves(by_arm, out / "digits_curves.png"):
         figs.append(("digits_curves.png", f"Validation KID during training (every {base['eval_every']} steps), "
                      "mean over seeds."))
