@@ -177,7 +177,7 @@ def test_ring_config_and_study_bad_input(tmp_path):
         RingConfig.from_dict({"gamma": 1.0})
     with pytest.raises(ValueError, match="'arms': unknown arm"):
         study_runs("full", arms=["none", "WGAN-GP"])
-    runs = study_runs("full")
+    runs = study_runs("full", parts=("ring",))
     assert len(runs) == 12 * 5 and len({r["key"] for r in runs}) == 60
     assert [r["seed"] for r in runs[:12]] == [0] * 12  # seed-major
     with pytest.raises(ValueError, match="'mode'"):
@@ -194,11 +194,12 @@ def test_train_help_has_no_ring_options(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for word in ("ring", "r1-gamma", "spectral", "adaptive", "d-penalty"):
+    for word in ("ring", "r1-gamma", "d-penalty"):  # the image trainer's --d-spectral-norm / --adaptive-* are its own
         assert word not in text.lower()
     assert main(["study", "--list"]) == 0
     out = capsys.readouterr().out
     assert "stability:" in out and "12 arms x 5 seeds" in out and "spectral norm" in out
+    assert "digits (unconditional, the image trainer): the same 12 arms x 3 seeds" in out
     # the study's bad input through the CLI: a clear error, exit status 2
     bad = tmp_path / "full"
     bad.mkdir()
@@ -209,7 +210,8 @@ def test_train_help_has_no_ring_options(capsys, tmp_path):
 
 def test_smoke_study_writes_report(tmp_path):
     out = tmp_path / "st"
-    path = run_stability_study(out, mode="smoke", arms=["none", "adaptive L2 (target 0.6)"], jobs=1, progress=False)
+    path = run_stability_study(out, mode="smoke", arms=["none", "adaptive L2 (target 0.6)"], parts=("ring",), jobs=1,
+                               progress=False)
     # (two arms: the report's tables and figures for one plain and one controlled arm)
     text = path.read_text()
     assert "| none | 1 |" in text and "adaptive L2 (target 0.6)" in text
@@ -217,7 +219,8 @@ def test_smoke_study_writes_report(tmp_path):
     assert rows[0].startswith("arm,group,seed,diverged") and len(rows) == 3
     assert (out / "samples_grid.png").is_file() and (out / "final_state.png").is_file()
     # resume keeps the finished runs; a second plain run refuses the folder
-    run_stability_study(out, mode="smoke", arms=["none"], jobs=1, resume=True, progress=False, report=False)
+    run_stability_study(out, mode="smoke", arms=["none"], parts=("ring",), jobs=1, resume=True, progress=False,
+                        report=False)
     with pytest.raises(ValueError, match="not empty"):
         run_stability_study(out, mode="smoke", jobs=1)
 

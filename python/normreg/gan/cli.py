@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["register", "train_main", "sample_main"]
 
-from .config import MASKS, PENALTIES, PENALTY_ON, RECONS, RESIZE, SCHEDULES, TASKS
+from .config import MASKS, PENALTIES, PENALTY_ON, PENALTY_SCHEDULES, RECONS, RESIZE, SCHEDULES, TASKS
 
 
 def _alts(options) -> str:
@@ -56,7 +56,13 @@ _HELP = {
     "l1_ratio": "elastic_net: share of the strength on the L1 part",
     "penalty_on": _alts(PENALTY_ON),
     "penalty_mode": "loss (autograd) | add_grad (fused gradient) | fused (gradient inside ProxAdam's update) | prox (ProxAdam proximal step)",
-    "penalty_schedule": f"{_alts(SCHEDULES)} (cosine: 1 -> 0, cosine_ramp: 0 -> 1)",
+    "penalty_schedule": f"{_alts(PENALTY_SCHEDULES)} (cosine: 1 -> 0, cosine_ramp: 0 -> 1; "
+    "adaptive: D's penalty follows E[sign(D(x_real))], needs --penalty-on d)",
+    "adaptive_target": "adaptive: the E[sign(D(x_real))] to hold, in (0, 1) (ADA: 0.6)",
+    "adaptive_gain": "adaptive: log-change of lambda per unit of error per adjustment",
+    "adaptive_interval": "adaptive: steps averaged per adjustment",
+    "adaptive_max_factor": "adaptive: lambda stays within strength / this .. strength * this",
+    "d_spectral_norm": "spectral normalization of D's conv / linear layers (torch parametrization)",
     "warmup_fraction": "linear_warmup: share of the steps spent ramping up",
     "seed": "random seed (an integer in [0, 2**32))",
     "ema_decay": "EMA of G's weights for samples and metrics (0 disables)",

@@ -193,4 +193,10 @@ def build_models(cfg, channels: int, size: int, c_cond: int) -> tuple[nn.Module,
         nn.init.zeros_(g.ups[-1].weight)
     if d is not None:
         d.apply(init_weights)
+        if getattr(cfg, "d_spectral_norm", False):
+            from torch.nn.utils.parametrizations import spectral_norm
+
+            for m in list(d.modules()):
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    spectral_norm(m)  # in place: m.weight becomes W / sigma_max(W)
     return g, d

@@ -238,7 +238,19 @@ class Trainer:
         self.pen_d = cfg.penalty_on in ("d", "both") and cfg.weight_penalty != "none" and self.D is not None
         self.unit_penalty = _ops.make_penalty(cfg.weight_penalty, 1.0, cfg.l1_ratio)
         self.recon_schedule = _ops.make_schedule(cfg.recon_schedule, cfg.steps, cfg.warmup_fraction)
-        self.penalty_schedule = _ops.make_schedule(cfg.penalty_schedule, cfg.steps, cfg.warmup_fraction)
+        self.adaptive = cfg.penalty_schedule == "adaptive" and self.pen_d
+        if self.adaptive:
+            # D's penalty strength follows E[sign(D(x_real))] (the ADA heuristic); the
+            # controller's factor is the schedule ProxAdam (or the loss / add_grad path) applies.
+            from normreg.stability.adaptive import AdaptiveLambda
+
+            self.penalty_schedule = AdaptiveLambda(
+                cfg.adaptive_target, gain=cfg.adaptive_gain, interval=cfg.adaptive_interval,
+                min_factor=1.0 / cfg.adaptive_max_factor, max_factor=cfg.adaptive_max_factor,
+                base=cfg.weight_penalty_strength,
+            )
+        else:
+            self.penalty_schedule = _ops.make_schedule(cfg.penalty_schedule, cfg.steps, cfg.warmup_fraction)
         self.opt_g, self.groups_g = self._optimizer(self.G, cfg.lr_g, self.pen_g)
         self.opt_d, self.groups_d = (
             self._optimizer(self.D, cfg.lr_d, self.pen_d) if self.D is not None else (None, None)
@@ -292,6 +304,8 @@ class Trainer:
             out["lam_recon"] = cfg.recon_weight * float(self.recon_schedule(t))
         if self.pen_g or self.pen_d:
             out["lam_penalty"] = cfg.weight_penalty_strength * float(self.penalty_schedule(t))
+            if self.adaptive:
+                out["lam_d"] = out["lam_penalty"]  # D's penalty strength in force (adaptive)
         if cfg.uses_d:
             out["lam_adv"] = cfg.adv_weight
         if cfg.tv_weight > 0:
@@ -361,6 +375,14 @@ class Trainer:
             d_fake = F.binary_cross_entropy_with_logits(lf, torch.zeros_like(lf))
             terms["d_real"], terms["d_fake"] = d_real, d_fake
             terms["d_adv"] = 0.5 * (d_real + d_fake)
+            if self.adaptive:
+                sign = torch.sign(lr_.detach()).double().mean()
+                terms["d_real_sign"] = sign
+                r = float(sign)
+                if ddp is not None:  # DDP hook: the global batch's mean, so every rank holds one λ
+                    r = ddp.mean({"r": r})["r"]
+                if math.isfinite(r):  # NaN logits: nothing observed; first_nonfinite reports them
+                    self.penalty_schedule.observe(r)
             loss_d = [terms["d_adv"]]
             if cfg.r1_weight > 0 and t % cfg.r1_every == 0:
                 xr = x.detach().requires_grad_(True)
@@ -377,6 +399,8 @@ class Trainer:
             if self.pen_d:
                 self._apply_penalty_after(self.opt_d, self.groups_d, penalty)
             self.opt_d.step()
+            if self.adaptive:
+                self.penalty_schedule.step()  # adjusts λ after this step (which used lam_d of lambdas(t))
             terms["d_total"] = sum(loss_d).detach()
             self.D.requires_grad_(False)
         # -- G ------------------------------------------------------------------------------
@@ -562,7 +586,11 @@ class Trainer:
                 "penalty": {
                     "kind": cfg.penalty_schedule,
                     "base": cfg.weight_penalty_strength,
-                    **self.penalty_schedule.state_dict(),
+                    **(
+                        {"controller": self.penalty_schedule.state_dict()}
+                        if self.adaptive
+                        else self.penalty_schedule.state_dict()
+                    ),
                 },
                 "values": self.lambdas(self.step_),
             },
@@ -591,7 +619,11 @@ class Trainer:
                 if had:
                     g["penalty"] = p
         self.step_ = int(state["step"])
+        if self.adaptive:
+            self.penalty_schedule.load_state_dict(state["schedules"]["penalty"]["controller"])
         for sched, key in ((self.recon_schedule, "recon"), (self.penalty_schedule, "penalty")):
+            if sched is self.penalty_schedule and self.adaptive:
+                continue
             sched.load_state_dict(
                 {k: v for k, v in state["schedules"][key].items() if k not in ("kind", "base")}
             )

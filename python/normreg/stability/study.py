@@ -1,6 +1,7 @@
 """``normreg study stability``: does a norm penalty on D stabilize GAN training?
 
-Arms (each on the ring of 8 Gaussians, :mod:`normreg.stability.ring`, 5 seeds): no
+Arms (on the ring of 8 Gaussians, :mod:`normreg.stability.ring`, 5 seeds; and the same arms on
+unconditional 8x8 digits with the image trainer, :mod:`normreg.stability.digits`, 3 seeds): no
 regularization; R1 with γ ∈ {0.1, 1, 10}; normreg.SquaredL2 on D's weights at three
 strengths; normreg.L1 and normreg.ElasticNet on D (all through ProxAdam's proximal step);
 spectral norm on D; R1 + SquaredL2; and SquaredL2 scaled by the adaptive controller
@@ -24,41 +25,94 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from ..study._io import atomic_write_text, to_jsonable
-from .arms import ARMS, BASE, SEEDS, SMOKE, SMOKE_ARMS, StabilityArm, arm_names
+from .arms import (
+    ARMS,
+    BASE,
+    DIGITS_ARMS,
+    DIGITS_BASE,
+    DIGITS_SEEDS,
+    DIGITS_SMOKE,
+    DIGITS_SMOKE_ARMS,
+    PARTS,
+    SEEDS,
+    SMOKE,
+    SMOKE_ARMS,
+    StabilityArm,
+    arm_names,
+)
 
-__all__ = ["StabilityArm", "ARMS", "BASE", "SMOKE", "arm_names", "study_runs", "run_stability_study", "SEEDS"]
+__all__ = ["StabilityArm", "ARMS", "BASE", "SMOKE", "arm_names", "study_runs", "run_stability_study", "SEEDS",
+           "DIGITS_SEEDS", "PARTS"]
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", name.replace("γ", "g").replace("λ", "l")).strip("_")
 
 
-def study_runs(mode: str = "full", arms=None, seeds: int | None = None) -> list[dict]:
-    """Every (arm, seed) of the study as ``{"key", "arm", "group", "seed", "config"}`` (configs validated)."""
-    from .ring import RingConfig
-
+def study_runs(mode: str = "full", arms=None, seeds: int | None = None, parts=PARTS) -> list[dict]:
+    """Every (part, arm, seed) of the study as ``{"key", "part", "arm", "group", "seed", "config"}``
+    (configs validated): the ring runs first, then the digits runs."""
     if mode not in ("full", "smoke"):
         raise ValueError(f"'mode' must be 'full' or 'smoke', got {mode!r}")
-    known = {a.name: a for a in ARMS}
+    if isinstance(parts, str):
+        parts = (parts,)
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        raise ValueError(f"'parts': unknown or no part(s) {bad!r}; choose from {', '.join(map(repr, PARTS))}")
+    out = []
+    if "ring" in parts:
+        out += _ring_runs(mode, arms, seeds)
+    if "digits" in parts:
+        out += _digits_runs(mode, arms, seeds)
+    return out
+
+
+def _chosen(all_arms, smoke_arms, mode: str, arms) -> list[StabilityArm]:
+    known = {a.name: a for a in all_arms}
     if arms is None:
-        chosen = [known[n] for n in SMOKE_ARMS] if mode == "smoke" else list(ARMS)
-    else:
-        if isinstance(arms, str):
-            arms = [arms]
-        bad = [a for a in arms if a not in known]
-        if bad:
-            raise ValueError(f"'arms': unknown arm(s) {', '.join(map(repr, bad))}; choose from {', '.join(map(repr, known))}")
-        chosen = [known[n] for n in arms]
-    n_seeds = (1 if mode == "smoke" else SEEDS) if seeds is None else seeds
+        return [known[n] for n in smoke_arms] if mode == "smoke" else list(all_arms)
+    if isinstance(arms, str):
+        arms = [arms]
+    bad = [a for a in arms if a not in known]
+    if bad:
+        raise ValueError(f"'arms': unknown arm(s) {', '.join(map(repr, bad))}; choose from {', '.join(map(repr, known))}")
+    return [known[n] for n in arms]
+
+
+def _n_seeds(mode: str, seeds, default: int) -> int:
+    n_seeds = (1 if mode == "smoke" else default) if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ValueError(f"'seeds' must be an int >= 1, got {seeds!r}")
+    return n_seeds
+
+
+def _digits_runs(mode: str, arms, seeds) -> list[dict]:
+    from normreg.gan import TrainConfig
+
+    chosen = _chosen(DIGITS_ARMS, DIGITS_SMOKE_ARMS, mode, arms)
+    n_seeds = _n_seeds(mode, seeds, DIGITS_SEEDS)
+    base = {**DIGITS_BASE, **(DIGITS_SMOKE if mode == "smoke" else {})}
+    out = []
+    for seed in range(n_seeds):
+        for arm in chosen:
+            cfg = TrainConfig.from_dict({**base, **arm.options, "seed": seed})
+            out.append({"key": f"digits_{_slug(arm.name)}_s{seed}", "part": "digits", "arm": arm.name,
+                        "group": arm.group, "seed": seed, "config": cfg.to_dict()})
+    return out
+
+
+def _ring_runs(mode: str, arms, seeds) -> list[dict]:
+    from .ring import RingConfig
+
+    chosen = _chosen(ARMS, SMOKE_ARMS, mode, arms)
+    n_seeds = _n_seeds(mode, seeds, SEEDS)
     base = {**BASE, **(SMOKE if mode == "smoke" else {})}
     out = []
     for seed in range(n_seeds):  # seed-major: an interrupted study has every arm at its first seeds
         for arm in chosen:
             cfg = RingConfig.from_dict({**base, **arm.options, "seed": seed})
-            out.append({"key": f"{_slug(arm.name)}_s{seed}", "arm": arm.name, "group": arm.group, "seed": seed,
-                        "config": cfg.to_dict()})
+            out.append({"key": f"{_slug(arm.name)}_s{seed}", "part": "ring", "arm": arm.name, "group": arm.group,
+                        "seed": seed, "config": cfg.to_dict()})
     return out
 
 
@@ -70,11 +124,16 @@ def _run_one(run: dict, out_dir: str, keep_runs: bool, threads: int) -> str:
     torch.set_num_threads(threads)
     run_dir = Path(out_dir) / "runs" / run["key"]
     t0 = time.process_time()
-    summary = train_ring(RingConfig.from_dict(run["config"]), run_dir, overwrite=True)
+    if run.get("part") == "digits":
+        from .digits import train_digits_run
+
+        summary = train_digits_run(run["config"], run_dir, grid=run["seed"] == 0)
+    else:
+        summary = train_ring(RingConfig.from_dict(run["config"]), run_dir, overwrite=True)
     summary["cpu_seconds"] = time.process_time() - t0
     if run["seed"] != 0:
         summary.pop("snapshots", None)  # scatter grids show seed 0; keep the records small
-    record = {**{k: run[k] for k in ("key", "arm", "group", "seed", "config")}, "summary": summary}
+    record = {**{k: run[k] for k in ("key", "part", "arm", "group", "seed", "config")}, "summary": summary}
     atomic_write_text(Path(out_dir) / "points" / f"{run['key']}.json", json.dumps(to_jsonable(record)) + "\n")
     if not keep_runs:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -91,6 +150,7 @@ def run_stability_study(
     mode: str = "full",
     arms=None,
     seeds: int | None = None,
+    parts=PARTS,
     jobs: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -105,7 +165,7 @@ def run_stability_study(
         jobs = min(2, os.cpu_count() or 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"'jobs' must be an int >= 1, got {jobs!r}")
-    runs = study_runs(mode, arms, seeds)
+    runs = study_runs(mode, arms, seeds, parts)
     out = Path(out_dir)
     manifest = out / "study.json"
     if out.exists() and any(out.iterdir()):

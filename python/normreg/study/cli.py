@@ -164,10 +164,11 @@ def _study(args) -> int:
             st = get_study(name)
             print(f"{name}: {st.title}")
             print(f"  {len(st.arms)} arms x {st.seeds} seeds: " + "; ".join(a.name for a in st.arms))
-        from normreg.stability.study import SEEDS, arm_names
+        from normreg.stability.study import DIGITS_SEEDS, SEEDS, arm_names
 
-        print(f"stability: does a norm penalty on D stabilize GAN training? (ring of 8 Gaussians)\n"
-              f"  {len(arm_names())} arms x {SEEDS} seeds: " + "; ".join(arm_names()))
+        print(f"stability: does a norm penalty on D stabilize GAN training? (ring of 8 Gaussians; 8x8 digits)\n"
+              f"  ring: {len(arm_names())} arms x {SEEDS} seeds: " + "; ".join(arm_names()) + "\n"
+              f"  digits (unconditional, the image trainer): the same {len(arm_names())} arms x {DIGITS_SEEDS} seeds")
         return 0 if args.list else 2
     try:
         path = run_study(
