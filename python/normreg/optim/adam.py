@@ -120,10 +120,12 @@ class ProxAdam(_ProxOptimizer):
         return True
 
     def _torch_update(self, group, params, grads) -> None:
-        compiling = torch.compiler.is_compiling()
-        ms, vs, vmax, steps = self._state_lists(group, params, tensor_steps=compiling)
+        # off the direct path (torch.compile, the operators) the state keeps its step counts
+        # as tensors, incremented in place by torch's adam, as torch.optim.Adam keeps them
+        tensor_steps = not _ops.direct_ok()
+        ms, vs, vmax, steps = self._state_lists(group, params, tensor_steps=tensor_steps)
         fused = group.get("fused")
-        if compiling:  # the state's step tensors, incremented in place by torch's adam
+        if tensor_steps:
             step_t = steps
         else:
             dt = torch.float32 if fused else _scalar_dtype()
@@ -152,7 +154,7 @@ class ProxAdam(_ProxOptimizer):
             eps=float(group["eps"]),
             maximize=bool(group["maximize"]),
         )
-        if not compiling:
+        if not tensor_steps:
             state = self.state
             for p, s in zip(params, steps):
                 state[p]["step"] = s + 1.0
