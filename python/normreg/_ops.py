@@ -860,3 +860,84 @@ def adam_step(tl, gl, ms: list[Tensor], vs: list[Tensor], vmax: list[Tensor], st
         steps = torch.tensor(steps, dtype=torch.float64)
     return _adam_step_op(tl.tensors, gl.tensors, ms, vs, vmax, steps, lr, beta1, beta2, eps, weight_decay,
                          decoupled, maximize, amsgrad, kind, a, b, pre)  # fmt: skip
+
+
+# ---- total variation (normreg.losses.total_variation) -----------------------------------------
+#
+# normreg::total_variation: the value of a contiguous NCHW batch (0-dim, or (N,) for "none",
+# in the images' dtype, accumulated in float64); its backward normreg::total_variation_backward
+# writes the gradient in one pass. The eager direct path (normreg.losses._TotalVariation) calls
+# the same helpers below, so the two are bitwise equal.
+
+
+def k_tv_value(kind: str, reduction: str, eps: float, images: Tensor) -> Tensor:
+    """The kernels' total variation of a contiguous CPU batch."""
+    (p,) = _loss_ptrs(images)
+    per = _C.tv_value(kind, p, list(images.shape), DTYPE_CODES[images.dtype], eps)
+    if reduction == "none":
+        return torch.tensor(per, dtype=torch.float64).to(images.dtype)
+    total = sum(per)  # image order: deterministic
+    return torch.tensor(
+        total if reduction == "sum" else loss_divide(total, float(images.numel())), dtype=images.dtype
+    )
+
+
+def k_tv_grad(kind: str, reduction: str, eps: float, images: Tensor, grad_value: Tensor) -> Tensor:
+    """The kernels' gradient of the total variation, scaled by the incoming gradient."""
+    n = images.shape[0]
+    if reduction == "none":
+        scale = grad_value.to(torch.float64).tolist()
+    else:
+        s = float(grad_value)
+        if reduction == "mean":
+            s = loss_divide(s, float(images.numel()))
+        scale = [s] * n
+    grad = torch.empty_like(images, memory_format=torch.contiguous_format)
+    p, g = _loss_ptrs(images, grad)
+    _C.tv_grad(kind, p, g, list(images.shape), DTYPE_CODES[images.dtype], eps, scale)
+    return grad
+
+
+@torch.library.custom_op("normreg::total_variation", mutates_args=())
+def total_variation(images: Tensor, kind: str, reduction: str, eps: float) -> Tensor:
+    """Total variation of an NCHW batch (checked by normreg.losses.total_variation)."""
+    if _kernels([images]):
+        return k_tv_value(kind, reduction, eps, images.contiguous())
+    return ref.total_variation(images, kind, reduction, eps).to(images.dtype)
+
+
+@total_variation.register_fake
+def _(images, kind, reduction, eps):
+    return images.new_empty((images.shape[0],) if reduction == "none" else ())
+
+
+def _tv_setup(ctx, inputs, output) -> None:
+    images, kind, reduction, eps = inputs
+    ctx.spec = (kind, reduction, eps)
+    ctx.save_for_backward(images)
+
+
+def _tv_bwd(ctx, grad_value):
+    (images,) = ctx.saved_tensors
+    kind, reduction, eps = ctx.spec
+    if torch.is_grad_enabled():  # create_graph: the differentiable reference
+        value = ref.total_variation(images, kind, reduction, eps).to(images.dtype)
+        (g,) = torch.autograd.grad(value, [images], grad_value, create_graph=True)
+        return g, None, None, None
+    return torch.ops.normreg.total_variation_backward(images, grad_value, kind, reduction, eps), None, None, None
+
+
+total_variation.register_autograd(_tv_bwd, setup_context=_tv_setup)
+
+
+@torch.library.custom_op("normreg::total_variation_backward", mutates_args=())
+def total_variation_backward(images: Tensor, grad_value: Tensor, kind: str, reduction: str, eps: float) -> Tensor:
+    """The gradient of ``total_variation`` times ``grad_value`` (0-dim, or (N,) for "none")."""
+    if _kernels([images]):
+        return k_tv_grad(kind, reduction, eps, images.contiguous(), grad_value)
+    return ref.total_variation_grad(images, kind, reduction, eps, grad_value).to(images.dtype).contiguous()
+
+
+@total_variation_backward.register_fake
+def _(images, grad_value, kind, reduction, eps):
+    return torch.empty_like(images, memory_format=torch.contiguous_format)

@@ -22,6 +22,7 @@ __all__ = [
     "group_grad",
     "pointwise_loss",
     "total_variation",
+    "total_variation_grad",
     "soft",
     "prox_shrink_",
     "prox_hard_",
@@ -305,6 +306,36 @@ def total_variation(images: Tensor, kind: str = "anisotropic", reduction: str = 
     if reduction == "mean":
         return per.sum() / float(x.numel()) if x.numel() else per.sum() * float("nan")
     raise ValueError(f"unknown reduction {reduction!r}")
+def total_variation_grad(images: Tensor, kind: str, reduction: str, eps: float, grad_value: Tensor) -> Tensor:
+    """The gradient of :func:`total_variation` times ``grad_value`` (0-dim, or (N,) for
+    "none"), in float64, without autograd (the formula autograd gives for it)."""
+    x = _acc(images)
+    dx = torch.diff(x, dim=-1)
+    dy = torch.diff(x, dim=-2)
+    if kind == "anisotropic":
+        ux, uy = torch.sign(dx), torch.sign(dy)
+    else:
+        n, c, h, w = x.shape
+        px = torch.cat([dx, x.new_zeros(n, c, h, min(w, 1))], dim=-1)
+        py = torch.cat([dy, x.new_zeros(n, c, min(h, 1), w)], dim=-2)
+        q = px * px + py * py + eps
+        nz = q != 0
+        r = torch.where(nz, q, 1.0).sqrt()
+        ux = torch.where(nz, px / r, 0.0)[..., :, : w - 1]
+        uy = torch.where(nz, py / r, 0.0)[..., : h - 1, :]
+    g = torch.zeros_like(x)
+    g[..., :, :-1] -= ux
+    g[..., :, 1:] += ux
+    g[..., :-1, :] -= uy
+    g[..., 1:, :] += uy
+    k = grad_value.to(x)
+    if reduction == "none":
+        return g * k.reshape(-1, 1, 1, 1)
+    if reduction == "mean":
+        k = k / float(x.numel())
+    return g * k
+
+
 # ---- proximal operators (in place; each returns the zeros per tensor after the step) ----
 # Computed in float64 and written back with one rounding, like the kernels. A threshold or
 # coefficient that is NaN (a tensor or group whose norm is NaN) makes its elements NaN.
