@@ -20,6 +20,9 @@ from normreg.bench import WORKLOADS, make_workload, measure_bandwidth
 
 def pytest_addoption(parser):
     parser.addoption("--compile", action="store_true", default=False, help="also benchmark torch.compile peers")
+    parser.addoption(
+        "--compile-backend", default="inductor", help="torch.compile backend of the compiled training step"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,11 @@ def test_every_op_is_registered():
         "prox_linf_",
         "project_l2_ball_",
         "project_l1_ball_",
+        "pointwise_loss",
+        "sgd_step_",
+        "adam_step_",
+        "total_variation",
+        "total_variation_backward",
     }
     for n in names:
         assert hasattr(torch.ops.normreg, n), n
@@ -372,3 +377,109 @@ def test_compile_fullgraph_add_grad_allocates_and_accumulates():
     assert float(v) == pytest.approx(want, rel=1e-12)
     for p, q in zip(ps, qs):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=0)
+
+
+# ---- the optimizer update passes as operators ------------------------------------------------
+
+OPTIM_CASES = {
+    "sgd-mom-l1": lambda ps: normreg.optim.ProxSGD(ps, lr=0.05, momentum=0.9, penalty=normreg.L1(0.3)),
+    "sgd-nesterov-l0": lambda ps: normreg.optim.ProxSGD(
+        ps, lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01, penalty=normreg.L0(0.01)
+    ),
+    "adam-enet": lambda ps: normreg.optim.ProxAdam(ps, lr=0.02, penalty=normreg.ElasticNet(0.5, 0.5), amsgrad=True),
+    "adam-pre": lambda ps: normreg.optim.ProxAdam(ps, lr=0.02, penalty=normreg.L1(0.5), precondition_prox=True),
+    "adamw-grad": lambda ps: normreg.optim.ProxAdamW(ps, lr=0.02, penalty=normreg.L1(0.2), penalty_mode="grad"),
+    "adam-group": lambda ps: normreg.optim.ProxAdam(ps, lr=0.02, penalty=normreg.GroupLasso(0.5, dim=0)),
+}
+
+
+def _run_optim(case, dtype, steps=3):
+    ps = [torch.nn.Parameter(p) for p in _params(dtype)]
+    opt = OPTIM_CASES[case](ps)
+    g = torch.Generator().manual_seed(7)
+    zeros = []
+    for _ in range(steps):
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=g).to(dtype)
+        opt.step()
+        zeros.append(opt.last_stats.zeros)
+    state = [{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in opt.state[p].items()} for p in ps]
+    return [p.detach().clone() for p in ps], state, zeros
+
+
+def test_optimizer_ops_are_registered_with_their_mutations():
+    for name, mutated in (
+        ("sgd_step_", {"params", "momentum_buffers"}),
+        ("adam_step_", {"params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"}),
+    ):
+        schema = getattr(torch.ops.normreg, name).default._schema
+        written = {a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write}
+        assert written == mutated, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=["f32", "f64", "bf16"])
+@pytest.mark.parametrize("case", list(OPTIM_CASES))
+def test_optimizer_direct_and_dispatcher_bitwise_equal(case, dtype):
+    direct = _run_optim(case, dtype)
+    with _ops.dispatcher_only():
+        disp = _run_optim(case, dtype)
+    for a, b in zip(direct[0], disp[0]):
+        assert torch.equal(a, b)
+    for sa, sb in zip(direct[1], disp[1]):
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            if k == "step":
+                assert float(sa[k]) == float(sb[k])
+            else:
+                assert torch.equal(sa[k], sb[k]), k
+    assert direct[2] == disp[2]
+
+
+@pytest.mark.parametrize("case", list(OPTIM_CASES))
+def test_optimizer_reference_agrees_with_kernels(case):
+    kern = _run_optim(case, torch.float64)
+    with _ops.force_reference():
+        refr = _run_optim(case, torch.float64)
+    for a, b in zip(kern[0], refr[0]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for sa, sb in zip(kern[1], refr[1]):
+        for k in sa:
+            torch.testing.assert_close(torch.as_tensor(sa[k]).double(), torch.as_tensor(sb[k]).double(), rtol=1e-12,
+                                       atol=1e-14)  # fmt: skip
+    assert kern[2] == refr[2]
+
+
+@pytest.mark.parametrize("path", ["direct", "dispatcher"])
+def test_optimizer_step_bumps_params_and_state(path):
+    for case in ("sgd-mom-l1", "adam-enet"):
+        ps = [torch.nn.Parameter(p) for p in _params()]
+        opt = OPTIM_CASES[case](ps)
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        with _ops.dispatcher_only(path == "dispatcher"):
+            opt.step()
+            written = [p for p in ps] + [t for p in ps for k, t in opt.state[p].items() if k != "step"]
+            before = [t._version for t in written]
+            y = sum((p * p).sum() for p in ps)
+            opt.step()
+        assert all(t._version > b for t, b in zip(written, before))
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
+
+
+def test_optimizer_op_refuses_bad_state_before_writing():
+    ps = _params()
+    before = [p.clone() for p in ps]
+    gs = [torch.ones_like(p) for p in ps]
+    bufs = [torch.zeros_like(p) for p in ps]
+    bufs[1] = torch.zeros(3)
+    with pytest.raises(ValueError, match="momentum_buffers"):
+        torch.ops.normreg.sgd_step_(ps, gs, bufs, [True] * 3, 0.1, 0.9, 0.0, 0.0, False, False, 0, 0.0, 0.0)
+    shared = torch.zeros_like(ps[0])
+    with pytest.raises(ValueError, match="shares memory"):
+        torch.ops.normreg.adam_step_(
+            ps[:1], gs[:1], [shared], [shared], [], torch.ones(1), 0.1, 0.9, 0.99, 1e-8, 0.0, False, False, False,
+            0, 0.0, 0.0, False,
+        )  # fmt: skip
+    for p, b in zip(ps, before):
+        assert torch.equal(p, b)

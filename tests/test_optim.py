@@ -145,7 +145,7 @@ def test_prox_sgd_penalized_matches_reference(kw, pen, dtype):
             prox_kind=kind,
             prox_a=pa,
             prox_b=pb,
-        )
+        ).tolist()
         tol = 1e-2 if dtype == torch.bfloat16 else (1e-5 if dtype == torch.float32 else 1e-12)
         for p, q in zip(a, b):
             torch.testing.assert_close(p.detach().double(), q.double(), rtol=tol, atol=tol)
@@ -189,7 +189,7 @@ def test_prox_adam_penalized_matches_reference(cls, pen, pre):
             prox_a=pa,
             prox_b=pb,
             preconditioned=pre,
-        )
+        ).tolist()
         for p, q in zip(a, b):
             torch.testing.assert_close(p.detach(), q, rtol=1e-12, atol=1e-12)
         assert opt.last_stats.zeros == zeros

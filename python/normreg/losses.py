@@ -32,7 +32,6 @@ from torch import Tensor
 from . import _ops
 from . import _reference as ref
 from ._bridge import DTYPE_CODES, tensor_list
-from ._loader import _C
 
 __all__ = ["l1_loss", "mse_loss", "total_variation", "ssim_loss"]
 
@@ -324,23 +323,13 @@ def mse_loss(
 # ---- total variation ------------------------------------------------------------------------
 
 
-def _tv_value(kind: str, reduction: str, eps: float, images: Tensor) -> Tensor:
-    (p,) = _ptrs(images)
-    per = _C.tv_value(kind, p, list(images.shape), DTYPE_CODES[images.dtype], eps)
-    if reduction == "none":
-        return torch.tensor(per, dtype=torch.float64).to(images.dtype)
-    total = sum(per)  # image order: deterministic
-    return torch.tensor(
-        total if reduction == "sum" else _ops.loss_divide(total, float(images.numel())), dtype=images.dtype
-    )
-
-
 class _TotalVariation(torch.autograd.Function):
-    """Total variation through the fused kernels: per-image values forward, one gradient pass back."""
+    """The direct path: the kernels' value forward, one gradient pass back (the same helpers
+    as the operator normreg::total_variation, so both are bitwise equal)."""
 
     @staticmethod
     def forward(kind: str, reduction: str, eps: float, images: Tensor) -> Tensor:  # type: ignore[override]
-        return _tv_value(kind, reduction, eps, images)
+        return _ops.k_tv_value(kind, reduction, eps, images)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -355,18 +344,7 @@ class _TotalVariation(torch.autograd.Function):
             value = ref.total_variation(images, ctx.kind, ctx.reduction, ctx.eps).to(images.dtype)
             (g,) = torch.autograd.grad(value, [images], grad_value, create_graph=True)
             return None, None, None, g
-        n = images.shape[0]
-        if ctx.reduction == "none":
-            scale = grad_value.to(torch.float64).tolist()
-        else:
-            s = float(grad_value)
-            if ctx.reduction == "mean":
-                s = _ops.loss_divide(s, float(images.numel()))
-            scale = [s] * n
-        grad = torch.empty_like(images, memory_format=torch.contiguous_format)
-        p, g = _ptrs(images, grad)
-        _C.tv_grad(ctx.kind, p, g, list(images.shape), DTYPE_CODES[images.dtype], ctx.eps, scale)
-        return None, None, None, grad
+        return None, None, None, _ops.k_tv_grad(ctx.kind, ctx.reduction, ctx.eps, images, grad_value)
 
 
 def total_variation(
@@ -421,12 +399,14 @@ def total_variation(
     eps = float(eps)
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"{fn}: 'eps' must be finite and >= 0, got {eps}")
-    if not images.is_cpu:
+    if _ops.functorch_active():  # torch.func: the differentiable reference (see _ops.functorch_active)
         return ref.total_variation(images, kind, reduction, eps).to(images.dtype)
+    if not (images.is_cpu and _ops.direct_ok()):  # other devices, compile, meta, forced: the operator
+        return torch.ops.normreg.total_variation(images, kind, reduction, eps)
     images = images.contiguous()
     if torch.is_grad_enabled() and images.requires_grad:
         return _TotalVariation.apply(kind, reduction, eps, images)
-    return _tv_value(kind, reduction, eps, images)
+    return _ops.k_tv_value(kind, reduction, eps, images)
 
 
 # ---- SSIM -----------------------------------------------------------------------------------

@@ -82,6 +82,13 @@ def register(sub) -> None:
         "--tiny", action="store_true", help="seconds-long smoke run on tiny inputs (figures mean nothing)"
     )
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the eager expressions")
+    p.add_argument(
+        "--compile-backend",
+        metavar="NAME",
+        default="inductor",
+        help="torch.compile backend of the compiled training step (with --compile; default inductor, "
+        "aot_eager compiles in seconds)",
+    )
     p.add_argument("--json", metavar="PATH", help="save the raw results as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw normreg's speed-ups as a bar chart (PNG)")
     p.add_argument(
@@ -166,6 +173,7 @@ def run_bench(
     train_step: bool = True,
     keep_going: bool = False,
     command: str | None = None,
+    compile_backend: str = "inductor",
 ) -> dict:
     """Run the benchmark and return the results dictionary (what ``--json`` saves).
 
@@ -271,6 +279,15 @@ def run_bench(
             else:
                 results["trainer_overhead"] = {"skipped": "normreg.gan is not part of this build"}
     phases["trainer_overhead"] = time.perf_counter() - t_start - sum(phases.values())
+    if train_step and compile:
+        from .compiled_step import measure_compiled_step
+
+        _log(f"compiled training step, normreg against plain torch (torch.compile backend={compile_backend}) ...")
+        with runner.threads(1):
+            results["compiled_step"] = measure_compiled_step(
+                backend=compile_backend, warmup=cfg["train_warmup"], reps=cfg["train_reps"]
+            )
+        phases["compiled_step"] = time.perf_counter() - t_start - sum(phases.values())
     results["settings"]["seconds"] = time.perf_counter() - t_start
     results["settings"]["phase_seconds"] = phases
     return results
@@ -331,6 +348,7 @@ def _cli(args) -> int:
             train_step=not args.no_train_step,
             keep_going=args.keep_going,
             command=command,
+            compile_backend=args.compile_backend,
         )
     except AgreementError as exc:
         print(f"normreg bench: {exc}", file=sys.stderr)

@@ -260,6 +260,10 @@ def format_all(results: dict) -> str:
         parts.append(format_training_step(results))
     if results.get("trainer_overhead"):
         parts.append(format_trainer_overhead(results))
+    if results.get("compiled_step"):
+        from .compiled_step import format_compiled_step
+
+        parts.append(format_compiled_step(results["compiled_step"]))
     if _notes(results):
         parts.append("notes:\n" + "\n".join(f"  {n}" for n in _notes(results)))
     if results.get("skipped"):

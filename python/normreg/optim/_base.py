@@ -15,7 +15,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .._bridge import paired, tensor_list
+from .. import _ops
+from .. import _reference as ref
+from .._bridge import _same_layout, paired, tensor_list
 from ..distributed import groups_have_dtensor as _groups_have_dtensor
 from ..prox import ProxStats, _check_plan_params, _Plan, _plan, _run_plan
 
@@ -152,7 +154,7 @@ def _grad_args(penalty, tl, gl):
     ``g + l1*sign(w) + l2*w``; any other penalty with a gradient (or tensors the kernels do
     not take) adds its gradient into a copy of the gradients first, as ``add_grad_`` would.
     """
-    if penalty.affine and tl.on_cpu:
+    if penalty.affine:  # the kernels and the reference both fuse it (kind 3)
         a, b = penalty._s1(), penalty._s2()
         return (_GRAD, a, b, gl) if a > 0 or b > 0 else (0, 0.0, 0.0, gl)
     copies = [g.clone(memory_format=torch.contiguous_format) for g in gl.tensors]
@@ -356,7 +358,7 @@ class _ProxOptimizer(torch.optim.Optimizer):
                 continue
             as_grad = group.get("penalty_mode", "prox") == "grad"
             plan = _plan(penalty) if not as_grad else None
-            tl = tensor_list(params, "params", inplace=True)
+            tl = tensor_list(params, "params", inplace=True, direct=_ops.direct_ok())
             gl = paired(tl, grads, "grads", inplace=False)
             if as_grad:
                 penalty._check_params(tl)
@@ -371,9 +373,12 @@ class _ProxOptimizer(torch.optim.Optimizer):
             if isinstance(pen, bool):  # no penalty (or strength 0): torch's own update, bitwise
                 if self._plain_is_torch(group, params):
                     self._torch_update(group, params, grads)
-                    zeros = [p.numel() - int(p.count_nonzero()) for p in params] if pen else None
+                    zeros = None
+                    if pen:  # counted on the device (an int64 tensor) where a host sync would end a graph
+                        zeros = [p.numel() - int(p.count_nonzero()) for p in params] if _ops.direct_ok() else (
+                            ref._zero_counts(params))
                 else:
-                    tl = tensor_list(params, "params", inplace=True)
+                    tl = tensor_list(params, "params", inplace=True, direct=_ops.direct_ok())
                     zeros = self._run_fused(group, tl, paired(tl, grads, "grads", inplace=False), 0, 0.0, 0.0)
                 group_stats.append(ProxStats.from_counts(zeros, params) if pen else None)
                 continue
@@ -398,31 +403,39 @@ class _ProxOptimizer(torch.optim.Optimizer):
         self._state_loaded = False
         return loss
 
-    def _run_fused(self, group, tl, gl, kind: int, a: float, b: float) -> list[int]:
-        zeros, written = self._update(group, tl, gl, kind, a, b)
-        torch.autograd.graph.increment_version(written)
-        return zeros
+    def _run_fused(self, group, tl, gl, kind: int, a: float, b: float):
+        # the operator declares what it writes (the dispatcher bumps those versions); the
+        # direct path bumps the same tensors itself (normreg._ops.sgd_step / adam_step)
+        return self._update(group, tl, gl, kind, a, b)
 
     def _plain_is_torch(self, group, params) -> bool:  # pragma: no cover
         """True: a step without penalty runs torch's functional update (``_torch_update``)."""
         raise NotImplementedError
 
     def _update(self, group, tl, gl, kind: int, a: float, b: float):  # pragma: no cover
-        """The fused pass; returns (zeros per tensor, every tensor written)."""
+        """The fused pass (a ``normreg::*_step_`` operator or its direct path); returns the
+        zeros per tensor (ints, or an int64 tensor from the operator)."""
         raise NotImplementedError
 
     def _torch_update(self, group, params, grads) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def _check_loaded_state(self, params) -> None:
-        """The state tensors of each param (after load_state_dict) must match it."""
+        """The state tensors of each param (after load_state_dict) must match it; a state
+        tensor in another memory order (e.g. contiguous for a channels_last param) is copied
+        into the param's, as the fused pass pairs them element by element in memory."""
         for i, p in enumerate(params):
-            for k, t in self.state.get(p, {}).items():
-                if k != "step" and isinstance(t, Tensor) and (t.shape != p.shape or t.dtype != p.dtype or t.device != p.device):
+            st = self.state.get(p, {})
+            for k, t in list(st.items()):
+                if k == "step" or not isinstance(t, Tensor):
+                    continue
+                if t.shape != p.shape or t.dtype != p.dtype or t.device != p.device:
                     raise ValueError(
                         f"{type(self).__name__}: the optimizer state of param {i} ({k!r}) does not match it (shape, "
                         "dtype or device); load a state_dict saved for the same params"
                     )
+                if not _same_layout(t, p):
+                    st[k] = torch.empty_like(p).copy_(t)
 
     def _check_state(self, tl, *lists) -> None:
         """State tensors that came from load_state_dict must fit their params (checked once)."""
@@ -431,7 +444,7 @@ class _ProxOptimizer(torch.optim.Optimizer):
                 if t is None:
                     continue
                 p = tl.tensors[i]
-                if t.shape != p.shape or t.dtype != p.dtype or t.device != p.device or not t.is_contiguous():
+                if t.shape != p.shape or t.dtype != p.dtype or t.device != p.device or not _same_layout(t, p):
                     raise ValueError(
                         f"{type(self).__name__}: the optimizer state of param {i} does not match it (shape, "
                         "dtype, device or layout); load a state_dict saved for the same params"

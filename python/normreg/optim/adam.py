@@ -6,8 +6,7 @@ import torch
 from torch import Tensor
 from torch.optim.adam import adam as _torch_adam
 
-from .. import _reference as ref
-from .._loader import _C
+from .. import _ops
 from ._base import _check_lr, _flag, _nonneg_finite, _ProxOptimizer, _real, _torch_flags
 
 __all__ = ["ProxAdam", "ProxAdamW"]
@@ -87,15 +86,19 @@ class ProxAdam(_ProxOptimizer):
         )
         super().__init__(params, defaults, penalty, penalty_schedule)
 
-    def _state_lists(self, group, params, contiguous: bool):
+    def _state_lists(self, group, params, tensor_steps: bool):
+        """The moments (in each param's memory order, as torch.optim.Adam's) and the step
+        counts: Python floats (the eager direct path), or with ``tensor_steps`` 0-dim tensors
+        kept in the state (as torch.optim keeps them), so that torch.compile reads them as
+        graph inputs instead of recompiling for every new count."""
         amsgrad = bool(group["amsgrad"])
-        fmt = torch.contiguous_format if contiguous else torch.preserve_format
+        fmt = torch.preserve_format
         state = self.state
         ms, vs, vmax, steps = [], [], [], []
         for p in params:
             st = state[p]
             if not st:
-                st["step"] = 0.0
+                st["step"] = torch.zeros((), dtype=_scalar_dtype()) if tensor_steps else 0.0
                 st["exp_avg"] = torch.zeros_like(p, memory_format=fmt)
                 st["exp_avg_sq"] = torch.zeros_like(p, memory_format=fmt)
             if amsgrad and "max_exp_avg_sq" not in st:
@@ -105,17 +108,28 @@ class ProxAdam(_ProxOptimizer):
             if amsgrad:
                 vmax.append(st["max_exp_avg_sq"])
             s = st["step"]
-            steps.append(float(s) if isinstance(s, Tensor) else s)
+            if tensor_steps:
+                if not isinstance(s, Tensor):
+                    s = st["step"] = torch.tensor(float(s), dtype=_scalar_dtype())
+                steps.append(s)
+            else:
+                steps.append(float(s) if isinstance(s, Tensor) else s)
         return ms, vs, vmax, steps
 
     def _plain_is_torch(self, group, params) -> bool:
         return True
 
     def _torch_update(self, group, params, grads) -> None:
-        ms, vs, vmax, steps = self._state_lists(group, params, contiguous=False)
+        # off the direct path (torch.compile, the operators) the state keeps its step counts
+        # as tensors, incremented in place by torch's adam, as torch.optim.Adam keeps them
+        tensor_steps = not _ops.direct_ok()
+        ms, vs, vmax, steps = self._state_lists(group, params, tensor_steps=tensor_steps)
         fused = group.get("fused")
-        dt = torch.float32 if fused else _scalar_dtype()
-        step_t = [torch.tensor(s, dtype=dt, device=p.device if fused else None) for s, p in zip(steps, params)]
+        if tensor_steps:
+            step_t = steps
+        else:
+            dt = torch.float32 if fused else _scalar_dtype()
+            step_t = [torch.tensor(s, dtype=dt, device=p.device if fused else None) for s, p in zip(steps, params)]
         beta1, beta2 = group["betas"]
         _torch_adam(
             params,
@@ -140,80 +154,34 @@ class ProxAdam(_ProxOptimizer):
             eps=float(group["eps"]),
             maximize=bool(group["maximize"]),
         )
-        state = self.state
-        for p, s in zip(params, steps):
-            state[p]["step"] = s + 1.0
+        if not tensor_steps:
+            state = self.state
+            for p, s in zip(params, steps):
+                state[p]["step"] = s + 1.0
 
     def _update(self, group, tl, gl, kind, a, b):
         beta1, beta2 = group["betas"]
         lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         amsgrad = bool(group["amsgrad"])
         decoupled = bool(group.get("decoupled_weight_decay", self._decoupled))
-        ms, vs, vmax, steps = self._state_lists(group, tl.tensors, contiguous=True)
+        direct = tl.on_cpu
+        ms, vs, vmax, steps = self._state_lists(group, tl.tensors, tensor_steps=not direct)
         if self._state_loaded:
             self._check_state(tl, ms, vs, vmax)
-        steps = [s + 1.0 for s in steps]
         state = self.state
-        for p, s in zip(tl.tensors, steps):
-            state[p]["step"] = s
-        pre = bool(group.get("precondition_prox", False))
-        maximize = bool(group["maximize"])
-        if not tl.on_cpu:
-            zeros = ref.adam_step_(
-                tl.tensors,
-                gl.tensors,
-                ms,
-                vs,
-                vmax,
-                steps,
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=eps,
-                weight_decay=wd,
-                decoupled=decoupled,
-                maximize=maximize,
-                amsgrad=amsgrad,
-                prox_kind=kind,
-                prox_a=a,
-                prox_b=b,
-                preconditioned=pre,
-            )
-            return zeros, []  # torch ops: versions bumped by torch
-        cache: dict[float, tuple[float, float]] = {}
-        step_size, bc2s = [], []
-        for s in steps:
-            c = cache.get(s)
-            if c is None:
-                c = cache[s] = (lr / (1 - beta1**s), (1 - beta2**s) ** 0.5)
-            step_size.append(c[0])
-            bc2s.append(c[1])
-        zeros = _C.adam_step(
-            tl.ptrs,
-            tl.numels,
-            tl.dtypes,
-            gl.ptrs,
-            list(map(Tensor.data_ptr, ms)),
-            list(map(Tensor.data_ptr, vs)),
-            list(map(Tensor.data_ptr, vmax)),
-            step_size,
-            bc2s,
-            lr,
-            float(beta1),
-            float(beta2),
-            eps,
-            wd,
-            decoupled,
-            maximize,
-            amsgrad,
-            kind,
-            a,
-            b,
-            pre,
-        )
-        return zeros, list(tl.tensors) + ms + vs + vmax
-
-
+        if direct:
+            steps = [s + 1.0 for s in steps]
+            for p, s in zip(tl.tensors, steps):
+                state[p]["step"] = s
+        else:  # the operator: the counts as a tensor (torch.compile reads them as graph inputs)
+            steps = torch._foreach_add(steps, 1.0)
+            for p, s in zip(tl.tensors, steps):
+                state[p]["step"] = s
+            steps = torch.stack(steps).to(torch.float64)
+        return _ops.adam_step(
+            tl, gl, ms, vs, vmax, steps, lr, float(beta1), float(beta2), eps, wd, decoupled,
+            bool(group["maximize"]), amsgrad, kind, a, b, bool(group.get("precondition_prox", False)),
+        )  # fmt: skip
 class ProxAdamW(ProxAdam):
     """AdamW (decoupled weight decay, default 1e-2, as torch.optim.AdamW) with the fused prox."""
 

@@ -6,8 +6,7 @@ import torch
 from torch import Tensor
 from torch.optim.sgd import sgd as _torch_sgd
 
-from .. import _reference as ref
-from .._loader import _C
+from .. import _ops
 from ._base import _check_lr, _flag, _fma_like_torch, _nonneg_finite, _ProxOptimizer, _real, _torch_flags
 
 __all__ = ["ProxSGD"]
@@ -102,43 +101,19 @@ class ProxSGD(_ProxOptimizer):
     def _update(self, group, tl, gl, kind, a, b):
         kw = self._hyper(group)
         momentum = kw["momentum"]
-        bufs: list[Tensor | None] = []
+        bufs: list[Tensor] = []
         init: list[bool] = []
-        state = self.state
         if momentum != 0:
+            state = self.state
             for p in tl.tensors:
                 buf = state[p].get("momentum_buffer")
-                bufs.append(buf)
                 init.append(buf is None)
-        if not tl.on_cpu:
-            zeros = ref.sgd_step_(tl.tensors, gl.tensors, bufs, prox_kind=kind, prox_a=a, prox_b=b, **kw)
-            if momentum != 0:
-                for p, buf in zip(tl.tensors, bufs):
-                    state[p]["momentum_buffer"] = buf
-            return zeros, []  # torch ops: versions bumped by torch
-        bptrs: list[int] = []
-        if momentum != 0 and self._state_loaded:
-            self._check_state(tl, bufs)
-        if momentum != 0:
-            for i, p in enumerate(tl.tensors):
-                if bufs[i] is None:
-                    bufs[i] = state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-            bptrs = [t.data_ptr() for t in bufs]  # type: ignore[union-attr]
-        zeros = _C.sgd_step(
-            tl.ptrs,
-            tl.numels,
-            tl.dtypes,
-            gl.ptrs,
-            bptrs,
-            init,
-            kw["lr"],
-            momentum,
-            kw["dampening"],
-            kw["weight_decay"],
-            kw["nesterov"],
-            kw["maximize"],
-            kind,
-            a,
-            b,
-        )
-        return zeros, list(tl.tensors) + bufs
+                if buf is None:  # in the param's memory order, as torch.optim.SGD's
+                    buf = state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                bufs.append(buf)
+            if self._state_loaded:
+                self._check_state(tl, bufs)
+        return _ops.sgd_step(
+            tl, gl, bufs, init, kw["lr"], momentum, kw["dampening"], kw["weight_decay"], kw["nesterov"],
+            kw["maximize"], kind, a, b,
+        )  # fmt: skip
