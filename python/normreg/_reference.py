@@ -157,9 +157,12 @@ def penalty_grad(kind: str, tensors: Sequence[Tensor], s1=0.0, s2=0.0, dtype: to
                 if torch.isnan(v).any():
                     g = torch.full_like(v, float("nan"))
                 else:
-                    flat = v.reshape(-1)
+                    # the first arg max in memory order, as the kernels walk it (any dense layout:
+                    # channels_last, transposed); zeros_like kept v's strides, so g walks alike
+                    order = sorted(range(v.dim()), key=lambda d: -v.stride(d))
+                    flat = v.permute(order).reshape(-1)
                     k = int(torch.argmax(flat.abs()))
-                    g.view(-1)[k] = x * torch.sign(flat[k])
+                    g.permute(order).view(-1)[k] = x * torch.sign(flat[k])
         else:
             raise ValueError(f"unknown penalty kind {kind!r}")
         out.append(g.to(dtype or w.dtype))
@@ -534,18 +537,30 @@ def _soft_list(ys, t):
 
 def _prox_list(ys: list[Tensor], kind: int, a: float, b: float, den: list[Tensor] | None) -> list[Tensor]:
     """The elementwise prox fused into a step: 1 elastic-net shrink, 2 exact L0; with ``den``
-    (Adam's sqrt(v_hat) + eps) in the preconditioned metric."""
-    if kind == 1:
-        if den is None:
-            s = _soft_list(ys, a)
-            return torch._foreach_mul(s, 1.0 / (1.0 + b)) if b else s
-        s = _soft_list(ys, torch._foreach_mul(torch._foreach_reciprocal(den), a))
-        return torch._foreach_mul(s, torch._foreach_div(den, torch._foreach_add(den, b))) if b else s
-    if kind == 2:
-        if den is None:
-            return [torch.where(y * y <= 2.0 * a, 0.0, y) for y in ys]
-        return [torch.where(y * y * d <= 2.0 * a, 0.0, y) for y, d in zip(ys, den)]
-    return ys
+    (Adam's sqrt(v_hat) + eps) in the preconditioned metric. As the kernels: the update is in
+    the compute type, the prox (which entries become zero, and the shrunk values) in float64,
+    rounded once when stored; below float64, the preconditioned tests are made on products
+    (|y| den <= a, y^2 den <= 2a), exact or rounded once, never on a rounded quotient."""
+    if kind not in (1, 2):
+        return ys
+    out = []
+    for k, y in enumerate(ys):
+        low = y.dtype != torch.float64
+        x = y.double()
+        d = None if den is None else den[k].double()
+        if kind == 1:
+            if d is None:
+                r = soft(x, a) / (1.0 + b) if b else soft(x, a)
+            elif low:
+                m = x.abs() * d - a  # |y| den: exact in float64 for float32 factors
+                r = torch.where(m <= 0, 0.0, torch.sign(x) * m / (d + b)) + torch.where(torch.isnan(x), x, 0.0)
+            else:
+                r = soft(x, a / d) * (d / (d + b)) if b else soft(x, a / d)
+        else:
+            # |y| <= sqrt(2a) (exact for a stored y), or y^2 den <= 2a (y^2 exact below float64)
+            r = torch.where(x.abs() <= math.sqrt(2.0 * a) if d is None else x * x * d <= 2.0 * a, 0.0, x)
+        out.append(r)
+    return out
 
 
 def sgd_step_(params, grads, bufs, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
