@@ -992,3 +992,30 @@ def test_sharded_float32_value_past_the_range_is_inf(edge_results):
     assert float(L1(1.0).value(torch.full((4,), 3e38))) == math.inf
     for r in edge_results:
         assert r["f32_value"] == (math.inf, math.inf)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("kind", ["l1", "mse"])
+def test_loss_value_past_the_dtypes_range_is_inf_as_torch(kind, reduction):
+    # float16 sums past 65504 (and a float32 sum past 3.4e38) round to inf as torch's do;
+    # the kernels' float64 total must not make scalar_tensor raise
+    from normreg import losses
+
+    ours = {"l1": losses.l1_loss, "mse": losses.mse_loss}[kind]
+    theirs = {"l1": torch.nn.functional.l1_loss, "mse": torch.nn.functional.mse_loss}[kind]
+    for dtype, big in ((torch.float16, 6e4), (torch.float16, 300.0), (torch.float32, 3e38)):
+        p, tgt = torch.full((4,), big, dtype=dtype), torch.zeros(4, dtype=dtype)
+        want = theirs(p.double(), tgt.double(), reduction=reduction).to(dtype)
+        got = ours(p, tgt, reduction=reduction)
+        assert got.dtype == dtype and (torch.equal(got, want) or (torch.isinf(got) and torch.isinf(want))), (dtype, big)
+
+
+def test_add_grad_value_past_float32_range_is_the_float64_sum_on_both_paths():
+    # add_grad_ returns the accumulator (a Python float, float64), so no float32 overflow
+    want = 3 * float(torch.tensor(3e38, dtype=torch.float32).double())
+    for ctx in (contextlib.nullcontext, _ops.dispatcher_only):
+        w = torch.nn.Parameter(torch.full((3,), 3e38))
+        w.grad = torch.zeros(3)
+        with ctx():
+            v = L1(1.0).add_grad_([w])
+        assert isinstance(v, float) and v == want and torch.equal(w.grad, torch.ones(3))

@@ -152,10 +152,10 @@ _F32_MAX = torch.finfo(torch.float32).max
 
 def value_tensor(v: float, dtype: torch.dtype, device=None) -> Tensor:
     """The kernels' float64 value as a 0-dim tensor of the value dtype, rounded as torch rounds
-    float64 to float32 (``Tensor.to``, the reference's path): a float32 value past float32's
-    range is inf, as ``torch.sum`` in float32 gives (``scalar_tensor`` alone would raise)."""
-    if dtype == torch.float32 and abs(v) > _F32_MAX:
-        return torch.scalar_tensor(v, dtype=torch.float64, device=device).to(torch.float32)
+    float64 to a narrower type (``Tensor.to``, the reference's path): a value past the dtype's
+    range is inf, as ``torch.sum`` in that dtype gives (``scalar_tensor`` alone would raise)."""
+    if dtype != torch.float64 and abs(v) > (_F32_MAX if dtype == torch.float32 else torch.finfo(dtype).max):
+        return torch.scalar_tensor(v, dtype=torch.float64, device=device).to(dtype)
     return torch.scalar_tensor(v, dtype=dtype, device=device)
 
 
@@ -277,7 +277,7 @@ def penalty_add_grad_(
     if _kernels(params):
         tl = tensor_list(params)
         gl = paired(tl, grads, "grads", inplace=True)
-        return torch.scalar_tensor(kernel_grad(tl, gl, kind, s1, s2, dim, 1.0, True), dtype=dt)
+        return value_tensor(kernel_grad(tl, gl, kind, s1, s2, dim, 1.0, True), dt)
     _no_overlap(grads, "grads")
     acc = _acc_dtype(params)
     for g, d in zip(grads, _ref_grad(params, kind, s1, s2, dim, dtype=acc)):
@@ -533,7 +533,7 @@ def k_pointwise_value(kind: str, reduction: str, pred: Tensor, target: Tensor, m
     denom = msum if mask is not None else float(pred.numel())
     if out is not None:
         return out, d, denom
-    return torch.scalar_tensor(total if reduction == "sum" else loss_divide(total, denom), dtype=pred.dtype), d, denom
+    return value_tensor(total if reduction == "sum" else loss_divide(total, denom), pred.dtype), d, denom
 
 
 def _dtype_code(t: Tensor) -> int:
