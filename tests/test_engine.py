@@ -155,3 +155,15 @@ def test_float_block_partials_stay_within_1e6_of_float64(dtype):
         tl = tensor_list([x])
         assert math.isclose(normreg.L1(1.0)._value(tl), float(xd.abs().sum()), rel_tol=1e-6), n
         assert math.isclose(normreg.SquaredL2(2.0)._value(tl), float((xd**2).sum()), rel_tol=1e-6), n
+
+
+def test_c_stub_names_exactly_what_the_extension_exports():
+    # python/normreg/_C.pyi (type checkers and editors read it) must not go stale
+    import ast
+    from pathlib import Path
+
+    stub = Path(normreg.__file__).with_name("_C.pyi")
+    tree = ast.parse(stub.read_text())
+    declared = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    exported = {n for n in dir(normreg._C) if not n.startswith("_")}
+    assert declared == exported, (sorted(declared - exported), sorted(exported - declared))
