@@ -198,7 +198,7 @@ def run_bench(
     bw = measure_bandwidth(mb=cfg["bandwidth_mb"], reps=cfg["bandwidth_reps"])
     probe = Probe  # a probe of each case's size is timed alongside it (see runner.run_case)
     phases["bandwidth"] = time.perf_counter() - t_start
-    cases, skipped = build_cases(families, wls, compile=compile, image_shape=cfg["image_shape"])
+    cases = build_cases(families, wls, compile=compile, image_shape=cfg["image_shape"])
     results: dict = {
         "machine": _machine(),
         "bandwidth": {
@@ -216,11 +216,8 @@ def run_bench(
             "command": command,
         },
         "cases": [],
-        "skipped": skipped,
         "errors": [],
     }
-    for f, why in skipped.items():
-        _log(f"skipping {f}: {why}")
 
     ok_cases = []
     for case in cases:
@@ -329,11 +326,9 @@ def _cli(args) -> int:
     if args.list:
         from .cases import build_cases
 
-        cases, skipped = build_cases(families, workloads or MODES[mode]["workloads"], compile=args.compile)
+        cases = build_cases(families, workloads or MODES[mode]["workloads"], compile=args.compile)
         for c in cases:
             print(f"{c.family:>17}  {c.group:<28} normreg vs {', '.join(p.name for p in c.peers)}")
-        for f, why in skipped.items():
-            print(f"{f:>17}  skipped: {why}")
         return 0
     command = "normreg bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None
     try:
