@@ -71,3 +71,17 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
     else:
         path.write_bytes(data)
     return path
+
+
+def checkpoint_tensors(state, prefix=""):
+    """Every tensor (and number) of a nested checkpoint, by path."""
+    out = {}
+    if isinstance(state, dict):
+        for k, v in state.items():
+            out.update(checkpoint_tensors(v, f"{prefix}/{k}"))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out.update(checkpoint_tensors(v, f"{prefix}/{i}"))
+    else:
+        out[prefix] = state
+    return out

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _gan_util import _one_thread_and_cache, tiny, write_idx, write_pngs  # noqa: F401
+from _gan_util import _one_thread_and_cache, checkpoint_tensors, tiny, write_idx, write_pngs  # noqa: F401
 
 import normreg
 from normreg.gan import CheckpointError, RunDirError, TrainConfig, Trainer, evaluate, load_checkpoint, train
@@ -74,20 +74,6 @@ def test_folder_textures_and_mnist_data_train(tmp_path):
     assert s["num_train"] + s["num_val"] + s["num_test"] == 40
 
 
-def _tensors(state, prefix=""):
-    """Every tensor (and number) of a nested checkpoint, by path."""
-    out = {}
-    if isinstance(state, dict):
-        for k, v in state.items():
-            out.update(_tensors(v, f"{prefix}/{k}"))
-    elif isinstance(state, (list, tuple)):
-        for i, v in enumerate(state):
-            out.update(_tensors(v, f"{prefix}/{i}"))
-    else:
-        out[prefix] = state
-    return out
-
-
 @pytest.mark.parametrize(
     "changes",
     [
@@ -119,8 +105,8 @@ def test_resume_is_bit_exact(tmp_path, changes):
     part = train(cfg, tmp_path / "resumed", progress=False, stop_after=3)
     assert part["steps"] == 3 and not part["finished"]
     train(cfg, tmp_path / "resumed", progress=False, resume=True)
-    a = _tensors(load_checkpoint(tmp_path / "straight"))
-    b = _tensors(load_checkpoint(tmp_path / "resumed"))
+    a = checkpoint_tensors(load_checkpoint(tmp_path / "straight"))
+    b = checkpoint_tensors(load_checkpoint(tmp_path / "resumed"))
     assert a.keys() == b.keys()
     for k in a:
         if isinstance(a[k], torch.Tensor):

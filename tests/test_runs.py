@@ -15,7 +15,7 @@ import random
 import pytest
 import torch
 from _fake_trainer import FakeTrainer
-from _gan_util import _one_thread_and_cache, tiny  # noqa: F401
+from _gan_util import _one_thread_and_cache, checkpoint_tensors, tiny  # noqa: F401
 
 import normreg.gan.checkpoint as ckpt_mod
 from normreg.cli import main
@@ -45,22 +45,9 @@ def _quick_curves(monkeypatch):
 SMALL = dict(steps=4, eval_every=4, sample_every=4, checkpoint_every=2, eval_samples=12, max_images=64)
 
 
-def _tensors(state, prefix=""):
-    out = {}
-    if isinstance(state, dict):
-        for k, v in state.items():
-            out.update(_tensors(v, f"{prefix}/{k}"))
-    elif isinstance(state, (list, tuple)):
-        for i, v in enumerate(state):
-            out.update(_tensors(v, f"{prefix}/{i}"))
-    else:
-        out[prefix] = state
-    return out
-
-
 def _assert_same_run(a, b):
     """Two run directories hold the same final checkpoint, losses and metrics, bit for bit."""
-    ta, tb = _tensors(load_checkpoint(a)), _tensors(load_checkpoint(b))
+    ta, tb = checkpoint_tensors(load_checkpoint(a)), checkpoint_tensors(load_checkpoint(b))
     assert ta.keys() == tb.keys()
     for k in ta:
         if isinstance(ta[k], torch.Tensor):

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _gan_util import _one_thread_and_cache, tiny  # noqa: F401
+from _gan_util import _one_thread_and_cache, checkpoint_tensors, tiny  # noqa: F401
 
 from normreg.gan import TrainConfig, load_checkpoint, train, trainer_from_checkpoint
 from normreg.stability import AdaptiveLambda
@@ -40,19 +40,6 @@ def test_adaptive_lambda_follows_the_sign_of_d_on_reals(tmp_path):
     assert trainer.penalty_schedule.adjustments == cfg.steps
 
 
-def _tensors(state, prefix=""):
-    out = {}
-    if isinstance(state, dict):
-        for k, v in state.items():
-            out.update(_tensors(v, f"{prefix}/{k}"))
-    elif isinstance(state, (list, tuple)):
-        for i, v in enumerate(state):
-            out.update(_tensors(v, f"{prefix}/{i}"))
-    else:
-        out[prefix] = state
-    return out
-
-
 @pytest.mark.parametrize("changes", [dict(ADAPTIVE, adaptive_interval=2, penalty_mode="add_grad"),
                                      dict(ADAPTIVE, adaptive_interval=2, d_spectral_norm=True, penalty_mode="prox",
                                           r1_weight=1.0, r1_every=2)],
@@ -65,8 +52,8 @@ def test_resume_is_bit_exact(tmp_path, changes):
     ctrl = load_checkpoint(tmp_path / "resumed")["schedules"]["penalty"]["controller"]
     assert ctrl["count"] == 1 and ctrl["adjustments"] == 1  # a half-filled average is in the checkpoint
     train(cfg, tmp_path / "resumed", progress=False, resume=True)
-    a = _tensors(load_checkpoint(tmp_path / "straight"))
-    b = _tensors(load_checkpoint(tmp_path / "resumed"))
+    a = checkpoint_tensors(load_checkpoint(tmp_path / "straight"))
+    b = checkpoint_tensors(load_checkpoint(tmp_path / "resumed"))
     assert a.keys() == b.keys()
     for k in a:
         if isinstance(a[k], torch.Tensor):
