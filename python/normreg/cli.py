@@ -1,4 +1,4 @@
-"""The ``normreg`` command: train | sample | sweep | study | bench | info.
+"""The ``normreg`` command: train | sample | compress | sweep | study | bench | info.
 
 Each subcommand lives with the code it fronts and registers itself through a
 ``register(subparsers)`` function listed in ``_COMMANDS``; this module only dispatches.
@@ -16,6 +16,7 @@ __all__ = ["main"]
 _COMMANDS = {
     "train": "normreg.gan.cli",
     "sample": "normreg.gan.cli",
+    "compress": "normreg.gan.cli",
     "sweep": "normreg.study.cli",
     "study": "normreg.study.cli",
     "bench": "normreg.bench.cli",
@@ -114,7 +115,7 @@ def _train_field(name: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="normreg", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,sweep,study,bench,info}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,compress,sweep,study,bench,info}", parser_class=_Parser)
     done = set()
     for mod_name in dict.fromkeys(_COMMANDS.values()):
         if mod_name in done:

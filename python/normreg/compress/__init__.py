@@ -21,9 +21,11 @@ from ._layers import (
     prunable_layers,
     zero_channels,
 )
-from .controller import ChannelSparsityController
+from .controller import ChannelSparsityController, MacController, macs_after_pruning
 from .groups import METHODS, channel_groups
+from .magnitude import channel_scores, magnitude_to_macs, top_up_to_macs, zero_below, zero_smallest_channels
 from .prune import TOLERANCE, PruneError, prune_zero_channels
+from .resize import fit_to_state_dict, settle_zero_channels
 
 __all__ = [
     "channel_norms",
@@ -38,4 +40,13 @@ __all__ = [
     "PruneError",
     "TOLERANCE",
     "ChannelSparsityController",
+    "MacController",
+    "macs_after_pruning",
+    "settle_zero_channels",
+    "fit_to_state_dict",
+    "zero_smallest_channels",
+    "magnitude_to_macs",
+    "channel_scores",
+    "zero_below",
+    "top_up_to_macs",
 ]

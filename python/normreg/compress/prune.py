@@ -181,7 +181,8 @@ def prune_zero_channels(model: nn.Module, example_input, threshold: float = 0.0)
             m.training = modes[n]
     pruned.eval()
     try:
-        DG = tp.DependencyGraph().build_dependency(pruned, example_inputs=example_input)
+        with torch.enable_grad():  # the graph is traced through autograd (also under no_grad)
+            DG = tp.DependencyGraph().build_dependency(pruned, example_inputs=example_input)
     except Exception as e:
         raise ValueError(
             f"prune_zero_channels: torch-pruning cannot trace 'model' ({type(model).__name__}): {e}"

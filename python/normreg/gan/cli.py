@@ -43,7 +43,8 @@ _HELP = {
     "z_dim": "unconditional: latent size",
     "dropout": "U-Net decoder dropout (pix2pix: 0.5)",
     "betas": "Adam betas (two numbers)",
-    "adv_weight": "weight of the GAN term in G's loss; 0 trains the reconstruction alone (no D)",
+    "adv_weight": "weight of the GAN term in G's loss; 0 trains the reconstruction alone (no D) "
+    "(default: 1, or 0.1 for superres)",
     "conditional_d": "paired tasks: D sees G's input beside the image (cGAN)",
     "recon": _alts(RECONS),
     "recon_weight": "lambda of the reconstruction term (pix2pix: 100)",
@@ -139,15 +140,17 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         default = f.default
         help_ = _HELP.get(f.name, "")
-        help_ = f"{help_} (default: {list(default) if isinstance(default, tuple) else default})".strip()
+        if default is not None:
+            help_ = f"{help_} (default: {list(default) if isinstance(default, tuple) else default})".strip()
         kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
         if f.type == "bool":
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
         elif f.name == "betas":
             g.add_argument(_flag(f.name), nargs=2, type=float, metavar=("B1", "B2"), **kw)
         else:
-            typ = {"int": int, "float": float, "str": str}[f.type]
-            g.add_argument(_flag(f.name), type=typ, metavar=f.type.upper(), **kw)
+            name = f.type.removesuffix(" | None")
+            typ = {"int": int, "float": float, "str": str}[name]
+            g.add_argument(_flag(f.name), type=typ, metavar=name.upper(), **kw)
 
 
 def register(sub) -> None:
@@ -220,6 +223,36 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0, help="latent seed (unconditional) / noise seed (denoise)")
     s.add_argument("--no-ema", action="store_true", help="use G instead of its EMA")
     s.set_defaults(func=sample_main)
+
+    c = sub.add_parser(
+        "compress",
+        help="a smaller generator from a trained run: channel sparsity, pruning, fine-tuning, a report",
+        description="Compress the generator of a normreg train run: sparse training with a channel penalty "
+        "(ProxAdam's proximal step, lambda adapted toward the MAC budget) or magnitude pruning (the "
+        "baseline), removal of the zero channels (checked: outputs equal to 1e-5), fine-tuning, and a "
+        "report of parameters, MACs, CPU latency and test metrics, dense vs compressed. The output is a "
+        "run directory that normreg sample and normreg.gan.evaluate load. See docs/compress.md.",
+    )
+    c.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a normreg train run")
+    c.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (new or empty)")
+    c.add_argument("--method", default="group_lasso", choices=COMPRESS_METHODS_CLI,
+                   help="channel penalty, or 'magnitude' (no regularization) (default group_lasso)")
+    c.add_argument("--target-macs", type=float, default=0.25, metavar="F",
+                   help="fraction of the dense G's multiply-adds to keep, in (0, 1] (default 0.25)")
+    c.add_argument("--sparse-steps", type=int, default=1000, metavar="N", help="sparse-training steps (default 1000)")
+    c.add_argument("--finetune-steps", type=int, default=500, metavar="N", help="fine-tuning steps (default 500)")
+    c.add_argument("--strength", type=float, default=5.0, metavar="L",
+                   help="lambda of the channel penalty before the controller's factor (default 5)")
+    c.add_argument("--gain", type=float, default=1.0, help="the MAC controller's log-step per unit of error (default 1)")
+    c.add_argument("--interval", type=int, default=10, metavar="N", help="steps between MAC measurements (default 10)")
+    c.add_argument("--ramp", type=float, default=0.6,
+                   help="share of the sparse steps over which the budget falls from 1 to the target (default 0.6)")
+    c.add_argument("--lr", type=float, default=0.0, help="G's learning rate (default 0: the run's lr_g)")
+    c.add_argument("--latency-repeats", type=int, default=10, metavar="N", help="timed passes per case (default 10)")
+    c.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads for training (default 1)")
+    c.add_argument("--overwrite", action="store_true", help="replace the compressed run already in --out")
+    c.add_argument("--no-progress", action="store_true", help="no progress lines")
+    c.set_defaults(func=compress_main)
 
 
 def _error(cmd: str, exc: BaseException | str, code: int = 2) -> int:
@@ -386,4 +419,44 @@ def sample_main(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, CheckpointError, OSError) as exc:
         return _error("sample", exc)
     print(f"wrote {len(paths)} PNG files to {out}")
+    return 0
+
+
+COMPRESS_METHODS_CLI = ("group_lasso", "slimming", "l0", "magnitude")  # = normreg.gan.compress.COMPRESS_METHODS
+
+
+def compress_main(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import CheckpointError
+    from .compress import CompressConfig, compress
+
+    if args.threads < 0:
+        return _error("compress", ValueError(f"'--threads' must be >= 0, got {args.threads}"))
+    try:
+        cfg = CompressConfig(
+            method=args.method, target_macs=args.target_macs, sparse_steps=args.sparse_steps,
+            finetune_steps=args.finetune_steps, strength=args.strength, gain=args.gain, interval=args.interval,
+            ramp=args.ramp, lr=args.lr, latency_repeats=args.latency_repeats,
+        )
+    except ValueError as exc:
+        msg = str(exc).replace("CompressConfig: ", "")
+        for name in CompressConfig.__dataclass_fields__:
+            msg = msg.replace(f"'{name}'", "--" + name.replace("_", "-"))
+        return _error("compress", msg)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        report = compress(args.run_dir, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress)
+    except (ValueError, TypeError, CheckpointError, OSError, FloatingPointError, ImportError) as exc:
+        return _error("compress", exc)
+    dense, comp = report["dense"]["test"], report["compressed"]["test"]
+    print(f"compressed run: {args.out}")
+    print(f"MACs {report['mac_fraction']:.3f} of the dense G, parameters {report['params'] / report['dense_params']:.3f}")
+    for key in ("psnr", "ssim", "classifier_score", "kid"):
+        if dense.get(key) is not None:
+            print(f"  test {key}: dense {dense[key]:.4g}  compressed {comp[key]:.4g}")
+    for row in report["latency"]:
+        print(f"  latency, {row['threads']} thread(s), batch {row['batch']}: {row['speedup']:.2f}x faster")
+    print(f"report: {Path(args.out) / 'report.md'}")
     return 0

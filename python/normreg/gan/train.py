@@ -217,6 +217,8 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay > 0 else None
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # task noise, latents
         self.step_ = 0
+        self.ema_start = 0  # the step the EMA warm-up counts from (a compressed G restarts it)
+        self.compressed: dict[str, Any] | None = None  # normreg.gan.compress: how G was pruned
         if cfg.folds > 1:
             n_rest = int(d.splits["train"].numel() + d.splits["val"].numel())
             small = n_rest // cfg.folds  # the smallest of the k parts (they differ by one at most)
@@ -490,7 +492,8 @@ class Trainer:
     def _update_ema(self, t: int) -> None:
         if self.G_ema is None:
             return
-        decay = min(self.cfg.ema_decay, (1 + t) / (10 + t))
+        k = t - self.ema_start
+        decay = min(self.cfg.ema_decay, (1 + k) / (10 + k))
         ema_p = list(self.G_ema.parameters())
         torch._foreach_lerp_(ema_p, [p.detach() for p in self.G.parameters()], 1.0 - decay)
         for be, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
@@ -571,6 +574,8 @@ class Trainer:
             "normreg_version": normreg.__version__,
             "config": cfg.to_dict(),
             "step": self.step_,
+            "ema_start": self.ema_start,
+            **({"compressed": self.compressed} if self.compressed is not None else {}),
             "G": self.G.state_dict(),
             "D": self.D.state_dict() if self.D is not None else None,
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
@@ -605,6 +610,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("compressed") is not None:
+            self._adopt_pruned_g(state)
+        self.ema_start = int(state.get("ema_start", 0))
         self.G.load_state_dict(state["G"])
         if self.D is not None:
             self.D.load_state_dict(state["D"])
@@ -630,6 +638,22 @@ class Trainer:
         rng = state["rng"]
         _set_rng_state(rng)
         self.gen.set_state(rng["trainer"])
+
+    def _adopt_pruned_g(self, state: dict[str, Any]) -> None:
+        """A checkpoint of ``normreg compress``: G has fewer channels than the config builds.
+        Resize G to the checkpoint's widths (``normreg.compress.fit_to_state_dict``, no module
+        pickled) and rebuild EMA-G and G's optimizer on the new parameters."""
+        from normreg.compress.resize import fit_to_state_dict
+
+        if self.dist is not None:
+            raise ValueError("a compressed run (normreg compress) trains on one process only")
+        if self.pen_g:
+            raise ValueError("a compressed run's config must not put a weight penalty on G")
+        fit_to_state_dict(self.G, state["G"])
+        if self.G_ema is not None:
+            self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
+        self.opt_g, self.groups_g = self._optimizer(self.G, self.cfg.lr_g, False)
+        self.compressed = dict(state["compressed"])
 
     # -- run ---------------------------------------------------------------------------------------
     def sample_grid(self, path: Path) -> np.ndarray:

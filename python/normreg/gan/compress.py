@@ -1,0 +1,484 @@
+"""``normreg compress RUN_DIR --out DIR``: a trained run's generator with fewer channels.
+
+1. **Sparse training** (``group_lasso``, ``slimming``, ``l0``): the run's G and D train on, G
+   under ``ProxAdam``'s proximal step on :func:`normreg.compress.channel_groups`, with λ
+   scaled by a :class:`normreg.compress.MacController` toward the MAC budget
+   (``target_macs`` of the dense G's multiply-adds, measured on the pruned model).
+   ``magnitude`` (the baseline) skips it: the same share of every layer's smallest channels
+   is zeroed (:func:`normreg.compress.magnitude_to_macs`), no regularization.
+2. **Pruning**: the zero channels' BatchNorm running means are settled
+   (:func:`normreg.compress.settle_zero_channels`), the channels removed
+   (:func:`normreg.compress.prune_zero_channels`), and the pruned G's outputs are checked against
+   the sparse G's on the validation inputs (max abs difference ≤ 1e-5) before anything is saved.
+3. **Fine-tuning** of the pruned G against D, with a fresh EMA.
+4. **Output**: a run directory (``config.toml``, ``checkpoint.pt`` with the pruned widths,
+   which ``normreg sample`` and ``normreg.gan.evaluate`` load, ``summary.json``, samples) and
+   ``report.json`` / ``report.md``: parameters, MACs, CPU latency (batch 1 and 64, 1 and 2
+   threads, the two generators taking turns) and the test metrics, dense vs compressed;
+   ``compress.png`` (MACs and λ over the sparse steps) and ``compare.png`` (samples).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import normreg
+from normreg.compress import (
+    MacController,
+    PruneError,
+    TOLERANCE,
+    channel_groups,
+    count_macs,
+    count_zero_channels,
+    magnitude_to_macs,
+    prunable_layers,
+    top_up_to_macs,
+    prune_zero_channels,
+    settle_zero_channels,
+)
+
+from .checkpoint import CHECKPOINT, find_checkpoint, save_checkpoint
+from .train import RunDirError, Trainer, _json_safe, _naming, _prepare_run_dir, _write_text, trainer_from_checkpoint
+
+__all__ = ["CompressConfig", "compress", "COMPRESS_METHODS", "measure_latency"]
+
+COMPRESS_METHODS = ("group_lasso", "slimming", "l0", "magnitude")
+REPORT = "report.json"
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Options of ``normreg compress`` (flags = field names with dashes).
+
+    method : ``group_lasso`` | ``slimming`` | ``l0`` (channel penalties, proximal step) or
+        ``magnitude`` (the baseline: smallest channels of every layer, no regularization)
+    target_macs : fraction in (0, 1] of the dense G's multiply-adds to keep
+    sparse_steps : steps of sparse training (regularized methods)
+    finetune_steps : steps of fine-tuning after pruning
+    strength : λ of the channel penalty before the controller's factor
+    gain, interval : the MAC controller's log-step per unit of error, and steps between measurements
+    ramp : share of the sparse steps over which the MAC budget falls from 1 to ``target_macs``
+        (cubic, as in gradual pruning); the rest hold the target
+    lr : G's learning rate in both phases (0: the run's ``lr_g``)
+    latency_repeats : timed forward passes per generator, batch size and thread count
+    """
+
+    method: str = "group_lasso"
+    target_macs: float = 0.25
+    sparse_steps: int = 1000
+    finetune_steps: int = 500
+    strength: float = 5.0
+    gain: float = 1.0
+    interval: int = 10
+    ramp: float = 0.6
+    lr: float = 0.0
+    latency_repeats: int = 10
+
+    def __post_init__(self) -> None:
+        if self.method not in COMPRESS_METHODS:
+            raise ValueError(f"CompressConfig: 'method' must be one of {', '.join(COMPRESS_METHODS)}, got {self.method!r}")
+        t = self.target_macs
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
+            raise ValueError(
+                f"CompressConfig: 'target_macs' is the fraction of the dense G's multiply-adds to keep, in (0, 1]; got {t!r}"
+            )
+        for name, lo in (("sparse_steps", 0), ("finetune_steps", 0), ("interval", 1), ("latency_repeats", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"CompressConfig: {name!r} must be an int >= {lo}, got {v!r}")
+        for name, positive in (("strength", True), ("gain", True), ("lr", False)):
+            v = getattr(self, name)
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            if not ok or v < 0 or (positive and v == 0):
+                raise ValueError(f"CompressConfig: {name!r} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+        r = self.ramp
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
+            raise ValueError(f"CompressConfig: 'ramp' is a share of the sparse steps, in [0, 1]; got {r!r}")
+        if self.method != "magnitude" and self.sparse_steps == 0:
+            raise ValueError(f"CompressConfig: method {self.method!r} needs 'sparse_steps' >= 1 (sparse training)")
+
+
+def _say(msg: str) -> None:
+    print(f"normreg compress: {msg}", file=sys.stderr, flush=True)
+
+
+def _example(trainer: Trainer, n: int) -> torch.Tensor:
+    return trainer.eval_inputs["val"][:n]
+
+
+def _check_out_dir(out: Path, source: Path, overwrite: bool) -> None:
+    """The checks of ``_prepare_run_dir`` made before any work, so a bad --out costs nothing."""
+    if out.resolve() == source.resolve():
+        raise RunDirError(f"'out' {str(out)!r} is the run being compressed; pick another folder")
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"'out' {str(out)!r} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / REPORT).exists():
+            raise RunDirError(
+                f"'out' {str(out)!r} is not empty and holds no compressed run; pick a new or empty folder"
+            )
+        if not overwrite:
+            raise RunDirError(
+                f"'out' {str(out)!r} already holds a compressed run; pass overwrite=True (--overwrite) to replace it"
+            )
+
+
+@torch.no_grad()
+def measure_latency(
+    models: dict[str, nn.Module],
+    make_input,
+    batches: tuple[int, ...] = (1, 64),
+    threads: tuple[int, ...] = (1, 2),
+    repeats: int = 10,
+) -> list[dict[str, Any]]:
+    """Median forward time (ms, eval mode, ``no_grad``) of each model per batch size and thread
+    count; the models take turns (the order alternates every round), after one warm-up pass
+    each, so that a change in the machine's load hits them alike."""
+    saved = torch.get_num_threads()
+    rows = []
+    modes = {name: m.training for name, m in models.items()}
+    try:
+        for m in models.values():
+            m.eval()
+        for nt in threads:
+            torch.set_num_threads(nt)
+            for b in batches:
+                x = make_input(b)
+                times: dict[str, list[float]] = {name: [] for name in models}
+                names = list(models)
+                for name in names:
+                    models[name](x)
+                for r in range(repeats):
+                    for name in names if r % 2 == 0 else names[::-1]:
+                        t0 = time.perf_counter()
+                        models[name](x)
+                        times[name].append(time.perf_counter() - t0)
+                row: dict[str, Any] = {"threads": nt, "batch": b}
+                for name in names:
+                    row[f"{name}_ms"] = 1e3 * statistics.median(times[name])
+                rows.append(row)
+    finally:
+        torch.set_num_threads(saved)
+        for name, m in models.items():
+            m.train(modes[name])
+    return rows
+
+
+def _train_steps(
+    trainer: Trainer, n: int, phase: str, log: list[dict], extra=None, log_every: int = 10, progress: bool = True
+) -> None:
+    """``n`` trainer steps; a row in ``log`` every ``log_every`` steps, a progress line on stderr
+    about every tenth of the way."""
+    say_every = max(1, n // 10)
+    t0 = time.perf_counter()
+    for i in range(n):
+        trainer.step()
+        bad = trainer.first_nonfinite()
+        if bad is not None:
+            raise FloatingPointError(
+                f"{phase}: non-finite {bad[0]} = {bad[1]} at step {i + 1}; nothing was written. "
+                "Lower 'strength' or 'gain', or the learning rate ('lr')"
+            )
+        last = i + 1 == n
+        if (i + 1) % log_every == 0 or last:
+            terms = trainer.loss_terms()
+            row = {"phase": phase, "step": i + 1, **{k: terms[k] for k in ("g_total", "d_total", "g_recon") if k in terms}}
+            if extra is not None:
+                row.update(extra())
+            log.append(row)
+        if progress and ((i + 1) % say_every == 0 or last):
+            rate = (i + 1) / max(time.perf_counter() - t0, 1e-9)
+            row = log[-1]
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("phase", "step") and isinstance(v, float))
+            _say(f"{phase} step {i + 1}/{n}  {shown}  {rate:.2f} steps/s  ETA {(n - i - 1) / rate:.0f}s")
+
+
+def _plot(log: list[dict], target: float, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in log if r["phase"] == "sparse" and "mac_fraction" in r]
+    if not rows:
+        return
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    steps = [r["step"] for r in rows]
+    ax[0].plot(steps, [r["mac_fraction"] for r in rows], label="pruned G / dense G")
+    ax[0].plot(steps, [r["budget"] for r in rows], ls=":", c="gray", label="budget (ramp)")
+    ax[0].axhline(target, ls="--", c="k", lw=1, label=f"target {target:g}")
+    ax[0].set(xlabel="sparse-training step", ylabel="fraction of the dense MACs", ylim=(0, 1.05))
+    ax[0].legend(fontsize=8)
+    ax[1].semilogy(steps, [r["lambda"] for r in rows])
+    ax[1].set(xlabel="sparse-training step", ylabel="λ of the channel penalty")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _compare_grid(trainer: Trainer, dense: nn.Module, path: Path) -> None:
+    from .plots import save_grid
+
+    inputs = trainer.grid_inputs
+    a, b = trainer.generate(inputs, dense), trainer.generate(inputs)
+    if trainer.cfg.paired:
+        shown = inputs[:, : trainer.data.channels]
+        if trainer.cfg.task == "completion":
+            m = inputs[:, -1:]
+            shown = shown * (1 - m) + m * (-0.5)
+        save_grid([shown, a, b, trainer.grid_targets], path)
+    else:
+        save_grid([a, b], path)
+
+
+def compress(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    config: CompressConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Compress the generator of the trained run in ``run_dir`` into ``out_dir``.
+
+    See the module docstring for the phases. Everything is checked before the work starts
+    (a run directory without a checkpoint, a bad config, a model that cannot be pruned, an
+    ``out_dir`` that is not new, empty or a compressed run: ``ValueError`` and nothing
+    written); the output is written only once the pruned G has passed its check.
+
+    Returns the report (also ``out_dir/report.json``).
+    """
+    config = config or CompressConfig()
+    if not isinstance(config, CompressConfig):
+        raise TypeError(f"'config' must be a CompressConfig, got {type(config).__name__}")
+    source, out = Path(run_dir), Path(out_dir)
+    if not source.is_dir():
+        raise RunDirError(f"'run_dir' {str(source)!r} is not a folder: give the run directory of a normreg train run")
+    find_checkpoint(source)  # CheckpointError (a ValueError) naming what is missing
+    _check_out_dir(out, source, overwrite)
+    t_start = time.perf_counter()
+    trainer = trainer_from_checkpoint(source, device=device)
+    cfg = trainer.cfg
+    if trainer.dist is not None:
+        raise ValueError("normreg compress runs on one process")
+    G = trainer.G
+    if not prunable_layers(G):
+        raise ValueError(f"the run's generator ({type(G).__name__}) has no layer whose channels can be removed")
+    example = _example(trainer, 8)
+    try:
+        prune_zero_channels(G, example)  # can torch-pruning trace this model at all?
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"the run's generator ({type(G).__name__}) cannot be pruned: {e}") from e
+    if progress:
+        _say(f"{source} -> {out}: method {config.method}, keep {config.target_macs:g} of the MACs")
+    one = tuple(example[:1].shape)
+    dense_sampler = copy.deepcopy(trainer.sampler).requires_grad_(False)
+    dense_macs = count_macs(G, one)
+    dense_params = sum(p.numel() for p in G.parameters())
+    dense_metrics = trainer.evaluate("test")
+    dense_val = trainer.evaluate("val")
+    lr = config.lr or cfg.lr_g
+    log: list[dict] = []
+    step0 = trainer.step_
+    trainer.pen_g = False  # G's own weight penalty (if any) gives way to the channel penalty
+    # -- 1. sparse training / magnitude ------------------------------------------------------
+    if config.method == "magnitude":
+        sparse, share = magnitude_to_macs(G, example[:1], config.target_macs)
+        sparse_info: dict[str, Any] = {"share_zeroed_per_layer": share}
+    else:
+        ctl = MacController(
+            G, example[:1], config.target_macs, gain=config.gain, interval=config.interval,
+            ramp_steps=int(round(config.ramp * config.sparse_steps)),
+        )
+        groups = channel_groups(G, config.method, config.strength)
+        for g in groups:  # elementwise prox in Adam's metric: a channel's own gradients defend it
+            if g.get("penalty") is not None and g["penalty"].__class__.__name__ in ("L1", "L0"):
+                g["precondition_prox"] = True
+        trainer.opt_g = normreg.optim.ProxAdam(groups, lr=lr, betas=cfg.betas, penalty_mode="prox", penalty_schedule=ctl)
+
+        def state() -> dict[str, Any]:
+            zero, total = count_zero_channels(G, running_stats=False)
+            return {"mac_fraction": ctl.last_fraction, "budget": ctl.current_target(),
+                    "lambda": config.strength * ctl.factor, "zero_channels": zero, "channels": total}
+
+        _train_steps(trainer, config.sparse_steps, "sparse", log, state, config.interval, progress)
+        sparse = G
+        sparse_info = {"final_lambda": config.strength * ctl.factor, "controller": ctl.state_dict()}
+    settled = settle_zero_channels(sparse)
+    topped = 0
+    if config.method != "magnitude":
+        # λ steers the exact zeros to the budget; what is left above it (a controller that did
+        # not settle in time) goes by the method's own criterion, one threshold over all layers.
+        sparse, topped = top_up_to_macs(sparse, example[:1], config.target_macs,
+                                        "scale" if config.method == "slimming" else "norm")
+        sparse_info["topped_up_channels"] = topped
+        if topped and progress:
+            _say(f"{topped} more channel(s) zeroed by {'|scale|' if config.method == 'slimming' else 'norm'} "
+                 "to meet the MAC budget")
+    # -- 2. prune, and check ------------------------------------------------------------------
+    small = prune_zero_channels(sparse, example)
+    check_inputs = trainer.eval_inputs["val"][:256]
+    ref = trainer.generate(check_inputs, sparse)
+    got = trainer.generate(check_inputs, small)
+    diff = float((ref.double() - got.double()).abs().max())
+    if not diff <= TOLERANCE:
+        raise PruneError(
+            f"the pruned G differs from the sparse G by {diff:.3g} (> {TOLERANCE:g}) on the validation inputs; nothing was written"
+        )
+    macs = count_macs(small, one)
+    zero, total = count_zero_channels(sparse)
+    if progress:
+        _say(
+            f"pruned {zero} of {total} channels: {macs / dense_macs:.3f} of the dense MACs "
+            f"(target {config.target_macs:g}), outputs equal to {diff:.2g}"
+        )
+    # -- 3. fine-tune ---------------------------------------------------------------------------
+    trainer.G = small.train()
+    trainer.opt_g = torch.optim.Adam([p for p in small.parameters() if p.requires_grad], lr=lr, betas=cfg.betas)
+    if trainer.G_ema is not None:
+        trainer.G_ema = copy.deepcopy(small).requires_grad_(False)
+        trainer.ema_start = trainer.step_
+    if config.finetune_steps:
+        _train_steps(trainer, config.finetune_steps, "finetune", log, None, config.interval, progress)
+    metrics = trainer.evaluate("test")
+    val = trainer.evaluate("val")
+    # -- 4. latency and report ------------------------------------------------------------------
+    if progress:
+        _say("timing the dense and the compressed G (batch 1 and 64, 1 and 2 threads)")
+
+    def make_input(b: int) -> torch.Tensor:
+        x = trainer.eval_inputs["val"]
+        return x[torch.arange(b) % x.shape[0]]
+
+    latency = measure_latency({"dense": dense_sampler, "compressed": trainer.sampler}, make_input, repeats=config.latency_repeats)
+    for row in latency:
+        row["speedup"] = row["dense_ms"] / row["compressed_ms"]
+    params = sum(p.numel() for p in small.parameters())
+    # the compressed run's config: no weight penalty on G (the checkpoint's G is plain Adam's)
+    if cfg.penalty_on == "g":
+        new_cfg = cfg.replace(weight_penalty="none", steps=trainer.step_)
+    elif cfg.penalty_on == "both":
+        new_cfg = cfg.replace(penalty_on="d", steps=trainer.step_)
+    else:
+        new_cfg = cfg.replace(steps=trainer.step_)
+    trainer.cfg = new_cfg
+    info = {
+        "source": str(source),
+        "source_step": step0,
+        "config": asdict(config),
+        "dense_macs": dense_macs,
+        "macs": macs,
+        "mac_fraction": macs / dense_macs,
+        "target_met": macs / dense_macs <= config.target_macs + 1e-12,
+        "dense_params": dense_params,
+        "params": params,
+        "pruned_channels": zero,
+        "prunable_channels": total,
+        "settled_running_means": settled,
+        "check_max_abs_diff": diff,
+        **sparse_info,
+    }
+    trainer.compressed = {k: v for k, v in info.items() if k != "config"} | {"method": config.method}
+    report = _json_safe(
+        {
+            **info,
+            "task": cfg.task,
+            "dataset": cfg.dataset,
+            "image_size": trainer.data.image_size,
+            "dense": {"test": dense_metrics, "val": dense_val},
+            "compressed": {"test": metrics, "val": val},
+            "latency": latency,
+            "log": log,
+            "seconds": round(time.perf_counter() - t_start, 1),
+            "normreg_version": normreg.__version__,
+        }
+    )
+    if not report["target_met"]:
+        _say(
+            f"warning: the pruned G keeps {report['mac_fraction']:.3f} of the MACs, above the target "
+            f"{config.target_macs:g}: give more 'sparse_steps' or a larger 'gain'"
+        )
+    # -- write ------------------------------------------------------------------------------------
+    with _naming(out):
+        _prepare_run_dir(out, overwrite=(out / REPORT).exists())  # _check_out_dir allowed it
+        _write_text(out / "config.toml", new_cfg.to_toml())
+        save_checkpoint(trainer.state_dict(), out)
+        trainer.sample_grid(out / "samples" / "final.png")
+        _compare_grid(trainer, dense_sampler, out / "compare.png")
+        _plot(log, config.target_macs, out / "compress.png")
+        summary = {
+            "status": "finished",
+            "task": cfg.task,
+            "dataset": cfg.dataset,
+            "steps": trainer.step_,
+            "finished": True,
+            "compressed_from": str(source),
+            "params_g": params,
+            "params_d": sum(p.numel() for p in trainer.D.parameters()) if trainer.D is not None else 0,
+            "metrics": metrics,
+            "val_metrics": val,
+            "checkpoint": CHECKPOINT,
+        }
+        _write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
+        _write_text(out / "report.md", report_markdown(report))
+        _write_text(out / REPORT, json.dumps(report, indent=2) + "\n")
+    if progress:
+        _say(f"done in {report['seconds']:.0f} s: {out / 'report.md'}")
+    return report
+
+
+def _fmt(v: Any, spec: str = ".4g") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def report_markdown(r: dict[str, Any]) -> str:
+    """The report as a Markdown page."""
+    c = r["config"]
+    lines = [
+        f"# Compressed generator: {c['method']}, target {c['target_macs']:g} of the MACs",
+        "",
+        f"From `{r['source']}` (step {r['source_step']}; {r['task']} on {r['dataset']}, {r['image_size']} px): "
+        f"{c['sparse_steps'] if c['method'] != 'magnitude' else 0} sparse-training steps, "
+        f"{c['finetune_steps']} fine-tuning steps, {r['seconds']:.0f} s.",
+        "",
+        "| | dense G | compressed G | ratio |",
+        "|---|---|---|---|",
+        f"| parameters | {r['dense_params']:,} | {r['params']:,} | {r['params'] / r['dense_params']:.3f} |",
+        f"| MACs per image | {r['dense_macs']:,} | {r['macs']:,} | {r['mac_fraction']:.3f} |",
+    ]
+    for key, name in (("psnr", "test PSNR (dB)"), ("ssim", "test SSIM"), ("classifier_score", "classifier score"),
+                      ("kid", "KID × 10³")):
+        a, b = r["dense"]["test"].get(key), r["compressed"]["test"].get(key)
+        if a is None and b is None:
+            continue
+        lines.append(f"| {name} | {_fmt(a)} | {_fmt(b)} | |")
+    base = r["dense"]["test"].get("baseline_psnr")
+    lines += [
+        "",
+        f"Pruned {r['pruned_channels']} of {r['prunable_channels']} prunable channels; the pruned G's outputs equal "
+        f"the sparse G's to {r['check_max_abs_diff']:.2g} (max abs, validation inputs)"
+        + (f"; the trivial answer's test PSNR is {base:.4g} dB." if base is not None else "."),
+        "" if r["target_met"] else f"**The target was not reached** ({r['mac_fraction']:.3f} > {c['target_macs']:g}).",
+        "",
+        "CPU latency (median ms per forward pass; the two generators took turns):",
+        "",
+        "| threads | batch | dense (ms) | compressed (ms) | speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    for row in r["latency"]:
+        lines.append(
+            f"| {row['threads']} | {row['batch']} | {row['dense_ms']:.3g} | {row['compressed_ms']:.3g} | {row['speedup']:.2f}x |"
+        )
+    lines += ["", "![MACs and λ over the sparse steps](compress.png)", "", "![dense vs compressed](compare.png)", ""]
+    return "\n".join(lines)
