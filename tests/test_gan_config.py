@@ -119,3 +119,16 @@ def test_replace_validates_and_rejects_unknown_fields():
         cfg.replace(recon_weight=-2.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.steps = 3  # type: ignore[misc]
+
+
+def test_adv_weight_default_depends_on_the_task(tmp_path):
+    from normreg.gan.config import default_adv_weight
+
+    assert TrainConfig().adv_weight == 1.0 == default_adv_weight("completion")
+    assert TrainConfig(task="superres").adv_weight == 0.1
+    assert TrainConfig(task="superres", adv_weight=1).adv_weight == 1.0  # given: kept (as a float)
+    assert TrainConfig(task="superres", adv_weight=0.0).adv_weight == 0.0
+    c = TrainConfig(task="superres")
+    c.to_toml(tmp_path / "c.toml")
+    assert "adv_weight = 0.1" in (tmp_path / "c.toml").read_text()  # the effective value is written
+    assert TrainConfig.from_toml(tmp_path / "c.toml").adv_weight == 0.1
