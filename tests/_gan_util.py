@@ -7,8 +7,6 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from normreg.gan import TrainConfig
 
@@ -28,16 +26,6 @@ TINY = dict(
 
 def tiny(**changes) -> TrainConfig:
     return TrainConfig(**{**TINY, **changes})
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_and_cache(monkeypatch, tmp_path_factory):
-    """One torch thread (tiny models; the machine is shared) and a per-session cache folder."""
-    monkeypatch.setenv("NORMREG_CACHE", str(tmp_path_factory.getbasetemp() / "normreg-cache"))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_pngs(

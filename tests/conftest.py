@@ -45,3 +45,13 @@ def num_threads(n: int):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread_and_cache(monkeypatch, tmp_path_factory):
+    """GAN tests (``pytestmark = pytest.mark.usefixtures("one_thread_and_cache")``): one torch thread (tiny models; the machine is shared) and a per-session cache folder."""
+    monkeypatch.setenv("NORMREG_CACHE", str(tmp_path_factory.getbasetemp() / "normreg-cache"))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

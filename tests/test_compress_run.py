@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from _gan_util import _one_thread_and_cache, tiny  # noqa: F401
+from _gan_util import tiny
 from torch import nn
 
 import normreg
@@ -31,6 +31,8 @@ from normreg.compress import (
 from normreg.gan import evaluate, train
 from normreg.gan.compress import CompressConfig, compress, measure_latency
 from normreg.gan.models import DCGANGenerator, UNetGenerator, init_weights
+
+pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 
 pytest.importorskip("torch_pruning")
 

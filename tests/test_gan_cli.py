@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from _gan_util import TINY, _one_thread_and_cache, write_pngs  # noqa: F401
+from _gan_util import TINY, write_pngs
 
 from normreg.cli import main
 from normreg.gan import TrainConfig, load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 
 TINY_FLAGS = [
     "--steps",

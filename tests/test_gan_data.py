@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _gan_util import _one_thread_and_cache, tiny, write_idx, write_pngs  # noqa: F401
+from _gan_util import tiny, write_idx, write_pngs
 
 from normreg.gan import TrainConfig, load_data
 from normreg.gan.data import completion_mask, make_inputs, read_idx, split_indices
+
+pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 
 
 def test_digits_match_sklearn_scaled_to_unit_range():

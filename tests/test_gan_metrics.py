@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from _gan_util import _one_thread_and_cache  # noqa: F401
 
 from normreg.gan import TrainConfig, load_data
 from normreg.gan.metrics import kid, load_or_train_classifier, psnr, ssim
+
+pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 
 
 def test_psnr_of_identical_images_is_inf():

@@ -10,11 +10,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _gan_util import _one_thread_and_cache, tiny, write_pngs  # noqa: F401
+from _gan_util import tiny, write_pngs
 
 from normreg.gan import Trainer, load_checkpoint, train, trainer_from_checkpoint
 from normreg.gan.checkpoint import save_checkpoint
 from normreg.gan.data import make_inputs
+
+pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 
 
 def _photo_folder(tmp_path, n=6, h=24, w=32, seed=0):

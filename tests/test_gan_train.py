@@ -9,11 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from _gan_util import _one_thread_and_cache, checkpoint_tensors, tiny, write_idx, write_pngs  # noqa: F401
+from _gan_util import checkpoint_tensors, tiny, write_idx, write_pngs
 
 import normreg
 from normreg.gan import CheckpointError, RunDirError, TrainConfig, Trainer, evaluate, load_checkpoint, train
 from normreg.gan.checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 
 
 def _check_run_dir(run, cfg):

@@ -15,7 +15,7 @@ import random
 import pytest
 import torch
 from _fake_trainer import FakeTrainer
-from _gan_util import _one_thread_and_cache, checkpoint_tensors, tiny  # noqa: F401
+from _gan_util import checkpoint_tensors, tiny
 
 import normreg.gan.checkpoint as ckpt_mod
 from normreg.cli import main
@@ -25,6 +25,8 @@ from normreg.gan.plots import plot_curves
 from normreg.gan.train import NonFiniteError, Trainer
 from normreg.study import sweep
 from normreg.study.report import fmt_pm
+
+pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from _gan_util import _one_thread_and_cache, checkpoint_tensors, tiny  # noqa: F401
+from _gan_util import checkpoint_tensors, tiny
 
 from normreg.gan import TrainConfig, load_checkpoint, train, trainer_from_checkpoint
 from normreg.stability import AdaptiveLambda
+
+pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 
 ADAPTIVE = dict(task="unconditional", weight_penalty="l2", weight_penalty_strength=1.0, penalty_on="d",
                 penalty_schedule="adaptive", adaptive_target=0.6, adaptive_gain=0.5, adaptive_interval=1)

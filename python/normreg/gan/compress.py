@@ -35,21 +35,29 @@ from torch import nn
 
 import normreg
 from normreg.compress import (
+    TOLERANCE,
     MacController,
     PruneError,
-    TOLERANCE,
     channel_groups,
     count_macs,
     count_zero_channels,
     magnitude_to_macs,
     prunable_layers,
-    top_up_to_macs,
     prune_zero_channels,
     settle_zero_channels,
+    top_up_to_macs,
 )
 
 from .checkpoint import CHECKPOINT, find_checkpoint, save_checkpoint
-from .train import RunDirError, Trainer, _json_safe, _naming, _prepare_run_dir, _write_text, trainer_from_checkpoint
+from .train import (
+    RunDirError,
+    Trainer,
+    _json_safe,
+    _naming,
+    _prepare_run_dir,
+    _write_text,
+    trainer_from_checkpoint,
+)
 
 __all__ = ["CompressConfig", "compress", "COMPRESS_METHODS", "measure_latency"]
 
