@@ -83,7 +83,7 @@ def zero_smallest_channels(model: nn.Module, fraction: float) -> int:
 @torch.no_grad()
 def zero_below(model: nn.Module, scores: dict[str, torch.Tensor], threshold: float) -> int:
     """Zero every channel whose score is ``<= threshold`` (keeping each layer's best one);
-    returns how many channels that zeroed. In place."""
+    returns how many channels that zeroed (with a non-zero score before). In place."""
     total = 0
     for p in prunable_layers(model):
         s = scores.get(p.name)
@@ -94,7 +94,7 @@ def zero_below(model: nn.Module, scores: dict[str, torch.Tensor], threshold: flo
             rows[s.argmax()] = False
         if rows.any():
             _zero_rows(p, rows)
-            total += int(rows.sum())
+            total += int((rows & (s > 0)).sum())  # channels that were not zero already
     return total
 
 

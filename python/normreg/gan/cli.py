@@ -457,6 +457,6 @@ def compress_main(args: argparse.Namespace) -> int:
         if dense.get(key) is not None:
             print(f"  test {key}: dense {dense[key]:.4g}  compressed {comp[key]:.4g}")
     for row in report["latency"]:
-        print(f"  latency, {row['threads']} thread(s), batch {row['batch']}: {row['speedup']:.2f}x faster")
+        print(f"  latency, {row['threads']} thread(s), batch {row['batch']}: {row['dense_ms']:.3g} -> {row['compressed_ms']:.3g} ms (speed-up {row['speedup']:.2f}x)")
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0

@@ -488,5 +488,7 @@ def report_markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {row['threads']} | {row['batch']} | {row['dense_ms']:.3g} | {row['compressed_ms']:.3g} | {row['speedup']:.2f}x |"
         )
-    lines += ["", "![MACs and λ over the sparse steps](compress.png)", "", "![dense vs compressed](compare.png)", ""]
+    if c["method"] != "magnitude":
+        lines += ["", "![MACs and λ over the sparse steps](compress.png)"]
+    lines += ["", "Rows: input, dense G, compressed G, target.", "", "![dense vs compressed](compare.png)", ""]
     return "\n".join(lines)
