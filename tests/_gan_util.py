@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from normreg.gan import TrainConfig
 
@@ -73,3 +74,16 @@ def checkpoint_tensors(state, prefix=""):
     else:
         out[prefix] = state
     return out
+
+
+def assert_same_checkpoints(a: Path, b: Path) -> None:
+    """The checkpoints of run directories ``a`` and ``b`` hold the same tensors and numbers, bit for bit."""
+    from normreg.gan.checkpoint import load_checkpoint
+
+    ta, tb = checkpoint_tensors(load_checkpoint(a)), checkpoint_tensors(load_checkpoint(b))
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        if isinstance(ta[k], torch.Tensor):
+            assert torch.equal(ta[k], tb[k]), k
+        else:
+            assert ta[k] == tb[k], k

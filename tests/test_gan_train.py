@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _gan_util import checkpoint_tensors, tiny, write_idx, write_pngs
+from _gan_util import assert_same_checkpoints, tiny, write_idx, write_pngs
 
 import normreg
 from normreg.gan import CheckpointError, RunDirError, TrainConfig, Trainer, evaluate, load_checkpoint, train
@@ -107,14 +107,7 @@ def test_resume_is_bit_exact(tmp_path, changes):
     part = train(cfg, tmp_path / "resumed", progress=False, stop_after=3)
     assert part["steps"] == 3 and not part["finished"]
     train(cfg, tmp_path / "resumed", progress=False, resume=True)
-    a = checkpoint_tensors(load_checkpoint(tmp_path / "straight"))
-    b = checkpoint_tensors(load_checkpoint(tmp_path / "resumed"))
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], torch.Tensor):
-            assert torch.equal(a[k], b[k]), k
-        else:
-            assert a[k] == b[k], k
+    assert_same_checkpoints(tmp_path / "straight", tmp_path / "resumed")
     assert (tmp_path / "straight" / "log.jsonl").read_text() == (
         tmp_path / "resumed" / "log.jsonl"
     ).read_text()

@@ -15,7 +15,7 @@ import random
 import pytest
 import torch
 from _fake_trainer import FakeTrainer
-from _gan_util import checkpoint_tensors, tiny
+from _gan_util import assert_same_checkpoints, tiny
 
 import normreg.gan.checkpoint as ckpt_mod
 from normreg.cli import main
@@ -49,13 +49,7 @@ SMALL = dict(steps=4, eval_every=4, sample_every=4, checkpoint_every=2, eval_sam
 
 def _assert_same_run(a, b):
     """Two run directories hold the same final checkpoint, losses and metrics, bit for bit."""
-    ta, tb = checkpoint_tensors(load_checkpoint(a)), checkpoint_tensors(load_checkpoint(b))
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        if isinstance(ta[k], torch.Tensor):
-            assert torch.equal(ta[k], tb[k]), k
-        else:
-            assert ta[k] == tb[k], k
+    assert_same_checkpoints(a, b)
     for name in ("log.jsonl", "metrics.csv"):
         assert (a / name).read_text() == (b / name).read_text(), name
 

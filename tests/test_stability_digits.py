@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _gan_util import checkpoint_tensors, tiny
+from _gan_util import assert_same_checkpoints, tiny
 
 from normreg.gan import TrainConfig, load_checkpoint, train, trainer_from_checkpoint
 from normreg.stability import AdaptiveLambda
@@ -54,14 +54,7 @@ def test_resume_is_bit_exact(tmp_path, changes):
     ctrl = load_checkpoint(tmp_path / "resumed")["schedules"]["penalty"]["controller"]
     assert ctrl["count"] == 1 and ctrl["adjustments"] == 1  # a half-filled average is in the checkpoint
     train(cfg, tmp_path / "resumed", progress=False, resume=True)
-    a = checkpoint_tensors(load_checkpoint(tmp_path / "straight"))
-    b = checkpoint_tensors(load_checkpoint(tmp_path / "resumed"))
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], torch.Tensor):
-            assert torch.equal(a[k], b[k]), k
-        else:
-            assert a[k] == b[k], k
+    assert_same_checkpoints(tmp_path / "straight", tmp_path / "resumed")
     assert (tmp_path / "straight" / "log.jsonl").read_text() == (tmp_path / "resumed" / "log.jsonl").read_text()
     lams = [r["lam_d"] for r in _logs(tmp_path / "straight")]
     assert len(set(lams)) > 1  # the controller moved λ, so the resumed run had state to restore

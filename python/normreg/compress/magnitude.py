@@ -112,7 +112,7 @@ def top_up_to_macs(model: nn.Module, example_input, target: float, kind: str = "
 
     def zeroed(i: int):
         m = copy.deepcopy(model)
-        n = zero_below(m, channel_scores(m, kind), float(flat[i])) if i >= 0 else 0
+        n = zero_below(m, scores, float(flat[i])) if i >= 0 else 0  # the copy scores as model
         return m, n, macs_after_pruning(m, example_input, shape) / dense
 
     best, n_best, f = zeroed(hi)
