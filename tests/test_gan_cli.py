@@ -69,6 +69,15 @@ def test_train_flags_and_config_file(tmp_path, capsys):
     assert json.loads((run / "summary.json").read_text())["steps"] == TINY["steps"]
 
 
+@pytest.mark.parametrize("extra,expected", [([], 0.01), (["--adv-weight", "1"], 1.0)])
+def test_task_flag_gets_the_tasks_adv_weight_default(tmp_path, capsys, extra, expected):
+    # `--task superres` alone used to keep pix2pix's adv_weight 1 that TrainConfig() resolved
+    run = tmp_path / "run"
+    argv = ["train", "--task", "superres", *TINY_FLAGS, "--steps", "1", "-o", str(run), *extra]
+    assert main(argv) == 0
+    assert TrainConfig.from_toml(run / "config.toml").adv_weight == expected
+
+
 @pytest.mark.parametrize(
     "argv,match",
     [

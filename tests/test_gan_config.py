@@ -125,10 +125,17 @@ def test_adv_weight_default_depends_on_the_task(tmp_path):
     from normreg.gan.config import default_adv_weight
 
     assert TrainConfig().adv_weight == 1.0 == default_adv_weight("completion")
-    assert TrainConfig(task="superres").adv_weight == 0.1
+    assert TrainConfig(task="superres").adv_weight == 0.01 == default_adv_weight("superres")
     assert TrainConfig(task="superres", adv_weight=1).adv_weight == 1.0  # given: kept (as a float)
     assert TrainConfig(task="superres", adv_weight=0.0).adv_weight == 0.0
     c = TrainConfig(task="superres")
     c.to_toml(tmp_path / "c.toml")
-    assert "adv_weight = 0.1" in (tmp_path / "c.toml").read_text()  # the effective value is written
-    assert TrainConfig.from_toml(tmp_path / "c.toml").adv_weight == 0.1
+    assert "adv_weight = 0.01" in (tmp_path / "c.toml").read_text()  # the effective value is written
+    assert TrainConfig.from_toml(tmp_path / "c.toml").adv_weight == 0.01
+    # a task changed by replace() (the CLI's path: TrainConfig() then the flags) re-derives the
+    # default, and keeps a weight that is not the old task's default
+    assert TrainConfig().replace(task="superres").adv_weight == 0.01
+    assert TrainConfig(task="superres").replace(task="denoise").adv_weight == 1.0
+    assert TrainConfig().replace(task="superres", adv_weight=1.0).adv_weight == 1.0
+    assert TrainConfig(adv_weight=0.5).replace(task="superres").adv_weight == 0.5
+    assert TrainConfig(task="superres").replace(steps=3).adv_weight == 0.01

@@ -44,7 +44,7 @@ _HELP = {
     "dropout": "U-Net decoder dropout (pix2pix: 0.5)",
     "betas": "Adam betas (two numbers)",
     "adv_weight": "weight of the GAN term in G's loss; 0 trains the reconstruction alone (no D) "
-    "(default: 1, or 0.1 for superres)",
+    "(default: 1, or 0.01 for superres)",
     "conditional_d": "paired tasks: D sees G's input beside the image (cGAN)",
     "recon": _alts(RECONS),
     "recon_weight": "lambda of the reconstruction term (pix2pix: 100)",

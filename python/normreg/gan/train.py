@@ -229,7 +229,7 @@ class Trainer:
                     f"(at least {MIN_FOLD_IMAGES} images per fold; 5 or 10 is usual)"
                 )
         self.train_x = d.split("train")[0].to(self.device)
-        self._epoch: tuple[int, Tensor] | None = None  # random_crop: this epoch's crops
+        self._epoch: tuple[int, Tensor] | None = None  # this epoch's crops or permutation
         for msg in data_warnings(cfg, d):
             warnings.warn(msg, UserWarning, stacklevel=2)
         n = self.train_x.shape[0]
@@ -323,14 +323,17 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------------
     def _batch(self, step: int) -> Tensor:
+        # Each epoch's draw (a function of seed and epoch only, so resume is exact) is made
+        # once, at its first batch: the crops of the photos, or the permutation of the images.
         epoch, i = divmod(step, self.batches_per_epoch)
-        g = torch.Generator().manual_seed(1_000_003 * self.cfg.seed + epoch)
-        if self.data.crop_source is not None:  # new random crops of the photos every epoch
-            if self._epoch is None or self._epoch[0] != epoch:
+        if self._epoch is None or self._epoch[0] != epoch:
+            g = torch.Generator().manual_seed(1_000_003 * self.cfg.seed + epoch)
+            if self.data.crop_source is not None:  # new random crops of the photos every epoch
                 self._epoch = (epoch, self.data.crop_source.crops(g)[0].to(self.device))
-            return self._epoch[1][i * self.batch : (i + 1) * self.batch]
-        perm = torch.randperm(self.train_x.shape[0], generator=g)
-        return self.train_x[perm[i * self.batch : (i + 1) * self.batch]]
+            else:
+                self._epoch = (epoch, torch.randperm(self.train_x.shape[0], generator=g))
+        rows = self._epoch[1][i * self.batch : (i + 1) * self.batch]
+        return rows if self.data.crop_source is not None else self.train_x[rows]
 
     @staticmethod
     def _penalized(groups) -> list[Tensor]:
@@ -397,13 +400,14 @@ class Trainer:
             if self.pen_d:
                 self._apply_penalty_before(self.groups_d, penalty, loss_d)
             self.opt_d.zero_grad(set_to_none=True)
-            sum(loss_d).backward()
+            total_d = sum(loss_d)
+            total_d.backward()
             if self.pen_d:
                 self._apply_penalty_after(self.opt_d, self.groups_d, penalty)
             self.opt_d.step()
             if self.adaptive:
                 self.penalty_schedule.step()  # adjusts λ after this step (which used lam_d of lambdas(t))
-            terms["d_total"] = sum(loss_d).detach()
+            terms["d_total"] = total_d.detach()
             self.D.requires_grad_(False)
         # -- G ------------------------------------------------------------------------------
         loss_g: list[Tensor] = []
@@ -423,11 +427,12 @@ class Trainer:
         if self.pen_g:
             self._apply_penalty_before(self.groups_g, penalty, loss_g)
         self.opt_g.zero_grad(set_to_none=True)
-        sum(loss_g).backward()
+        total_g = sum(loss_g)
+        total_g.backward()
         if self.pen_g:
             self._apply_penalty_after(self.opt_g, self.groups_g, penalty)
         self.opt_g.step()
-        terms["g_total"] = sum(loss_g).detach()
+        terms["g_total"] = total_g.detach()
         self._update_ema(t)
         self.step_ = t + 1
         self._last = ({k: v.detach() for k, v in terms.items()}, lam)
@@ -496,8 +501,11 @@ class Trainer:
         decay = min(self.cfg.ema_decay, (1 + k) / (10 + k))
         ema_p = list(self.G_ema.parameters())
         torch._foreach_lerp_(ema_p, [p.detach() for p in self.G.parameters()], 1.0 - decay)
-        for be, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
-            be.copy_(b)
+        bufs_ema, bufs = list(self.G_ema.buffers()), list(self.G.buffers())
+        if len(bufs_ema) != len(bufs):
+            raise RuntimeError(f"EMA-G has {len(bufs_ema)} buffers and G {len(bufs)}: they must be copies")
+        if bufs:
+            torch._foreach_copy_(bufs_ema, bufs)
 
     # -- generation and evaluation ---------------------------------------------------------------
     @property
