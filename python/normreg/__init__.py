@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from . import functional, losses, optim, prox
+from . import distributed, functional, losses, optim, prox
 from ._groups import param_groups
 from ._loader import _C
 from .penalties import L0, L1, ElasticNet, GroupLasso, L2Norm, Linf, Penalty, SquaredL2, Sum
@@ -29,6 +29,7 @@ __all__ = [
     "L0",
     "Penalty",
     "Sum",
+    "distributed",
     "functional",
     "losses",
     "optim",

@@ -43,6 +43,7 @@ are kept from the forward); it is once-differentiable (no ``create_graph``).
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from collections.abc import Sequence
@@ -53,8 +54,24 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._bridge import TensorList, as_tensors, checked_grads, paired, tensor_list, trainable
+from . import _reference as ref
+from . import prox
+from ._bridge import (
+    TensorList,
+    as_tensors,
+    check_strength,
+    checked_grads,
+    dtensor_args,  # noqa: F401  (re-exported: part of this module's API)
+    groups_have_dtensor,  # noqa: F401
+    paired,
+    register_distributed,
+    tensor_list,
+    trainable,
+)
 from ._loader import _C
+from .penalties import L0, GroupLasso, Sum
+from .prox import ProxStats, _check_plan_params
+from .prox import _plan as prox_plan
 
 __all__ = [
     "sharded_value",
@@ -484,8 +501,6 @@ class _Linf(_Term):
         if tl.on_cpu:
             _C.penalty_grad("linf", tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, s1, [0.0], scale, accumulate)
         else:
-            from . import _reference as ref
-
             with torch.no_grad():
                 for w, g, s in zip(tl.tensors, grads.tensors, s1, strict=True):
                     d = ref.penalty_grad("linf", [w], s)[0] * scale
@@ -494,8 +509,6 @@ class _Linf(_Term):
 
 
 def _terms(penalty, tl: TensorList, geo: list[_Geo] | None = None) -> list[_Term]:
-    from .penalties import GroupLasso, Sum
-
     parts = penalty._parts() if isinstance(penalty, Sum) else [penalty]
     out: list[_Term] = []
     for p in parts:
@@ -677,8 +690,6 @@ def sharded_add_grad_(penalty, params, process_group) -> float:
     Frozen tensors (``requires_grad=False``) are skipped, as without a process group; every
     rank must then skip the same tensors.
     """
-    from .penalties import L0, Sum
-
     if isinstance(penalty, L0) or (
         isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms)
     ):
@@ -698,8 +709,6 @@ def sharded_add_grad_(penalty, params, process_group) -> float:
 def _prox_plan(penalty):
     """The prox's normal form of ``penalty`` (l1, l2, l0, norm); raises for sums whose prox
     has no closed form, exactly as without a process group."""
-    from . import prox
-
     with prox._named("prox_"):
         return prox._plan(penalty)
 
@@ -719,9 +728,6 @@ def sharded_prox_(penalty, params, step: float, process_group):
 
 
 def _prox_shards(penalty, params, step: float, pg, geo: list[_Geo] | None = None):
-    from . import prox
-    from ._bridge import check_strength
-
     rank, world = dist.get_rank(pg), dist.get_world_size(pg)
     err: BaseException | None = None
     tl: TensorList | None = None
@@ -760,8 +766,6 @@ def _prox_shards(penalty, params, step: float, pg, geo: list[_Geo] | None = None
 
 
 def _norm_prox_sharded(tl: TensorList, plan, step: float, shapes, spans, pg, dev) -> list[int]:
-    from . import prox
-
     t, s, d = step * plan.l1, step * plan.norm[1], 1.0 / (1.0 + step * plan.l2)
     if t > 0:
         prox.soft_threshold_(tl.tensors, step, plan.l1)  # elementwise: exact on each shard
@@ -822,8 +826,6 @@ def _norm_prox_sharded(tl: TensorList, plan, step: float, shapes, spans, pg, dev
 
 def _linf_prox_sharded(tl: TensorList, s: float, pg, dev, world: int, rank: int) -> list[int]:
     """All-gather each logical tensor, take its prox on every rank, keep this rank's slice."""
-    from . import prox
-
     sizes = torch.tensor([t.numel() for t in tl.tensors], dtype=torch.float64, device=dev)
     all_sizes = [torch.empty_like(sizes) for _ in range(world)]
     dist.all_gather(all_sizes, sizes, group=pg)
@@ -873,46 +875,6 @@ def _linf_prox_sharded(tl: TensorList, s: float, pg, dev, world: int, rank: int)
 # holds copies: nothing is combined over it). Tensors are handled in parts, one per
 # process group (fully replicated tensors: a local part, no collective); penalties are sums
 # over tensors, so the parts add.
-
-_DT_MODULE = "torch.distributed.tensor"
-_MODULES = sys.modules  # no DTensor can exist before torch.distributed.tensor is imported
-_dt_types: dict[type, bool] = {}  # type -> is it a DTensor subclass (cached)
-
-
-def _is_dt_type(tp: type) -> bool:
-    hit = _dt_types.get(tp)
-    if hit is None:
-        from torch.distributed.tensor import DTensor
-
-        hit = _dt_types[tp] = issubclass(tp, DTensor)
-    return hit
-
-
-def dtensor_args(params):
-    """``(params, has_dtensor)``: cheap when torch.distributed.tensor was never imported
-    (then no DTensor can exist and ``params`` come back as they are). Otherwise an iterable
-    is materialized as a list (returned, so that a generator is not lost) and scanned."""
-    if _DT_MODULE not in _MODULES:
-        return params, False
-    if isinstance(params, Tensor):
-        return params, _is_dt_type(type(params))
-    if isinstance(params, torch.nn.Module):
-        params = list(params.parameters())
-    elif isinstance(params, (list, tuple)):
-        pass
-    elif isinstance(params, (str, bytes, dict)) or not hasattr(params, "__iter__"):
-        return params, False  # the regular path raises its TypeError
-    else:
-        params = list(params)
-    return params, any(_is_dt_type(tp) for tp in set(map(type, params)) if isinstance(tp, type))
-
-
-def groups_have_dtensor(param_groups) -> bool:
-    """True when any param of the optimizer's groups is a DTensor (cheap otherwise)."""
-    if _DT_MODULE not in _MODULES:
-        return False
-    return any(_is_dt_type(type(p)) for g in param_groups for p in g["params"])
-
 
 class _Part(NamedTuple):
     """The tensors of one call that share a process group (None: fully replicated)."""
@@ -1083,8 +1045,6 @@ def dtensor_value(penalty, params, process_group=None) -> Tensor:
         "params": tensors,
     }
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        from .penalties import L0, Sum
-
         if not isinstance(penalty, L0) and not (
             isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms)
         ):
@@ -1095,8 +1055,6 @@ def dtensor_value(penalty, params, process_group=None) -> Tensor:
 def dtensor_grad(penalty, params) -> list[Tensor]:
     """``penalty.grad(dtensors)``: the gradient of the global value as new DTensors, each with
     its param's placements (no autograd graph)."""
-    from .penalties import L0, Sum
-
     if isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms):
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
     tensors = as_tensors(params)
@@ -1156,8 +1114,6 @@ def _local_grads(
 def dtensor_add_grad_(penalty, params, process_group=None) -> float:
     """``penalty.add_grad_(dtensors)``: add the gradient of the global value into each
     DTensor's ``.grad`` (its local tensor, in place); return the global value."""
-    from .penalties import L0, Sum
-
     _no_pg(process_group, "add_grad_")
     if isinstance(penalty, L0) or (
         isinstance(penalty, Sum) and any(isinstance(t, L0) for t in penalty.terms)
@@ -1201,12 +1157,9 @@ def dtensor_add_grad_(penalty, params, process_group=None) -> float:
 def dtensor_prox_(penalty, params, step: float, process_group=None):
     """``penalty.prox_(dtensors, step)``: the proximal step of the logical tensors, on each
     DTensor's local tensor in place; returns the global ``ProxStats`` (zeros per tensor)."""
-    from . import prox
-
     _no_pg(process_group, "prox_")
     tensors = as_tensors(params)
     parts = _dt_parts(tensors)
-    from ._bridge import check_strength
 
     with prox._named("prox_"):  # every check before any part moves
         plan = prox._plan(penalty)  # a sum without a closed-form prox raises here
@@ -1272,12 +1225,7 @@ def dtensor_step(opt, closure=None):
     with ``penalty_mode="grad"``, and the zero counts of ``last_stats`` / ``group_stats``
     (global, the same on every rank, so a SparsityController stays in step across ranks).
     """
-    import inspect
-
     from torch.distributed.tensor import DTensor
-
-    from .prox import ProxStats, _check_plan_params
-    from .prox import _plan as prox_plan
 
     loss = None
     if closure is not None:
@@ -1388,3 +1336,6 @@ def dtensor_step(opt, closure=None):
     if opt.last_stats is not None and hasattr(sched, "update"):
         sched.update(opt.last_stats)
     return loss
+
+
+register_distributed(sys.modules[__name__])

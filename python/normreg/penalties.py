@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from . import _ops
+from . import _ops, prox
 from . import _reference as ref
 from ._bridge import (
     DTYPE_CODES,
@@ -32,12 +32,13 @@ from ._bridge import (
     check_strength,
     check_writable,
     checked_grads,
+    distributed_impl,
+    dtensor_args,
     group_layout,
     paired,
     tensor_list,
     trainable,
 )
-from .distributed import dtensor_args as _dtensor_args
 
 _requires_grad = operator.attrgetter("requires_grad")
 _dtype_of = operator.attrgetter("dtype")
@@ -55,12 +56,6 @@ __all__ = [
 ]
 
 Params = Tensor | Iterable[Tensor] | torch.nn.Module
-
-
-def _dist():
-    from . import distributed  # imported on first use: torch.distributed is not needed otherwise
-
-    return distributed
 
 
 def _value_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
@@ -107,6 +102,8 @@ class Penalty:
     kind: str = ""
     #: True for penalties whose gradient is a * sign(w) + b * w (one fused pass composes them).
     affine: bool = False
+    #: False for penalties without a gradient (L0, sums holding it): only their prox applies.
+    has_grad: bool = True
 
     # -- strengths -------------------------------------------------------------------
     def _s1(self) -> float:
@@ -114,6 +111,17 @@ class Penalty:
 
     def _s2(self) -> float:
         return 0.0
+
+    def _prox_terms(self) -> list[tuple]:
+        """The penalty's proximal operator as the terms :mod:`normreg.prox` composes.
+
+        ``("affine", s1, s2)`` (``s1 |w| + s2 w²/2``: soft threshold, then shrink),
+        ``("l0", l)``, ``("l2_norm", l)``, ``("group", l, dim)``, ``("linf", l)``; a penalty
+        without a known prox raises ``TypeError``. ``prox_`` and the optimizers ask this,
+        never the class."""
+        if self.affine:
+            return [("affine", self._s1(), self._s2())]
+        raise TypeError(f"prox_: no proximal operator is known for {self!r}")
 
     def scaled(self, factor: float) -> Penalty:
         """A copy with every strength multiplied by ``factor`` (used by λ schedules)."""
@@ -211,11 +219,11 @@ class Penalty:
         Tensor
             0-dim, float64 if any param is float64 else float32.
         """
-        params, dt = _dtensor_args(params)
+        params, dt = dtensor_args(params)
         if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
-            return _dist().dtensor_value(self, params, process_group)
+            return distributed_impl().dtensor_value(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
-            return _dist().sharded_value(self, params, process_group)
+            return distributed_impl().sharded_value(self, params, process_group)
         tl = tensor_list(params, direct=_ops.direct_ok())
         self._check_params(tl)
         if not tl.on_cpu:
@@ -233,9 +241,9 @@ class Penalty:
     def grad(self, params: Params) -> list[Tensor]:
         """The gradient of the penalty at ``params`` as new tensors (no autograd graph), each in
         its param's layout."""
-        params, dt = _dtensor_args(params)
+        params, dt = dtensor_args(params)
         if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
-            return _dist().dtensor_grad(self, params)
+            return distributed_impl().dtensor_grad(self, params)
         tl = tensor_list(params, direct=_ops.direct_ok())
         self._check_params(tl)
         if not tl.on_cpu:
@@ -255,11 +263,11 @@ class Penalty:
         params that received a gradient, as a Python float. With ``process_group``, the
         params are this rank's shards and the value is global (:mod:`normreg.distributed`).
         """
-        params, dt = _dtensor_args(params)
+        params, dt = dtensor_args(params)
         if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
-            return _dist().dtensor_add_grad_(self, params, process_group)
+            return distributed_impl().dtensor_add_grad_(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
-            return _dist().sharded_add_grad_(self, params, process_group)
+            return distributed_impl().sharded_add_grad_(self, params, process_group)
         tl = trainable(tensor_list(params, requires_grad="all", direct=_ops.direct_ok()))
         if tl is None:
             return 0.0
@@ -276,13 +284,11 @@ class Penalty:
 
         With ``process_group``, the params are this rank's shards and the step is that of the
         whole tensors (:mod:`normreg.distributed`)."""
-        params, dt = _dtensor_args(params)
+        params, dt = dtensor_args(params)
         if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
-            return _dist().dtensor_prox_(self, params, step, process_group)
+            return distributed_impl().dtensor_prox_(self, params, step, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
-            return _dist().sharded_prox_(self, params, step, process_group)
-        from . import prox
-
+            return distributed_impl().sharded_prox_(self, params, step, process_group)
         return prox.penalty_prox_(self, params, step)
 
     def __add__(self, other: Penalty) -> Sum:
@@ -416,6 +422,9 @@ class L2Norm(Penalty):
     def _scale_(self, f: float) -> None:
         self.l *= f
 
+    def _prox_terms(self) -> list[tuple]:
+        return [("l2_norm", self.l)]
+
     def __repr__(self) -> str:
         return f"L2Norm(l={self.l:g})"
 
@@ -466,6 +475,9 @@ class GroupLasso(Penalty):
     def _scale_(self, f: float) -> None:
         self.l *= f
 
+    def _prox_terms(self) -> list[tuple]:
+        return [("group", self.l, self.dim)]
+
     def shapes(self, tensors: Sequence[Tensor]) -> tuple[list[int], list[int], list[int]]:
         """(outer, groups, inner) per tensor in memory order (see normreg._bridge.group_layout);
         raises if ``dim`` is out of range for a tensor."""
@@ -506,6 +518,9 @@ class Linf(Penalty):
     def _scale_(self, f: float) -> None:
         self.l *= f
 
+    def _prox_terms(self) -> list[tuple]:
+        return [("linf", self.l)]
+
     def __repr__(self) -> str:
         return f"Linf(l={self.l:g})"
 
@@ -519,6 +534,7 @@ class L0(Penalty):
     """
 
     kind = "l0"
+    has_grad = False
 
     def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
         self.l = check_strength(l, "l")
@@ -529,12 +545,15 @@ class L0(Penalty):
     def _scale_(self, f: float) -> None:
         self.l *= f
 
+    def _prox_terms(self) -> list[tuple]:
+        return [("l0", self.l)]
+
     def value(self, params: Params, *, process_group=None) -> Tensor:
-        params, dt = _dtensor_args(params)
+        params, dt = dtensor_args(params)
         if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
-            return _dist().dtensor_value(self, params, process_group)
+            return distributed_impl().dtensor_value(self, params, process_group)
         if process_group is not None:  # sharded params: normreg.distributed
-            return _dist().sharded_value(self, params, process_group)
+            return distributed_impl().sharded_value(self, params, process_group)
         tl = tensor_list(params, direct=_ops.direct_ok())
         if not tl.on_cpu:
             with torch.no_grad():  # a count: not differentiable
@@ -573,6 +592,7 @@ class Sum(Penalty):
             raise ValueError("'terms' is empty: a Sum needs at least one penalty")
         self.terms = flat
         self.affine = all(t.affine for t in flat)
+        self.has_grad = all(t.has_grad for t in flat)
 
     def _s1(self) -> float:
         return sum(t._s1() for t in self.terms if t.affine)
@@ -582,6 +602,9 @@ class Sum(Penalty):
 
     def _scale_(self, f: float) -> None:
         self.terms = [t.scaled(f) for t in self.terms]
+
+    def _prox_terms(self) -> list[tuple]:
+        return [term for t in self.terms for term in t._prox_terms()]
 
     def for_module(self, module: torch.nn.Module, name: str = "weight") -> Penalty:
         terms = [t.for_module(module, name) for t in self.terms]

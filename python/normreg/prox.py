@@ -422,39 +422,32 @@ class _Plan:
 
 
 def _plan(penalty) -> _Plan:
-    from .penalties import L0, GroupLasso, L2Norm, Linf, Penalty, Sum
-
-    if not isinstance(penalty, Penalty):
+    """Compose the penalty's prox terms (``penalty._prox_terms()``) into one :class:`_Plan`."""
+    terms_of = getattr(penalty, "_prox_terms", None)
+    if not callable(terms_of):
         raise TypeError(
             f"'penalty' must be a normreg penalty (e.g. normreg.L1(1e-4)), got {type(penalty).__name__}"
         )
-    terms = penalty.terms if isinstance(penalty, Sum) else [penalty]
     l1 = l2 = l0 = 0.0
     norm: tuple | None = None
-    for t in terms:
-        if t.affine:
-            l1 += t._s1()
-            l2 += t._s2()
+    for term in terms_of():
+        kind = term[0]
+        if kind == "affine":
+            l1 += term[1]
+            l2 += term[2]
             continue
-        if isinstance(t, L0):
-            l0 += t.l
+        if kind == "l0":
+            l0 += term[1]
             continue
-        if isinstance(t, GroupLasso):
-            key: tuple = ("group", t.dim)
-        elif isinstance(t, L2Norm):
-            key = ("l2_norm",)
-        elif isinstance(t, Linf):
-            key = ("linf",)
-        else:
-            raise TypeError(f"prox_: no proximal operator is known for {t!r}")
-        if t.l == 0:
+        strength, key = term[1], (kind, *term[2:])
+        if strength == 0:
             continue
         if norm is not None and (norm[0],) + tuple(norm[2:]) != key:
             raise ValueError(
                 f"prox_: the prox of {penalty!r} has no exact closed form (two different norm terms); "
                 "apply the terms' proxes in sequence yourself if an approximation is acceptable"
             )
-        norm = (key[0], (norm[1] if norm else 0.0) + t.l, *key[1:])
+        norm = (kind, (norm[1] if norm else 0.0) + strength, *key[1:])
     if l0 > 0 and (l1 > 0 or l2 > 0 or norm is not None):
         raise ValueError(
             f"prox_: the prox of {penalty!r} has no exact closed form (L0 combined with another term); "

@@ -17,8 +17,11 @@ from torch import Tensor
 
 from .. import _ops
 from .. import _reference as ref
+from .. import penalties as P
 from .._bridge import _same_layout, paired, tensor_list
-from ..distributed import groups_have_dtensor as _groups_have_dtensor
+from .._bridge import groups_have_dtensor as _groups_have_dtensor
+from ..distributed import dtensor_step
+from ..penalties import Penalty, Sum
 from ..prox import ProxStats, _check_plan_params, _Plan, _plan, _run_plan
 
 # ---- argument checks -----------------------------------------------------------------------
@@ -83,8 +86,6 @@ def _check_lr(lr) -> float:
 def penalty_spec(penalty) -> dict | None:
     """A penalty as plain data (``{"kind": "l1", "l": 1e-4}``; sums as
     ``{"kind": "sum", "terms": [...]}``), for ``state_dict``; ``None`` stays ``None``."""
-    from ..penalties import Penalty, Sum
-
     if penalty is None:
         return None
     if not isinstance(penalty, Penalty):
@@ -100,8 +101,6 @@ def penalty_spec(penalty) -> dict | None:
 
 def penalty_from_spec(spec):
     """The penalty described by :func:`penalty_spec`'s plain data (a penalty object passes)."""
-    from .. import penalties as P
-
     if spec is None or isinstance(spec, P.Penalty):
         return spec
     if not isinstance(spec, dict) or "kind" not in spec:
@@ -135,12 +134,9 @@ def _fused_args(plan: _Plan | None, lr: float) -> tuple[int, float, float]:
 
 
 def _check_has_grad(penalty) -> None:
-    from ..penalties import L0, Penalty, Sum
-
     if not isinstance(penalty, Penalty):
         raise TypeError(f"'penalty' must be a normreg penalty (e.g. normreg.L1(1e-4)), got {type(penalty).__name__}")
-    terms = penalty.terms if isinstance(penalty, Sum) else [penalty]
-    if any(isinstance(t, L0) for t in terms):
+    if not penalty.has_grad:
         raise ValueError(
             f"penalty_mode='grad': {penalty!r} has an L0 term, which has no gradient; use penalty_mode='prox' "
             "(its hard threshold)"
@@ -333,8 +329,6 @@ class _ProxOptimizer(torch.optim.Optimizer):
         built before the step refuses to backpropagate, as after torch.optim's step.
         """
         if _groups_have_dtensor(self.param_groups):  # DTensor params (FSDP2): normreg.distributed
-            from ..distributed import dtensor_step
-
             return dtensor_step(self, closure)
         loss = None
         if closure is not None:
