@@ -1,7 +1,7 @@
 """One GAN training step (default digits completion, batch 64) per weight-penalty mode.
 
 The penalty is ``L1(1e-5)`` on G, applied as a loss term through autograd (``loss``), as a
-fused gradient pass (``add_grad``), as a gradient inside ProxAdam's update pass (``fused``,
+fused gradient pass (``add_grad``), as a gradient inside ProxAdam's update pass (``grad``,
 the trainer's default), as ProxAdam's proximal step (``prox``), or not at all (``none``: the
 cost of the step itself). The full default run (``normreg train``, 2000 of
 these steps plus evaluations) is a documented command, not a benchmark: see docs/trainer.md.
@@ -14,7 +14,7 @@ import torch
 
 from normreg.gan import TrainConfig, Trainer
 
-MODES = ["none", "loss", "add_grad", "fused", "prox"]
+MODES = ["none", "loss", "add_grad", "grad", "prox"]
 
 
 def _trainer(mode: str) -> Trainer:
@@ -26,9 +26,9 @@ def _trainer(mode: str) -> Trainer:
     return Trainer(cfg)
 
 
-@pytest.mark.parametrize("other", ["add_grad", "fused"])
+@pytest.mark.parametrize("other", ["add_grad", "grad"])
 def test_penalty_modes_agree_after_one_step(other):
-    """'loss', 'add_grad' and 'fused' add the same gradient: one step from the same state
+    """'loss', 'add_grad' and 'grad' add the same gradient: one step from the same state
     gives the same G."""
     a, b = _trainer("loss"), _trainer(other)
     a.step()

@@ -139,3 +139,14 @@ def test_adv_weight_default_depends_on_the_task(tmp_path):
     assert TrainConfig().replace(task="superres", adv_weight=1.0).adv_weight == 1.0
     assert TrainConfig(adv_weight=0.5).replace(task="superres").adv_weight == 0.5
     assert TrainConfig(task="superres").replace(steps=3).adv_weight == 0.01
+
+
+def test_penalty_mode_takes_the_optimizers_names(tmp_path):
+    # the trainer's modes are normreg.optim's ("grad", "prox") plus "loss" and "add_grad";
+    # "fused", the name before, still loads (configs and checkpoints of older runs)
+    assert TrainConfig().penalty_mode == "grad"
+    assert TrainConfig(penalty_mode="fused").penalty_mode == "grad"
+    (tmp_path / "old.toml").write_text('penalty_mode = "fused"\n')
+    assert TrainConfig.from_toml(tmp_path / "old.toml").penalty_mode == "grad"
+    with pytest.raises(ValueError, match="'penalty_mode'"):
+        TrainConfig(penalty_mode="fuse")

@@ -287,13 +287,13 @@ def test_tiny_data_set_trains_and_reports_no_kid_for_single_images(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["l1", "elastic_net", "group_lasso"])
-def test_fused_mode_trains_like_add_grad(kind):
-    """'fused' puts the penalty's gradient inside ProxAdam's update: the same math as
+def test_grad_mode_trains_like_add_grad(kind):
+    """'grad' (ProxAdam's penalty_mode="grad", formerly the trainer's 'fused') puts the penalty's gradient inside ProxAdam's update: the same math as
     add_grad_ followed by torch.optim.Adam (to a few ulps per step), with .grad untouched."""
     from normreg.optim import ProxAdam
 
     base = tiny(weight_penalty=kind, weight_penalty_strength=0.05, steps=3, ema_decay=0.0)
-    fused, plain = Trainer(base.replace(penalty_mode="fused")), Trainer(base.replace(penalty_mode="add_grad"))
+    fused, plain = Trainer(base.replace(penalty_mode="grad")), Trainer(base.replace(penalty_mode="add_grad"))
     assert isinstance(fused.opt_g, ProxAdam) and fused.opt_g.param_groups[0]["penalty_mode"] == "grad"
     assert isinstance(plain.opt_g, torch.optim.Adam)
     for _ in range(3):

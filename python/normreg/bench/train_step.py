@@ -11,7 +11,7 @@ The L1 weight penalty is applied these ways:
 ``none``
     no penalty: the baseline step;
 ``normreg``
-    the trainer's default ``penalty_mode="fused"``: ``ProxAdam(penalty_mode="grad")`` adds
+    the trainer's default ``penalty_mode="grad"``: ``ProxAdam(penalty_mode="grad")`` adds
     ``l * sign(w)`` to the gradient inside its update pass, so the weights and gradients are
     read once per step (in the stand-in step: ``penalty.add_grad_``);
 ``normreg-add_grad``
@@ -268,11 +268,11 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
     data = load_data(base)
     trainers = {
         "none": Trainer(base.replace(weight_penalty="none"), data=data),
-        "normreg": Trainer(base.replace(penalty_mode="fused"), data=data),
+        "normreg": Trainer(base.replace(penalty_mode="grad"), data=data),
         "normreg-add_grad": Trainer(base.replace(penalty_mode="add_grad"), data=data),
         "torch-eager": Trainer(base.replace(penalty_mode="add_grad"), data=data),
         # the fused trainer's optimizer with no penalty: the baseline of its optimizer step
-        "fused-baseline": Trainer(base.replace(penalty_mode="fused"), data=data),
+        "fused-baseline": Trainer(base.replace(penalty_mode="grad"), data=data),
     }
     for opt in (trainers["fused-baseline"].opt_g, trainers["fused-baseline"].opt_d):
         for group in opt.param_groups if opt is not None else []:

@@ -56,7 +56,7 @@ _HELP = {
     "weight_penalty_strength": "lambda of the weight penalty",
     "l1_ratio": "elastic_net: share of the strength on the L1 part",
     "penalty_on": _alts(PENALTY_ON),
-    "penalty_mode": "loss (autograd) | add_grad (fused gradient) | fused (gradient inside ProxAdam's update) | prox (ProxAdam proximal step)",
+    "penalty_mode": "loss (autograd) | add_grad (fused gradient) | grad (gradient inside ProxAdam's update; old name fused) | prox (ProxAdam proximal step)",
     "penalty_schedule": f"{_alts(PENALTY_SCHEDULES)} (cosine: 1 -> 0, cosine_ramp: 0 -> 1; "
     "adaptive: D's penalty follows E[sign(D(x_real))], needs --penalty-on d)",
     "adaptive_target": "adaptive: the E[sign(D(x_real))] to hold, in (0, 1) (ADA: 0.6)",

@@ -22,7 +22,9 @@ PAIRED_TASKS = ("completion", "denoise", "superres")
 RECONS = ("l1", "l2", "ssim", "none")
 PENALTIES = ("none", "l1", "l2", "elastic_net", "l0", "group_lasso")
 PENALTY_ON = ("g", "d", "both")
-PENALTY_MODES = ("loss", "add_grad", "fused", "prox")
+PENALTY_MODES = ("loss", "add_grad", "grad", "prox")  # "grad", "prox": normreg.optim's penalty_mode
+#: names accepted for configs written before the trainer took the optimizers' names
+PENALTY_MODE_ALIASES = {"fused": "grad"}
 SCHEDULES = ("constant", "linear_warmup", "cosine", "cosine_ramp")
 PENALTY_SCHEDULES = (*SCHEDULES, "adaptive")  # adaptive: D's penalty only (normreg.stability.AdaptiveLambda)
 MASKS = ("bottom_half", "right_half", "center")
@@ -95,7 +97,7 @@ class TrainConfig:
     weight_penalty_strength: float = 1e-5
     l1_ratio: float = 0.5  #: elastic_net: share of the strength that goes to the L1 part
     penalty_on: str = "g"  #: g | d | both
-    penalty_mode: str = "fused"  #: loss (autograd) | add_grad (fused gradient) | fused (gradient inside ProxAdam's pass) | prox (ProxAdam)
+    penalty_mode: str = "grad"  #: loss (autograd) | add_grad (fused gradient) | grad (gradient inside ProxAdam's pass, ProxAdam(penalty_mode="grad")) | prox (ProxAdam's proximal step)
     penalty_schedule: str = "constant"  #: constant | linear_warmup | cosine (1 -> 0) | cosine_ramp (0 -> 1) | adaptive (D only)
     warmup_fraction: float = 0.1  #: linear_warmup: share of the steps spent ramping λ up
     adaptive_target: float = 0.6  #: adaptive: the E[sign(D(x_real))] to hold, in (0, 1) (ADA: 0.6)
@@ -119,6 +121,8 @@ class TrainConfig:
             object.__setattr__(self, "betas", tuple(self.betas))
         if self.adv_weight is None:
             object.__setattr__(self, "adv_weight", default_adv_weight(self.task))
+        if self.penalty_mode in PENALTY_MODE_ALIASES:  # "fused", the old name of "grad"
+            object.__setattr__(self, "penalty_mode", PENALTY_MODE_ALIASES[self.penalty_mode])
         for f in fields(self):
             v = getattr(self, f.name)
             if f.type in ("float", "float | None") and isinstance(v, int) and not isinstance(v, bool):

@@ -8,7 +8,7 @@ One step (paired tasks, pix2pix style)::
     G:  adv_weight BCE(D(c, y), 1) + λ_rec(t) recon(y, x) + tv_weight TV(y)
     weight penalty R on G and/or D, strength λ_pen(t):  mode 'loss'     -> + R(w) in the loss
                                                         mode 'add_grad' -> R.add_grad_ after backward
-                                                        mode 'fused'    -> ∇R inside ProxAdam's update pass
+                                                        mode 'grad'     -> ∇R inside ProxAdam's update pass
                                                         mode 'prox'     -> ProxAdam's proximal step
 
 Unconditional: y = G(z), D sees images only, no reconstruction term.
@@ -289,11 +289,13 @@ class Trainer:
             groups = normreg.param_groups(model, base)
         else:
             groups = [{"params": [p for p in model.parameters() if p.requires_grad], "penalty": None}]
-        if cfg.penalty_mode in ("prox", "fused") and penalized:
+        if cfg.penalty_mode in ("prox", "grad") and penalized:
             # ProxAdam applies the schedule itself (its step count is part of its state): its
-            # proximal step ('prox'), or the penalty's gradient inside its update ('fused').
-            mode = "grad" if cfg.penalty_mode == "fused" else "prox"
-            return _ops.prox_adam(groups, lr=lr, betas=cfg.betas, schedule=self.penalty_schedule, mode=mode), groups
+            # proximal step ('prox'), or the penalty's gradient inside its update ('grad').
+            return (
+                _ops.prox_adam(groups, lr=lr, betas=cfg.betas, schedule=self.penalty_schedule, mode=cfg.penalty_mode),
+                groups,
+            )
         plain = [{"params": g["params"]} for g in groups]
         return torch.optim.Adam(plain, lr=lr, betas=cfg.betas), groups
 
@@ -344,7 +346,7 @@ class Trainer:
             loss_terms.append(penalty.value(self._penalized(groups)))
 
     def _apply_penalty_after(self, opt, groups, penalty) -> None:
-        # 'prox' / 'fused': nothing here, ProxAdam's step applies the scheduled penalty.
+        # 'prox' / 'grad': nothing here, ProxAdam's step applies the scheduled penalty.
         if self.cfg.penalty_mode == "add_grad":
             penalty.add_grad_(self._penalized(groups))
 

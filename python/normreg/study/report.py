@@ -523,7 +523,7 @@ def _mode_times(records: Sequence[dict]) -> dict[str, tuple[float, float, int]]:
     return out
 
 
-_MARKERS = {"loss": "o", "add_grad": "s", "fused": "D", "prox": "^", "none": "*"}
+_MARKERS = {"loss": "o", "add_grad": "s", "grad": "D", "fused": "D", "prox": "^", "none": "*"}
 _COLORS = {"none": "k", "l1": "C0", "l2": "C1", "elastic_net": "C2", "l0": "C3", "group_lasso": "C4"}
 
 
@@ -571,7 +571,7 @@ def _time_figure(summ: Sequence[dict], records: Sequence[dict], path: Path) -> N
         v = from_jsonable_float(rec["metrics"].get("step_ms", math.nan))
         if math.isfinite(v):
             groups.setdefault((pen, mode), []).append(v)
-    keys = sorted(groups, key=lambda k: (k[0] != "none", k[0], ["loss", "add_grad", "fused", "prox", "none"].index(k[1])))
+    keys = sorted(groups, key=lambda k: (k[0] != "none", k[0], ["loss", "add_grad", "grad", "fused", "prox", "none"].index(k[1])))
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(keys) + 1.5), 3.4))
     for i, k in enumerate(keys):
         vals = groups[k]
