@@ -11,7 +11,6 @@ import pytest
 import torch
 from _gan_util import assert_same_checkpoints, tiny, write_idx, write_pngs
 
-import normreg
 from normreg.gan import CheckpointError, RunDirError, TrainConfig, Trainer, evaluate, load_checkpoint, train
 from normreg.gan.checkpoint import save_checkpoint
 
@@ -211,16 +210,18 @@ def test_weight_penalty_gradient_matches_autograd_reference(kind, mode):
     h.remove(), h2.remove()
     names_plain = dict(zip([n for n, _ in no_pen.G.named_parameters()], seen["plain"], strict=True))
     names_pen = [n for g in tr.groups_g if g.get("penalty") is not None for n in g["param_names"]]
-    pen = tr._penalty_at(0)
-    expect = (
-        ref.penalty_grad(pen.kind, [p.double() for p in params], pen._s1(), pen._s2())
-        if kind != "group_lasso"
-        else None
-    )
-    if expect is None:
-        w = [p.double().requires_grad_(True) for p in params]
-        normreg.GroupLasso(0.01, dim=0).value(w).backward()
-        expect = [x.grad for x in w]
+    pen = tr.unit_penalty.scaled(tr._penalty_at(0))
+    if kind != "group_lasso":
+        expect = ref.penalty_grad(pen.kind, [p.double() for p in params], pen._s1(), pen._s2())
+    else:  # λ w / ||w_group||, groups the output channels: dim 1 of a ConvTranspose weight, else dim 0
+        expect = []
+        for n, p in zip(names_pen, params, strict=True):
+            layer = tr.G.get_submodule(n.rpartition(".")[0])
+            dim = 1 if isinstance(layer, torch.nn.ConvTranspose2d) else 0
+            w = p.double()
+            norms = w.pow(2).sum(dim=[d for d in range(w.dim()) if d != dim], keepdim=True).sqrt()
+            expect.append(0.01 * w / norms)
+        assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in tr.G.modules())  # the case that differs
     for n, g, e in zip(names_pen, seen["grads"], expect, strict=True):
         torch.testing.assert_close(g.double() - names_plain[n].double(), e, rtol=1e-4, atol=1e-6)
 

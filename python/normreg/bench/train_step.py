@@ -309,11 +309,11 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
     def eager_term(params, l):  # noqa: E741
         return l * sum(p.abs().sum() for p in params)
 
-    def eager_before(groups, penalty, loss_terms):
-        loss_terms.append(eager_term(te._penalized(groups), penalty.l))
+    def eager_before(units, strength, loss_terms):
+        loss_terms.append(eager_term([p for _, params in units for p in params], strength))
 
     te._apply_penalty_before = eager_before
-    te._apply_penalty_after = lambda opt, groups, penalty: None
+    te._apply_penalty_after = lambda opt, units, strength: None
 
     def eager_cost() -> float:
         cost = 0.0
@@ -321,7 +321,7 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
             if on:
                 params = te._penalized(groups)
                 t0 = time.perf_counter()
-                eager_term(params, te._penalty_at(te.step_).l).backward()
+                eager_term(params, te._penalty_at(te.step_)).backward()
                 cost += time.perf_counter() - t0
         return cost
 

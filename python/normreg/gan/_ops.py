@@ -26,7 +26,7 @@ def make_penalty(kind: str, strength: float, l1_ratio: float = 0.5):
     if kind == "l0":
         return normreg.L0(strength)
     if kind == "group_lasso":
-        return normreg.GroupLasso(strength, dim=0)
+        return normreg.GroupLasso(strength, dim="out")  # output channels of each layer (param_groups)
     raise ValueError(f"'weight_penalty' unknown: {kind!r}")
 
 

@@ -253,9 +253,9 @@ class Trainer:
             )
         else:
             self.penalty_schedule = _ops.make_schedule(cfg.penalty_schedule, cfg.steps, cfg.warmup_fraction)
-        self.opt_g, self.groups_g = self._optimizer(self.G, cfg.lr_g, self.pen_g)
-        self.opt_d, self.groups_d = (
-            self._optimizer(self.D, cfg.lr_d, self.pen_d) if self.D is not None else (None, None)
+        self.opt_g, self.groups_g, self.units_g = self._optimizer(self.G, cfg.lr_g, self.pen_g)
+        self.opt_d, self.groups_d, self.units_d = (
+            self._optimizer(self.D, cfg.lr_d, self.pen_d) if self.D is not None else (None, None, [])
         )
         # Fixed evaluation inputs and sample-grid inputs / latents (their own generator).
         eg = torch.Generator().manual_seed(cfg.seed + 12345)
@@ -283,21 +283,29 @@ class Trainer:
         return torch.arange(min(n, N_GRID))
 
     def _optimizer(self, model: nn.Module, lr: float, penalized: bool):
+        """``(optimizer, param groups, units)``: the groups hold each layer's penalty at the
+        configured strength, made concrete for its layout by ``normreg.param_groups`` (group
+        lasso: output channels, ``dim=1`` on transposed convs); ``units`` are the same
+        penalties at strength 1 beside their params, which the 'loss' / 'add_grad' modes scale
+        by the step's strength and the logged raw norm sums."""
         cfg = self.cfg
         if penalized:
-            base = self.unit_penalty.scaled(cfg.weight_penalty_strength)
-            groups = normreg.param_groups(model, base)
+            unit_groups = normreg.param_groups(model, self.unit_penalty)
+            units = [(g["penalty"], g["params"]) for g in unit_groups if g["penalty"] is not None]
+            groups = [
+                {**g, "penalty": g["penalty"].scaled(cfg.weight_penalty_strength)} if g["penalty"] is not None else g
+                for g in unit_groups
+            ]
         else:
             groups = [{"params": [p for p in model.parameters() if p.requires_grad], "penalty": None}]
+            units = []
         if cfg.penalty_mode in ("prox", "grad") and penalized:
             # ProxAdam applies the schedule itself (its step count is part of its state): its
             # proximal step ('prox'), or the penalty's gradient inside its update ('grad').
-            return (
-                _ops.prox_adam(groups, lr=lr, betas=cfg.betas, schedule=self.penalty_schedule, mode=cfg.penalty_mode),
-                groups,
-            )
+            opt = _ops.prox_adam(groups, lr=lr, betas=cfg.betas, schedule=self.penalty_schedule, mode=cfg.penalty_mode)
+            return opt, groups, units
         plain = [{"params": g["params"]} for g in groups]
-        return torch.optim.Adam(plain, lr=lr, betas=cfg.betas), groups
+        return torch.optim.Adam(plain, lr=lr, betas=cfg.betas), groups, units
 
     def lambdas(self, step: int | None = None) -> dict[str, float]:
         """The λ values in force at ``step`` (default: the next step)."""
@@ -318,10 +326,12 @@ class Trainer:
             out["lam_r1"] = cfg.r1_weight
         return out
 
-    def _penalty_at(self, step: int):
+    def _penalty_at(self, step: int) -> float | None:
+        """The weight penalty's strength at ``step`` (``None`` without a penalty)."""
         cfg = self.cfg
-        s = cfg.weight_penalty_strength * float(self.penalty_schedule(step))
-        return self.unit_penalty.scaled(s) if self.unit_penalty is not None else None
+        if self.unit_penalty is None:
+            return None
+        return cfg.weight_penalty_strength * float(self.penalty_schedule(step))
 
     # -- one step ------------------------------------------------------------------------------
     def _batch(self, step: int) -> Tensor:
@@ -341,21 +351,22 @@ class Trainer:
     def _penalized(groups) -> list[Tensor]:
         return [p for g in groups if g.get("penalty") is not None for p in g["params"]]
 
-    def _apply_penalty_before(self, groups, penalty, loss_terms: list[Tensor]) -> None:
+    def _apply_penalty_before(self, units, strength: float, loss_terms: list[Tensor]) -> None:
         if self.cfg.penalty_mode == "loss":
-            loss_terms.append(penalty.value(self._penalized(groups)))
+            loss_terms.extend(unit.scaled(strength).value(params) for unit, params in units)
 
-    def _apply_penalty_after(self, opt, groups, penalty) -> None:
+    def _apply_penalty_after(self, opt, units, strength: float) -> None:
         # 'prox' / 'grad': nothing here, ProxAdam's step applies the scheduled penalty.
         if self.cfg.penalty_mode == "add_grad":
-            penalty.add_grad_(self._penalized(groups))
+            for unit, params in units:
+                unit.scaled(strength).add_grad_(params)
 
     def step(self) -> None:
         """Train one step (``loss_terms()`` then reports its loss terms and λ values)."""
         cfg = self.cfg
         t = self.step_
         lam = self.lambdas(t)
-        penalty = self._penalty_at(t)
+        strength = self._penalty_at(t)
         x = self._batch(t)
         # DDP hook: the global batch and its noise are drawn as on one process; each rank
         # keeps its rows and trains through the DDP wrappers of G and D.
@@ -400,12 +411,12 @@ class Trainer:
                 terms["w_d_r1"] = 0.5 * cfg.r1_weight * cfg.r1_every * r1
                 loss_d.append(terms["w_d_r1"])
             if self.pen_d:
-                self._apply_penalty_before(self.groups_d, penalty, loss_d)
+                self._apply_penalty_before(self.units_d, strength, loss_d)
             self.opt_d.zero_grad(set_to_none=True)
             total_d = sum(loss_d)
             total_d.backward()
             if self.pen_d:
-                self._apply_penalty_after(self.opt_d, self.groups_d, penalty)
+                self._apply_penalty_after(self.opt_d, self.units_d, strength)
             self.opt_d.step()
             if self.adaptive:
                 self.penalty_schedule.step()  # adjusts λ after this step (which used lam_d of lambdas(t))
@@ -427,12 +438,12 @@ class Trainer:
             terms["w_g_tv"] = cfg.tv_weight * terms["g_tv"]
             loss_g.append(terms["w_g_tv"])
         if self.pen_g:
-            self._apply_penalty_before(self.groups_g, penalty, loss_g)
+            self._apply_penalty_before(self.units_g, strength, loss_g)
         self.opt_g.zero_grad(set_to_none=True)
         total_g = sum(loss_g)
         total_g.backward()
         if self.pen_g:
-            self._apply_penalty_after(self.opt_g, self.groups_g, penalty)
+            self._apply_penalty_after(self.opt_g, self.units_g, strength)
         self.opt_g.step()
         terms["g_total"] = total_g.detach()
         self._update_ema(t)
@@ -450,9 +461,9 @@ class Trainer:
         if self.dist is not None:  # DDP hook: the mean over ranks (collective: every rank calls it)
             out = self.dist.mean(out)
         with torch.no_grad():
-            for net, on, groups in (("g", self.pen_g, self.groups_g), ("d", self.pen_d, self.groups_d)):
+            for net, on, units in (("g", self.pen_g, self.units_g), ("d", self.pen_d, self.units_d)):
                 if on:
-                    raw = float(self.unit_penalty.value(self._penalized(groups)))
+                    raw = sum(float(unit.value(params)) for unit, params in units)
                     out[f"{net}_penalty"] = raw
                     out[f"w_{net}_penalty"] = lam.get("lam_penalty", 0.0) * raw
         out.update(lam)
@@ -662,7 +673,7 @@ class Trainer:
         fit_to_state_dict(self.G, state["G"])
         if self.G_ema is not None:
             self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
-        self.opt_g, self.groups_g = self._optimizer(self.G, self.cfg.lr_g, False)
+        self.opt_g, self.groups_g, self.units_g = self._optimizer(self.G, self.cfg.lr_g, False)
         self.compressed = dict(state["compressed"])
 
     # -- run ---------------------------------------------------------------------------------------
