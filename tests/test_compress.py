@@ -320,7 +320,7 @@ def test_channel_groups_follow_the_prunable_layers():
     assert all(gr["lr"] == 1e-2 for gr in groups)
     for p in prunable_layers(g):
         w = pen[f"{p.name}.weight"]
-        assert isinstance(w, normreg.GroupLasso) and w.l == 1e-3
+        assert isinstance(w, normreg.GroupLasso) and w.strength == 1e-3
         assert w.dim == (1 if isinstance(p.module, nn.ConvTranspose2d) else 0)
         if p.norm is not None:
             assert isinstance(pen[f"{p.norm_name}.bias"], normreg.L1)

@@ -296,7 +296,7 @@ def _ref_value(pen, full) -> float:
     if isinstance(pen, normreg.Sum):
         return sum(_ref_value(t, full) for t in pen.terms)
     if isinstance(pen, normreg.GroupLasso):
-        return float(ref.group_value(full, pen.dim, pen.l))
+        return float(ref.group_value(full, pen.dim, pen.strength))
     return float(ref.penalty_value(pen.kind, full, pen._s1(), pen._s2()))
 
 

@@ -41,12 +41,12 @@ def test_mixed_devices_raise_value_error():
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), -1e-12])
 @pytest.mark.parametrize("cls", ALL)
 def test_bad_strengths(cls, bad):
-    with pytest.raises(ValueError, match="'l' must be finite and >= 0"):
+    with pytest.raises(ValueError, match="'strength' must be finite and >= 0"):
         cls(bad)
 
 
 def test_bad_strength_types_and_elastic_net_args():
-    with pytest.raises(TypeError, match="'l'"):
+    with pytest.raises(TypeError, match="'strength'"):
         normreg.L1("0.1")
     with pytest.raises(ValueError, match="'l2'"):
         normreg.ElasticNet(0.1, -1)
@@ -60,10 +60,10 @@ def test_bad_strength_types_and_elastic_net_args():
 
 @pytest.mark.parametrize("bad", [torch.tensor(1 + 2j), torch.tensor(True), torch.tensor(1.0, requires_grad=True), 1 + 2j])
 def test_complex_bool_and_grad_tensor_strengths_name_the_argument(bad):
-    with pytest.raises(TypeError, match="'l' must be a real number"):
+    with pytest.raises(TypeError, match="'strength' must be a real number"):
         normreg.L1(bad)
     # a real one-element tensor is a strength like its value
-    assert normreg.L1(torch.tensor(0.25)).l == 0.25 and normreg.L1(torch.tensor(3)).l == 3.0
+    assert normreg.L1(torch.tensor(0.25)).strength == 0.25 and normreg.L1(torch.tensor(3)).strength == 3.0
 
 
 def test_grad_with_other_shape_raises():

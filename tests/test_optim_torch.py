@@ -174,7 +174,7 @@ def test_state_dict_is_plain_and_weights_only_loadable(cls):
     sd = _roundtrip(opt.state_dict())
     assert sd["param_groups"][0]["penalty"] == {
         "kind": "sum",
-        "terms": [{"kind": "l1", "l": 1e-3}, {"kind": "squared_l2", "l": 1e-3}],
+        "terms": [{"kind": "l1", "strength": 1e-3}, {"kind": "squared_l2", "strength": 1e-3}],
     }
     twin, opt2 = _trained(cls, normreg.L1(1e-3) + normreg.SquaredL2(1e-3), steps=0,
                           penalty_schedule=SparsityController(0.5, schedule=Cosine(10)), **kw)
@@ -207,11 +207,14 @@ def test_penalty_spec_roundtrip_and_errors():
               normreg.L1(1e-3) + normreg.L2Norm(1e-2)]:
         spec = penalty_spec(p)
         assert penalty_spec(penalty_from_spec(spec)) == spec and repr(penalty_from_spec(spec)) == repr(p)
-    assert isinstance(penalty_from_spec({"kind": "l1", "l": 1e-4}), normreg.L1)
+    assert penalty_spec(normreg.L1(1e-4)) == {"kind": "l1", "strength": 1e-4}
+    assert isinstance(penalty_from_spec({"kind": "l1", "strength": 1e-4}), normreg.L1)
+    # a spec saved before the strength was named 'strength' (optimizer state of older runs)
+    assert penalty_from_spec({"kind": "group_lasso", "l": 2e-3, "dim": 1}).strength == 2e-3
     with pytest.raises(ValueError, match="unknown penalty kind"):
         penalty_from_spec({"kind": "l7"})
     w = torch.zeros(3, requires_grad=True)
-    opt = ProxSGD([{"params": [w], "penalty": {"kind": "l1", "l": 0.1}}], lr=1.0)
+    opt = ProxSGD([{"params": [w], "penalty": {"kind": "l1", "strength": 0.1}}], lr=1.0)
     assert isinstance(opt.param_groups[0]["penalty"], normreg.L1)
 
 

@@ -27,13 +27,13 @@ DIFFERENTIABLE = [k for k in PENALTIES if k != "l0"]
 
 def ref_value(pen, tensors):
     if isinstance(pen, normreg.GroupLasso):
-        return float(ref.group_value(tensors, pen.dim, pen.l))
+        return float(ref.group_value(tensors, pen.dim, pen.strength))
     return float(ref.penalty_value(pen.kind, tensors, pen._s1(), pen._s2()))
 
 
 def ref_grad(pen, tensors, dtype=None):
     if isinstance(pen, normreg.GroupLasso):
-        return ref.group_grad(tensors, pen.dim, pen.l, dtype=dtype)
+        return ref.group_grad(tensors, pen.dim, pen.strength, dtype=dtype)
     return ref.penalty_grad(pen.kind, tensors, pen._s1(), pen._s2(), dtype=dtype)
 
 

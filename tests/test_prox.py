@@ -203,17 +203,17 @@ def test_elastic_net_hypothesis(shape, dtype, step, l1, l2, seed):
     shape=st.lists(st.integers(1, 7), min_size=1, max_size=3),
     dim=st.integers(-3, 2),
     step=st.floats(0.0, 3.0),
-    l=st.floats(0.0, 4.0),
+    lam=st.floats(0.0, 4.0),
     l1=st.floats(0.0, 1.0),
     seed=st.integers(0, 1000),
 )
-def test_sparse_group_lasso_hypothesis(shape, dim, step, l, l1, seed):  # noqa: E741
+def test_sparse_group_lasso_hypothesis(shape, dim, step, lam, l1, seed):
     if not -len(shape) <= dim < len(shape):
         return
     x = make([tuple(shape)], torch.float64, seed)
     y = clones(x)
-    normreg.Sum([normreg.GroupLasso(l, dim), normreg.L1(l1)]).prox_(x, step)
-    ref.prox_group_(y, dim, step * l1, step * l, 1.0)
+    normreg.Sum([normreg.GroupLasso(lam, dim), normreg.L1(l1)]).prox_(x, step)
+    ref.prox_group_(y, dim, step * l1, step * lam, 1.0)
     assert_close(x, y, torch.float64)
 
 
@@ -250,11 +250,11 @@ def subgradient_distance(name, pen, p, g, step):
         # subdifferential of l*max|p| at p != 0: l * conv{sign(p_i) e_i : |p_i| = max}
         m = p.abs().max()
         if m == 0:
-            return max(float(r.abs().sum()) - t.l, 0.0)
+            return max(float(r.abs().sum()) - t.strength, 0.0)
         on = p.abs() >= m - 1e-12
         off_err = float(r[~on].abs().max()) if (~on).any() else 0.0
         sign_err = float(torch.clamp_min(-(r[on] * torch.sign(p[on])), 0).max())
-        return max(off_err, sign_err, abs(float(r.abs().sum()) - t.l))
+        return max(off_err, sign_err, abs(float(r.abs().sum()) - t.strength))
     dim = t.dim if isinstance(t, normreg.GroupLasso) else None
     if dim is None:
         pg, rg = [p.reshape(-1)], [r.reshape(-1)]
@@ -268,10 +268,10 @@ def subgradient_distance(name, pen, p, g, step):
         na = torch.linalg.vector_norm(a)
         if na == 0:
             # exists s in l1*[-1,1]^n with ||b - s|| <= l: min over s is ||soft(b, l1)||
-            worst = max(worst, float(torch.linalg.vector_norm(ref.soft(b, l1))) - t.l)
+            worst = max(worst, float(torch.linalg.vector_norm(ref.soft(b, l1))) - t.strength)
             continue
         nz = a != 0
-        want = t.l * a / na
+        want = t.strength * a / na
         d_nz = (b[nz] - want[nz] - l1 * torch.sign(a[nz])).abs()
         d_z = torch.clamp_min(b[~nz].abs() - l1, 0)
         worst = max(worst, float(torch.cat([d_nz, d_z]).max()))
@@ -472,9 +472,9 @@ def _unchanged_after(fn, ts):
     "call,exc,arg",
     [
         (lambda ts: prox.soft_threshold_(ts, -1.0), ValueError, "'step'"),
-        (lambda ts: prox.soft_threshold_(ts, 1.0, -0.5), ValueError, "'l'"),
-        (lambda ts: prox.soft_threshold_(ts, 1.0, [0.1, -0.1]), ValueError, "'l[1]'"),
-        (lambda ts: prox.soft_threshold_(ts, 1.0, [0.1]), ValueError, "'l'"),
+        (lambda ts: prox.soft_threshold_(ts, 1.0, -0.5), ValueError, "'strength'"),
+        (lambda ts: prox.soft_threshold_(ts, 1.0, [0.1, -0.1]), ValueError, "'strength[1]'"),
+        (lambda ts: prox.soft_threshold_(ts, 1.0, [0.1]), ValueError, "'strength'"),
         (lambda ts: prox.soft_threshold_(ts, float("nan")), ValueError, "'step'"),
         (lambda ts: prox.soft_threshold_(ts, "1"), TypeError, "'step'"),
         (lambda ts: prox.elastic_net_(ts, 1.0, 0.1, -2.0), ValueError, "'l2'"),

@@ -45,7 +45,7 @@ def param_groups(
         entry that matches it (in the dict's order), and one that matches none is left
         unpenalized.
         A penalty that depends on the layer's layout is made concrete per layer
-        (:meth:`normreg.Penalty.for_module`): ``GroupLasso(l, dim="out")`` groups by output
+        (:meth:`normreg.Penalty.for_module`): ``GroupLasso(strength, dim="out")`` groups by output
         channel, which is ``dim=0`` for ``Conv*d`` and ``Linear`` weights and ``dim=1`` for
         ``ConvTranspose*d`` weights (whose layout is ``(in, out, ...)``).
     exclude : iterable of module types and/or name patterns

@@ -21,14 +21,14 @@ the same order; a shard may be empty (0 rows). Penalties need, per kind:
 
 * ``L1``, ``SquaredL2``, ``ElasticNet``, ``L0``: sums over elements, so the value is the
   all-reduced sum of the local values and the gradient is local. Any layout works.
-* ``L2Norm``: the per-tensor sums of squares are all-reduced before ``l / ||w||`` is
+* ``L2Norm``: the per-tensor sums of squares are all-reduced before ``λ / ||w||`` is
   computed; any layout in which tensor ``i`` on every rank is a piece of logical tensor
   ``i`` works (flat shards included).
 * ``GroupLasso(dim)``: groups are slices along ``dim`` of the logical tensor. When ``dim``
   is the shard dim (0, or ``-ndim``), every group lives on one rank and its norm is local.
   Otherwise every group spans all ranks: the per-group sums of squares are all-reduced
   (every rank must then hold the same number of groups, i.e. the same size along ``dim``)
-  before the gradient coefficients ``l / ||w_g||`` are computed.
+  before the gradient coefficients ``λ / ||w_g||`` are computed.
 * ``Linf``: the per-tensor max ``|w|`` is all-gathered; the gradient goes to the first arg
   max of the logical tensor (the lowest rank holding the max, its first local arg max).
 * ``Sum``: each term as above, with one all-reduce for all of them.
@@ -314,7 +314,7 @@ def _fill_nan(grads: TensorList, which: list[int]) -> None:
 
 
 class _L2Norm(_Term):
-    """Per-tensor sums of squares all-reduced; gradient ``l * w / ||w||`` with global norms."""
+    """Per-tensor sums of squares all-reduced; gradient ``λ * w / ||w||`` with global norms."""
 
     def __init__(self, penalty, tl, geo=None):
         super().__init__(penalty, tl, geo)
@@ -333,10 +333,10 @@ class _L2Norm(_Term):
         return sq, []
 
     def finish(self, sums, gathered, rank):  # sums: the global norms
-        l = self.penalty.l  # noqa: E741
+        lam = self.penalty.strength
         self.norms = sums
-        self.coef = [_coef(l, q) for q in sums]
-        return sum(l * q for q in sums)
+        self.coef = [_coef(lam, q) for q in sums]
+        return sum(lam * q for q in sums)
 
     def apply(self, grads, scale, accumulate):
         tl = self.tl
@@ -355,14 +355,14 @@ class _L2Norm(_Term):
                         d = _acc(w) * (scale * c) if c != 0.0 else torch.zeros_like(_acc(w))
                         d = d.to(g.dtype)
                         g.add_(d) if accumulate else g.copy_(d)
-        for (i, _), k in self.ninf.items():  # an infinite norm: l sign(w) / sqrt(k) on the k infinities
+        for (i, _), k in self.ninf.items():  # an infinite norm: λ sign(w) / sqrt(k) on the k infinities
             if k > 0:
-                _add_inf_limit(tl.tensors[i].detach(), grads.tensors[i], scale * self.penalty.l / math.sqrt(k))
+                _add_inf_limit(tl.tensors[i].detach(), grads.tensors[i], scale * self.penalty.strength / math.sqrt(k))
         with torch.no_grad():
             for i in big:
                 w, g = tl.tensors[i], grads.tensors[i]
                 n = torch.tensor(self.norms[i], dtype=torch.float64, device=w.device)
-                d = _scaled_grad(w.detach().to(torch.float64), n, scale * self.penalty.l).to(g.dtype)
+                d = _scaled_grad(w.detach().to(torch.float64), n, scale * self.penalty.strength).to(g.dtype)
                 g.add_(d) if accumulate or tl.on_cpu else g.copy_(d)
         _fill_nan(grads, nan)
 
@@ -398,22 +398,22 @@ class _Group(_Term):
         ]
         # self.sq: per tensor, per group, its norm (the local groups' now, the shared ones in finish)
         self.sq = [[_norm_of(q, e) for q, e in r] for r in rows]
-        l = self.penalty.l  # noqa: E741
-        local_value = sum(l * sum(nq) for nq, s in zip(self.sq, self.spans, strict=True) if not s)
+        lam = self.penalty.strength
+        local_value = sum(lam * sum(nq) for nq, s in zip(self.sq, self.spans, strict=True) if not s)
         self.rows = [x for r, s in zip(rows, self.spans, strict=True) if s for x in r]
         shared = [q for qs, s in zip(sq, self.spans, strict=True) if s for q in qs]
         return [local_value, *shared], []
 
     def finish(self, sums, gathered, rank):  # sums[1:]: the global norms of the shared groups
-        l = self.penalty.l  # noqa: E741
+        lam = self.penalty.strength
         value, k = sums[0], 1
         for i, s in enumerate(self.spans):
             if s:
                 g = len(self.sq[i])
                 self.sq[i] = sums[k : k + g]
                 k += g
-                value += l * sum(self.sq[i])
-        self.coef = [[_coef(l, q) for q in sq] for sq in self.sq]
+                value += lam * sum(self.sq[i])
+        self.coef = [[_coef(lam, q) for q in sq] for sq in self.sq]
         return value
 
     def apply(self, grads, scale, accumulate):
@@ -424,7 +424,7 @@ class _Group(_Term):
                 for w, g, o, G, n, nq in zip(tl.tensors, grads.tensors, *self.shapes, self.sq, strict=True):
                     x = w.detach().to(torch.float64).reshape(o, G, n)
                     norm = torch.tensor(nq, dtype=torch.float64, device=w.device).view(1, G, 1)
-                    d = torch.where(norm == 0, 0.0, _scaled_grad(x, norm.expand_as(x), scale * self.penalty.l))
+                    d = torch.where(norm == 0, 0.0, _scaled_grad(x, norm.expand_as(x), scale * self.penalty.strength))
                     d = d.reshape(w.shape).to(g.dtype)
                     g.add_(d) if accumulate else g.copy_(d)
             return
@@ -437,7 +437,7 @@ class _Group(_Term):
                     d = torch.where(cw == 0, 0.0, _acc(w).reshape(o, G, n) * cw)  # 0 coef: nothing (0 * inf)
                     d = d.reshape(w.shape).to(g.dtype)
                     g.add_(d) if accumulate else g.copy_(d)
-        # groups with an infinite norm: l sign(w) / sqrt(k) on their k infinities (local groups
+        # groups with an infinite norm: λ sign(w) / sqrt(k) on their k infinities (local groups
         # counted here, shared ones all-reduced in _plan)
         for i, (w, g, o, G, n, nq, sp) in enumerate(
             zip(tl.tensors, grads.tensors, *self.shapes, self.sq, self.spans, strict=True)
@@ -452,7 +452,7 @@ class _Group(_Term):
                     mask[:, k] = True
                     lim = torch.where(mask & torch.isinf(x), torch.sign(_acc(x)), 0.0)
                     with torch.no_grad():
-                        g.add_((lim * (scale * self.penalty.l / math.sqrt(cnt))).reshape(w.shape).to(g.dtype))
+                        g.add_((lim * (scale * self.penalty.strength / math.sqrt(cnt))).reshape(w.shape).to(g.dtype))
 
 
 class _Linf(_Term):
@@ -475,7 +475,7 @@ class _Linf(_Term):
         return [], [*maxes, *keys]
 
     def finish(self, sums, gathered, rank):
-        l = self.penalty.l  # noqa: E741
+        lam = self.penalty.strength
         value = 0.0
         self.nan, self.mine = [], []
         n = len(self.tl)
@@ -487,7 +487,7 @@ class _Linf(_Term):
                 self.mine.append(False)
                 continue
             top = max(col)
-            value += l * max(top, 0.0)
+            value += lam * max(top, 0.0)
             if self.geo is None:
                 first = col.index(top)
             else:  # the rank whose arg max comes first in the logical tensor
@@ -496,8 +496,8 @@ class _Linf(_Term):
         return value
 
     def apply(self, grads, scale, accumulate):
-        tl, l = self.tl, self.penalty.l  # noqa: E741
-        s1 = [l if m else 0.0 for m in self.mine]
+        tl, lam = self.tl, self.penalty.strength
+        s1 = [lam if m else 0.0 for m in self.mine]
         if tl.on_cpu:
             _C.penalty_grad("linf", tl.ptrs, tl.numels, tl.dtypes, grads.ptrs, s1, [0.0], scale, accumulate)
         else:

@@ -13,14 +13,14 @@ from . import penalties as P
 __all__ = ["l1", "squared_l2", "elastic_net", "l2_norm", "group_lasso", "linf", "l0"]
 
 
-def l1(params, weight: float = 1.0) -> Tensor:
-    """``weight * sum |w|`` over all tensors in ``params``."""
-    return P.L1(weight).value(params)
+def l1(params, strength: float = 1.0) -> Tensor:
+    """``strength * sum |w|`` over all tensors in ``params``."""
+    return P.L1(strength).value(params)
 
 
-def squared_l2(params, weight: float = 1.0) -> Tensor:
-    """``(weight / 2) * sum w^2`` over all tensors in ``params``."""
-    return P.SquaredL2(weight).value(params)
+def squared_l2(params, strength: float = 1.0) -> Tensor:
+    """``(strength / 2) * sum w^2`` over all tensors in ``params``."""
+    return P.SquaredL2(strength).value(params)
 
 
 def elastic_net(params, l1: float = 1.0, l2: float = 1.0) -> Tensor:
@@ -28,21 +28,21 @@ def elastic_net(params, l1: float = 1.0, l2: float = 1.0) -> Tensor:
     return P.ElasticNet(l1, l2).value(params)
 
 
-def l2_norm(params, weight: float = 1.0) -> Tensor:
-    """``weight * sum_tensors ||w||_2``."""
-    return P.L2Norm(weight).value(params)
+def l2_norm(params, strength: float = 1.0) -> Tensor:
+    """``strength * sum_tensors ||w||_2``."""
+    return P.L2Norm(strength).value(params)
 
 
-def group_lasso(params, weight: float = 1.0, dim: int = 0) -> Tensor:
-    """``weight * sum_groups ||w_g||_2``, groups = slices along ``dim``."""
-    return P.GroupLasso(weight, dim).value(params)
+def group_lasso(params, strength: float = 1.0, dim: int = 0) -> Tensor:
+    """``strength * sum_groups ||w_g||_2``, groups = slices along ``dim``."""
+    return P.GroupLasso(strength, dim).value(params)
 
 
-def linf(params, weight: float = 1.0) -> Tensor:
-    """``weight * sum_tensors max |w|``."""
-    return P.Linf(weight).value(params)
+def linf(params, strength: float = 1.0) -> Tensor:
+    """``strength * sum_tensors max |w|``."""
+    return P.Linf(strength).value(params)
 
 
-def l0(params, weight: float = 1.0) -> Tensor:
-    """``weight * #{w != 0}`` (not differentiable)."""
-    return P.L0(weight).value(params)
+def l0(params, strength: float = 1.0) -> Tensor:
+    """``strength * #{w != 0}`` (not differentiable)."""
+    return P.L0(strength).value(params)

@@ -10,8 +10,8 @@ offers
 * ``prox_(params, step)``: the proximal step in place (see :mod:`normreg.prox`);
 * ``+`` to compose penalties (values and gradients add).
 
-Conventions (see docs/conventions.md): ``SquaredL2(l)`` is ``(l/2) sum w^2`` so its
-gradient equals ``torch.optim.SGD(weight_decay=l)``; ``L1(l)`` has subgradient 0 at 0;
+Conventions (see docs/conventions.md): ``SquaredL2(λ)`` is ``(λ/2) sum w^2`` so its
+gradient equals ``torch.optim.SGD(weight_decay=λ)``; ``L1(λ)`` has subgradient 0 at 0;
 NaN in a weight propagates to values and gradients.
 """
 
@@ -97,7 +97,10 @@ class _PenaltyValue(torch.autograd.Function):
 
 
 class Penalty:
-    """Base class of the penalty objects. Subclasses set ``kind`` and the strengths."""
+    """Base class of the penalty objects. Subclasses set ``kind`` and the strengths.
+
+    A penalty's strength λ is its ``strength`` (``ElasticNet``: ``l1`` and ``l2``), the name
+    the prox functions (:mod:`normreg.prox`) and :mod:`normreg.functional` use too."""
 
     kind: str = ""
     #: True for penalties whose gradient is a * sign(w) + b * w (one fused pass composes them).
@@ -116,7 +119,7 @@ class Penalty:
         """The penalty's proximal operator as the terms :mod:`normreg.prox` composes.
 
         ``("affine", s1, s2)`` (``s1 |w| + s2 w²/2``: soft threshold, then shrink),
-        ``("l0", l)``, ``("l2_norm", l)``, ``("group", l, dim)``, ``("linf", l)``; a penalty
+        ``("l0", λ)``, ``("l2_norm", λ)``, ``("group", λ, dim)``, ``("linf", λ)``; a penalty
         without a known prox raises ``TypeError``. ``prox_`` and the optimizers ask this,
         never the class."""
         if self.affine:
@@ -137,7 +140,7 @@ class Penalty:
         """This penalty for parameter ``name`` of ``module`` (:func:`normreg.param_groups` asks).
 
         Most penalties do not depend on the layer and return ``self``; a layout recipe such
-        as ``GroupLasso(l, dim="out")`` returns the concrete penalty for that layer's weight.
+        as ``GroupLasso(strength, dim="out")`` returns the concrete penalty for that layer's weight.
         """
         return self
 
@@ -303,19 +306,19 @@ class Penalty:
 
 
 class L1(Penalty):
-    """``l * sum |w|``; gradient ``l * sign(w)`` (0 at 0); prox: soft threshold at ``step*l``."""
+    """``λ * sum |w|``; gradient ``λ * sign(w)`` (0 at 0); prox: soft threshold at ``step*λ``."""
 
     kind = "l1"
     affine = True
 
-    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
-        self.l = check_strength(l, "l")
+    def __init__(self, strength: float = 1e-4) -> None:
+        self.strength = check_strength(strength, "strength")
 
     def _s1(self) -> float:
-        return self.l
+        return self.strength
 
     def _scale_(self, f: float) -> None:
-        self.l *= f
+        self.strength *= f
 
     @classmethod
     def from_sklearn(cls, alpha: float) -> L1:
@@ -324,23 +327,23 @@ class L1(Penalty):
         return cls(alpha)
 
     def __repr__(self) -> str:
-        return f"L1(l={self.l:g})"
+        return f"L1(strength={self.strength:g})"
 
 
 class SquaredL2(Penalty):
-    """``(l/2) * sum w^2``; gradient ``l * w`` (= ``SGD(weight_decay=l)``); prox ``w/(1+step*l)``."""
+    """``(λ/2) * sum w^2``; gradient ``λ * w`` (= ``SGD(weight_decay=λ)``); prox ``w/(1+step*λ)``."""
 
     kind = "squared_l2"
     affine = True
 
-    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
-        self.l = check_strength(l, "l")
+    def __init__(self, strength: float = 1e-4) -> None:
+        self.strength = check_strength(strength, "strength")
 
     def _s2(self) -> float:
-        return self.l
+        return self.strength
 
     def _scale_(self, f: float) -> None:
-        self.l *= f
+        self.strength *= f
 
     @classmethod
     def from_weight_decay(cls, weight_decay: float) -> SquaredL2:
@@ -348,7 +351,7 @@ class SquaredL2(Penalty):
         return cls(weight_decay)
 
     def __repr__(self) -> str:
-        return f"SquaredL2(l={self.l:g})"
+        return f"SquaredL2(strength={self.strength:g})"
 
 
 class ElasticNet(Penalty):
@@ -409,28 +412,28 @@ class ElasticNet(Penalty):
 
 
 class L2Norm(Penalty):
-    """``l * sum_tensors ||w||_2`` (not squared); gradient ``l * w/||w||``, 0 at ``w = 0``."""
+    """``λ * sum_tensors ||w||_2`` (not squared); gradient ``λ * w/||w||``, 0 at ``w = 0``."""
 
     kind = "l2_norm"
 
-    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
-        self.l = check_strength(l, "l")
+    def __init__(self, strength: float = 1e-4) -> None:
+        self.strength = check_strength(strength, "strength")
 
     def _s1(self) -> float:
-        return self.l
+        return self.strength
 
     def _scale_(self, f: float) -> None:
-        self.l *= f
+        self.strength *= f
 
     def _prox_terms(self) -> list[tuple]:
-        return [("l2_norm", self.l)]
+        return [("l2_norm", self.strength)]
 
     def __repr__(self) -> str:
-        return f"L2Norm(l={self.l:g})"
+        return f"L2Norm(strength={self.strength:g})"
 
 
 class GroupLasso(Penalty):
-    """``l * sum_groups ||w_g||_2`` with groups the slices along ``dim``.
+    """``λ * sum_groups ||w_g||_2`` with groups the slices along ``dim``.
 
     ``dim=0`` on a conv or linear weight groups by output channel / unit (structured
     sparsity: whole filters go to zero under the prox); a ``ConvTranspose*d`` weight is laid
@@ -444,8 +447,8 @@ class GroupLasso(Penalty):
 
     kind = "group_lasso"
 
-    def __init__(self, l: float = 1e-4, dim: int | str = 0) -> None:  # noqa: E741
-        self.l = check_strength(l, "l")
+    def __init__(self, strength: float = 1e-4, dim: int | str = 0) -> None:
+        self.strength = check_strength(strength, "strength")
         if isinstance(dim, str):
             if dim != "out":
                 raise ValueError(f"'dim' must be an int or 'out' (output channels of each layer), got {dim!r}")
@@ -458,7 +461,7 @@ class GroupLasso(Penalty):
         if self._dim == "out":
             raise ValueError(
                 "GroupLasso(dim='out') is a layout recipe: bare tensors do not say which dim is a layer's "
-                "output channels. Build the groups with normreg.param_groups(model, GroupLasso(l, dim='out')) "
+                "output channels. Build the groups with normreg.param_groups(model, GroupLasso(strength, dim='out')) "
                 "(or penalty.for_module(layer)), or give dim=0 (Conv*d, Linear) / dim=1 (ConvTranspose*d)"
             )
         return self._dim
@@ -467,16 +470,16 @@ class GroupLasso(Penalty):
         if self._dim != "out":
             return self
         transposed = isinstance(module, torch.nn.modules.conv._ConvTransposeNd)
-        return GroupLasso(self.l, dim=1 if transposed and name == "weight" else 0)
+        return GroupLasso(self.strength, dim=1 if transposed and name == "weight" else 0)
 
     def _s1(self) -> float:
-        return self.l
+        return self.strength
 
     def _scale_(self, f: float) -> None:
-        self.l *= f
+        self.strength *= f
 
     def _prox_terms(self) -> list[tuple]:
-        return [("group", self.l, self.dim)]
+        return [("group", self.strength, self.dim)]
 
     def shapes(self, tensors: Sequence[Tensor]) -> tuple[list[int], list[int], list[int]]:
         """(outer, groups, inner) per tensor in memory order (see normreg._bridge.group_layout);
@@ -492,61 +495,61 @@ class GroupLasso(Penalty):
         return group_layout(tensors, self.dim)
 
     def _spec(self) -> tuple[str, float, float, int]:
-        return ("group_lasso", self.l, 0.0, self.dim)
+        return ("group_lasso", self.strength, 0.0, self.dim)
 
     def _check_params(self, tl: TensorList) -> None:
         self.shapes(tl.tensors)
 
     def _reference_grad(self, params: list[Tensor]) -> list[Tensor]:
-        return ref.group_grad(params, self.dim, self.l)
+        return ref.group_grad(params, self.dim, self.strength)
 
     def __repr__(self) -> str:
-        return f"GroupLasso(l={self.l:g}, dim={self._dim!r})"
+        return f"GroupLasso(strength={self.strength:g}, dim={self._dim!r})"
 
 
 class Linf(Penalty):
-    """``l * sum_tensors max |w|``; gradient ``l * sign(w)`` at the first arg max."""
+    """``λ * sum_tensors max |w|``; gradient ``λ * sign(w)`` at the first arg max."""
 
     kind = "linf"
 
-    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
-        self.l = check_strength(l, "l")
+    def __init__(self, strength: float = 1e-4) -> None:
+        self.strength = check_strength(strength, "strength")
 
     def _s1(self) -> float:
-        return self.l
+        return self.strength
 
     def _scale_(self, f: float) -> None:
-        self.l *= f
+        self.strength *= f
 
     def _prox_terms(self) -> list[tuple]:
-        return [("linf", self.l)]
+        return [("linf", self.strength)]
 
     def __repr__(self) -> str:
-        return f"Linf(l={self.l:g})"
+        return f"Linf(strength={self.strength:g})"
 
 
 class L0(Penalty):
-    """``l * #{w != 0}``: value and proximal step only (hard threshold at ``sqrt(2*step*l)``).
+    """``λ * #{w != 0}``: value and proximal step only (hard threshold at ``sqrt(2*step*λ)``).
 
     It has no useful gradient: ``value`` is not differentiable and ``add_grad_`` raises.
     Note ``torch.nn.functional.hardshrink(x, t)`` thresholds at ``t`` itself; the exact L0
-    prox of ``step * l`` thresholds at ``sqrt(2 * step * l)``.
+    prox of ``step * λ`` thresholds at ``sqrt(2 * step * λ)``.
     """
 
     kind = "l0"
     has_grad = False
 
-    def __init__(self, l: float = 1e-4) -> None:  # noqa: E741
-        self.l = check_strength(l, "l")
+    def __init__(self, strength: float = 1e-4) -> None:
+        self.strength = check_strength(strength, "strength")
 
     def _s1(self) -> float:
-        return self.l
+        return self.strength
 
     def _scale_(self, f: float) -> None:
-        self.l *= f
+        self.strength *= f
 
     def _prox_terms(self) -> list[tuple]:
-        return [("l0", self.l)]
+        return [("l0", self.strength)]
 
     def value(self, params: Params, *, process_group=None) -> Tensor:
         params, dt = dtensor_args(params)
@@ -570,7 +573,7 @@ class L0(Penalty):
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
 
     def __repr__(self) -> str:
-        return f"L0(l={self.l:g})"
+        return f"L0(strength={self.strength:g})"
 
 
 class Sum(Penalty):

@@ -5,29 +5,29 @@ writes into them, and returns a :class:`ProxStats`: how many entries are exactly
 after the step, per tensor and in total, counted in the same pass over memory.
 
 ``step`` is the proximal step size τ (for an optimizer, the learning rate) and the
-strengths ``l`` are the penalty's; the prox of ``τ R`` uses thresholds ``τ l``. Strengths
+strengths ``strength`` (λ below) are the penalty's; the prox of ``τ R`` uses thresholds ``τ λ``. Strengths
 and radii may be one number or one per tensor.
 
 ===============================  ==============================================================
 function                         result per element / tensor
 ===============================  ==============================================================
-``soft_threshold_``              ``sign(w) max(|w| - τ l u, 0)`` (``u``: optional weights),
-                                 ``nonneg=True``: ``max(w - τ l u, 0)``
-``ridge_shrink_``                ``w / (1 + τ l)``
+``soft_threshold_``              ``sign(w) max(|w| - τ λ u, 0)`` (``u``: optional weights),
+                                 ``nonneg=True``: ``max(w - τ λ u, 0)``
+``ridge_shrink_``                ``w / (1 + τ λ)``
 ``elastic_net_``                 ``soft(w, τ l1) / (1 + τ l2)``
-``hard_threshold_``              exact L0 prox: ``0`` where ``|w| <= sqrt(2 τ l)``, else ``w``
-``group_soft_threshold_``        ``w_g max(1 - τ l / ||w_g||, 0)``, groups = slices along ``dim``
+``hard_threshold_``              exact L0 prox: ``0`` where ``|w| <= sqrt(2 τ λ)``, else ``w``
+``group_soft_threshold_``        ``w_g max(1 - τ λ / ||w_g||, 0)``, groups = slices along ``dim``
 ``l2_norm_prox_``                the same with the whole tensor as one group
-``linf_prox_``                   ``w - P_{L1 ball, radius τ l}(w)`` (Moreau decomposition)
+``linf_prox_``                   ``w - P_{L1 ball, radius τ λ}(w)`` (Moreau decomposition)
 ``project_box_``                 ``clamp(w, lo, hi)``
 ``project_l2_ball_``             ``w min(1, r / ||w||)``
 ``project_linf_ball_``           ``clamp(w, -r, r)``
 ``project_l1_ball_``             exact Euclidean projection onto ``{||w||_1 <= r}`` per tensor
 ===============================  ==============================================================
 
-``hard_threshold_(p, step, l)`` is **not** ``torch.nn.functional.hardshrink(p, step * l)``:
-the exact prox of ``τ l ||w||_0`` thresholds at ``sqrt(2 τ l)``; hardshrink thresholds at
-its argument. Ties (``|w| = sqrt(2 τ l)``, where both 0 and ``w`` are minimizers) go to 0.
+``hard_threshold_(p, step, λ)`` is **not** ``torch.nn.functional.hardshrink(p, step * λ)``:
+the exact prox of ``τ λ ||w||_0`` thresholds at ``sqrt(2 τ λ)``; hardshrink thresholds at
+its argument. Ties (``|w| = sqrt(2 τ λ)``, where both 0 and ``w`` are minimizers) go to 0.
 
 NaN propagates: elementwise ops keep NaN where it is; ops that need a norm or threshold of
 a whole tensor (or group) make that whole tensor (group) NaN when it contains NaN.
@@ -264,25 +264,25 @@ def _run_linf(tl: TensorList, s: list[float]) -> ProxStats:
 def soft_threshold_(
     params: Params,
     step: float,
-    l: Strength = 1.0,  # noqa: E741
+    strength: Strength = 1.0,
     *,
     weights=None,
     nonneg: bool = False,
 ) -> ProxStats:
-    """Soft threshold in place: the prox of ``step * l * ||u ⊙ w||_1`` (weighted L1).
+    """Soft threshold in place: the prox of ``step * λ * ||u ⊙ w||_1`` (weighted L1).
 
     Parameters
     ----------
     params : tensor, nn.Module or iterable of tensors
         Contiguous float tensors, modified in place.
     step : float
-        Step size τ >= 0; the threshold is ``τ l`` (times the weight ``u``).
-    l : float or sequence of float
+        Step size τ >= 0; the threshold is ``τ λ`` (times the weight ``u``).
+    strength : float or sequence of float
         Strength, one number or one per tensor, >= 0.
     weights : tensor or sequence of tensors, optional
         Per-element weights ``u >= 0``, one tensor per param of the same shape.
     nonneg : bool
-        Also project onto ``w >= 0``: ``max(w - τ l u, 0)``.
+        Also project onto ``w >= 0``: ``max(w - τ λ u, 0)``.
 
     Returns
     -------
@@ -292,17 +292,17 @@ def soft_threshold_(
     with _named(fn):
         step = check_strength(step, "step")
         tl = _params(params)
-        ls = _strengths(l, "l", len(tl))
+        ls = _strengths(strength, "strength", len(tl))
         u = _weights(tl, weights)
     return _run_shrink(tl, _mul(step, ls), [1.0], u, bool(nonneg))
 
 
-def ridge_shrink_(params: Params, step: float, l: Strength = 1.0) -> ProxStats:  # noqa: E741
-    """Prox of ``step * (l/2) ||w||^2`` in place: ``w / (1 + step * l)``."""
+def ridge_shrink_(params: Params, step: float, strength: Strength = 1.0) -> ProxStats:
+    """Prox of ``step * (λ/2) ||w||^2`` in place: ``w / (1 + step * λ)``."""
     with _named("ridge_shrink_"):
         step = check_strength(step, "step")
         tl = _params(params)
-        ls = _strengths(l, "l", len(tl))
+        ls = _strengths(strength, "strength", len(tl))
     return _run_shrink(tl, [0.0], [1.0 / (1.0 + step * v) for v in ls], None, False)
 
 
@@ -319,43 +319,43 @@ def elastic_net_(
     return _run_shrink(tl, _mul(step, a), [1.0 / (1.0 + step * v) for v in b], u, bool(nonneg))
 
 
-def hard_threshold_(params: Params, step: float, l: Strength = 1.0) -> ProxStats:  # noqa: E741
-    """Exact prox of ``step * l * ||w||_0`` in place: zero where ``|w| <= sqrt(2 * step * l)``.
+def hard_threshold_(params: Params, step: float, strength: Strength = 1.0) -> ProxStats:
+    """Exact prox of ``step * λ * ||w||_0`` in place: zero where ``|w| <= sqrt(2 * step * λ)``.
 
-    Not ``F.hardshrink(w, step * l)``, which thresholds at ``step * l`` itself.
+    Not ``F.hardshrink(w, step * λ)``, which thresholds at ``step * λ`` itself.
     """
     with _named("hard_threshold_"):
         step = check_strength(step, "step")
         tl = _params(params)
-        ls = _strengths(l, "l", len(tl))
+        ls = _strengths(strength, "strength", len(tl))
     return _run_hard(tl, [math.sqrt(2.0 * step * v) for v in ls])
 
 
-def group_soft_threshold_(params: Params, step: float, l: Strength = 1.0, dim: int = 0) -> ProxStats:  # noqa: E741
-    """Group soft threshold (prox of the group lasso ``step * l * sum_g ||w_g||``), groups = slices along ``dim``."""
+def group_soft_threshold_(params: Params, step: float, strength: Strength = 1.0, dim: int = 0) -> ProxStats:
+    """Group soft threshold (prox of the group lasso ``step * λ * sum_g ||w_g||``), groups = slices along ``dim``."""
     with _named("group_soft_threshold_"):
         step = check_strength(step, "step")
         tl = _params(params)
-        ls = _strengths(l, "l", len(tl))
+        ls = _strengths(strength, "strength", len(tl))
         shapes = _group_shapes(tl.tensors, dim)
     return _run_group(tl, shapes, dim, [0.0], _mul(step, ls), [1.0])
 
 
-def l2_norm_prox_(params: Params, step: float, l: Strength = 1.0) -> ProxStats:  # noqa: E741
-    """Prox of ``step * l * ||w||_2`` per tensor: ``w max(1 - step*l/||w||, 0)``."""
+def l2_norm_prox_(params: Params, step: float, strength: Strength = 1.0) -> ProxStats:
+    """Prox of ``step * λ * ||w||_2`` per tensor: ``w max(1 - step*λ/||w||, 0)``."""
     with _named("l2_norm_prox_"):
         step = check_strength(step, "step")
         tl = _params(params)
-        ls = _strengths(l, "l", len(tl))
+        ls = _strengths(strength, "strength", len(tl))
     return _run_l2_norm(tl, [0.0], _mul(step, ls), [1.0])
 
 
-def linf_prox_(params: Params, step: float, l: Strength = 1.0) -> ProxStats:  # noqa: E741
-    """Prox of ``step * l * max|w|`` per tensor through the exact L1-ball projection (Moreau)."""
+def linf_prox_(params: Params, step: float, strength: Strength = 1.0) -> ProxStats:
+    """Prox of ``step * λ * max|w|`` per tensor through the exact L1-ball projection (Moreau)."""
     with _named("linf_prox_"):
         step = check_strength(step, "step")
         tl = _params(params)
-        ls = _strengths(l, "l", len(tl))
+        ls = _strengths(strength, "strength", len(tl))
     return _run_linf(tl, _mul(step, ls))
 
 
@@ -408,7 +408,7 @@ class _Plan:
     """A penalty in the normal form the prox understands.
 
     l1, l2: the elementwise elastic-net part; l0: L0 strength (alone); norm: None, or
-    ("l2_norm", l), ("group", l, dim) or ("linf", l) — the one non-separable term.
+    ("l2_norm", λ), ("group", λ, dim) or ("linf", λ) — the one non-separable term.
     """
 
     l1: float = 0.0

@@ -306,8 +306,8 @@ def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2,
     # eager: the same penalty as a loss term (the expression users write), no add_grad_
     te = trainers["torch-eager"]
 
-    def eager_term(params, l):  # noqa: E741
-        return l * sum(p.abs().sum() for p in params)
+    def eager_term(params, strength):
+        return strength * sum(p.abs().sum() for p in params)
 
     def eager_before(units, strength, loss_terms):
         loss_terms.append(eager_term([p for _, params in units for p in params], strength))

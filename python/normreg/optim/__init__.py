@@ -36,7 +36,7 @@ Like torch.optim
 ----------------
 Without a penalty (or at strength 0) a step is bitwise torch.optim.SGD / Adam / AdamW's
 with the same arguments, in float32 and float64. ``state_dict()`` holds only tensors and
-plain data (penalties as specs such as ``{"kind": "l1", "l": 1e-4}``) and loads with
+plain data (penalties as specs such as ``{"kind": "l1", "strength": 1e-4}``) and loads with
 ``torch.load(weights_only=True)``; torch.optim's SGD / Adam / AdamW state_dicts load into the
 matching normreg optimizer (penalties kept from the constructor's groups) and the reverse.
 torch's ``foreach``, ``fused``, ``capturable`` and ``differentiable`` arguments are accepted

@@ -84,7 +84,7 @@ def _check_lr(lr) -> float:
 
 
 def penalty_spec(penalty) -> dict | None:
-    """A penalty as plain data (``{"kind": "l1", "l": 1e-4}``; sums as
+    """A penalty as plain data (``{"kind": "l1", "strength": 1e-4}``; sums as
     ``{"kind": "sum", "terms": [...]}``), for ``state_dict``; ``None`` stays ``None``."""
     if penalty is None:
         return None
@@ -104,7 +104,7 @@ def penalty_from_spec(spec):
     if spec is None or isinstance(spec, P.Penalty):
         return spec
     if not isinstance(spec, dict) or "kind" not in spec:
-        raise ValueError(f"a penalty spec is a dict with a 'kind' (e.g. {{'kind': 'l1', 'l': 1e-4}}), got {spec!r}")
+        raise ValueError(f"a penalty spec is a dict with a 'kind' (e.g. {{'kind': 'l1', 'strength': 1e-4}}), got {spec!r}")
     kinds = {c.kind: c for c in vars(P).values() if isinstance(c, type) and issubclass(c, P.Penalty) and c.kind}
     kind = spec["kind"]
     if kind == "sum":
@@ -112,7 +112,10 @@ def penalty_from_spec(spec):
     cls = kinds.get(kind)
     if cls is None:
         raise ValueError(f"unknown penalty kind {kind!r} in a penalty spec; known: {sorted(kinds) + ['sum']}")
-    return cls(**{k: v for k, v in spec.items() if k != "kind"})
+    args = {k: v for k, v in spec.items() if k != "kind"}
+    if "l" in args and "strength" not in args:  # a spec saved before the strength was named 'strength'
+        args["strength"] = args.pop("l")
+    return cls(**args)
 
 
 _PENALTY_MODES = ("prox", "grad")
