@@ -13,7 +13,9 @@ from __future__ import annotations
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainConfig
 from .data import ImageData, load_data
-from .train import RunDirError, Trainer, evaluate, train, trainer_from_checkpoint
+from .rundir import RunDirError
+from .train import evaluate, train, trainer_from_checkpoint
+from .trainer import Trainer
 
 __all__ = [
     "TrainConfig",

@@ -267,7 +267,9 @@ def train_main(args: argparse.Namespace) -> int:
 
     from .checkpoint import CHECKPOINT, PREVIOUS, CheckpointError, load_checkpoint
     from .config import TrainConfig
-    from .train import NonFiniteError, _check_state, recover_run, train
+    from .rundir import _check_state, recover_run
+    from .train import train
+    from .trainer import NonFiniteError
 
     if args.threads < 0:
         return _error("train", ValueError(f"'--threads' must be >= 0, got {args.threads}"))

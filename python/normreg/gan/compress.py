@@ -49,15 +49,9 @@ from normreg.compress import (
 )
 
 from .checkpoint import CHECKPOINT, find_checkpoint, save_checkpoint
-from .train import (
-    RunDirError,
-    Trainer,
-    _json_safe,
-    _naming,
-    _prepare_run_dir,
-    _write_text,
-    trainer_from_checkpoint,
-)
+from .rundir import RunDirError, _json_safe, _naming, _prepare_run_dir, _write_text
+from .train import trainer_from_checkpoint
+from .trainer import Trainer
 
 __all__ = ["CompressConfig", "compress", "COMPRESS_METHODS", "measure_latency"]
 

@@ -42,7 +42,7 @@ def train_digits_run(config: dict, run_dir: Path, grid: bool = False) -> dict[st
     import torch
 
     from normreg.gan import TrainConfig, train, trainer_from_checkpoint
-    from normreg.gan.train import NonFiniteError
+    from normreg.gan.trainer import NonFiniteError
 
     from .coverage import image_run_coverage
 

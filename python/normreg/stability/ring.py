@@ -43,7 +43,8 @@ from torch import Tensor, nn
 import normreg
 
 from ..gan.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
-from ..gan.train import _rng_state, _seed_all, _set_rng_state, _truncate_logs
+from ..gan.rundir import _truncate_logs
+from ..gan.trainer import _rng_state, _seed_all, _set_rng_state
 from ..study._io import atomic_write_text
 from .adaptive import AdaptiveLambda
 

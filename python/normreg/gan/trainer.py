@@ -1,0 +1,668 @@
+"""The GAN trainer's step: ``Trainer`` (models, optimizers, penalties, one training step,
+evaluation and sample grids). ``normreg.gan.train`` runs it in a run directory.
+
+One step (paired tasks, pix2pix style)::
+
+    c = input(x)                  # masked / noisy / downsampled x
+    y = G(c)
+    D:  0.5 [BCE(D(c, x), 1) + BCE(D(c, y), 0)]  (+ lazy R1 every k steps, times k)
+    G:  adv_weight BCE(D(c, y), 1) + λ_rec(t) recon(y, x) + tv_weight TV(y)
+    weight penalty R on G and/or D, strength λ_pen(t):  mode 'loss'     -> + R(w) in the loss
+                                                        mode 'add_grad' -> R.add_grad_ after backward
+                                                        mode 'grad'     -> ∇R inside ProxAdam's update pass
+                                                        mode 'prox'     -> ProxAdam's proximal step
+
+Unconditional: y = G(z), D sees images only, no reconstruction term.
+
+Exact resume: the batch order is a function of (seed, step), task noise and latents come from
+a generator whose state is checkpointed with torch's, numpy's and Python's RNG states, so
+training N steps equals training N/2, resuming and training N/2 more, bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import normreg
+
+from . import _ops
+from . import distributed as _dist  # DDP hooks: see normreg.gan.distributed
+from .config import TrainConfig
+from .data import ImageData, baseline, input_channels, load_data, make_inputs
+from .metrics import kid, load_or_train_classifier, pixel_features, psnr, ssim
+from .models import build_models
+
+N_GRID = 16
+METRIC_FIELDS = (
+    "psnr",
+    "ssim",
+    "baseline_psnr",
+    "baseline_ssim",
+    "classifier_score",
+    "real_classifier_score",
+    "class_confidence",
+    "real_class_confidence",
+    "kid",
+    "kid_floor",
+)
+KID_SCALE = 1000.0  # KID is reported x 10^3, as in the literature
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, or a ``ValueError`` when this machine has no such device."""
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"'device' {name!r}: torch.cuda.is_available() is False on this machine; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"'device' {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"'device' {name!r}: torch.backends.mps.is_available() is False; use --device cpu")
+    return dev
+
+
+def data_warnings(cfg: TrainConfig, data: ImageData) -> list[str]:
+    """Things about the data a user should know before waiting for a run (not errors)."""
+    out = []
+    n = int(data.splits["train"].numel())
+    if n < cfg.batch_size:
+        what = "crops" if data.crop_source is not None else "images"
+        hint = (
+            "raise crops_per_image"
+            if data.crop_source is not None
+            else "use more images, or (for a folder of photos) resize='random_crop' to train on many crops per photo"
+        )
+        out.append(
+            f"the training split has {n} {what}, fewer than batch_size={cfg.batch_size}: every step "
+            f"trains on all {n} and G will memorize them; {hint}"
+        )
+    return out
+
+
+def metric_notes(cfg: TrainConfig, data: ImageData, has_classifier: bool, sizes: dict[str, int]) -> list[str]:
+    """One line for each metric that is absent, saying why."""
+    notes = []
+    if not has_classifier:
+        why = "the data set has no labels" if data.labels is None else "the data set has only one class"
+        notes.append(
+            f"classifier_score, class_confidence: absent: {why} (images in 2 or more sub-folders of a "
+            "folder are labelled by them); KID uses pixel features instead"
+        )
+    elif not cfg.paired:
+        notes.append("classifier_score: absent for unconditional runs (no target labels); see class_confidence")
+    small = {k: v for k, v in sizes.items() if v < 2}
+    if small:
+        sets = ", ".join(f"{k} has {v}" for k, v in small.items())
+        notes.append(f"kid, kid_floor: absent: KID needs at least 2 images in each set ({sets})")
+    return notes
+
+
+# What a run does when a loss term or a weight becomes NaN or infinite.
+ON_NONFINITE = ("stop", "continue")
+# At least this many images in every validation fold of a k-fold split.
+MIN_FOLD_IMAGES = 2
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss term or a weight became NaN or infinite and the run stopped at that step.
+
+    ``step``, ``name`` (the loss term, or ``weight '<parameter>' of G``) and ``value`` say where;
+    ``summary`` is what ``summary.json`` holds (``status: "diverged"``).
+    """
+
+    def __init__(self, message: str, step: int, name: str, value: float, summary: dict | None = None) -> None:
+        super().__init__(message)
+        self.step, self.name, self.value, self.summary = step, name, value, summary or {}
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss_next": py_state[2]},
+    }
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _opt_state(opt: torch.optim.Optimizer | None) -> dict | None:
+    """Optimizer state without the penalty objects (re-attached on load), so it loads with weights_only."""
+    if opt is None:
+        return None
+    sd = opt.state_dict()
+    sd["param_groups"] = [{k: v for k, v in g.items() if k != "penalty"} for g in sd["param_groups"]]
+    return sd
+
+
+class Trainer:
+    """Holds the data, G, D, EMA-G, optimizers and RNGs of one run; ``step()`` trains one step.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    data : ImageData, optional
+        Already loaded data (otherwise ``load_data(cfg)``; errors in the data raise
+        ``ValueError`` here, before anything is written).
+    """
+
+    def __init__(self, cfg: TrainConfig, data: ImageData | None = None) -> None:
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError(f"'cfg' must be a TrainConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.data = data if data is not None else load_data(cfg)
+        d = self.data
+        self.c_cond = input_channels(cfg, d.channels) if cfg.paired else 0
+        self.device = resolve_device(cfg.device)
+        _seed_all(cfg.seed)
+        self.G, self.D = build_models(cfg, d.channels, d.image_size, self.c_cond)
+        self.G.to(self.device)
+        if self.D is not None:
+            self.D.to(self.device)
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # task noise, latents
+        self.step_ = 0
+        self.ema_start = 0  # the step the EMA warm-up counts from (a compressed G restarts it)
+        self.compressed: dict[str, Any] | None = None  # normreg.gan.compress: how G was pruned
+        if cfg.folds > 1:
+            n_rest = int(d.splits["train"].numel() + d.splits["val"].numel())
+            small = n_rest // cfg.folds  # the smallest of the k parts (they differ by one at most)
+            if small < MIN_FOLD_IMAGES:
+                raise ValueError(
+                    f"TrainConfig: 'folds' = {cfg.folds} leaves {small} image(s) in some validation folds "
+                    f"({n_rest} non-test images); use at most {max(2, n_rest // MIN_FOLD_IMAGES)} folds "
+                    f"(at least {MIN_FOLD_IMAGES} images per fold; 5 or 10 is usual)"
+                )
+        self.train_x = d.split("train")[0].to(self.device)
+        self._epoch: tuple[int, Tensor] | None = None  # this epoch's crops or permutation
+        for msg in data_warnings(cfg, d):
+            warnings.warn(msg, UserWarning, stacklevel=2)
+        n = self.train_x.shape[0]
+        self.batch = min(cfg.batch_size, n)
+        self.batches_per_epoch = max(1, n // self.batch)
+        # Weight penalties: one per network it applies to, at strength 1 (scaled per step).
+        self.pen_g = cfg.penalty_on in ("g", "both") and cfg.weight_penalty != "none"
+        self.pen_d = cfg.penalty_on in ("d", "both") and cfg.weight_penalty != "none" and self.D is not None
+        self.unit_penalty = _ops.make_penalty(cfg.weight_penalty, 1.0, cfg.l1_ratio)
+        self.recon_schedule = _ops.make_schedule(cfg.recon_schedule, cfg.steps, cfg.warmup_fraction)
+        self.adaptive = cfg.penalty_schedule == "adaptive" and self.pen_d
+        if self.adaptive:
+            # D's penalty strength follows E[sign(D(x_real))] (the ADA heuristic); the
+            # controller's factor is the schedule ProxAdam (or the loss / add_grad path) applies.
+            from normreg.stability.adaptive import AdaptiveLambda
+
+            self.penalty_schedule = AdaptiveLambda(
+                cfg.adaptive_target, gain=cfg.adaptive_gain, interval=cfg.adaptive_interval,
+                min_factor=1.0 / cfg.adaptive_max_factor, max_factor=cfg.adaptive_max_factor,
+                base=cfg.weight_penalty_strength,
+            )
+        else:
+            self.penalty_schedule = _ops.make_schedule(cfg.penalty_schedule, cfg.steps, cfg.warmup_fraction)
+        self.opt_g, self.groups_g, self.units_g = self._optimizer(self.G, cfg.lr_g, self.pen_g)
+        self.opt_d, self.groups_d, self.units_d = (
+            self._optimizer(self.D, cfg.lr_d, self.pen_d) if self.D is not None else (None, None, [])
+        )
+        # Fixed evaluation inputs and sample-grid inputs / latents (their own generator).
+        eg = torch.Generator().manual_seed(cfg.seed + 12345)
+        self.eval_inputs: dict[str, Tensor] = {}
+        for split in ("val", "test"):
+            x, _ = d.split(split)
+            self.eval_inputs[split] = (
+                make_inputs(cfg, x, eg) if cfg.paired else torch.randn(x.shape[0], cfg.z_dim, generator=eg)
+            ).to(self.device)
+        grid = self._grid_rows(d.split("val")[0].shape[0])
+        self.grid_inputs = self.eval_inputs["val"][grid]
+        self.grid_targets = d.split("val")[0][grid].to(self.device)
+        self._classifier = None
+        self._classifier_ready = False
+        self.last_terms: dict[str, float] = {}
+        # DDP hook: data-parallel (DistributedDataParallel G and D, this rank's rows of each
+        # global batch) when torch.distributed is initialized with > 1 process; else None.
+        self.dist = _dist.attach(self.G, self.D, self.batch)
+
+    # -- setup -------------------------------------------------------------------------------
+    def _grid_rows(self, n: int) -> Tensor:
+        # Photo tiles: spread the 16 over the photo (the first 16 tiles are one strip).
+        if self.data.crop_source is not None and n > N_GRID:
+            return torch.linspace(0, n - 1, N_GRID).round().long()
+        return torch.arange(min(n, N_GRID))
+
+    def _optimizer(self, model: nn.Module, lr: float, penalized: bool):
+        """``(optimizer, param groups, units)``: the groups hold each layer's penalty at the
+        configured strength, made concrete for its layout by ``normreg.param_groups`` (group
+        lasso: output channels, ``dim=1`` on transposed convs); ``units`` are the same
+        penalties at strength 1 beside their params, which the 'loss' / 'add_grad' modes scale
+        by the step's strength and the logged raw norm sums."""
+        cfg = self.cfg
+        if penalized:
+            unit_groups = normreg.param_groups(model, self.unit_penalty)
+            units = [(g["penalty"], g["params"]) for g in unit_groups if g["penalty"] is not None]
+            groups = [
+                {**g, "penalty": g["penalty"].scaled(cfg.weight_penalty_strength)} if g["penalty"] is not None else g
+                for g in unit_groups
+            ]
+        else:
+            groups = [{"params": [p for p in model.parameters() if p.requires_grad], "penalty": None}]
+            units = []
+        if cfg.penalty_mode in ("prox", "grad") and penalized:
+            # ProxAdam applies the schedule itself (its step count is part of its state): its
+            # proximal step ('prox'), or the penalty's gradient inside its update ('grad').
+            opt = _ops.prox_adam(groups, lr=lr, betas=cfg.betas, schedule=self.penalty_schedule, mode=cfg.penalty_mode)
+            return opt, groups, units
+        plain = [{"params": g["params"]} for g in groups]
+        return torch.optim.Adam(plain, lr=lr, betas=cfg.betas), groups, units
+
+    def lambdas(self, step: int | None = None) -> dict[str, float]:
+        """The λ values in force at ``step`` (default: the next step)."""
+        cfg = self.cfg
+        t = self.step_ if step is None else step
+        out = {}
+        if cfg.paired and cfg.recon != "none":
+            out["lam_recon"] = cfg.recon_weight * float(self.recon_schedule(t))
+        if self.pen_g or self.pen_d:
+            out["lam_penalty"] = cfg.weight_penalty_strength * float(self.penalty_schedule(t))
+            if self.adaptive:
+                out["lam_d"] = out["lam_penalty"]  # D's penalty strength in force (adaptive)
+        if cfg.uses_d:
+            out["lam_adv"] = cfg.adv_weight
+        if cfg.tv_weight > 0:
+            out["lam_tv"] = cfg.tv_weight
+        if cfg.r1_weight > 0 and cfg.uses_d:
+            out["lam_r1"] = cfg.r1_weight
+        return out
+
+    def _penalty_at(self, step: int) -> float | None:
+        """The weight penalty's strength at ``step`` (``None`` without a penalty)."""
+        cfg = self.cfg
+        if self.unit_penalty is None:
+            return None
+        return cfg.weight_penalty_strength * float(self.penalty_schedule(step))
+
+    # -- one step ------------------------------------------------------------------------------
+    def _batch(self, step: int) -> Tensor:
+        # Each epoch's draw (a function of seed and epoch only, so resume is exact) is made
+        # once, at its first batch: the crops of the photos, or the permutation of the images.
+        epoch, i = divmod(step, self.batches_per_epoch)
+        if self._epoch is None or self._epoch[0] != epoch:
+            g = torch.Generator().manual_seed(1_000_003 * self.cfg.seed + epoch)
+            if self.data.crop_source is not None:  # new random crops of the photos every epoch
+                self._epoch = (epoch, self.data.crop_source.crops(g)[0].to(self.device))
+            else:
+                self._epoch = (epoch, torch.randperm(self.train_x.shape[0], generator=g))
+        rows = self._epoch[1][i * self.batch : (i + 1) * self.batch]
+        return rows if self.data.crop_source is not None else self.train_x[rows]
+
+    @staticmethod
+    def _penalized(groups) -> list[Tensor]:
+        return [p for g in groups if g.get("penalty") is not None for p in g["params"]]
+
+    def _apply_penalty_before(self, units, strength: float, loss_terms: list[Tensor]) -> None:
+        if self.cfg.penalty_mode == "loss":
+            loss_terms.extend(unit.scaled(strength).value(params) for unit, params in units)
+
+    def _apply_penalty_after(self, opt, units, strength: float) -> None:
+        # 'prox' / 'grad': nothing here, ProxAdam's step applies the scheduled penalty.
+        if self.cfg.penalty_mode == "add_grad":
+            for unit, params in units:
+                unit.scaled(strength).add_grad_(params)
+
+    def step(self) -> None:
+        """Train one step (``loss_terms()`` then reports its loss terms and λ values)."""
+        cfg = self.cfg
+        t = self.step_
+        lam = self.lambdas(t)
+        strength = self._penalty_at(t)
+        x = self._batch(t)
+        # DDP hook: the global batch and its noise are drawn as on one process; each rank
+        # keeps its rows and trains through the DDP wrappers of G and D.
+        ddp = self.dist
+        G, D = (ddp.g, ddp.d) if ddp is not None else (self.G, self.D)
+        if cfg.paired:
+            c = make_inputs(cfg, x, self.gen)
+            if ddp is not None:
+                x, c = ddp.local(x), ddp.local(c)
+            fake = G(c)
+        else:
+            c = None
+            z = torch.randn(x.shape[0], cfg.z_dim, generator=self.gen).to(self.device)
+            if ddp is not None:
+                x, z = ddp.local(x), ddp.local(z)
+            fake = G(z)
+        terms: dict[str, Tensor] = {}
+        # -- D ------------------------------------------------------------------------------
+        if self.D is not None:
+            self.D.requires_grad_(True)
+            lr_ = D(x, c)
+            lf = D(fake.detach(), c)
+            d_real = F.binary_cross_entropy_with_logits(lr_, torch.ones_like(lr_))
+            d_fake = F.binary_cross_entropy_with_logits(lf, torch.zeros_like(lf))
+            terms["d_real"], terms["d_fake"] = d_real, d_fake
+            terms["d_adv"] = 0.5 * (d_real + d_fake)
+            if self.adaptive:
+                sign = torch.sign(lr_.detach()).double().mean()
+                terms["d_real_sign"] = sign
+                r = float(sign)
+                if ddp is not None:  # DDP hook: the global batch's mean, so every rank holds one λ
+                    r = ddp.mean({"r": r})["r"]
+                if math.isfinite(r):  # NaN logits: nothing observed; first_nonfinite reports them
+                    self.penalty_schedule.observe(r)
+            loss_d = [terms["d_adv"]]
+            if cfg.r1_weight > 0 and t % cfg.r1_every == 0:
+                xr = x.detach().requires_grad_(True)
+                out = D(xr, c)
+                (grad,) = torch.autograd.grad(out.sum(), xr, create_graph=True)
+                r1 = grad.pow(2).flatten(1).sum(1).mean()
+                terms["d_r1"] = r1
+                terms["w_d_r1"] = 0.5 * cfg.r1_weight * cfg.r1_every * r1
+                loss_d.append(terms["w_d_r1"])
+            if self.pen_d:
+                self._apply_penalty_before(self.units_d, strength, loss_d)
+            self.opt_d.zero_grad(set_to_none=True)
+            total_d = sum(loss_d)
+            total_d.backward()
+            if self.pen_d:
+                self._apply_penalty_after(self.opt_d, self.units_d, strength)
+            self.opt_d.step()
+            if self.adaptive:
+                self.penalty_schedule.step()  # adjusts λ after this step (which used lam_d of lambdas(t))
+            terms["d_total"] = total_d.detach()
+            self.D.requires_grad_(False)
+        # -- G ------------------------------------------------------------------------------
+        loss_g: list[Tensor] = []
+        if self.D is not None:
+            lg = self.D(fake, c)
+            terms["g_adv"] = F.binary_cross_entropy_with_logits(lg, torch.ones_like(lg))
+            terms["w_g_adv"] = cfg.adv_weight * terms["g_adv"]
+            loss_g.append(terms["w_g_adv"])
+        if cfg.paired and cfg.recon != "none":
+            terms["g_recon"] = _ops.recon_loss(cfg.recon, fake, x)
+            terms["w_g_recon"] = lam["lam_recon"] * terms["g_recon"]
+            loss_g.append(terms["w_g_recon"])
+        if cfg.tv_weight > 0:
+            terms["g_tv"] = _ops.tv_loss(fake)
+            terms["w_g_tv"] = cfg.tv_weight * terms["g_tv"]
+            loss_g.append(terms["w_g_tv"])
+        if self.pen_g:
+            self._apply_penalty_before(self.units_g, strength, loss_g)
+        self.opt_g.zero_grad(set_to_none=True)
+        total_g = sum(loss_g)
+        total_g.backward()
+        if self.pen_g:
+            self._apply_penalty_after(self.opt_g, self.units_g, strength)
+        self.opt_g.step()
+        terms["g_total"] = total_g.detach()
+        self._update_ema(t)
+        self.step_ = t + 1
+        self._last = ({k: v.detach() for k, v in terms.items()}, lam)
+
+    def loss_terms(self) -> dict[str, float]:
+        """Raw and λ-weighted terms of the last step as floats, with the λ values.
+
+        Weight-penalty terms are measured after the step: ``g_penalty`` is the raw norm
+        ``R_1(w)`` (strength 1), ``w_g_penalty`` is ``λ_pen R_1(w)``; the same for D.
+        """
+        terms, lam = self._last
+        out = {k: float(v) for k, v in terms.items()}
+        if self.dist is not None:  # DDP hook: the mean over ranks (collective: every rank calls it)
+            out = self.dist.mean(out)
+        with torch.no_grad():
+            for net, on, units in (("g", self.pen_g, self.units_g), ("d", self.pen_d, self.units_d)):
+                if on:
+                    raw = sum(float(unit.value(params)) for unit, params in units)
+                    out[f"{net}_penalty"] = raw
+                    out[f"w_{net}_penalty"] = lam.get("lam_penalty", 0.0) * raw
+        out.update(lam)
+        return out
+
+    @torch.no_grad()
+    def first_nonfinite(self, terms: bool = True) -> tuple[str, float] | None:
+        """The first NaN or infinite loss term of the last step (``terms=True``) or weight of
+        G, D or EMA-G, as ``(name, value)``; ``None`` when everything is finite.
+
+        A weight is named ``"weight '<parameter>' of G"``; its value is NaN if it holds one,
+        else its largest magnitude (inf). One fused norm per network: cheap beside a step.
+        """
+        if terms:
+            last, lam = self._last
+            names = list(last)
+            if names:
+                vals = torch.stack([last[k].detach().double().reshape(()) for k in names])
+                if not bool(torch.isfinite(vals).all()):
+                    i = int((~torch.isfinite(vals)).nonzero()[0])
+                    return names[i], float(vals[i])
+            for k, v in lam.items():
+                if not math.isfinite(v):
+                    return k, v
+        for net, model in (("G", self.G), ("D", self.D), ("EMA-G", self.G_ema)):
+            if model is None:
+                continue
+            named = [(n, p) for n, p in model.named_parameters() if p.numel() > 0]
+            if not named:
+                continue
+            # 2-norms (the fast foreach kernel): NaN and inf propagate; an overflow of huge
+            # finite weights is told apart by the exact check of that tensor
+            norms = torch.stack([a.float() for a in torch._foreach_norm([p.detach() for _, p in named])])
+            ok = torch.isfinite(norms)
+            if not bool(ok.all()):
+                for i in (~ok).nonzero().flatten().tolist():
+                    w = named[i][1].detach()
+                    if not bool(torch.isfinite(w).all()):
+                        value = math.nan if bool(w.isnan().any()) else float(w.abs().max())
+                        return f"weight {named[i][0]!r} of {net}", value
+        return None
+
+    @torch.no_grad()
+    def _update_ema(self, t: int) -> None:
+        if self.G_ema is None:
+            return
+        k = t - self.ema_start
+        decay = min(self.cfg.ema_decay, (1 + k) / (10 + k))
+        ema_p = list(self.G_ema.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in self.G.parameters()], 1.0 - decay)
+        bufs_ema, bufs = list(self.G_ema.buffers()), list(self.G.buffers())
+        if len(bufs_ema) != len(bufs):
+            raise RuntimeError(f"EMA-G has {len(bufs_ema)} buffers and G {len(bufs)}: they must be copies")
+        if bufs:
+            torch._foreach_copy_(bufs_ema, bufs)
+
+    # -- generation and evaluation ---------------------------------------------------------------
+    @property
+    def sampler(self) -> nn.Module:
+        """EMA-G if enabled, else G."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @torch.no_grad()
+    def generate(self, inputs: Tensor, model: nn.Module | None = None, batch: int = 256) -> Tensor:
+        """G's outputs (eval mode) for inputs (paired) or latents (unconditional)."""
+        model = model or self.sampler
+        was = model.training
+        model.eval()
+        out = torch.cat([model(inputs[i : i + batch]) for i in range(0, inputs.shape[0], batch)])
+        model.train(was)
+        return out
+
+    def classifier(self):
+        if not self._classifier_ready:
+            self._classifier = load_or_train_classifier(self.data, seed=self.cfg.seed)
+            if self._classifier is not None:
+                self._classifier.to(self.device)
+            self._classifier_ready = True
+        return self._classifier
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> dict[str, float | None]:
+        """Metrics of the EMA generator on ``split`` ("val" or "test"); see ``normreg.gan.metrics``."""
+        if split not in ("val", "test"):
+            raise ValueError(f"'split' must be 'val' or 'test', got {split!r}")
+        cfg = self.cfg
+        real, labels = self.data.split(split)
+        real = real.to(self.device)
+        labels = labels.to(self.device) if labels is not None else None
+        inputs = self.eval_inputs[split]
+        if cfg.eval_samples and real.shape[0] > cfg.eval_samples:
+            real, inputs = real[: cfg.eval_samples], inputs[: cfg.eval_samples]
+            labels = labels[: cfg.eval_samples] if labels is not None else None
+        fake = self.generate(inputs)
+        out: dict[str, float | None] = dict.fromkeys(METRIC_FIELDS)
+        if cfg.paired:
+            out["psnr"] = psnr(fake, real)
+            out["ssim"] = ssim(fake, real)
+            base = baseline(cfg, inputs, self.data.channels)
+            out["baseline_psnr"] = psnr(base, real)
+            out["baseline_ssim"] = ssim(base, real)
+        clf = self.classifier()
+        train_real = self.train_x[: real.shape[0]]
+        if clf is not None:
+            f_fake, l_fake = clf.predict(fake)
+            f_real, l_real = clf.predict(real)
+            f_train, _ = clf.predict(train_real)
+            if cfg.paired:
+                out["classifier_score"] = float((l_fake.argmax(1) == labels).double().mean())
+            out["real_classifier_score"] = float((l_real.argmax(1) == labels).double().mean())
+            out["class_confidence"] = float(l_fake.softmax(1).max(1).values.double().mean())
+            out["real_class_confidence"] = float(l_real.softmax(1).max(1).values.double().mean())
+        else:
+            f_fake, f_real, f_train = pixel_features(fake), pixel_features(real), pixel_features(train_real)
+        if min(f_fake.shape[0], f_real.shape[0], f_train.shape[0]) >= 2:  # KID needs 2 samples a set
+            out["kid"] = KID_SCALE * kid(f_fake, f_real)
+            out["kid_floor"] = KID_SCALE * kid(f_train, f_real)
+        out["kid_features"] = "classifier" if clf is not None else "pixels"
+        out["n"] = int(real.shape[0])
+        sizes = {"generated": f_fake.shape[0], split: f_real.shape[0], "train sample": f_train.shape[0]}
+        out["notes"] = metric_notes(cfg, self.data, clf is not None, sizes)
+        return out
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "format": 1,
+            "normreg_version": normreg.__version__,
+            "config": cfg.to_dict(),
+            "step": self.step_,
+            "ema_start": self.ema_start,
+            **({"compressed": self.compressed} if self.compressed is not None else {}),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict() if self.D is not None else None,
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "opt_g": _opt_state(self.opt_g),
+            "opt_d": _opt_state(self.opt_d),
+            "schedules": {
+                "step": self.step_,
+                "recon": {
+                    "kind": cfg.recon_schedule,
+                    "base": cfg.recon_weight,
+                    **self.recon_schedule.state_dict(),
+                },
+                "penalty": {
+                    "kind": cfg.penalty_schedule,
+                    "base": cfg.weight_penalty_strength,
+                    **(
+                        {"controller": self.penalty_schedule.state_dict()}
+                        if self.adaptive
+                        else self.penalty_schedule.state_dict()
+                    ),
+                },
+                "values": self.lambdas(self.step_),
+            },
+            "rng": {**_rng_state(), "trainer": self.gen.get_state()},
+            "data": {
+                "fingerprint": self.data.fingerprint(),
+                "image_size": self.data.image_size,
+                "channels": self.data.channels,
+                "c_cond": self.c_cond,
+                "num_images": int(self.data.images.shape[0]),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("compressed") is not None:
+            self._adopt_pruned_g(state)
+        self.ema_start = int(state.get("ema_start", 0))
+        self.G.load_state_dict(state["G"])
+        if self.D is not None:
+            self.D.load_state_dict(state["D"])
+        if self.G_ema is not None and state.get("G_ema") is not None:
+            self.G_ema.load_state_dict(state["G_ema"])
+        for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+            if opt is None:
+                continue
+            pens = [(("penalty" in g), g.get("penalty")) for g in opt.param_groups]
+            opt.load_state_dict(state[key])
+            for g, (had, p) in zip(opt.param_groups, pens, strict=True):
+                if had:
+                    g["penalty"] = p
+        self.step_ = int(state["step"])
+        if self.adaptive:
+            self.penalty_schedule.load_state_dict(state["schedules"]["penalty"]["controller"])
+        for sched, key in ((self.recon_schedule, "recon"), (self.penalty_schedule, "penalty")):
+            if sched is self.penalty_schedule and self.adaptive:
+                continue
+            sched.load_state_dict(
+                {k: v for k, v in state["schedules"][key].items() if k not in ("kind", "base")}
+            )
+        rng = state["rng"]
+        _set_rng_state(rng)
+        self.gen.set_state(rng["trainer"])
+
+    def _adopt_pruned_g(self, state: dict[str, Any]) -> None:
+        """A checkpoint of ``normreg compress``: G has fewer channels than the config builds.
+        Resize G to the checkpoint's widths (``normreg.compress.fit_to_state_dict``, no module
+        pickled) and rebuild EMA-G and G's optimizer on the new parameters."""
+        from normreg.compress.resize import fit_to_state_dict
+
+        if self.dist is not None:
+            raise ValueError("a compressed run (normreg compress) trains on one process only")
+        if self.pen_g:
+            raise ValueError("a compressed run's config must not put a weight penalty on G")
+        fit_to_state_dict(self.G, state["G"])
+        if self.G_ema is not None:
+            self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
+        self.opt_g, self.groups_g, self.units_g = self._optimizer(self.G, self.cfg.lr_g, False)
+        self.compressed = dict(state["compressed"])
+
+    # -- run ---------------------------------------------------------------------------------------
+    def sample_grid(self, path: Path) -> np.ndarray:
+        from .plots import save_grid
+
+        out = self.generate(self.grid_inputs)
+        if self.cfg.paired:
+            shown = self.grid_inputs[:, : self.data.channels]
+            if self.cfg.task == "completion":
+                m = self.grid_inputs[:, -1:]
+                shown = shown * (1 - m) + m * (-0.5)  # hidden region shown dark gray
+            return save_grid([shown, out, self.grid_targets], path)
+        return save_grid([out], path)
+
+
+# -- run directory --------------------------------------------------------------------------------
