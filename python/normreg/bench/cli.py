@@ -31,7 +31,7 @@ MODES = {
         "bandwidth_reps": 7,
         "scaling": "all",
         "train_reps": 30,  # steps are ~20 ms; the fused term's cost is a difference of bests
-        "overhead_reps": 10,  # blocks of log_every (10) steps of the trainer and of a bare loop
+        "overhead_reps": 20,  # blocks of log_every (10) steps of the trainer and of a bare loop
         "train_warmup": 2,
         "image_shape": None,
         "train_setup": None,
