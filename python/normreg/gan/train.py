@@ -1,21 +1,6 @@
-"""The GAN trainer: ``Trainer``, ``train(cfg, run_dir)`` and ``evaluate(run_dir)``.
-
-One step (paired tasks, pix2pix style)::
-
-    c = input(x)                  # masked / noisy / downsampled x
-    y = G(c)
-    D:  0.5 [BCE(D(c, x), 1) + BCE(D(c, y), 0)]  (+ lazy R1 every k steps, times k)
-    G:  adv_weight BCE(D(c, y), 1) + λ_rec(t) recon(y, x) + tv_weight TV(y)
-    weight penalty R on G and/or D, strength λ_pen(t):  mode 'loss'     -> + R(w) in the loss
-                                                        mode 'add_grad' -> R.add_grad_ after backward
-                                                        mode 'grad'     -> ∇R inside ProxAdam's update pass
-                                                        mode 'prox'     -> ProxAdam's proximal step
-
-Unconditional: y = G(z), D sees images only, no reconstruction term.
-
-Exact resume: the batch order is a function of (seed, step), task noise and latents come from
-a generator whose state is checkpointed with torch's, numpy's and Python's RNG states, so
-training N steps equals training N/2, resuming and training N/2 more, bit for bit on CPU.
+"""Running the GAN trainer: ``train(cfg, run_dir)``, ``evaluate(run_dir)`` and
+``trainer_from_checkpoint``. The step itself (losses, penalty modes, exact resume) is
+``normreg.gan.trainer.Trainer``; the run directory's files are ``normreg.gan.rundir``.
 """
 
 from __future__ import annotations
