@@ -336,6 +336,19 @@ class Trainer:
             for unit, params in units:
                 unit.scaled(strength).add_grad_(params)
 
+    def _update(self, opt, units, penalized: bool, loss_terms: list[Tensor], strength) -> Tensor:
+        """One network's update: the penalty (by mode), backward of the summed terms, the
+        optimizer step; returns the summed loss."""
+        if penalized:
+            self._apply_penalty_before(units, strength, loss_terms)
+        opt.zero_grad(set_to_none=True)
+        total = sum(loss_terms)
+        total.backward()
+        if penalized:
+            self._apply_penalty_after(opt, units, strength)
+        opt.step()
+        return total
+
     def step(self) -> None:
         """Train one step (``loss_terms()`` then reports its loss terms and λ values)."""
         cfg = self.cfg
@@ -385,14 +398,7 @@ class Trainer:
                 terms["d_r1"] = r1
                 terms["w_d_r1"] = 0.5 * cfg.r1_weight * cfg.r1_every * r1
                 loss_d.append(terms["w_d_r1"])
-            if self.pen_d:
-                self._apply_penalty_before(self.units_d, strength, loss_d)
-            self.opt_d.zero_grad(set_to_none=True)
-            total_d = sum(loss_d)
-            total_d.backward()
-            if self.pen_d:
-                self._apply_penalty_after(self.opt_d, self.units_d, strength)
-            self.opt_d.step()
+            total_d = self._update(self.opt_d, self.units_d, self.pen_d, loss_d, strength)
             if self.adaptive:
                 self.penalty_schedule.step()  # adjusts λ after this step (which used lam_d of lambdas(t))
             terms["d_total"] = total_d.detach()
@@ -412,14 +418,7 @@ class Trainer:
             terms["g_tv"] = _ops.tv_loss(fake)
             terms["w_g_tv"] = cfg.tv_weight * terms["g_tv"]
             loss_g.append(terms["w_g_tv"])
-        if self.pen_g:
-            self._apply_penalty_before(self.units_g, strength, loss_g)
-        self.opt_g.zero_grad(set_to_none=True)
-        total_g = sum(loss_g)
-        total_g.backward()
-        if self.pen_g:
-            self._apply_penalty_after(self.opt_g, self.units_g, strength)
-        self.opt_g.step()
+        total_g = self._update(self.opt_g, self.units_g, self.pen_g, loss_g, strength)
         terms["g_total"] = total_g.detach()
         self._update_ema(t)
         self.step_ = t + 1
