@@ -247,8 +247,13 @@ def compress(
     overwrite: bool = False,
     progress: bool = True,
     device: str | None = None,
+    latency: bool = True,
 ) -> dict[str, Any]:
     """Compress the generator of the trained run in ``run_dir`` into ``out_dir``.
+
+    ``latency=False`` skips the timing (the report's ``latency`` is empty): for callers that
+    run several compressions at once and time them afterwards, one at a time
+    (``normreg study compression``).
 
     See the module docstring for the phases. Everything is checked before the work starts
     (a run directory without a checkpoint, a bad config, a model that cannot be pruned, an
@@ -352,16 +357,18 @@ def compress(
     metrics = trainer.evaluate("test")
     val = trainer.evaluate("val")
     # -- 4. latency and report ------------------------------------------------------------------
-    if progress:
-        _say("timing the dense and the compressed G (batch 1 and 64, 1 and 2 threads)")
-
     def make_input(b: int) -> torch.Tensor:
         x = trainer.eval_inputs["val"]
         return x[torch.arange(b) % x.shape[0]]
 
-    latency = measure_latency({"dense": dense_sampler, "compressed": trainer.sampler}, make_input, repeats=config.latency_repeats)
-    for row in latency:
-        row["speedup"] = row["dense_ms"] / row["compressed_ms"]
+    rows: list[dict[str, Any]] = []
+    if latency:
+        if progress:
+            _say("timing the dense and the compressed G (batch 1 and 64, 1 and 2 threads)")
+        rows = measure_latency({"dense": dense_sampler, "compressed": trainer.sampler}, make_input,
+                               repeats=config.latency_repeats)
+        for row in rows:
+            row["speedup"] = row["dense_ms"] / row["compressed_ms"]
     params = sum(p.numel() for p in small.parameters())
     # the compressed run's config: no weight penalty on G (the checkpoint's G is plain Adam's)
     if cfg.penalty_on == "g":
@@ -396,7 +403,7 @@ def compress(
             "image_size": trainer.data.image_size,
             "dense": {"test": dense_metrics, "val": dense_val},
             "compressed": {"test": metrics, "val": val},
-            "latency": latency,
+            "latency": rows,
             "log": log,
             "seconds": round(time.perf_counter() - t_start, 1),
             "normreg_version": normreg.__version__,
@@ -473,11 +480,16 @@ def report_markdown(r: dict[str, Any]) -> str:
         + (f"; the trivial answer's test PSNR is {base:.4g} dB." if base is not None else "."),
         "" if r["target_met"] else f"**The target was not reached** ({r['mac_fraction']:.3f} > {c['target_macs']:g}).",
         "",
-        "CPU latency (median ms per forward pass; the two generators took turns):",
-        "",
-        "| threads | batch | dense (ms) | compressed (ms) | speed-up |",
-        "|---|---|---|---|---|",
     ]
+    if r["latency"]:
+        lines += [
+            "CPU latency (median ms per forward pass; the two generators took turns):",
+            "",
+            "| threads | batch | dense (ms) | compressed (ms) | speed-up |",
+            "|---|---|---|---|---|",
+        ]
+    else:
+        lines.append("CPU latency: not measured here (`latency=False`).")
     for row in r["latency"]:
         lines.append(
             f"| {row['threads']} | {row['batch']} | {row['dense_ms']:.3g} | {row['compressed_ms']:.3g} | {row['speedup']:.2f}x |"

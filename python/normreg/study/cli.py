@@ -60,10 +60,10 @@ def register(sub) -> None:
 
     s = sub.add_parser(
         "study",
-        help="named reproducible experiments with a markdown report (loss-ablation, weight-penalty, stability)",
+        help="named reproducible experiments with a markdown report (loss-ablation, weight-penalty, stability, compression)",
         description="Run a named study and write DIR/report.md with tables and figures.",
     )
-    s.add_argument("name", nargs="?", help="loss-ablation | weight-penalty | stability")
+    s.add_argument("name", nargs="?", help="loss-ablation | weight-penalty | stability | compression")
     s.add_argument("--out", help="output directory (default: study-NAME)")
     s.add_argument("--smoke", action="store_true", help="a few steps, one seed, few arms: tests the machinery only")
     g = s.add_mutually_exclusive_group()
@@ -159,6 +159,10 @@ def _study(args) -> int:
         from normreg.stability.study import run_cli
 
         return run_cli(args)
+    if args.name == "compression" and not args.list:  # normreg compress over methods x targets x seeds
+        from .compression import run_cli as run_compression
+
+        return run_compression(args)
     if args.list or not args.name:
         for name in STUDIES:
             st = get_study(name)
@@ -169,6 +173,12 @@ def _study(args) -> int:
         print(f"stability: does a norm penalty on D stabilize GAN training? (ring of 8 Gaussians; 8x8 digits)\n"
               f"  ring: {len(arm_names())} arms x {SEEDS} seeds: " + "; ".join(arm_names()) + "\n"
               f"  digits (unconditional, the image trainer): the same {len(arm_names())} arms x {DIGITS_SEEDS} seeds")
+        from .compression import METHODS, PARTS, TARGETS
+        from .compression import SEEDS as C_SEEDS
+
+        print(f"compression: channel penalties against magnitude pruning (normreg compress)\n"
+              f"  {' and '.join(PARTS)}: {len(METHODS)} methods ({', '.join(METHODS)}) x target MACs "
+              f"{', '.join(map(str, TARGETS))} x {C_SEEDS} seeds")
         return 0 if args.list else 2
     try:
         path = run_study(
