@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._io import atomic_savefig, atomic_write_text, read_json
-from .compression import METHODS, SETUP, grid_target, load_records
+from .compression_records import METHODS, SETUP, grid_target, load_records
 from .report import _plt, compare, fmt_pm
 
 __all__ = ["write_report", "summarize"]
