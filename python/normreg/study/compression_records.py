@@ -28,7 +28,7 @@ SETUP: dict[str, dict[str, Any]] = {
         "compress": {},
     },
     "textures": {
-        "title": "texture super-resolution (32 px, 4x, skimage's photos)",
+        "title": "texture super-resolution (32 px, 2x, skimage's photos)",
         "dense": {"dataset": "textures", "task": "superres", "steps": 800, "eval_every": 400,
                   "sample_every": 400, "checkpoint_every": 400},
         "compress": {"sparse_steps": 300, "finetune_steps": 150},
