@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_text, read_json, remove_stale_temporaries, to_jsonable
+from .grid import Backend, default_backend
 from .records import HIST_EDGES
-from .sweep import Backend, Point, default_backend, resolve_threads, run_points
+from .runner import Point, run_points
+from .sweep import resolve_threads
 
 __all__ = ["Arm", "Study", "STUDIES", "run_study", "study_points"]
 
