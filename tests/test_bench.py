@@ -17,6 +17,7 @@ import normreg.cli
 from normreg.bench import cases as cases_mod
 from normreg.bench import cli, report, runner
 from normreg.bench.cases import Case, Impl, Inputs, build_cases
+from normreg.bench.cases._common import _snapshot as snapshot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -256,7 +257,7 @@ def test_inplace_inputs_are_restored_before_every_repetition():
         peers=[],
         result=lambda inp, ret: inp.x,
         nbytes=32,
-        restore=lambda inp: cases_mod._snapshot([inp.x]),
+        restore=lambda inp: snapshot([inp.x]),
     )
     t = runner.time_impl(case, case.ours, warmup=2, reps=4)
     assert t.number == 1 and t.reps == 4
