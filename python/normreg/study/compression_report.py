@@ -61,6 +61,18 @@ def _lat(rec: dict, batch: int, threads: int, key: str = "speedup") -> float:
     return math.nan
 
 
+TRIVIAL_DB = 0.05
+
+
+def _trivial(rec: dict) -> bool:
+    """Does the compressed G give (nearly) the trivial answer, its input itself? Its test PSNR
+    within :data:`TRIVIAL_DB` of the input's: a G whose channels all went does that when the
+    architecture adds its input back (the superres U-Net)."""
+    t = rec["compressed"]["test"]
+    a, b = _f(t.get("psnr")), _f(t.get("baseline_psnr"))
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= TRIVIAL_DB
+
+
 def summarize(records: Sequence[dict]) -> dict:
     """``{part: {"dense": row, "points": {(method, target): row}}}``, each row mean/std/n per
     quantity over seeds."""
@@ -80,6 +92,7 @@ def summarize(records: Sequence[dict]) -> dict:
             "ms_b64_t1": lambda r: _lat(r, 64, 1, "compressed_ms"),
             "dense_ms_b64_t1": lambda r: _lat(r, 64, 1, "dense_ms"),
             "seconds": lambda r: r.get("seconds"),
+            "trivial": lambda r: 1.0 if _trivial(r) else 0.0,
         }
         points = {}
         for key in dict.fromkeys((r["method"], r["target"]) for r in comp):
@@ -141,12 +154,14 @@ def _pareto(part_sum: dict, metrics: Sequence[str], x: str, path: Path, title: s
             ax.errorbar([dx], [dm], yerr=[ds if math.isfinite(ds) else 0], marker="*", ms=10, color="k", label="dense")
             if math.isfinite(ds):
                 ax.axhspan(dm - 2 * ds, dm + 2 * ds, color="k", alpha=0.08, lw=0)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
         if x == "mac_fraction":
-            ax.xaxis.set_major_locator(FixedLocator([1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1]))
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.xaxis.set_major_locator(FixedLocator([2.0**-k for k in range(0, 12, 2)]))
             ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "1" if v >= 1 else f"1/{round(1 / v)}"))
+        else:
+            ax.set_xlim(left=0)
         ax.set_xlabel("MACs kept (fraction of dense)" if x == "mac_fraction" else "latency, batch 64, 1 thread (ms)")
         ax.set_ylabel(LABEL[m])
         ax.grid(True, which="both", alpha=0.3)
@@ -312,6 +327,13 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
                       "Difference of the means (method − magnitude) ± its standard error; a verdict counts beyond 2 "
                       "standard errors. The MACs actually kept are in the table above (a method that overshoots "
                       "its budget is compared at its target, not at its MACs).", "", *vm, ""]
+        trivial = [f"{m} at {t:g} ({ps['points'][(m, t)]['mean']['trivial'] * ps['points'][(m, t)]['n']['trivial']:.0f} "
+                   f"of {ps['points'][(m, t)]['n']['trivial']} seeds)"
+                   for (m, t) in sorted(ps["points"], key=lambda k: (METHODS.index(k[0]), -k[1]))
+                   if ps["points"][(m, t)]["mean"]["trivial"] > 0]
+        if trivial:
+            lines += [f"**Collapsed to the trivial answer** (the compressed G's test PSNR within {TRIVIAL_DB:g} dB of its "
+                      "input's, i.e. it returns its input): " + "; ".join(trivial) + ".", ""]
         missed = [f"{m} at {t:g} ({ps['points'][(m, t)]['mean']['target_met'] * 100:.0f}% of seeds met)"
                   for (m, t) in ps["points"] if ps["points"][(m, t)]["mean"]["target_met"] < 1]
         if missed:
