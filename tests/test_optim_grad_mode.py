@@ -114,7 +114,9 @@ def test_grad_mode_with_a_non_affine_penalty_is_add_grad_then_step():
         pen.add_grad_(b)
         ob.step()
         assert torch.equal(a[0].grad, g)
-        assert torch.equal(a[0], b[0])
+        # ob has no penalty, so its step is torch's own Adam (bitwise torch.optim.Adam); oa's is
+        # normreg's kernel, which on an AVX-512 CPU (torch's AVX-512 kernels) can differ by an ulp
+        torch.testing.assert_close(a[0], b[0], rtol=0, atol=4 * torch.finfo(torch.float64).eps)
 
 
 def test_grad_mode_follows_the_schedule_and_mixes_with_prox_groups():
