@@ -15,7 +15,6 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "core/dtype.hpp"
@@ -31,31 +30,6 @@ namespace normreg::kernels {
 template <class C>
 inline C madd(C a, C b, C c) noexcept {
     return std::fma(a, b, c);
-}
-
-// Run-time choices inside a vector loop (weight decay on or off, nesterov, a fresh momentum
-// buffer, the lerp form): both candidates are computed and one is picked bitwise with a
-// mask set once per call. Exact for every value (NaN, -0, inf), one instantiation for
-// both choices, and no branch on a loop-invariant flag for the compiler to unswitch (an
-// unswitched copy may be left scalar).
-template <class C>
-using mask_t = std::conditional_t<sizeof(C) == 4, std::uint32_t, std::uint64_t>;
-
-template <class C>
-inline mask_t<C> mask_of(bool b) noexcept {
-    return b ? ~mask_t<C>(0) : mask_t<C>(0);
-}
-
-// m all ones: a; m zero: b.
-template <class C>
-inline C pick(mask_t<C> m, C a, C b) noexcept {
-    mask_t<C> ua, ub;
-    std::memcpy(&ua, &a, sizeof(C));
-    std::memcpy(&ub, &b, sizeof(C));
-    const mask_t<C> r = (ua & m) | (ub & ~m);
-    C out;
-    std::memcpy(&out, &r, sizeof(C));
-    return out;
 }
 
 // Elementwise penalty fused into an optimizer step.
@@ -154,40 +128,43 @@ struct SgdHyper {
 };
 
 // One SGD step over n elements (torch.optim.SGD's single-tensor formulas), then the prox.
-// `init`: the momentum buffer is new (zero-filled) and takes the gradient as is (torch
-// clones it then).
+// `init`: the momentum buffer is new and takes the gradient as is (torch clones it then).
 //   d = -g if maximize;  d = d.add(w, alpha=wd);  buf = buf.mul(mom).add(d, alpha=1-damp)
 //   d = d.add(buf, alpha=mom) (nesterov) or buf;  w = w.add(d, alpha=-lr)
-// Momentum (an extra stream) and the prox kind are template parameters; weight decay,
-// nesterov and `init` are run-time picks (see pick) that leave the loop's shape alone.
-template <class T, bool Momentum, int Kind>
+template <class T, bool Momentum, bool Nesterov, int Kind, bool WD>
 NORMREG_FMA_KERNEL std::int64_t sgd_step(T* __restrict w, const T* __restrict g, T* __restrict buf, std::int64_t n, const SgdHyper& h,
-                             bool init, bool nesterov, const ProxConst<compute_t<T>>& p) noexcept {
+                             bool init, const ProxConst<compute_t<T>>& p) noexcept {
     using C = compute_t<T>;
-    using M = mask_t<C>;
     const C neg_lr = static_cast<C>(-h.lr), mom = static_cast<C>(h.momentum), damp1 = static_cast<C>(1.0 - h.dampening),
             wd = static_cast<C>(h.weight_decay);
     const C gsign = h.maximize ? C(-1) : C(1);
-    const M has_wd = mask_of<C>(h.weight_decay != 0.0), nest = mask_of<C>(nesterov), fresh = mask_of<C>(init);
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
     const SoftT<C> pst = p.soft;
     const double pad = p.ad, pbd = p.bd, p2ad = p.two_ad;
-    (void)mom, (void)damp1, (void)nest, (void)fresh;
+    (void)wd, (void)mom, (void)damp1;
     std::int64_t zeros = 0;
+    auto pass = [&](auto fresh) __attribute__((always_inline)) {
+        constexpr bool Fresh = decltype(fresh)::value;
 #pragma omp simd reduction(+ : zeros)
-    for (std::int64_t i = 0; i < n; ++i) {
-        const C wi = load<T>(w[i]);
-        C d = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
-        d = pick<C>(has_wd, madd(wi, wd, d), d);
-        if constexpr (Momentum) {
-            const C bm = pick<C>(fresh, d, madd(d, damp1, load<T>(buf[i]) * mom));
-            buf[i] = store<T>(bm);
-            d = pick<C>(nest, madd(bm, mom, d), bm);
+        for (std::int64_t i = 0; i < n; ++i) {
+            const C wi = load<T>(w[i]);
+            C d = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
+            if constexpr (WD) d = madd(wi, wd, d);
+            if constexpr (Momentum) {
+                C bm;
+                if constexpr (Fresh) bm = d;
+                else bm = madd(d, damp1, load<T>(buf[i]) * mom);
+                buf[i] = store<T>(bm);
+                if constexpr (Nesterov) d = madd(bm, mom, d);
+                else d = bm;
+            }
+            const T r = store<T>(fused_prox<Kind, false>(madd(d, neg_lr, wi), pa, pb, pinv, pthr, p2a, C(1), pst, pad, pbd, p2ad));
+            w[i] = r;
+            zeros += stored_zero<T>(r);  // the value as stored
         }
-        const T r = store<T>(fused_prox<Kind, false>(madd(d, neg_lr, wi), pa, pb, pinv, pthr, p2a, C(1), pst, pad, pbd, p2ad));
-        w[i] = r;
-        zeros += stored_zero<T>(r);  // the value as stored
-    }
+    };
+    if (Momentum && init) pass(std::true_type{});
+    else pass(std::false_type{});
     return zeros;
 }
 
@@ -198,55 +175,57 @@ struct AdamHyper {
 
 // One Adam / AdamW step over n elements (torch.optim.Adam's single-tensor formulas), then
 // the prox. step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) for this tensor.
-// Weight decay: none, coupled (g = g.add(w, alpha=wd), Adam) or decoupled (w *= 1 - lr*wd,
-// AdamW) by h.weight_decay and h.decoupled, picked at run time (see pick).
+// WD: 0 none, 1 coupled (g = g.add(w, alpha=wd), Adam), 2 decoupled (w *= 1 - lr*wd, AdamW).
 //   m.lerp_(g, 1-beta1);  v.mul_(beta2).addcmul_(g, g, value=1-beta2);  vmax = maximum(vmax, v)
 //   den = (sqrt(v) / bc2_sqrt).add_(eps);  w.addcdiv_(m, den, value=-step_size)
-template <class T, bool Amsgrad, int Kind, bool Pre>
+template <class T, bool Amsgrad, int Kind, bool Pre, int WD>
 NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, T* __restrict vmax,
                               std::int64_t n, const AdamHyper& h, double step_size, double bc2_sqrt,
                               const ProxConst<compute_t<T>>& p) noexcept {
     using C = compute_t<T>;
-    using M = mask_t<C>;
     const double wgt_d = 1.0 - h.beta1;
     const C wgt = static_cast<C>(wgt_d), wgt_m1 = wgt - C(1), b2 = static_cast<C>(h.beta2), one_b2 = static_cast<C>(1.0 - h.beta2),
             eps = static_cast<C>(h.eps), bc2s = static_cast<C>(bc2_sqrt), neg_step = static_cast<C>(-step_size),
             wd = static_cast<C>(h.weight_decay), decay = static_cast<C>(1.0 - h.lr * h.weight_decay);
-    const bool any_wd = h.weight_decay != 0.0;
-    const M coupled = mask_of<C>(any_wd && !h.decoupled), decoupled = mask_of<C>(any_wd && h.decoupled);
-    // ATen's lerp(m, g, w): fma(w, g - m, m) for |w| < 0.5, else fma(w - 1, g - m, g): the
-    // coefficient is chosen once, the addend picked per element (one fma either way).
+    // ATen's lerp(m, g, w): fma(w, g - m, m) for |w| < 0.5, else fma(w - 1, g - m, g). The
+    // choice is made once, outside the loop: with a select inside, GCC unswitches the loop
+    // and leaves one of the two copies scalar (5x slower for beta1 <= 0.5, as in DCGAN).
     const bool small_w = std::fabs(wgt) < C(0.5);
-    const C lerp_w = small_w ? wgt : wgt_m1;
-    const M small = mask_of<C>(small_w);
     const C gsign = h.maximize ? C(-1) : C(1);
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
     const SoftT<C> pst = p.soft;
     const double pad = p.ad, pbd = p.bd, p2ad = p.two_ad;
+    (void)wd, (void)decay;
     std::int64_t zeros = 0;
+    auto pass = [&](auto small) __attribute__((always_inline)) {
+        constexpr bool Small = decltype(small)::value;
 #pragma omp simd reduction(+ : zeros)
-    for (std::int64_t i = 0; i < n; ++i) {
-        C wi = load<T>(w[i]);
-        C gi = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
-        gi = pick<C>(coupled, madd(wi, wd, gi), gi);
-        wi = pick<C>(decoupled, wi * decay, wi);
-        C mi = load<T>(m[i]);
-        const C diff = gi - mi;
-        mi = madd(lerp_w, diff, pick<C>(small, mi, gi));
-        const C vi = madd(one_b2 * gi, gi, load<T>(v[i]) * b2);
-        m[i] = store<T>(mi);
-        v[i] = store<T>(vi);
-        C vd = vi;
-        if constexpr (Amsgrad) {
-            const C old = load<T>(vmax[i]);
-            vd = vd != vd ? vd : (old < vd ? vd : old);  // torch.maximum keeps NaN
-            vmax[i] = store<T>(vd);
+        for (std::int64_t i = 0; i < n; ++i) {
+            C wi = load<T>(w[i]);
+            C gi = penalized_grad<Kind, T>(g[i], wi, pa, pb) * gsign;
+            if constexpr (WD == 1) gi = madd(wi, wd, gi);
+            if constexpr (WD == 2) wi = wi * decay;
+            C mi = load<T>(m[i]);
+            const C diff = gi - mi;
+            if constexpr (Small) mi = madd(wgt, diff, mi);
+            else mi = madd(wgt_m1, diff, gi);
+            const C vi = madd(one_b2 * gi, gi, load<T>(v[i]) * b2);
+            m[i] = store<T>(mi);
+            v[i] = store<T>(vi);
+            C vd = vi;
+            if constexpr (Amsgrad) {
+                const C old = load<T>(vmax[i]);
+                vd = vd != vd ? vd : (old < vd ? vd : old);  // torch.maximum keeps NaN
+                vmax[i] = store<T>(vd);
+            }
+            const C den = std::sqrt(vd) / bc2s + eps;
+            const T r = store<T>(fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den, pst, pad, pbd, p2ad));
+            w[i] = r;
+            zeros += stored_zero<T>(r);  // the value as stored
         }
-        const C den = std::sqrt(vd) / bc2s + eps;
-        const T r = store<T>(fused_prox<Kind, Pre>(wi + neg_step * mi / den, pa, pb, pinv, pthr, p2a, den, pst, pad, pbd, p2ad));
-        w[i] = r;
-        zeros += stored_zero<T>(r);  // the value as stored
-    }
+    };
+    if (small_w) pass(std::true_type{});
+    else pass(std::false_type{});
     return zeros;
 }
 
