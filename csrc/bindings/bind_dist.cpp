@@ -10,8 +10,8 @@
 
 #include "bindings/bind.hpp"
 #include "bindings/tensor_list.hpp"
-#include "engine/dist_ops.hpp"
-#include "engine/penalty_ops.hpp"
+#include "ops/dist.hpp"
+#include "ops/penalty.hpp"
 
 namespace normreg {
 
@@ -50,7 +50,7 @@ void bind_dist(py::module_& m) {
             std::vector<kernels::MaxAbs> r;
             {
                 py::gil_scoped_release nogil;
-                r = engine::max_abs_per_tensor(w);
+                r = ops::max_abs_per_tensor(w);
             }
             std::vector<double> out(r.size());
             for (std::size_t i = 0; i < r.size(); ++i) out[i] = r[i].nan ? std::numeric_limits<double>::quiet_NaN() : r[i].max;
@@ -67,7 +67,7 @@ void bind_dist(py::module_& m) {
             auto w = make_list(op, "params", ptrs, numels, dtypes);
             auto shapes = group_shapes(op, w, outer, groups, inner);
             py::gil_scoped_release nogil;
-            return engine::group_sq_norms(w, shapes);
+            return ops::group_sq_norms(w, shapes);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("outer"), py::arg("groups"), py::arg("inner"),
         "Per-tensor, per-group sums of squares (float64, deterministic).");
@@ -83,7 +83,7 @@ void bind_dist(py::module_& m) {
             auto shapes = group_shapes(op, w, outer, groups, inner);
             check_coef(op, shapes, coef);
             py::gil_scoped_release nogil;
-            engine::group_apply_coef(w, g, shapes, coef, accumulate);
+            ops::group_apply_coef(w, g, shapes, coef, accumulate);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("grad_ptrs"), py::arg("outer"), py::arg("groups"),
         py::arg("inner"), py::arg("coef"), py::arg("accumulate"),
@@ -98,7 +98,7 @@ void bind_dist(py::module_& m) {
                 throw py::value_error(std::string(op) + ": 'c' must have one value per tensor, got " + std::to_string(c.size()) +
                                       " for " + std::to_string(w.size()));
             py::gil_scoped_release nogil;
-            return engine::scale_per_tensor(w, c);
+            return ops::scale_per_tensor(w, c);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("c"),
         "w <- c[t] * w in place for every tensor t; returns the zeros per tensor.");
@@ -113,7 +113,7 @@ void bind_dist(py::module_& m) {
             auto shapes = group_shapes(op, w, outer, groups, inner);
             check_coef(op, shapes, coef);
             py::gil_scoped_release nogil;
-            return engine::group_scale_inplace(w, shapes, coef);
+            return ops::group_scale_inplace(w, shapes, coef);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("outer"), py::arg("groups"), py::arg("inner"),
         py::arg("coef"), "w <- coef[t][k] * w on group k of tensor t, in place; returns the zeros per tensor.");

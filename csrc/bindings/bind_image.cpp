@@ -9,29 +9,29 @@
 
 #include "bindings/bind.hpp"
 #include "bindings/tensor_list.hpp"
-#include "engine/image_ops.hpp"
+#include "ops/image.hpp"
 
 namespace normreg {
 
 namespace {
 
-engine::PointLoss parse_point_loss(const char* op, const std::string& kind) {
-    if (kind == "l1") return engine::PointLoss::L1;
-    if (kind == "mse") return engine::PointLoss::MSE;
+ops::PointLoss parse_point_loss(const char* op, const std::string& kind) {
+    if (kind == "l1") return ops::PointLoss::L1;
+    if (kind == "mse") return ops::PointLoss::MSE;
     throw py::value_error(std::string(op) + ": unknown loss kind '" + kind + "'; use l1 or mse");
 }
 
-engine::TVKind parse_tv(const char* op, const std::string& kind) {
-    if (kind == "anisotropic") return engine::TVKind::Anisotropic;
-    if (kind == "isotropic") return engine::TVKind::Isotropic;
+ops::TVKind parse_tv(const char* op, const std::string& kind) {
+    if (kind == "anisotropic") return ops::TVKind::Anisotropic;
+    if (kind == "isotropic") return ops::TVKind::Isotropic;
     throw py::value_error(std::string(op) + ": unknown total variation kind '" + kind + "'; use anisotropic or isotropic");
 }
 
-engine::DType parse_dtype(const char* op, int code) {
+ops::DType parse_dtype(const char* op, int code) {
     if (code < 0 || code > 3)
         throw py::type_error(std::string(op) + ": unsupported dtype code " + std::to_string(code) +
                              "; use float32, float64, bfloat16 or float16");
-    return static_cast<engine::DType>(code);
+    return static_cast<ops::DType>(code);
 }
 
 void require_ptr(const char* op, const char* arg, std::uintptr_t p, std::int64_t numel) {
@@ -40,11 +40,11 @@ void require_ptr(const char* op, const char* arg, std::uintptr_t p, std::int64_t
 
 void* as_ptr(std::uintptr_t p) { return reinterpret_cast<void*>(p); }
 
-engine::ImageShape make_image_shape(const char* op, const std::vector<std::int64_t>& shape) {
+ops::ImageShape make_image_shape(const char* op, const std::vector<std::int64_t>& shape) {
     if (shape.size() != 4) throw py::value_error(std::string(op) + ": 'images' must be 4-D (N, C, H, W)");
     for (auto v : shape)
         if (v < 0) throw py::value_error(std::string(op) + ": 'images' has a negative dimension");
-    return engine::ImageShape{shape[0], shape[1], shape[2], shape[3]};
+    return ops::ImageShape{shape[0], shape[1], shape[2], shape[3]};
 }
 
 void require_eps(const char* op, double eps) {
@@ -65,11 +65,11 @@ void bind_image(py::module_& m) {
             if (numel < 0) throw py::value_error(std::string(op) + ": 'numel' must be >= 0");
             require_ptr(op, "pred", pred, numel);
             require_ptr(op, "target", target, numel);
-            const engine::PointwiseArgs a{as_ptr(pred), as_ptr(target), as_ptr(mask), as_ptr(weight), numel, dt};
+            const ops::PointwiseArgs a{as_ptr(pred), as_ptr(target), as_ptr(mask), as_ptr(weight), numel, dt};
             kernels::LossSums s;
             {
                 py::gil_scoped_release nogil;
-                s = engine::pointwise_loss_value(k, a, as_ptr(out), as_ptr(dir), dir_scale);
+                s = ops::pointwise_loss_value(k, a, as_ptr(out), as_ptr(dir), dir_scale);
             }
             return py::make_tuple(s.value, s.mask);
         },
@@ -90,7 +90,7 @@ void bind_image(py::module_& m) {
             if (numel > 0 && grad_pred == 0 && grad_target == 0)
                 throw py::value_error(std::string(op) + ": give 'grad_pred', 'grad_target' or both");
             py::gil_scoped_release nogil;
-            engine::pointwise_loss_grad_scale(as_ptr(dir), as_ptr(grad_out), as_ptr(grad_pred), as_ptr(grad_target), numel, dt,
+            ops::pointwise_loss_grad_scale(as_ptr(dir), as_ptr(grad_out), as_ptr(grad_pred), as_ptr(grad_target), numel, dt,
                                               scale);
         },
         py::arg("dir"), py::arg("grad_out"), py::arg("grad_pred"), py::arg("grad_target"), py::arg("numel"),
@@ -110,9 +110,9 @@ void bind_image(py::module_& m) {
             require_ptr(op, "pred", pred, numel);
             require_ptr(op, "target", target, numel);
             require_ptr(op, "grad_pred", grad_pred, numel);
-            const engine::PointwiseArgs a{as_ptr(pred), as_ptr(target), as_ptr(mask), as_ptr(weight), numel, dt};
+            const ops::PointwiseArgs a{as_ptr(pred), as_ptr(target), as_ptr(mask), as_ptr(weight), numel, dt};
             py::gil_scoped_release nogil;
-            engine::pointwise_loss_grad(k, a, as_ptr(grad_out), as_ptr(grad_pred), as_ptr(grad_target), dir_scale, scale);
+            ops::pointwise_loss_grad(k, a, as_ptr(grad_out), as_ptr(grad_pred), as_ptr(grad_target), dir_scale, scale);
         },
         py::arg("kind"), py::arg("pred"), py::arg("target"), py::arg("mask"), py::arg("weight"), py::arg("grad_out"),
         py::arg("grad_pred"), py::arg("grad_target"), py::arg("numel"), py::arg("dtype"), py::arg("dir_scale"),
@@ -131,7 +131,7 @@ void bind_image(py::module_& m) {
             require_ptr(op, "images", images, s.n * s.c * s.h * s.w);
             require_eps(op, eps);
             py::gil_scoped_release nogil;
-            return engine::tv_value(k, as_ptr(images), dt, s, eps);
+            return ops::tv_value(k, as_ptr(images), dt, s, eps);
         },
         py::arg("kind"), py::arg("images"), py::arg("shape"), py::arg("dtype"), py::arg("eps"),
         "Total variation of each image of a contiguous NCHW batch (float64, deterministic).");
@@ -151,7 +151,7 @@ void bind_image(py::module_& m) {
                 throw py::value_error(std::string(op) + ": 'scale' must have one value per image, got " +
                                       std::to_string(scale.size()) + " for " + std::to_string(s.n));
             py::gil_scoped_release nogil;
-            engine::tv_grad(k, as_ptr(images), as_ptr(grad), dt, s, eps, scale);
+            ops::tv_grad(k, as_ptr(images), as_ptr(grad), dt, s, eps, scale);
         },
         py::arg("kind"), py::arg("images"), py::arg("grad"), py::arg("shape"), py::arg("dtype"), py::arg("eps"), py::arg("scale"),
         "grad = scale[n] * d TV(images[n]) / d images[n], one pass.");

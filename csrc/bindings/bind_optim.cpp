@@ -8,7 +8,7 @@
 
 #include "bindings/bind.hpp"
 #include "bindings/tensor_list.hpp"
-#include "engine/optim_ops.hpp"
+#include "ops/optim.hpp"
 
 namespace normreg {
 
@@ -45,7 +45,7 @@ void bind_optim(py::module_& m) {
             }
             const kernels::SgdHyper h{lr, momentum, dampening, weight_decay, maximize};
             py::gil_scoped_release nogil;
-            return engine::sgd_step(w, g, buf, ini, h, nesterov, prox_kind, pa, pb);
+            return ops::sgd_step(w, g, buf, ini, h, nesterov, prox_kind, pa, pb);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("grad_ptrs"), py::arg("buf_ptrs"), py::arg("init"),
         py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
@@ -76,7 +76,7 @@ void bind_optim(py::module_& m) {
                     throw py::value_error("adam_step: bias corrections must be finite and > 0");
             const kernels::AdamHyper h{lr, beta1, beta2, eps, weight_decay, decoupled, maximize};
             py::gil_scoped_release nogil;
-            return engine::adam_step(w, g, mm, vv, vmax, step_size, bc2_sqrt, h, amsgrad, prox_kind, pa, pb, preconditioned);
+            return ops::adam_step(w, g, mm, vv, vmax, step_size, bc2_sqrt, h, amsgrad, prox_kind, pa, pb, preconditioned);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("grad_ptrs"), py::arg("exp_avg_ptrs"),
         py::arg("exp_avg_sq_ptrs"), py::arg("max_exp_avg_sq_ptrs"), py::arg("step_size"), py::arg("bc2_sqrt"), py::arg("lr"),

@@ -8,19 +8,19 @@
 
 #include "bindings/bind.hpp"
 #include "bindings/tensor_list.hpp"
-#include "engine/penalty_ops.hpp"
+#include "ops/penalty.hpp"
 
 namespace normreg {
 
 namespace {
 
-engine::Penalty parse_kind(const char* op, const std::string& kind) {
-    if (kind == "l1") return engine::Penalty::L1;
-    if (kind == "squared_l2") return engine::Penalty::SquaredL2;
-    if (kind == "elastic_net") return engine::Penalty::ElasticNet;
-    if (kind == "l2_norm") return engine::Penalty::L2Norm;
-    if (kind == "linf") return engine::Penalty::Linf;
-    if (kind == "l0") return engine::Penalty::L0;
+ops::Penalty parse_kind(const char* op, const std::string& kind) {
+    if (kind == "l1") return ops::Penalty::L1;
+    if (kind == "squared_l2") return ops::Penalty::SquaredL2;
+    if (kind == "elastic_net") return ops::Penalty::ElasticNet;
+    if (kind == "l2_norm") return ops::Penalty::L2Norm;
+    if (kind == "linf") return ops::Penalty::Linf;
+    if (kind == "l0") return ops::Penalty::L0;
     throw py::value_error(std::string(op) + ": unknown penalty kind '" + kind +
                           "'; use l1, squared_l2, elastic_net, l2_norm, linf or l0");
 }
@@ -51,7 +51,7 @@ void bind_penalty(py::module_& m) {
             auto a = expand_strength(op, "strength", s1, w.size());
             auto b = expand_strength(op, "l2", s2, w.size());
             py::gil_scoped_release nogil;
-            return engine::penalty_value(k, w, a, b);
+            return ops::penalty_value(k, w, a, b);
         },
         py::arg("kind"), py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("s1"), py::arg("s2"),
         "Value of a penalty over a tensor list (float64 accumulation, deterministic).");
@@ -62,7 +62,7 @@ void bind_penalty(py::module_& m) {
            const std::vector<double>& s1, const std::vector<double>& s2, double scale, bool accumulate) {
             const char* op = "penalty_grad";
             const auto k = parse_kind(op, kind);
-            if (k == engine::Penalty::L0)
+            if (k == ops::Penalty::L0)
                 throw py::value_error("penalty_grad: L0 has no gradient; use its proximal step (prox_) instead");
             require_finite(op, "scale", scale);
             auto w = make_list(op, "params", ptrs, numels, dtypes);
@@ -70,7 +70,7 @@ void bind_penalty(py::module_& m) {
             auto a = expand_strength(op, "strength", s1, w.size());
             auto b = expand_strength(op, "l2", s2, w.size());
             py::gil_scoped_release nogil;
-            return engine::penalty_grad(k, w, g, a, b, scale, accumulate);
+            return ops::penalty_grad(k, w, g, a, b, scale, accumulate);
         },
         py::arg("kind"), py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("grad_ptrs"), py::arg("s1"),
         py::arg("s2"), py::arg("scale"), py::arg("accumulate"),
@@ -85,7 +85,7 @@ void bind_penalty(py::module_& m) {
             auto shapes = make_shapes(op, w, outer, groups, inner);
             auto a = expand_strength(op, "strength", s1, w.size());
             py::gil_scoped_release nogil;
-            return engine::group_value(w, shapes, a);
+            return ops::group_value(w, shapes, a);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("outer"), py::arg("groups"), py::arg("inner"), py::arg("s1"));
 
@@ -101,7 +101,7 @@ void bind_penalty(py::module_& m) {
             auto shapes = make_shapes(op, w, outer, groups, inner);
             auto a = expand_strength(op, "strength", s1, w.size());
             py::gil_scoped_release nogil;
-            return engine::group_grad(w, g, shapes, a, scale, accumulate);
+            return ops::group_grad(w, g, shapes, a, scale, accumulate);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("grad_ptrs"), py::arg("outer"), py::arg("groups"),
         py::arg("inner"), py::arg("s1"), py::arg("scale"), py::arg("accumulate"));
@@ -113,7 +113,7 @@ void bind_penalty(py::module_& m) {
             std::vector<kernels::AbsSq> s;
             {
                 py::gil_scoped_release nogil;
-                s = engine::abs_sq_sums<true, true>(w);
+                s = ops::abs_sq_sums(w);
             }
             std::vector<double> a(s.size()), q(s.size());
             for (std::size_t i = 0; i < s.size(); ++i) { a[i] = s[i].abs; q[i] = s[i].sq; }

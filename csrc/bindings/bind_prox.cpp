@@ -8,7 +8,7 @@
 
 #include "bindings/bind.hpp"
 #include "bindings/tensor_list.hpp"
-#include "engine/prox_ops.hpp"
+#include "ops/prox.hpp"
 
 namespace normreg {
 
@@ -56,17 +56,17 @@ void bind_prox(py::module_& m) {
            const Doubles& b) {
             const char* name = "prox_elementwise";
             if (op < 0 || op > 3) throw py::value_error("prox_elementwise: 'op' must be 0 (shrink), 1 (nonneg), 2 (hard) or 3 (clamp)");
-            const auto kind = static_cast<engine::ElemOp>(op);
+            const auto kind = static_cast<ops::ElemOp>(op);
             auto w = make_list(name, "params", ptrs, numels, dtypes);
             engine::TensorList u;
             const bool weighted = !wptrs.empty();
             if (weighted) {
-                if (kind != engine::ElemOp::Shrink && kind != engine::ElemOp::ShrinkNonNeg)
+                if (kind != ops::ElemOp::Shrink && kind != ops::ElemOp::ShrinkNonNeg)
                     throw py::value_error("prox_elementwise: 'weights' only apply to the soft threshold");
                 u = make_paired(name, "weights", w, wptrs, numels, dtypes);
             }
             Doubles av, bv;
-            if (kind == engine::ElemOp::Clamp) {
+            if (kind == ops::ElemOp::Clamp) {
                 av = expand_bound(name, "lo", a, w.size());
                 bv = expand_bound(name, "hi", b, w.size());
                 for (std::size_t i = 0; i < w.size(); ++i)
@@ -76,7 +76,7 @@ void bind_prox(py::module_& m) {
                 bv = expand_strength(name, "scale", b, w.size());
             }
             py::gil_scoped_release nogil;
-            return engine::prox_elementwise(kind, w, weighted ? &u : nullptr, av, bv);
+            return ops::prox_elementwise(kind, w, weighted ? &u : nullptr, av, bv);
         },
         py::arg("op"), py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("weight_ptrs"), py::arg("a"), py::arg("b"),
         "In-place elementwise prox (shrink, nonneg shrink, hard threshold, clamp); returns zeros per tensor.");
@@ -90,7 +90,7 @@ void bind_prox(py::module_& m) {
             auto sv = expand_strength(name, "strength", s, w.size());
             auto dv = expand_strength(name, "scale", d, w.size());
             py::gil_scoped_release nogil;
-            return engine::prox_l2_norm(w, tv, sv, dv);
+            return ops::prox_l2_norm(w, tv, sv, dv);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("t"), py::arg("s"), py::arg("d"),
         "w <- d * max(1 - s/||soft(w,t)||, 0) * soft(w, t) per tensor; returns zeros per tensor.");
@@ -107,7 +107,7 @@ void bind_prox(py::module_& m) {
             auto sv = expand_strength(name, "strength", s, w.size());
             auto dv = expand_strength(name, "scale", d, w.size());
             py::gil_scoped_release nogil;
-            return engine::prox_group(w, shapes, tv, sv, dv);
+            return ops::prox_group(w, shapes, tv, sv, dv);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("outer"), py::arg("groups"), py::arg("inner"), py::arg("t"),
         py::arg("s"), py::arg("d"), "Group prox over slices along a dim (sparse group lasso form); returns zeros per tensor.");
@@ -119,7 +119,7 @@ void bind_prox(py::module_& m) {
             auto w = make_list(name, "params", ptrs, numels, dtypes);
             auto rv = expand_positive(name, "radius", r, w.size());
             py::gil_scoped_release nogil;
-            return engine::project_l2_ball(w, rv);
+            return ops::project_l2_ball(w, rv);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("radius"));
 
@@ -130,7 +130,7 @@ void bind_prox(py::module_& m) {
             auto w = make_list(name, "params", ptrs, numels, dtypes);
             auto rv = expand_positive(name, "radius", r, w.size());
             py::gil_scoped_release nogil;
-            return engine::project_l1_ball(w, rv);
+            return ops::project_l1_ball(w, rv);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("radius"),
         "Exact projection onto the L1 ball per tensor (Condat's algorithm on the filtered candidates).");
@@ -142,7 +142,7 @@ void bind_prox(py::module_& m) {
             auto w = make_list(name, "params", ptrs, numels, dtypes);
             auto rv = expand_strength(name, "radius", r, w.size());
             py::gil_scoped_release nogil;
-            return engine::l1_ball_thresholds(w, rv);
+            return ops::l1_ball_thresholds(w, rv);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("radius"),
         "Per-tensor soft threshold of the L1-ball projection (read only).");
@@ -154,7 +154,7 @@ void bind_prox(py::module_& m) {
             auto w = make_list(name, "params", ptrs, numels, dtypes);
             auto sv = expand_strength(name, "strength", s, w.size());
             py::gil_scoped_release nogil;
-            return engine::prox_linf(w, sv);
+            return ops::prox_linf(w, sv);
         },
         py::arg("ptrs"), py::arg("numels"), py::arg("dtypes"), py::arg("s"),
         "Prox of s * max|w| per tensor via the L1-ball projection (Moreau); returns zeros per tensor.");

@@ -4,7 +4,8 @@
 #pragma once
 #include <cstdint>
 
-#include "engine/dtype.hpp"
+#include "core/dtype.hpp"
+#include "core/simd.hpp"
 #include "kernels/penalty.hpp"  // stored_zero
 
 namespace normreg::kernels {
@@ -13,11 +14,11 @@ namespace normreg::kernels {
 // scale), rounded once on store; returns how many elements are exactly zero afterwards.
 template <class T>
 inline std::int64_t scale_count(T* __restrict w, std::int64_t n, double c) noexcept {
-    using C = engine::compute_t<T>;
+    using C = core::compute_t<T>;
     std::int64_t zeros = 0;
 #pragma omp simd reduction(+ : zeros)
     for (std::int64_t i = 0; i < n; ++i) {
-        const T v = engine::store<T>(static_cast<C>(c * static_cast<double>(engine::load<T>(w[i]))));
+        const T v = core::store<T>(static_cast<C>(c * static_cast<double>(core::load<T>(w[i]))));
         w[i] = v;
         zeros += stored_zero<T>(v);  // the stored value (bf16 / f16 may round to 0)
     }

@@ -8,14 +8,15 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "engine/dtype.hpp"
+#include "core/dtype.hpp"
+#include "core/simd.hpp"
 #include "kernels/penalty.hpp"  // sign_nan
 
 namespace normreg::kernels {
 
-using engine::compute_t;
-using engine::load;
-using engine::store;
+using core::compute_t;
+using core::load;
+using core::store;
 
 enum class PointLoss : int { L1 = 0, MSE = 1 };
 

@@ -17,17 +17,12 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "engine/dtype.hpp"
+#include "core/dtype.hpp"
+#include "core/simd.hpp"
 #include "kernels/penalty.hpp"  // sign_nan
 #include "kernels/prox.hpp"
 
-// The optimizer kernels use std::fma: their x86-64 clone targets x86-64-v3 (AVX2 + FMA,
-// every CPU on which torch picks its AVX2 kernels), so the fused multiply-adds vectorize.
-#if NORMREG_HAS_DISPATCH
-#define NORMREG_FMA_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define NORMREG_FMA_KERNEL
-#endif
+// NORMREG_FMA_KERNEL (core/simd.hpp): the x86-64 clone targets x86-64-v3 (AVX2 + FMA).
 
 namespace normreg::kernels {
 

@@ -7,13 +7,14 @@
 #include <limits>
 #include <type_traits>
 
-#include "engine/dtype.hpp"
+#include "core/dtype.hpp"
+#include "core/simd.hpp"
 
 namespace normreg::kernels {
 
-using engine::compute_t;
-using engine::load;
-using engine::store;
+using core::compute_t;
+using core::load;
+using core::store;
 
 // sign(w) with sign(0) = 0 and sign(NaN) = NaN (NaN is never turned into 0).
 // Each comparison is converted on its own (no int subtraction), which keeps loops that
@@ -35,7 +36,7 @@ inline C affine_term(C w, C a, C b) noexcept {
 // bits after rounding (a float that rounds to 0 on store counts as a zero).
 template <class T>
 inline int stored_zero(T s) noexcept {
-    if constexpr (std::is_same_v<T, engine::bf16> || std::is_same_v<T, engine::f16>) return (s.bits & 0x7fffu) == 0u;
+    if constexpr (std::is_same_v<T, core::bf16> || std::is_same_v<T, core::f16>) return (s.bits & 0x7fffu) == 0u;
     else return s == T(0);
 }
 

@@ -14,14 +14,15 @@
 #include <type_traits>
 #include <vector>
 
-#include "engine/dtype.hpp"
+#include "core/dtype.hpp"
+#include "core/simd.hpp"
 #include "kernels/penalty.hpp"  // AbsSq, scaled sums, stored_zero
 
 namespace normreg::kernels {
 
-using engine::compute_t;
-using engine::load;
-using engine::store;
+using core::compute_t;
+using core::load;
+using core::store;
 
 // max(x, 0) that keeps NaN (NaN < 0 is false).
 template <class C>

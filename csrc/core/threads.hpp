@@ -1,4 +1,4 @@
-// Thread count of the engine: follows the OpenMP runtime that torch set up (torch is
+// Thread count of the kernels: follows the OpenMP runtime that torch set up (torch is
 // imported first, so both share one runtime) unless set_num_threads() overrides it.
 #pragma once
 #include <atomic>
@@ -6,7 +6,7 @@
 #include <omp.h>
 #endif
 
-namespace normreg::engine {
+namespace normreg::core {
 
 inline std::atomic<int>& thread_override() noexcept {
     static std::atomic<int> n{0};
@@ -33,4 +33,4 @@ inline bool openmp_enabled() noexcept {
 #endif
 }
 
-}  // namespace normreg::engine
+}  // namespace normreg::core

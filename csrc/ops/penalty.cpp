@@ -1,19 +1,25 @@
-// Penalty ops over a whole TensorList: the passes each penalty needs, run by the engine.
-// Strength vectors are per tensor (already expanded by the bindings) and checked there.
-#pragma once
+// Penalty op drivers: each pass is a functor on one chunk (or group block), run by the
+// multi-tensor applier (engine/multi_tensor.hpp). Compiled once, with the extension's flags.
+#include "ops/penalty.hpp"
+
 #include <cmath>
 #include <limits>
 #include <utility>
 #include <vector>
 
-#include "engine/multi_tensor.hpp"
-#include "kernels/penalty.hpp"
+namespace normreg::ops {
 
-namespace normreg::engine {
+using engine::Chunk;
+using engine::data_as;
+using engine::dispatch;
+using engine::Lists;
+using engine::multi_tensor_apply;
+using engine::multi_tensor_reduce;
+using core::compute_t;
+using core::load;
+using core::store;
 
-enum class Penalty : int { L1 = 0, SquaredL2 = 1, ElasticNet = 2, L2Norm = 3, Linf = 4, L0 = 5 };
-
-inline const char* penalty_name(Penalty p) noexcept {
+const char* penalty_name(Penalty p) noexcept {
     switch (p) {
         case Penalty::L1: return "l1";
         case Penalty::SquaredL2: return "squared_l2";
@@ -24,25 +30,23 @@ inline const char* penalty_name(Penalty p) noexcept {
     }
 }
 
+namespace {
+
 // Per-tensor sums of |w| and w^2 (deterministic); the sum of squares as sq * 2^(2 exp).
 template <bool WantAbs, bool WantSq>
-inline std::vector<kernels::AbsSq> abs_sq_sums_scaled(const TensorList& w) {
-    auto plan = plan_chunks(w);
-    return reduce_per_tensor(
-        plan, w.size(), kernels::AbsSq{},
-        [&](const Chunk& c) {
-            const TensorRef& t = w[static_cast<std::size_t>(c.tensor)];
-            return dispatch(t.dtype, [&](auto tag) {
-                using T = typename decltype(tag)::type;
-                return kernels::abs_sq_sum<T, WantAbs, WantSq>(data_as<T>(t) + c.begin, c.end - c.begin);
-            });
+std::vector<kernels::AbsSq> abs_sq_sums_scaled(const TensorList& w) {
+    return multi_tensor_reduce<kernels::AbsSq, 1>(
+        Lists<1>{&w}, kernels::AbsSq{},
+        [](auto c) noexcept {
+            using T = typename decltype(c)::type;
+            return kernels::abs_sq_sum<T, WantAbs, WantSq>(c.p[0], c.n);
         },
         [](kernels::AbsSq a, kernels::AbsSq b) { return a + b; });
 }
 
 // The same with plain sums (exp 0; a sum of squares past the double range is inf).
 template <bool WantAbs, bool WantSq>
-inline std::vector<kernels::AbsSq> abs_sq_sums(const TensorList& w) {
+std::vector<kernels::AbsSq> abs_sq_sums_plain(const TensorList& w) {
     auto s = abs_sq_sums_scaled<WantAbs, WantSq>(w);
     for (auto& x : s) {
         x.sq = kernels::sq_plain(x.sq, x.exp);
@@ -52,69 +56,105 @@ inline std::vector<kernels::AbsSq> abs_sq_sums(const TensorList& w) {
 }
 
 // (l2 / 2) * sum w^2 of a scaled sum, rounded once.
-inline double half_sq(double l2, const kernels::AbsSq& s) noexcept { return std::ldexp(0.5 * l2 * s.sq, 2 * s.exp); }
+double half_sq(double l2, const kernels::AbsSq& s) noexcept { return std::ldexp(0.5 * l2 * s.sq, 2 * s.exp); }
 
-inline std::vector<kernels::MaxAbs> max_abs_per_tensor(const TensorList& w) {
-    auto plan = plan_chunks(w);
-    return reduce_per_tensor(
-        plan, w.size(), kernels::MaxAbs{},
-        [&](const Chunk& c) {
-            const TensorRef& t = w[static_cast<std::size_t>(c.tensor)];
-            return dispatch(t.dtype, [&](auto tag) {
-                using T = typename decltype(tag)::type;
-                return kernels::max_abs<T>(data_as<T>(t) + c.begin, c.end - c.begin, c.begin);
-            });
+// The L2-norm gradient terms one coefficient cannot give (mode 1: scaled, 2: infinities),
+// added to g after the affine pass (which left those tensors' g unchanged or zero).
+void l2_grad_special(const TensorList& w, const TensorList& g, const std::vector<int>& mode, const std::vector<int>& ex,
+                     const std::vector<double>& c) {
+    multi_tensor_apply<2>(Lists<2>{&w, &g}, [&](auto ch) noexcept {
+        using T = typename decltype(ch)::type;
+        const std::size_t ti = ch.tensor;
+        if (mode[ti] == 2) kernels::l2_grad_inf<T>(ch.p[0], ch.p[1], ch.n, c[ti]);
+        else if (mode[ti] == 1) kernels::l2_grad_scaled<T>(ch.p[0], ch.p[1], ch.n, ex[ti], c[ti]);
+    });
+}
+
+// g = (accumulate ? g : 0) + a_t * sign(w) + b_t * w for every tensor t, in one parallel pass;
+// returns per-tensor sums of |w| and w^2 when asked.
+template <bool WantAbs, bool WantSq>
+std::vector<kernels::AbsSq> affine_grad_pass(const TensorList& w, const TensorList& g, const std::vector<double>& a,
+                                             const std::vector<double>& b, bool accumulate) {
+    return multi_tensor_reduce<kernels::AbsSq, 2>(
+        Lists<2>{&w, &g}, kernels::AbsSq{},
+        [&](auto c) noexcept {
+            using T = typename decltype(c)::type;
+            const std::size_t ti = c.tensor;
+            return accumulate ? kernels::affine_grad<T, true, WantAbs, WantSq>(c.p[0], c.p[1], c.n, a[ti], b[ti])
+                              : kernels::affine_grad<T, false, WantAbs, WantSq>(c.p[0], c.p[1], c.n, a[ti], b[ti]);
+        },
+        [](kernels::AbsSq x, kernels::AbsSq y) { return x + y; });
+}
+
+// Per-tensor, per-group sums of squares, sums[t][k] * 2^(2 exps[t][k]) (float64 groups out of
+// the plain range summed again scaled).
+struct GroupSq {
+    std::vector<std::vector<double>> sums;
+    std::vector<std::vector<int>> exps;
+    double norm(std::size_t t, std::size_t k) const noexcept { return kernels::sq_norm(sums[t][k], exps[t][k]); }
+};
+
+GroupSq group_sq_norms_scaled(const TensorList& w, const std::vector<GroupShape>& shapes) {
+    GroupSq r;
+    r.sums.resize(w.size());
+    r.exps.resize(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        r.sums[i].assign(static_cast<std::size_t>(shapes[i].groups), 0.0);
+        r.exps[i].assign(static_cast<std::size_t>(shapes[i].groups), 0);
+    }
+    engine::group_apply(w, engine::plan_groups(shapes), [&](auto tag, const engine::GroupBlock& blk) noexcept {
+        using T = typename decltype(tag)::type;
+        const std::size_t ti = static_cast<std::size_t>(blk.tensor);
+        const GroupShape& s = shapes[ti];
+        kernels::group_sq_sums<T>(data_as<T>(w[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end,
+                                  r.sums[ti].data() + blk.g_begin);
+        kernels::group_sq_fix<T>(data_as<T>(w[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end,
+                                 r.sums[ti].data() + blk.g_begin, r.exps[ti].data() + blk.g_begin);
+    });
+    return r;
+}
+
+}  // namespace
+
+std::vector<kernels::AbsSq> abs_sq_sums(const TensorList& w) { return abs_sq_sums_plain<true, true>(w); }
+
+std::vector<kernels::MaxAbs> max_abs_per_tensor(const TensorList& w) {
+    return multi_tensor_reduce<kernels::MaxAbs, 1>(
+        Lists<1>{&w}, kernels::MaxAbs{},
+        [](auto c) noexcept {
+            using T = typename decltype(c)::type;
+            return kernels::max_abs<T>(c.p[0], c.n, c.begin);
         },
         [](kernels::MaxAbs a, kernels::MaxAbs b) { return kernels::combine(a, b); });
 }
 
-inline std::vector<kernels::NonZero> nonzero_per_tensor(const TensorList& w) {
-    auto plan = plan_chunks(w);
-    return reduce_per_tensor(
-        plan, w.size(), kernels::NonZero{},
-        [&](const Chunk& c) {
-            const TensorRef& t = w[static_cast<std::size_t>(c.tensor)];
-            return dispatch(t.dtype, [&](auto tag) {
-                using T = typename decltype(tag)::type;
-                return kernels::count_nonzero<T>(data_as<T>(t) + c.begin, c.end - c.begin);
-            });
+namespace {
+
+std::vector<kernels::NonZero> nonzero_per_tensor(const TensorList& w) {
+    return multi_tensor_reduce<kernels::NonZero, 1>(
+        Lists<1>{&w}, kernels::NonZero{},
+        [](auto c) noexcept {
+            using T = typename decltype(c)::type;
+            return kernels::count_nonzero<T>(c.p[0], c.n);
         },
         [](kernels::NonZero a, kernels::NonZero b) { return a + b; });
 }
 
-// Number of infinite elements of tensor i (a rare path: serial).
-inline std::int64_t count_inf_per_tensor(const TensorList& w, std::size_t i) {
+}  // namespace
+
+std::int64_t count_inf_per_tensor(const TensorList& w, std::size_t i) {
     return dispatch(w[i].dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
         return kernels::count_inf<T>(data_as<T>(w[i]), w[i].numel);
     });
 }
 
-// The L2-norm gradient terms one coefficient cannot give (mode 1: scaled, 2: infinities),
-// added to g after the affine pass (which left those tensors' g unchanged or zero).
-inline void l2_grad_special(const TensorList& w, const TensorList& g, const std::vector<int>& mode,
-                            const std::vector<int>& ex, const std::vector<double>& c) {
-    auto plan = plan_chunks(w);
-    parallel_for_chunks(plan, [&](std::int64_t k) {
-        const Chunk& ch = plan[static_cast<std::size_t>(k)];
-        const std::size_t ti = static_cast<std::size_t>(ch.tensor);
-        if (mode[ti] == 0) return;
-        dispatch(w[ti].dtype, [&](auto tag) {
-            using T = typename decltype(tag)::type;
-            const T* wp = data_as<T>(w[ti]) + ch.begin;
-            T* gp = data_as<T>(g[ti]) + ch.begin;
-            if (mode[ti] == 2) kernels::l2_grad_inf<T>(wp, gp, ch.end - ch.begin, c[ti]);
-            else kernels::l2_grad_scaled<T>(wp, gp, ch.end - ch.begin, ex[ti], c[ti]);
-        });
-    });
-}
-
 // Value of the penalty: sum over tensors, in list order, of the per-tensor value.
-inline double penalty_value(Penalty kind, const TensorList& w, const std::vector<double>& s1, const std::vector<double>& s2) {
+double penalty_value(Penalty kind, const TensorList& w, const std::vector<double>& s1, const std::vector<double>& s2) {
     double total = 0.0;
     switch (kind) {
         case Penalty::L1: {
-            auto s = abs_sq_sums<true, false>(w);
+            auto s = abs_sq_sums_plain<true, false>(w);
             for (std::size_t i = 0; i < w.size(); ++i) total += s1[i] * s[i].abs;
             break;
         }
@@ -149,31 +189,8 @@ inline double penalty_value(Penalty kind, const TensorList& w, const std::vector
     return total;
 }
 
-// g = (accumulate ? g : 0) + a_t * sign(w) + b_t * w for every tensor t, in one parallel pass;
-// returns per-tensor sums of |w| and w^2 when asked.
-template <bool WantAbs, bool WantSq>
-inline std::vector<kernels::AbsSq> affine_grad_pass(const TensorList& w, const TensorList& g, const std::vector<double>& a,
-                                                    const std::vector<double>& b, bool accumulate) {
-    auto plan = plan_chunks(w);
-    return reduce_per_tensor(
-        plan, w.size(), kernels::AbsSq{},
-        [&](const Chunk& c) {
-            const std::size_t ti = static_cast<std::size_t>(c.tensor);
-            const TensorRef& t = w[ti];
-            return dispatch(t.dtype, [&](auto tag) {
-                using T = typename decltype(tag)::type;
-                const T* wp = data_as<T>(t) + c.begin;
-                T* gp = data_as<T>(g[ti]) + c.begin;
-                const std::int64_t n = c.end - c.begin;
-                return accumulate ? kernels::affine_grad<T, true, WantAbs, WantSq>(wp, gp, n, a[ti], b[ti])
-                                  : kernels::affine_grad<T, false, WantAbs, WantSq>(wp, gp, n, a[ti], b[ti]);
-            });
-        },
-        [](kernels::AbsSq x, kernels::AbsSq y) { return x + y; });
-}
-
 // Gradient of the penalty, scaled by `scale`, written into (or added to) g. Returns the value.
-inline double penalty_grad(Penalty kind, const TensorList& w, const TensorList& g, const std::vector<double>& s1,
+double penalty_grad(Penalty kind, const TensorList& w, const TensorList& g, const std::vector<double>& s1,
                            const std::vector<double>& s2, double scale, bool accumulate) {
     const std::size_t n = w.size();
     std::vector<double> a(n, 0.0), b(n, 0.0);
@@ -260,48 +277,15 @@ inline double penalty_grad(Penalty kind, const TensorList& w, const TensorList& 
     return total;
 }
 
-// ---- group lasso: groups are slices along one dim, i.e. [o, g, :] of (outer, G, inner) ----
-
-// Per-tensor, per-group sums of squares, sums[t][k] * 2^(2 exps[t][k]) (float64 groups out of
-// the plain range summed again scaled).
-struct GroupSq {
-    std::vector<std::vector<double>> sums;
-    std::vector<std::vector<int>> exps;
-    double norm(std::size_t t, std::size_t k) const noexcept { return kernels::sq_norm(sums[t][k], exps[t][k]); }
-};
-
-inline GroupSq group_sq_norms_scaled(const TensorList& w, const std::vector<GroupShape>& shapes) {
-    GroupSq r;
-    r.sums.resize(w.size());
-    r.exps.resize(w.size());
-    for (std::size_t i = 0; i < w.size(); ++i) {
-        r.sums[i].assign(static_cast<std::size_t>(shapes[i].groups), 0.0);
-        r.exps[i].assign(static_cast<std::size_t>(shapes[i].groups), 0);
-    }
-    auto plan = plan_groups(shapes);
-    for_each_group_block(plan, shapes, [&](const GroupBlock& blk) {
-        const std::size_t ti = static_cast<std::size_t>(blk.tensor);
-        const GroupShape& s = shapes[ti];
-        dispatch(w[ti].dtype, [&](auto tag) {
-            using T = typename decltype(tag)::type;
-            kernels::group_sq_sums<T>(data_as<T>(w[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end,
-                                      r.sums[ti].data() + blk.g_begin);
-            kernels::group_sq_fix<T>(data_as<T>(w[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end,
-                                     r.sums[ti].data() + blk.g_begin, r.exps[ti].data() + blk.g_begin);
-        });
-    });
-    return r;
-}
-
 // Plain per-group sums of squares (a sum past the double range is inf).
-inline std::vector<std::vector<double>> group_sq_norms(const TensorList& w, const std::vector<GroupShape>& shapes) {
+std::vector<std::vector<double>> group_sq_norms(const TensorList& w, const std::vector<GroupShape>& shapes) {
     auto r = group_sq_norms_scaled(w, shapes);
     for (std::size_t i = 0; i < w.size(); ++i)
         for (std::size_t k = 0; k < r.sums[i].size(); ++k) r.sums[i][k] = kernels::sq_plain(r.sums[i][k], r.exps[i][k]);
     return std::move(r.sums);
 }
 
-inline double group_value(const TensorList& w, const std::vector<GroupShape>& shapes, const std::vector<double>& s1) {
+double group_value(const TensorList& w, const std::vector<GroupShape>& shapes, const std::vector<double>& s1) {
     auto sq = group_sq_norms_scaled(w, shapes);
     double total = 0.0;
     for (std::size_t i = 0; i < w.size(); ++i) {
@@ -312,7 +296,7 @@ inline double group_value(const TensorList& w, const std::vector<GroupShape>& sh
     return total;
 }
 
-inline double group_grad(const TensorList& w, const TensorList& g, const std::vector<GroupShape>& shapes,
+double group_grad(const TensorList& w, const TensorList& g, const std::vector<GroupShape>& shapes,
                          const std::vector<double>& s1, double scale, bool accumulate) {
     auto sq = group_sq_norms_scaled(w, shapes);
     auto& coef = sq.sums;
@@ -347,18 +331,15 @@ inline double group_grad(const TensorList& w, const TensorList& g, const std::ve
         }
         total += s1[i] * t;
     }
-    auto plan = plan_groups(shapes);
-    for_each_group_block(plan, shapes, [&](const GroupBlock& blk) {
+    engine::group_apply(w, engine::plan_groups(shapes), [&](auto tag, const engine::GroupBlock& blk) noexcept {
+        using T = typename decltype(tag)::type;
         const std::size_t ti = static_cast<std::size_t>(blk.tensor);
         const GroupShape& s = shapes[ti];
-        dispatch(w[ti].dtype, [&](auto tag) {
-            using T = typename decltype(tag)::type;
-            const double* c = coef[ti].data() + blk.g_begin;
-            if (accumulate)
-                kernels::group_scale<T, true>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
-            else
-                kernels::group_scale<T, false>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
-        });
+        const double* c = coef[ti].data() + blk.g_begin;
+        if (accumulate)
+            kernels::group_scale<T, true>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
+        else
+            kernels::group_scale<T, false>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
     });
     // groups with infinite elements: the limit s sign(w) / sqrt(k) on their k infinite
     // elements, 0 elsewhere (coef 0 above left g unchanged or zero there)
@@ -388,4 +369,4 @@ inline double group_grad(const TensorList& w, const TensorList& g, const std::ve
     return total;
 }
 
-}  // namespace normreg::engine
+}  // namespace normreg::ops

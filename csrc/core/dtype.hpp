@@ -1,35 +1,16 @@
-// Element types the engine understands, and how each is loaded into and stored from the
+// Element types the kernels understand, and how each is loaded into and stored from the
 // type the kernels compute in. bfloat16 and float16 are computed in float32 and rounded
-// once (round to nearest even) when stored; NaN stays NaN.
+// once (round to nearest even) when stored; NaN stays NaN. The bottom of the house:
+// includes only the standard library.
 #pragma once
 
-#include <cstdlib>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
-// NORMREG_KERNEL marks a chunk-level kernel: on x86-64 with GCC or Clang it is compiled
-// twice (AVX2 and baseline x86-64) and the loader picks the clone the CPU supports, so a
-// portable wheel still runs 256-bit vector loops. FP contraction is off in the build, so
-// both clones round alike (sums may differ only in their vector reduction order).
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && defined(__linux__)
-#define NORMREG_KERNEL __attribute__((target_clones("avx2", "default")))
-#define NORMREG_HAS_DISPATCH 1
-#else
-#define NORMREG_KERNEL
-#define NORMREG_HAS_DISPATCH 0
-#endif
-
-namespace normreg::engine {
-
-// The vector width the kernels run with on this CPU.
-inline const char* simd_level() noexcept {
-#if NORMREG_HAS_DISPATCH
-    return __builtin_cpu_supports("avx2") ? "avx2 (runtime dispatch)" : "x86-64 baseline (runtime dispatch)";
-#else
-    return "compiler default (no runtime dispatch)";
-#endif
-}
+namespace normreg::core {
 
 enum class DType : int { Float32 = 0, Float64 = 1, BFloat16 = 2, Float16 = 3 };
 
@@ -93,7 +74,21 @@ template <> inline f16 store<f16>(float v) noexcept { return f16{store_f16(v)}; 
 
 template <class T> struct type_tag { using type = T; };
 
-// Calls f(type_tag<T>{}) with T the storage type for `dt`.
+inline bool valid_dtype(DType dt) noexcept {
+    const int c = static_cast<int>(dt);
+    return c >= 0 && c <= 3;
+}
+
+// Never guess a dtype: a wrong guess reads the memory as the wrong type. The bindings refuse
+// every other code (make_list, parse_dtype) with a TypeError; this is the engine's own check,
+// made before any parallel region (pybind11 turns it into a ValueError).
+[[noreturn]] inline void throw_bad_dtype(DType dt) {
+    throw std::invalid_argument("normreg: unsupported dtype code " + std::to_string(static_cast<int>(dt)) +
+                                "; use float32 (0), float64 (1), bfloat16 (2) or float16 (3)");
+}
+
+// Calls f(type_tag<T>{}) with T the storage type for `dt`, after checking `dt` (throws
+// std::invalid_argument for an unknown code: never call it inside an OpenMP region).
 template <class F> inline decltype(auto) dispatch(DType dt, F&& f) {
     switch (dt) {
         case DType::Float64: return f(type_tag<double>{});
@@ -101,18 +96,28 @@ template <class F> inline decltype(auto) dispatch(DType dt, F&& f) {
         case DType::Float16: return f(type_tag<f16>{});
         case DType::Float32: return f(type_tag<float>{});
     }
-    // Unreachable: the bindings refuse every other code (make_list, parse_dtype). Never
-    // guess a dtype: a wrong guess reads the memory as the wrong type.
-    std::abort();
+    throw_bad_dtype(dt);
 }
 
-inline int dtype_size(DType dt) noexcept {
+// The same for a dtype already checked (valid_dtype, or the applier's check of its lists):
+// safe inside a parallel region. An unknown code here is a bug of the caller.
+template <class F> inline decltype(auto) dispatch_checked(DType dt, F&& f) noexcept {
+    switch (dt) {
+        case DType::Float64: return f(type_tag<double>{});
+        case DType::BFloat16: return f(type_tag<bf16>{});
+        case DType::Float16: return f(type_tag<f16>{});
+        case DType::Float32: break;
+    }
+    return f(type_tag<float>{});  // Float32 (the only code left after the caller's check)
+}
+
+inline int dtype_size(DType dt) {
     switch (dt) {
         case DType::Float64: return 8;
         case DType::BFloat16: case DType::Float16: return 2;
         case DType::Float32: return 4;
     }
-    std::abort();  // unreachable, as in dispatch()
+    throw_bad_dtype(dt);
 }
 
-}  // namespace normreg::engine
+}  // namespace normreg::core
