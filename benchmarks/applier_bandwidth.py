@@ -14,6 +14,7 @@ Workloads: one tensor of 25M float32 elements, and 300 float32 tensors of mixed 
 (log-uniform, 256 to 1M elements; about 100 MB).
 """
 
+# ruff: noqa: B023  (every lambda below is called inside the iteration that made it)
 from __future__ import annotations
 
 import argparse
