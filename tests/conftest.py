@@ -1,14 +1,23 @@
-"""Shared test helpers: dtypes, tolerances, thread-count control."""
+"""Shared test helpers: dtypes, tolerances, thread-count control.
+
+The tests are laid out like the package (tests/optim, tests/gan, tests/study, ...; the
+top level holds the core modules' tests). The helper modules beside this file
+(_gan_util, dist_util, _fake_trainer) are imported by name from every folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import normreg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules, for tests in sub-folders
 
 # Under pytest-xdist (`-n auto`, the README's command) each worker gets its share of the cores
 # as torch threads, so two workers on 2 cores do not fight over 4 threads; tests that need a

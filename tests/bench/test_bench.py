@@ -330,7 +330,7 @@ def test_speedup_is_peer_over_ours():
 def test_performance_doc_has_one_results_section():
     from pathlib import Path
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+    doc = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
     text = doc.read_text(encoding="utf-8")
     assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
     assert text.index(report.BEGIN) < text.index(report.END)
