@@ -226,3 +226,27 @@ def test_cli_errors_and_list(tmp_path, capsys):
     assert main(["study", "--list"]) == 0
     out = capsys.readouterr().out
     assert "loss-ablation" in out and "weight-penalty" in out and "L1 + cGAN" in out
+
+
+def test_prepare_study_dir_resumes_only_the_same_study_and_deletes_only_a_study(tmp_path):
+    import json as _json
+
+    from normreg.study._io import prepare_study_dir
+
+    assert prepare_study_dir(tmp_path / "new", "loss-ablation", "full", False, False) is None
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("x")
+    for resume, overwrite in ((True, False), (False, True), (False, False)):
+        with pytest.raises(ValueError, match="'out_dir'"):
+            prepare_study_dir(other, "loss-ablation", "full", resume, overwrite)
+    assert (other / "mine.txt").read_text() == "x"  # never deleted
+    st = tmp_path / "st"
+    st.mkdir()
+    (st / "study.json").write_text(_json.dumps({"study": "loss-ablation", "mode": "smoke", "elapsed_s": 3.0}))
+    assert prepare_study_dir(st, "loss-ablation", "smoke", True, False)["elapsed_s"] == 3.0
+    with pytest.raises(ValueError, match="in mode 'smoke', not 'loss-ablation' in mode 'full'"):
+        prepare_study_dir(st, "loss-ablation", "full", True, False)
+    with pytest.raises(ValueError, match="no weight-penalty study"):
+        prepare_study_dir(st, "weight-penalty", "smoke", False, True)
+    assert prepare_study_dir(st, "loss-ablation", "smoke", False, True) is None and not st.exists()

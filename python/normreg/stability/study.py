@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from ..study._io import atomic_write_text, to_jsonable
+from ..study._io import atomic_write_text, prepare_study_dir, to_jsonable
 from .arms import (
     ARMS,
     BASE,
@@ -168,18 +168,7 @@ def run_stability_study(
     runs = study_runs(mode, arms, seeds, parts)
     out = Path(out_dir)
     manifest = out / "study.json"
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise ValueError(
-                f"'out_dir' {os.fspath(out)!r} is not empty; pass resume=True (--resume) to continue it "
-                "or overwrite=True (--overwrite) to start again"
-            )
-        elif manifest.is_file():
-            prev = json.loads(manifest.read_text())
-            if prev.get("study") != "stability" or prev.get("mode") != mode:
-                raise ValueError(f"'out_dir' holds study {prev.get('study')!r} in mode {prev.get('mode')!r}; pick another folder")
+    prepare_study_dir(out, "stability", mode, resume, overwrite)
     (out / "points").mkdir(parents=True, exist_ok=True)
     prev_elapsed = json.loads(manifest.read_text()).get("elapsed_s", 0.0) if manifest.is_file() else 0.0
     todo = [r for r in runs if not (out / "points" / f"{r['key']}.json").is_file()]

@@ -18,6 +18,7 @@ __all__ = [
     "to_jsonable",
     "read_json",
     "remove_stale_temporaries",
+    "prepare_study_dir",
 ]
 
 
@@ -127,3 +128,43 @@ def config_key(config: dict) -> str:
     """A short stable hash of a fully resolved config dict: the identity of one run."""
     blob = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def prepare_study_dir(out: str | os.PathLike, study: str, mode: str, resume: bool, overwrite: bool) -> dict | None:
+    """Check a study's output folder before anything runs; returns the previous ``study.json``
+    (a resumed study) or None.
+
+    A folder that is empty or absent is used as it is. A non-empty one needs ``resume`` (its
+    ``study.json`` must name the same study and mode) or ``overwrite``, which deletes it only
+    when its ``study.json`` names this study: a folder of something else is never deleted.
+    """
+    import shutil
+
+    out = Path(out)
+    manifest = out / "study.json"
+    if resume and overwrite:
+        raise ValueError("'resume' and 'overwrite' exclude each other")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"'out_dir' {os.fspath(out)!r} exists and is not a folder")
+    if not (out.is_dir() and any(out.iterdir())):
+        return None
+    prev = read_json(manifest) if manifest.is_file() else None
+    if overwrite:
+        if prev is None or prev.get("study") != study:
+            raise ValueError(f"'out_dir' {os.fspath(out)!r} holds no {study} study (no study.json of one); "
+                             "refusing to delete it: pick another folder")
+        shutil.rmtree(out)
+        return None
+    if not resume:
+        raise ValueError(
+            f"'out_dir' {os.fspath(out)!r} is not empty; pass resume=True (--resume) to continue it "
+            "or overwrite=True (--overwrite) to start again"
+        )
+    if prev is None:
+        raise ValueError(f"'out_dir' {os.fspath(out)!r} holds no {study} study (no study.json); pick another folder")
+    if prev.get("study") != study or prev.get("mode") != mode:
+        raise ValueError(
+            f"'out_dir' holds study {prev.get('study')!r} in mode {prev.get('mode')!r}, not {study!r} in mode "
+            f"{mode!r}; pick another folder"
+        )
+    return prev

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from ._io import atomic_write_text, read_json, remove_stale_temporaries, to_jsonable
+from ._io import atomic_write_text, prepare_study_dir, read_json, remove_stale_temporaries, to_jsonable
 from .compression_records import (
     LATENCY_REPEATS,
     METHODS,
@@ -239,27 +239,9 @@ def run_compression_study(
     plan = study_plan(mode, parts, methods, targets, seeds)
     out = Path(out_dir)
     manifest = out / "study.json"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"'out_dir' {os.fspath(out)!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if overwrite:
-            if not manifest.is_file() or read_json(manifest).get("study") != STUDY:
-                raise ValueError(f"'out_dir' {os.fspath(out)!r} holds no compression study; refusing to delete it")
-            shutil.rmtree(out)
-        elif not resume:
-            raise ValueError(
-                f"'out_dir' {os.fspath(out)!r} is not empty; pass resume=True (--resume) to continue it "
-                "or overwrite=True (--overwrite) to start again"
-            )
-        elif manifest.is_file():
-            prev = read_json(manifest)
-            if prev.get("study") != STUDY or prev.get("mode") != mode:
-                raise ValueError(f"'out_dir' holds study {prev.get('study')!r} in mode {prev.get('mode')!r}; pick another folder")
-        else:
-            raise ValueError(f"'out_dir' {os.fspath(out)!r} holds no compression study (no study.json); pick another folder")
+    prev = prepare_study_dir(out, STUDY, mode, resume, overwrite) or {}
     (out / "points").mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    prev = read_json(manifest) if manifest.is_file() else {}
     elapsed0 = float(prev.get("elapsed_s", 0.0))
     t0 = time.perf_counter()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_text, read_json, remove_stale_temporaries, to_jsonable
+from ._io import atomic_write_text, prepare_study_dir, read_json, remove_stale_temporaries, to_jsonable
 from .grid import Backend, default_backend
 from .records import HIST_EDGES
 from .runner import Point, run_points
@@ -341,22 +340,7 @@ def run_study(
     points, notes = study_points(study, mode, backend)
     out = Path(out_dir)
     manifest = out / "study.json"
-    prev = None
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise ValueError(
-                f"'out_dir' {os.fspath(out)!r} is not empty; pass resume=True (--resume) to continue it "
-                "or overwrite=True (--overwrite) to start again"
-            )
-        elif manifest.is_file():
-            prev = read_json(manifest)
-            if prev.get("study") != name or prev.get("mode") != mode:
-                raise ValueError(
-                    f"'out_dir' holds study {prev.get('study')!r} in mode {prev.get('mode')!r}, not {name!r} "
-                    f"in mode {mode!r}; pick another folder"
-                )
+    prev = prepare_study_dir(out, name, mode, resume, overwrite)
     threads = resolve_threads(threads, jobs, prev, manifest)  # recorded in study.json, reused on resume
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
