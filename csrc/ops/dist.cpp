@@ -10,20 +10,6 @@ using engine::data_as;
 using engine::GroupBlock;
 using engine::Lists;
 
-void group_apply_coef(const TensorList& w, const TensorList& g, const std::vector<GroupShape>& shapes,
-                      const std::vector<std::vector<double>>& coef, bool accumulate) {
-    engine::group_apply(w, engine::plan_groups(shapes), [&](auto tag, const GroupBlock& blk) noexcept {
-        using T = typename decltype(tag)::type;
-        const std::size_t ti = static_cast<std::size_t>(blk.tensor);
-        const GroupShape& s = shapes[ti];
-        const double* c = coef[ti].data() + blk.g_begin;
-        if (accumulate)
-            kernels::group_scale<T, true>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
-        else
-            kernels::group_scale<T, false>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
-    });
-}
-
 std::vector<std::int64_t> scale_per_tensor(const TensorList& w, const std::vector<double>& c) {
     return engine::multi_tensor_count<1>(Lists<1>{&w}, [&](auto ch) noexcept -> std::int64_t {
         using T = typename decltype(ch)::type;

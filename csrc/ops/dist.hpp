@@ -1,7 +1,8 @@
 // Passes the sharded penalties need (python/normreg/distributed.py; ops/dist.cpp): the
 // caller combines per-tensor / per-group partial sums across ranks, then applies
 // coefficients it computed from the global norms. The reductions themselves are the ones
-// of ops/penalty.hpp (max_abs_per_tensor, group_sq_norms).
+// of ops/penalty.hpp (max_abs_per_tensor, group_sq_norms), and so is the coefficient pass
+// (group_apply_coef).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -12,10 +13,6 @@ namespace normreg::ops {
 
 using engine::GroupShape;
 using engine::TensorList;
-
-// g = (accumulate ? g : 0) + coef[t][k] * w on group k of tensor t, groups as in group_grad.
-void group_apply_coef(const TensorList& w, const TensorList& g, const std::vector<GroupShape>& shapes,
-                      const std::vector<std::vector<double>>& coef, bool accumulate);
 
 // w <- c[t] * w for every tensor t, in place, chunk-parallel; zeros per tensor afterwards.
 std::vector<std::int64_t> scale_per_tensor(const TensorList& w, const std::vector<double>& c);

@@ -331,16 +331,7 @@ double group_grad(const TensorList& w, const TensorList& g, const std::vector<Gr
         }
         total += s1[i] * t;
     }
-    engine::group_apply(w, engine::plan_groups(shapes), [&](auto tag, const engine::GroupBlock& blk) noexcept {
-        using T = typename decltype(tag)::type;
-        const std::size_t ti = static_cast<std::size_t>(blk.tensor);
-        const GroupShape& s = shapes[ti];
-        const double* c = coef[ti].data() + blk.g_begin;
-        if (accumulate)
-            kernels::group_scale<T, true>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
-        else
-            kernels::group_scale<T, false>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
-    });
+    group_apply_coef(w, g, shapes, coef, accumulate);
     // groups with infinite elements: the limit s sign(w) / sqrt(k) on their k infinite
     // elements, 0 elsewhere (coef 0 above left g unchanged or zero there)
     for (const auto& [ti, k] : inf_groups) {
@@ -367,6 +358,20 @@ double group_grad(const TensorList& w, const TensorList& g, const std::vector<Gr
         });
     }
     return total;
+}
+
+void group_apply_coef(const TensorList& w, const TensorList& g, const std::vector<GroupShape>& shapes,
+                      const std::vector<std::vector<double>>& coef, bool accumulate) {
+    engine::group_apply(w, engine::plan_groups(shapes), [&](auto tag, const engine::GroupBlock& blk) noexcept {
+        using T = typename decltype(tag)::type;
+        const std::size_t ti = static_cast<std::size_t>(blk.tensor);
+        const GroupShape& s = shapes[ti];
+        const double* c = coef[ti].data() + blk.g_begin;
+        if (accumulate)
+            kernels::group_scale<T, true>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
+        else
+            kernels::group_scale<T, false>(data_as<T>(w[ti]), data_as<T>(g[ti]), s.outer, s.groups, s.inner, blk.g_begin, blk.g_end, c);
+    });
 }
 
 }  // namespace normreg::ops

@@ -43,4 +43,8 @@ double group_value(const TensorList& w, const std::vector<GroupShape>& shapes, c
 double group_grad(const TensorList& w, const TensorList& g, const std::vector<GroupShape>& shapes, const std::vector<double>& s1,
                   double scale, bool accumulate);
 
+// g = (accumulate ? g : 0) + coef[t][k] * w on group k of tensor t, groups as in group_grad.
+void group_apply_coef(const TensorList& w, const TensorList& g, const std::vector<GroupShape>& shapes,
+                      const std::vector<std::vector<double>>& coef, bool accumulate);
+
 }  // namespace normreg::ops
