@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from ..study._io import atomic_write_text, prepare_study_dir, to_jsonable
+from ..study._io import atomic_write_text, prepare_study_dir, resolve_jobs, to_jsonable
 from .arms import (
     ARMS,
     BASE,
@@ -161,10 +161,7 @@ def run_stability_study(
     """Run the study into ``out_dir`` (``points/``, then ``report.md``); returns the report's path."""
     if resume and overwrite:
         raise ValueError("'resume' and 'overwrite' exclude each other")
-    if jobs is None:
-        jobs = min(2, os.cpu_count() or 1)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"'jobs' must be an int >= 1, got {jobs!r}")
+    jobs = resolve_jobs(jobs)
     runs = study_runs(mode, arms, seeds, parts)
     out = Path(out_dir)
     manifest = out / "study.json"

@@ -19,6 +19,7 @@ __all__ = [
     "read_json",
     "remove_stale_temporaries",
     "prepare_study_dir",
+    "resolve_jobs",
 ]
 
 
@@ -168,3 +169,12 @@ def prepare_study_dir(out: str | os.PathLike, study: str, mode: str, resume: boo
             f"{mode!r}; pick another folder"
         )
     return prev
+
+
+def resolve_jobs(jobs: int | None) -> int:
+    """A study's worker count: ``None`` is 2 on a machine of 2 or more cores (else 1)."""
+    if jobs is None:
+        return min(2, os.cpu_count() or 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"'jobs' must be an int >= 1, got {jobs!r}")
+    return jobs

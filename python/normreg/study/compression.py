@@ -27,7 +27,14 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from ._io import atomic_write_text, prepare_study_dir, read_json, remove_stale_temporaries, to_jsonable
+from ._io import (
+    atomic_write_text,
+    prepare_study_dir,
+    read_json,
+    remove_stale_temporaries,
+    resolve_jobs,
+    to_jsonable,
+)
 from .compression_records import (
     LATENCY_REPEATS,
     METHODS,
@@ -232,10 +239,7 @@ def run_compression_study(
     """
     if resume and overwrite:
         raise ValueError("'resume' and 'overwrite' exclude each other")
-    if jobs is None:
-        jobs = min(2, os.cpu_count() or 1)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"'jobs' must be an int >= 1, got {jobs!r}")
+    jobs = resolve_jobs(jobs)
     plan = study_plan(mode, parts, methods, targets, seeds)
     out = Path(out_dir)
     manifest = out / "study.json"

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_text, prepare_study_dir, read_json, remove_stale_temporaries, to_jsonable
+from ._io import (
+    atomic_write_text,
+    prepare_study_dir,
+    read_json,
+    remove_stale_temporaries,
+    to_jsonable,
+)
 from .grid import Backend, default_backend
 from .records import HIST_EDGES
 from .runner import Point, run_points
