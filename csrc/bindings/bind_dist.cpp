@@ -17,19 +17,6 @@ namespace normreg {
 
 namespace {
 
-std::vector<engine::GroupShape> group_shapes(const char* op, const engine::TensorList& w, const std::vector<std::int64_t>& outer,
-                                             const std::vector<std::int64_t>& groups, const std::vector<std::int64_t>& inner) {
-    if (outer.size() != w.size() || groups.size() != w.size() || inner.size() != w.size())
-        throw py::value_error(std::string(op) + ": one (outer, groups, inner) shape per tensor is required");
-    std::vector<engine::GroupShape> s(w.size());
-    for (std::size_t i = 0; i < w.size(); ++i) {
-        if (outer[i] < 0 || groups[i] < 0 || inner[i] < 0 || outer[i] * groups[i] * inner[i] != w[i].numel)
-            throw py::value_error(std::string(op) + ": group shape of tensor " + std::to_string(i) + " does not match its numel");
-        s[i] = engine::GroupShape{outer[i], groups[i], inner[i]};
-    }
-    return s;
-}
-
 void check_coef(const char* op, const std::vector<engine::GroupShape>& shapes, const std::vector<std::vector<double>>& coef) {
     if (coef.size() != shapes.size())
         throw py::value_error(std::string(op) + ": 'coef' must have one list per tensor, got " + std::to_string(coef.size()) +

@@ -69,6 +69,20 @@ inline engine::TensorList make_paired(const char* op, const char* arg, const eng
     return out;
 }
 
+// The (outer, groups, inner) shape of each tensor of a group op, checked against its numel.
+inline std::vector<engine::GroupShape> group_shapes(const char* op, const engine::TensorList& w, const std::vector<std::int64_t>& outer,
+                                             const std::vector<std::int64_t>& groups, const std::vector<std::int64_t>& inner) {
+    if (outer.size() != w.size() || groups.size() != w.size() || inner.size() != w.size())
+        throw py::value_error(std::string(op) + ": one (outer, groups, inner) shape per tensor is required");
+    std::vector<engine::GroupShape> s(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        if (outer[i] < 0 || groups[i] < 0 || inner[i] < 0 || outer[i] * groups[i] * inner[i] != w[i].numel)
+            throw py::value_error(std::string(op) + ": group shape of tensor " + std::to_string(i) + " does not match its numel");
+        s[i] = engine::GroupShape{outer[i], groups[i], inner[i]};
+    }
+    return s;
+}
+
 // A strength list of length 1 (broadcast) or n, every value finite and >= 0.
 inline std::vector<double> expand_strength(const char* op, const char* arg, const std::vector<double>& s, std::size_t n) {
     if (s.size() != 1 && s.size() != n)

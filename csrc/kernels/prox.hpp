@@ -112,7 +112,6 @@ constexpr std::int64_t kCountBlock = std::int64_t{1} << 20;
 // w[i] <- f(i, w[i]) over n elements, counting the zeros written.
 template <class T, class F>
 __attribute__((always_inline)) inline std::int64_t map_count(T* __restrict w, std::int64_t n, F f) noexcept {
-    using C = compute_t<T>;
     std::int64_t zeros = 0;
     for (std::int64_t b = 0; b < n; b += kCountBlock) {
         const std::int64_t e = n - b < kCountBlock ? n : b + kCountBlock;

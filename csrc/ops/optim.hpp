@@ -1,4 +1,4 @@
-// Fused optimizer-step drivers (ops/optim.cpp): one applier pass over all chunks of all
+// Fused optimizer-step drivers (ops/sgd.cpp, ops/adam.cpp): one applier pass over all chunks of all
 // tensors of a param group does the moment updates, the parameter update and the
 // elementwise prox, and counts the zeros it writes (per-chunk counts combined in chunk
 // order). The lists are already paired and checked by the bindings.
