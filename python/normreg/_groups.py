@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from normreg.penalties import Penalty
+
 __all__ = ["param_groups", "DEFAULT_EXCLUDE"]
 
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -63,7 +65,6 @@ def param_groups(
         an empty group is left out. With one penalty (and no layout recipe) that is
         ``[penalized, rest]``. Usable with ``torch.optim`` and ``normreg.optim`` alike.
     """
-    from .penalties import Penalty
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"'model' must be a torch.nn.Module, got {type(model).__name__}")

@@ -10,6 +10,9 @@ import argparse
 import importlib
 import sys
 
+import normreg
+from normreg.gan.config import _field_names
+
 __all__ = ["main"]
 
 # subcommand -> module that defines register(subparsers); a missing module is skipped.
@@ -31,8 +34,6 @@ def register(sub) -> None:
 
 
 def _info(args) -> int:
-    import normreg
-
     info = normreg.build_info()
     width = max(map(len, info))
     for k, v in info.items():
@@ -46,8 +47,6 @@ def _demo() -> None:
     import time
 
     import torch
-
-    import normreg
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -107,8 +106,6 @@ def _unknown_message(command: str, parser: argparse.ArgumentParser, extras: list
 
 
 def _train_field(name: str) -> str | None:
-    from normreg.gan.config import _field_names
-
     field = name.replace("-", "_")
     return field if field in _field_names() else None
 

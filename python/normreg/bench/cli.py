@@ -19,6 +19,15 @@ import platform
 import sys
 import time
 
+import normreg
+from normreg.bench import report, runner
+from normreg.bench import train_step as ts
+from normreg.bench.bandwidth import Probe, measure_bandwidth
+from normreg.bench.cases import FAMILIES, build_cases
+from normreg.bench.compiled_step import measure_compiled_step
+from normreg.bench.runner import AgreementError
+from normreg.bench.workloads import SHAPES
+
 __all__ = ["register", "run_bench", "main"]
 
 #: settings of each mode: workloads, repetitions, bandwidth probe, thread scaling, training step
@@ -134,8 +143,6 @@ def _csv(text: str | None, arg: str, cast=str) -> list | None:
 def _machine() -> dict:
     import torch
 
-    import normreg
-
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -180,9 +187,6 @@ def run_bench(
     Raises :class:`normreg.bench.runner.AgreementError` on the first disagreement unless
     ``keep_going``; then the disagreements are listed in ``results["errors"]``.
     """
-    from . import runner
-    from .bandwidth import Probe, measure_bandwidth
-    from .cases import build_cases
 
     if mode not in MODES:
         raise ValueError(f"'mode' must be one of {', '.join(MODES)}, got {mode!r}")
@@ -258,15 +262,11 @@ def run_bench(
 
     phases["threads"] = time.perf_counter() - t_start - sum(phases.values())
     if train_step:
-        from . import train_step as ts
-
         _log("whole training step (one thread, as normreg train) ...")
         with runner.threads(1):
             results["training_step"] = _training_step(ts, cfg)
     phases["training_step"] = time.perf_counter() - t_start - sum(phases.values())
     if train_step:
-        from . import train_step as ts
-
         _log("the trainer's own cost (normreg train step against a bare loop, one thread) ...")
         with runner.threads(1):
             if ts.gan_available():
@@ -277,8 +277,6 @@ def run_bench(
                 results["trainer_overhead"] = {"skipped": "normreg.gan is not part of this build"}
     phases["trainer_overhead"] = time.perf_counter() - t_start - sum(phases.values())
     if train_step and compile:
-        from .compiled_step import measure_compiled_step
-
         _log(f"compiled training step, normreg against plain torch (torch.compile backend={compile_backend}) ...")
         with runner.threads(1):
             results["compiled_step"] = measure_compiled_step(
@@ -302,11 +300,6 @@ OVERHEAD_REPS_FACTOR = 5
 
 
 def _cli(args) -> int:
-    from . import report
-    from .cases import FAMILIES
-    from .runner import AgreementError
-    from .workloads import SHAPES
-
     mode = "quick" if args.quick else "tiny" if args.tiny else "full"
     try:
         families = _csv(args.families, "--families")
@@ -324,8 +317,6 @@ def _cli(args) -> int:
         print(f"normreg bench: {exc}", file=sys.stderr)
         return 2
     if args.list:
-        from .cases import build_cases
-
         cases = build_cases(families, workloads or MODES[mode]["workloads"], compile=args.compile)
         for c in cases:
             print(f"{c.family:>17}  {c.group:<28} normreg vs {', '.join(p.name for p in c.peers)}")

@@ -32,6 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.adam import adam as _torch_adam
 
+import normreg
+from normreg.optim import ProxAdam
+
 __all__ = ["measure_compiled_step", "prepare_compiled_steps", "format_compiled_step"]
 
 L1, L2, LR = 1e-3, 1e-3, 2e-3
@@ -52,9 +55,6 @@ def _weights(G: nn.Module) -> list[torch.Tensor]:
 
 
 def _normreg_step(width: int, seed: int):
-    import normreg
-    from normreg.optim import ProxAdam
-
     G, D = _nets(width, seed)
     w = _weights(G)
     rest = [p for p in G.parameters() if p.dim() <= 1]

@@ -3,7 +3,6 @@
 ``normreg bench`` builds one results dictionary (see :func:`normreg.bench.cli.run_bench`)
 and hands it to the functions here. They also work on a saved ``--json`` file, so a report
 can be redrawn without re-running anything::
-
     python -m normreg.bench.report results.json                  # print the table
     python -m normreg.bench.report results.json --plot speedups.png
     python -m normreg.bench.report results.json --markdown docs/performance.md --plot docs/performance.png
@@ -19,6 +18,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+
+from normreg.bench.bandwidth import last_level_cache_bytes
+from normreg.bench.compiled_step import format_compiled_step
 
 __all__ = [
     "BEGIN",
@@ -54,7 +56,6 @@ def _old_probe_in_cache_case(case: dict) -> bool:
     """A case of a run made before probes had the case's size (one memory probe for all),
     whose data fit in this machine's last-level cache: its share would compare a cache's
     speed with memory's, so none is shown."""
-    from .bandwidth import last_level_cache_bytes
 
     if "probe_gbs" not in case or "probe_in_cache" in case:
         return False
@@ -261,8 +262,6 @@ def format_all(results: dict) -> str:
     if results.get("trainer_overhead"):
         parts.append(format_trainer_overhead(results))
     if results.get("compiled_step"):
-        from .compiled_step import format_compiled_step
-
         parts.append(format_compiled_step(results["compiled_step"]))
     if _notes(results):
         parts.append("notes:\n" + "\n".join(f"  {n}" for n in _notes(results)))

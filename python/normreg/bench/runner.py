@@ -31,6 +31,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+import normreg
+from normreg._loader import _C
+from normreg.bench.bandwidth import Probe
+
 from .cases import Case, Impl
 
 __all__ = [
@@ -123,8 +127,6 @@ class CaseResult:
 @contextmanager
 def threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` threads in torch and in normreg's kernels (None: unchanged)."""
-    import normreg
-    from normreg._loader import _C
 
     if n is None:
         yield
@@ -353,8 +355,6 @@ def run_case(
         res.notes = {i.name: i.note for i in chosen if i.note}
         timers: dict = {i.name: _Timer(case, i, warmup, MIN_REP_S, MAX_NUMBER) for i in chosen}
         if probe is not None and probe is not False and case.bw_kind in ("read", "rw"):
-            from .bandwidth import Probe
-
             maker = probe if isinstance(probe, type) else Probe
             timers[PROBE] = _ProbeTimer(maker.same_size(case.nbytes, case.bw_kind), case.bw_kind)
         times = _take_turns(timers, reps)

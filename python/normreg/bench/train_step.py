@@ -39,12 +39,17 @@ larger than the penalty itself.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+import normreg
+from normreg.gan import TrainConfig, Trainer, _ops, load_data
+from normreg.gan.data import make_inputs
 
 __all__ = [
     "GanSetup",
@@ -129,11 +134,9 @@ def standin_setup(
 
 
 def gan_available() -> bool:
-    try:
-        from normreg.gan import TrainConfig, Trainer  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether this installation has the GAN trainer (a build may leave normreg.gan out).
+    Only its presence is asked: a normreg.gan that fails to import raises, not hidden."""
+    return importlib.util.find_spec("normreg.gan") is not None
 
 
 def default_setup(batch: int | None = None) -> GanSetup:
@@ -144,14 +147,10 @@ def default_setup(batch: int | None = None) -> GanSetup:
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
-    import normreg
-
     return list(normreg.param_groups(model, normreg.L1(STRENGTH))[0]["params"])
 
 
 def _make_step(s: GanSetup, variant: str) -> tuple[Callable[[], None], list[float]]:
-    import normreg
-
     g, d = s.generator, s.discriminator
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -260,7 +259,6 @@ def measure_training_step(setup: GanSetup | None = None, *, warmup: int = 2, rep
 def measure_trainer_step(config_changes: dict | None = None, *, warmup: int = 2, reps: int = 10) -> dict:
     """The training-step measurement on ``normreg.gan.Trainer`` with ``TrainConfig()`` (plus
     ``config_changes``, e.g. a smaller batch for a smoke run); see the module doc."""
-    from normreg.gan import TrainConfig, Trainer, load_data
 
     base = TrainConfig(**(config_changes or {}))
     if base.weight_penalty != "l1":
@@ -390,9 +388,6 @@ def measure_trainer_overhead(
     import json
 
     import torch.nn.functional as F
-
-    from normreg.gan import TrainConfig, Trainer, _ops, load_data
-    from normreg.gan.data import make_inputs
 
     cfg = TrainConfig(**(config_changes or {}))
     data = load_data(cfg)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from torch import Tensor
 
 import normreg
+from normreg import losses
+from normreg.optim import Constant, Cosine, LinearWarmup, ProxAdam
 
 __all__ = ["make_penalty", "recon_loss", "tv_loss", "prox_adam", "make_schedule"]
 
@@ -32,7 +34,6 @@ def make_penalty(kind: str, strength: float, l1_ratio: float = 0.5):
 
 def recon_loss(kind: str, pred: Tensor, target: Tensor) -> Tensor:
     """Reconstruction term (mean reduction, as pix2pix's λ=100 assumes)."""
-    from normreg import losses
 
     if kind == "l1":
         return losses.l1_loss(pred, target, reduction="mean")
@@ -47,7 +48,6 @@ def recon_loss(kind: str, pred: Tensor, target: Tensor) -> Tensor:
 
 def tv_loss(images: Tensor) -> Tensor:
     """Anisotropic total variation, summed differences divided by the number of pixels."""
-    from normreg import losses
 
     return losses.total_variation(images, kind="anisotropic", reduction="mean")
 
@@ -55,7 +55,6 @@ def tv_loss(images: Tensor) -> Tensor:
 def prox_adam(groups, lr: float, betas: tuple[float, float], schedule, mode: str = "prox"):
     """ProxAdam over param groups that carry their penalty; ``schedule`` scales it per step;
     ``mode``: its proximal step ("prox") or its gradient inside the update ("grad")."""
-    from normreg.optim import ProxAdam
 
     return ProxAdam(groups, lr=lr, betas=betas, penalty_schedule=schedule, penalty_mode=mode)
 
@@ -67,7 +66,6 @@ def make_schedule(kind: str, total: int, warmup_fraction: float):
     cosine: 1 -> 0 along half a cosine over ``total`` steps (anneals the term);
     cosine_ramp: 0 -> 1 along half a cosine (brings the term in gently).
     """
-    from normreg.optim import Constant, Cosine, LinearWarmup
 
     if kind == "constant":
         return Constant(1.0)

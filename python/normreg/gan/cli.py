@@ -15,6 +15,15 @@ from pathlib import Path
 
 __all__ = ["register", "train_main", "sample_main"]
 
+from normreg.gan import distributed as _dist
+from normreg.gan.checkpoint import CHECKPOINT, PREVIOUS, CheckpointError, load_checkpoint
+from normreg.gan.compress import CompressConfig, compress
+from normreg.gan.config import TrainConfig
+from normreg.gan.rundir import _check_state, recover_run
+from normreg.gan.sample import sample
+from normreg.gan.train import train
+from normreg.gan.trainer import NonFiniteError
+
 from .config import MASKS, PENALTIES, PENALTY_ON, PENALTY_SCHEDULES, RECONS, RESIZE, SCHEDULES, TASKS
 
 
@@ -95,9 +104,6 @@ def _launch_torchrun(args) -> int:
     """
     import os
 
-    from . import distributed as _dist
-    from .config import TrainConfig
-
     if isinstance(args.nproc, bool) or not isinstance(args.nproc, int) or args.nproc < 1:
         raise ValueError(f"'--nproc' must be a positive integer, got {args.nproc!r}")
     argv: list[str] = []
@@ -134,8 +140,6 @@ def _launch_torchrun(args) -> int:
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from .config import TrainConfig
-
     g = p.add_argument_group("training options (defaults: TrainConfig; also readable from --config)")
     for f in dataclasses.fields(TrainConfig):
         default = f.default
@@ -265,12 +269,6 @@ def _error(cmd: str, exc: BaseException | str, code: int = 2) -> int:
 def train_main(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import CHECKPOINT, PREVIOUS, CheckpointError, load_checkpoint
-    from .config import TrainConfig
-    from .rundir import _check_state, recover_run
-    from .train import train
-    from .trainer import NonFiniteError
-
     if args.threads < 0:
         return _error("train", ValueError(f"'--threads' must be >= 0, got {args.threads}"))
     if args.progress_every < 0:
@@ -279,7 +277,6 @@ def train_main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     # DDP hooks: --nproc relaunches this command under torchrun; under torchrun (WORLD_SIZE > 1)
     # the default process group is set up here and the Trainer trains with DDP.
-    from . import distributed as _dist
 
     try:
         if args.nproc:
@@ -409,9 +406,6 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
 
 
 def sample_main(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-    from .sample import sample
-
     ck = Path(args.checkpoint)
     out = Path(args.out) if args.out else (ck if ck.is_dir() else ck.parent) / "generated"
     try:
@@ -429,9 +423,6 @@ COMPRESS_METHODS_CLI = ("group_lasso", "slimming", "l0", "magnitude")  # = normr
 
 def compress_main(args: argparse.Namespace) -> int:
     import torch
-
-    from .checkpoint import CheckpointError
-    from .compress import CompressConfig, compress
 
     if args.threads < 0:
         return _error("compress", ValueError(f"'--threads' must be >= 0, got {args.threads}"))

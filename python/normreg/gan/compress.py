@@ -47,6 +47,7 @@ from normreg.compress import (
     settle_zero_channels,
     top_up_to_macs,
 )
+from normreg.gan.plots import save_grid
 
 from .checkpoint import CHECKPOINT, find_checkpoint, save_checkpoint
 from .rundir import RunDirError, _json_safe, _naming, _prepare_run_dir, _write_text
@@ -226,8 +227,6 @@ def _plot(log: list[dict], target: float, path: Path) -> None:
 
 
 def _compare_grid(trainer: Trainer, dense: nn.Module, path: Path) -> None:
-    from .plots import save_grid
-
     inputs = trainer.grid_inputs
     a, b = trainer.generate(inputs, dense), trainer.generate(inputs)
     if trainer.cfg.paired:

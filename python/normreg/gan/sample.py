@@ -7,6 +7,9 @@ from pathlib import Path
 
 import torch
 
+from normreg.gan.data import _folder
+from normreg.gan.train import trainer_from_checkpoint
+
 from .config import TrainConfig
 from .data import make_inputs
 from .plots import save_grid, save_image
@@ -31,7 +34,6 @@ def sample(
     as in training: masked, noised or downsampled), writing ``NNNN_input.png``,
     ``NNNN_output.png`` and ``NNNN_target.png``.
     """
-    from .train import trainer_from_checkpoint
 
     if n < 1:
         raise ValueError(f"'n' must be >= 1, got {n}")
@@ -79,8 +81,6 @@ def sample(
 
 
 def _folder_images(path: Path, cfg: TrainConfig, size: int, channels: int) -> torch.Tensor:
-    from .data import _folder
-
     x, _, _ = _folder(
         path,
         cfg.replace(

@@ -16,6 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from normreg.gan._tb import TensorBoardLogger, check_tensorboard
+from normreg.gan.plots import plot_curves
+
 from . import distributed as _dist  # DDP hooks: see normreg.gan.distributed
 from .checkpoint import (
     CHECKPOINT,
@@ -126,8 +129,6 @@ def train(
             f"ask for more steps (--steps N with N > {state['step']}) to train further"
         )
     if cfg.tensorboard:
-        from ._tb import check_tensorboard
-
         check_tensorboard()  # before anything is written
     trainer = Trainer(cfg)  # loads and checks the data before anything is written
     if state is not None:
@@ -342,7 +343,6 @@ def _run(
 def _tensorboard(trainer: Trainer, run_dir: Path):
     if not trainer.cfg.tensorboard:
         return None
-    from ._tb import TensorBoardLogger
 
     return TensorBoardLogger(run_dir, purge_step=trainer.step_ + 1 if trainer.step_ else None)
 
@@ -359,8 +359,6 @@ def _label(name: str) -> str:
 
 
 def _plot(run_dir: Path) -> None:
-    from .plots import plot_curves
-
     path = run_dir / "curves.png"
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     try:

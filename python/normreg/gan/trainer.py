@@ -2,7 +2,6 @@
 evaluation and sample grids). ``normreg.gan.train`` runs it in a run directory.
 
 One step (paired tasks, pix2pix style)::
-
     c = input(x)                  # masked / noisy / downsampled x
     y = G(c)
     D:  0.5 [BCE(D(c, x), 1) + BCE(D(c, y), 0)]  (+ lazy R1 every k steps, times k)
@@ -34,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import normreg
+from normreg.compress.resize import fit_to_state_dict
+from normreg.gan.plots import save_grid
 
 from . import _ops
 from . import distributed as _dist  # DDP hooks: see normreg.gan.distributed
@@ -219,6 +220,8 @@ class Trainer:
         if self.adaptive:
             # D's penalty strength follows E[sign(D(x_real))] (the ADA heuristic); the
             # controller's factor is the schedule ProxAdam (or the loss / add_grad path) applies.
+            # Imported here: normreg.stability's __init__ imports its ring trainer, which
+            # imports this module (a cycle through the package, not through these modules).
             from normreg.stability.adaptive import AdaptiveLambda
 
             self.penalty_schedule = AdaptiveLambda(
@@ -638,7 +641,6 @@ class Trainer:
         """A checkpoint of ``normreg compress``: G has fewer channels than the config builds.
         Resize G to the checkpoint's widths (``normreg.compress.fit_to_state_dict``, no module
         pickled) and rebuild EMA-G and G's optimizer on the new parameters."""
-        from normreg.compress.resize import fit_to_state_dict
 
         if self.dist is not None:
             raise ValueError("a compressed run (normreg compress) trains on one process only")
@@ -652,8 +654,6 @@ class Trainer:
 
     # -- run ---------------------------------------------------------------------------------------
     def sample_grid(self, path: Path) -> np.ndarray:
-        from .plots import save_grid
-
         out = self.generate(self.grid_inputs)
         if self.cfg.paired:
             shown = self.grid_inputs[:, : self.data.channels]

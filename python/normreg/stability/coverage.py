@@ -15,6 +15,8 @@ import os
 import torch
 from torch import Tensor
 
+from normreg.gan import trainer_from_checkpoint
+
 __all__ = ["class_coverage", "image_run_coverage"]
 
 
@@ -61,7 +63,6 @@ def class_coverage(logits: Tensor, num_classes: int | None = None, min_share: fl
 
 def image_run_coverage(run_dir: str | os.PathLike, split: str = "val") -> dict:
     """KID and class coverage of a finished unconditional image-trainer run (its EMA generator)."""
-    from normreg.gan import trainer_from_checkpoint
 
     trainer = trainer_from_checkpoint(run_dir)
     if trainer.cfg.task != "unconditional":

@@ -15,6 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from normreg.gan import TrainConfig, train, trainer_from_checkpoint
+from normreg.gan.trainer import NonFiniteError
+from normreg.stability.coverage import image_run_coverage
+
 __all__ = ["train_digits_run", "COLLAPSE_CLASSES", "GRID_SAMPLES"]
 
 #: a run counts as collapsed when its final EMA generator's images fall in fewer than this
@@ -40,11 +44,6 @@ def _kid_curve(run_dir: Path) -> list[dict[str, float]]:
 def train_digits_run(config: dict, run_dir: Path, grid: bool = False) -> dict[str, Any]:
     """Train one digits run per ``config`` (a TrainConfig dict) into ``run_dir``; its summary record."""
     import torch
-
-    from normreg.gan import TrainConfig, train, trainer_from_checkpoint
-    from normreg.gan.trainer import NonFiniteError
-
-    from .coverage import image_run_coverage
 
     cfg = TrainConfig.from_dict(config)
     t0 = time.perf_counter()

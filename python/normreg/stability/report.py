@@ -17,6 +17,8 @@ import os
 import platform
 from pathlib import Path
 
+from normreg.stability.arms import ARMS, BASE, SEEDS, SMOKE, arm_names
+
 from ..study._io import atomic_savefig, atomic_write_text
 from .report_common import (  # noqa: F401
     _SCALE,
@@ -153,8 +155,6 @@ def _compare_lines(by_arm: dict[str, list[dict]], ref: str) -> list[str]:
 
 
 def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
-    from .arms import ARMS
-
     norm_arms = [a.name for a in ARMS if a.group in ("norm", "adaptive") and a.name in by_arm]
     refs = [a for a in ("none", "R1 γ=1", "spectral norm") if a in by_arm]
     lines = []
@@ -216,8 +216,6 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
 
 
 def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
-    from .arms import BASE, SMOKE, arm_names
-
     out = Path(out_dir)
     all_records = [json.loads(p.read_text()) for p in sorted((out / "points").glob("*.json"))]
     if not all_records:
@@ -296,7 +294,6 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     ]
     if missing:
         L += [f"**Not run:** {', '.join(missing)}.", ""]
-    from .arms import SEEDS
 
     short = {a: len(v) for a, v in by_arm.items() if len(v) < SEEDS}
     if mode == "full" and short:

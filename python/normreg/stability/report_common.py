@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from normreg.stability.arms import arm_names
+
 from ..study._io import from_jsonable_float
 from ..study.report import fmt_pm
 
@@ -74,8 +76,6 @@ def more_divergences(k_a: int, n_a: int, k_b: int, n_b: int, alpha: float = 0.05
 
 
 def _groups(records: Sequence[dict]) -> dict[str, list[dict]]:
-    from .arms import arm_names
-
     order = {n: i for i, n in enumerate(arm_names())}
     out: dict[str, list[dict]] = {}
     for r in sorted(records, key=lambda r: (order.get(r["arm"], 99), r["seed"])):

@@ -9,6 +9,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from normreg.stability.arms import DIGITS_ARMS, DIGITS_BASE, DIGITS_SEEDS, DIGITS_SMOKE
+from normreg.stability.digits import COLLAPSE_CLASSES
+
 from ..study._io import atomic_savefig, atomic_write_text
 from ..study.report import fmt_pm
 from .report_common import _f, _ms, _plt, more_divergences, verdict
@@ -33,8 +36,6 @@ def _dvalues(recs: Sequence[dict], metric: str) -> list[float]:
 
 
 def _dgroups(records: Sequence[dict]) -> dict[str, list[dict]]:
-    from .arms import DIGITS_ARMS
-
     order = {a.name: i for i, a in enumerate(DIGITS_ARMS)}
     out: dict[str, list[dict]] = {}
     for r in sorted(records, key=lambda r: (order.get(r["arm"], 99), r["seed"])):
@@ -214,8 +215,6 @@ def _digits_compare(by_arm: dict[str, list[dict]], ref: str) -> list[str]:
 
 
 def _digits_answer(by_arm: dict[str, list[dict]]) -> list[str]:
-    from .arms import DIGITS_ARMS
-
     norm_arms = [a.name for a in DIGITS_ARMS if a.group in ("norm", "adaptive") and a.name in by_arm]
 
     def verdicts(a: str, ref: str) -> list[str]:
@@ -270,8 +269,6 @@ def _digits_answer(by_arm: dict[str, list[dict]]) -> list[str]:
 
 def digits_section(records: Sequence[dict], out: Path, mode: str) -> tuple[list[str], list[str]]:
     """The report's digits section (markdown lines) and the answer's digits lines; writes its figures."""
-    from .arms import DIGITS_ARMS, DIGITS_BASE, DIGITS_SEEDS, DIGITS_SMOKE
-    from .digits import COLLAPSE_CLASSES
 
     by_arm = _dgroups(records)
     buf = io.StringIO()

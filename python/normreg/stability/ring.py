@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import normreg
+from normreg.optim import ProxAdam
 
 from ..gan.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
 from ..gan.rundir import _truncate_logs
@@ -265,8 +266,6 @@ class RingTrainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
         penalty = _d_penalty(cfg)
         if penalty is not None and cfg.d_penalty_strength > 0:
-            from normreg.optim import ProxAdam
-
             groups = normreg.param_groups(self.D, penalty)
             for g in groups:
                 g.pop("param_names", None)

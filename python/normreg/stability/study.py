@@ -24,6 +24,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from normreg.gan import TrainConfig
+from normreg.stability.digits import train_digits_run
+from normreg.stability.report import write_report
+from normreg.stability.ring import RingConfig, train_ring
+
 from ..study._io import atomic_write_text, prepare_study_dir, resolve_jobs, to_jsonable
 from .arms import (
     ARMS,
@@ -87,8 +92,6 @@ def _n_seeds(mode: str, seeds, default: int) -> int:
 
 
 def _digits_runs(mode: str, arms, seeds) -> list[dict]:
-    from normreg.gan import TrainConfig
-
     chosen = _chosen(DIGITS_ARMS, DIGITS_SMOKE_ARMS, mode, arms)
     n_seeds = _n_seeds(mode, seeds, DIGITS_SEEDS)
     base = {**DIGITS_BASE, **(DIGITS_SMOKE if mode == "smoke" else {})}
@@ -102,8 +105,6 @@ def _digits_runs(mode: str, arms, seeds) -> list[dict]:
 
 
 def _ring_runs(mode: str, arms, seeds) -> list[dict]:
-    from .ring import RingConfig
-
     chosen = _chosen(ARMS, SMOKE_ARMS, mode, arms)
     n_seeds = _n_seeds(mode, seeds, SEEDS)
     base = {**BASE, **(SMOKE if mode == "smoke" else {})}
@@ -119,14 +120,10 @@ def _ring_runs(mode: str, arms, seeds) -> list[dict]:
 def _run_one(run: dict, out_dir: str, keep_runs: bool, threads: int) -> str:
     import torch
 
-    from .ring import RingConfig, train_ring
-
     torch.set_num_threads(threads)
     run_dir = Path(out_dir) / "runs" / run["key"]
     t0 = time.process_time()
     if run.get("part") == "digits":
-        from .digits import train_digits_run
-
         summary = train_digits_run(run["config"], run_dir, grid=run["seed"] == 0)
     else:
         summary = train_ring(RingConfig.from_dict(run["config"]), run_dir, overwrite=True)
@@ -198,7 +195,6 @@ def run_stability_study(
         save_manifest()
     if not report:
         return out / "report.md"
-    from .report import write_report
 
     return write_report(out, mode=mode)
 

@@ -6,6 +6,14 @@ import argparse
 import math
 import sys
 
+from normreg.stability.study import DIGITS_SEEDS, SEEDS, arm_names, run_cli
+from normreg.study.compression import METHODS, PARTS, TARGETS
+from normreg.study.compression import SEEDS as C_SEEDS
+from normreg.study.compression import run_cli as run_compression
+from normreg.study.report import fmt_pm
+from normreg.study.studies import STUDIES, get_study, run_study
+from normreg.study.sweep import load_sweep, parse_grid, parse_value, sweep
+
 __all__ = ["register"]
 
 _SWEEP_EPILOG = """\
@@ -84,8 +92,6 @@ def _err(msg: str, cmd: str = "sweep") -> int:
 
 
 def _sweep(args) -> int:
-    from .sweep import load_sweep, parse_grid, parse_value, sweep
-
     try:
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"'--threads' must be >= 1, got {args.threads}")
@@ -127,8 +133,6 @@ def _sweep(args) -> int:
 
 
 def _print_sweep(res) -> None:
-    from .report import fmt_pm
-
     names = list(res.grid)
     metrics = res.criterion.metrics
     order = sorted(range(len(res.summary)), key=lambda i: -res.summary[i]["score"])
@@ -153,14 +157,10 @@ def _print_sweep(res) -> None:
 
 
 def _study(args) -> int:
-    from .studies import STUDIES, get_study, run_study
-
     if args.name == "stability" and not args.list:  # the 2-D GAN study: normreg.stability.study
-        from normreg.stability.study import run_cli
 
         return run_cli(args)
     if args.name == "compression" and not args.list:  # normreg compress over methods x targets x seeds
-        from .compression import run_cli as run_compression
 
         return run_compression(args)
     if args.list or not args.name:
@@ -168,13 +168,10 @@ def _study(args) -> int:
             st = get_study(name)
             print(f"{name}: {st.title}")
             print(f"  {len(st.arms)} arms x {st.seeds} seeds: " + "; ".join(a.name for a in st.arms))
-        from normreg.stability.study import DIGITS_SEEDS, SEEDS, arm_names
 
         print(f"stability: does a norm penalty on D stabilize GAN training? (ring of 8 Gaussians; 8x8 digits)\n"
               f"  ring: {len(arm_names())} arms x {SEEDS} seeds: " + "; ".join(arm_names()) + "\n"
               f"  digits (unconditional, the image trainer): the same {len(arm_names())} arms x {DIGITS_SEEDS} seeds")
-        from .compression import METHODS, PARTS, TARGETS
-        from .compression import SEEDS as C_SEEDS
 
         print(f"compression: channel penalties against magnitude pruning (normreg compress)\n"
               f"  {' and '.join(PARTS)}: {len(METHODS)} methods ({', '.join(METHODS)}) x target MACs "

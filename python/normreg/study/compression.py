@@ -27,6 +27,14 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from normreg.gan import TrainConfig, train
+from normreg.gan.compress import COMPRESS_METHODS, CompressConfig, compress, measure_latency
+from normreg.gan.plots import save_grid
+from normreg.gan.train import trainer_from_checkpoint
+from normreg.study._io import atomic_savefig
+from normreg.study.compression_report import write_report
+from normreg.study.report import _plt
+
 from ._io import (
     atomic_write_text,
     prepare_study_dir,
@@ -64,8 +72,6 @@ def study_plan(mode: str = "full", parts=None, methods=None, targets=None, seeds
     """Every run of the study: ``{"key", "kind" ("dense" | "compress"), "part", "seed", ...}``,
     the dense runs first, then the compress runs seed-major (an interrupted study has every
     method at its first seeds). Configs are validated here, before anything runs."""
-    from normreg.gan import TrainConfig
-    from normreg.gan.compress import COMPRESS_METHODS, CompressConfig
 
     if mode not in ("full", "smoke"):
         raise ValueError(f"'mode' must be 'full' or 'smoke', got {mode!r}")
@@ -118,9 +124,6 @@ def _run_job(job: dict, out_dir: str, threads: int) -> str:
     """One dense or compress run in a worker; writes ``points/KEY.json`` when done."""
     import torch
 
-    from normreg.gan import TrainConfig, train
-    from normreg.gan.compress import CompressConfig, compress
-
     torch.set_num_threads(threads)
     out = Path(out_dir)
     run_dir = _run_dir(out, job["key"])
@@ -149,9 +152,6 @@ def _latency_one(out: Path, rec: dict, repeats: int) -> dict:
     """Time the compressed G of ``rec`` against its seed's dense G (both EMA samplers)."""
     import torch
 
-    from normreg.gan.compress import measure_latency
-    from normreg.gan.train import trainer_from_checkpoint
-
     dense = trainer_from_checkpoint(_run_dir(out, rec["dense_key"]))
     small = trainer_from_checkpoint(_run_dir(out, rec["key"]))
     x_all = dense.eval_inputs["val"]
@@ -168,8 +168,6 @@ def _latency_one(out: Path, rec: dict, repeats: int) -> dict:
 def _sample_grid(out: Path, jobs: list[dict], path: Path) -> None:
     """Rows: input, dense G, the compressed G of every method (lowest seed, :func:`grid_target`),
     target; for one part."""
-    from normreg.gan.plots import save_grid
-    from normreg.gan.train import trainer_from_checkpoint
 
     seed = min(j["seed"] for j in jobs)
     t = grid_target([j["target"] for j in jobs])
@@ -194,9 +192,6 @@ def _sample_grid(out: Path, jobs: list[dict], path: Path) -> None:
         rows.append(dense.grid_targets[:8])
         labels.append("target")
     import tempfile
-
-    from ._io import atomic_savefig
-    from .report import _plt
 
     with tempfile.TemporaryDirectory() as tmp:
         canvas = save_grid(rows, Path(tmp) / "grid.png")
@@ -319,8 +314,6 @@ def run_compression_study(
             say(f"sample grid {grid.name}")
     path = out / "report.md"
     if report:
-        from .compression_report import write_report
-
         save_manifest("report")
         path = write_report(out, mode=mode)
     save_manifest("done")

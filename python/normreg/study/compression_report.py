@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import normreg
+
 from ._io import atomic_savefig, atomic_write_text, read_json
 from .compression_records import METHODS, SETUP, grid_target, load_records
 from .report import _plt, compare, fmt_pm
@@ -240,8 +242,6 @@ def _vs_magnitude(part_sum: dict, metrics: Sequence[str]) -> list[str]:
 def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     """``report.md``, ``results.csv`` and the figures from the study's records in ``out_dir``."""
     import torch
-
-    import normreg
 
     out = Path(out_dir)
     records = load_records(out)

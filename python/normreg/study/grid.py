@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from normreg import gan
+
 # Options a grid may not sweep: they have their own arguments.
 _RESERVED = {"seed": "seeds", "fold": "folds", "folds": "folds"}
 
@@ -36,7 +38,6 @@ class Backend:
 
 def default_backend() -> Backend:
     """The real trainer, :mod:`normreg.gan`."""
-    from normreg import gan
 
     return Backend(config_cls=gan.TrainConfig, train=gan.train, evaluate=gan.evaluate)
 

@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import normreg
+
 from ._io import atomic_savefig, atomic_write_text, from_jsonable_float
 from .records import HIST_EDGES, METRIC_DIRECTIONS, results_csv, summarize
 
@@ -300,8 +302,6 @@ def _best_of(rows: Sequence[dict], metric: str) -> str | None:
 # ----------------------------------------------------------------------------------------
 def _header(study, records, mode: str, elapsed_s: float, threads: int, jobs: int, notes: Sequence[str]) -> list[str]:
     import torch
-
-    import normreg
 
     seeds = sorted({r["seed"] for r in records})
     steps = sorted({r["config"]["steps"] for r in records})

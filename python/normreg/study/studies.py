@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from normreg.gan import trainer_from_checkpoint
+from normreg.gan.data import completion_mask
+from normreg.study.report import write_report
+
 from ._io import (
     atomic_write_text,
     prepare_study_dir,
@@ -189,8 +193,6 @@ def _region_mask(cfg, size: int):
     import torch
 
     if cfg.task == "completion":
-        from normreg.gan.data import completion_mask
-
         return completion_mask(cfg.mask, size)[0, 0].bool()
     return torch.ones(size, size, dtype=torch.bool)
 
@@ -234,8 +236,6 @@ def make_measure(study: Study, mode: str, split: str = "val") -> Callable[[Path,
 
     def measure(run_dir: Path, cfg, summary: dict) -> dict:
         import torch
-
-        from normreg.gan import trainer_from_checkpoint
 
         out: dict[str, Any] = {}
         trainer = trainer_from_checkpoint(run_dir)
@@ -367,7 +367,6 @@ def run_study(
         elapsed = prev_elapsed + time.perf_counter() - t0
         atomic_write_text(manifest, json.dumps({**head, "elapsed_s": elapsed}, indent=1))
         torch.set_num_threads(old_threads)
-    from .report import write_report
 
     return write_report(
         study, records, out, mode=mode, notes=notes, elapsed_s=elapsed,

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import torch
 
+import normreg
+
 from ._common import (
     LR,
     STRENGTH,
@@ -28,7 +30,6 @@ from .penalty import _bytes
 def optimizer_cases(workloads: Iterable[str], compile: bool = False) -> list[Case]:
     """One step of ProxSGD / ProxAdam with an L1 penalty against torch's SGD / Adam
     followed by the soft threshold at ``lr * l`` (the same proximal-gradient step)."""
-    import normreg
 
     optim = _module("normreg.optim")
     tau = LR * STRENGTH

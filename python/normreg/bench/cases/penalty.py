@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+import normreg
+from normreg import _ops
+
 from ..workloads import SHAPES
 from ._common import (
     NOTE_FLOAT32_NORM,
@@ -46,7 +49,6 @@ def penalty_value_cases(
     workloads: Iterable[str], kinds=tuple(PENALTIES), compile: bool = False
 ) -> list[Case]:
     """``penalty.value(params)`` (no autograd graph) against the torch expressions."""
-    import normreg
 
     cases = []
     for kind in kinds:
@@ -109,7 +111,6 @@ def _bytes(wl: str) -> int:
 def penalty_grad_cases(workloads: Iterable[str], kinds=tuple(PENALTIES), compile: bool = False) -> list[Case]:
     """Value and gradient into ``.grad``: ``penalty.add_grad_(params)`` against
     ``expr(params).backward()`` and the foreach equivalent."""
-    import normreg
 
     cases = []
     for kind in kinds:
@@ -180,7 +181,6 @@ def overhead_cases(compile: bool = False) -> list[Case]:
     torch.func, meta tensors and other devices take); with ``compile``, ``normreg-compiled``:
     the call inside a ``torch.compile(fullgraph=True)`` function.
     """
-    from normreg import _ops
 
     out = penalty_value_cases(("tiny1", "tiny200"), kinds=("l1",))
     out += penalty_grad_cases(("tiny1", "tiny200"), kinds=("l1",))
@@ -199,7 +199,6 @@ def overhead_cases(compile: bool = False) -> list[Case]:
 
         c.peers.append(Impl("normreg-dispatcher", bind_dispatcher))
         if compile:
-
             def bind_compiled(inp, bind=c.ours.bind):
                 run = torch.compile(bind(inp), fullgraph=True, dynamic=False)
 

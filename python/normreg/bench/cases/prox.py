@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import normreg
+
 from ._common import (
     STEP,
     TOL_ELEMENTWISE,
@@ -25,7 +27,6 @@ from .penalty import _OP_NAME, PENALTIES, _bytes, _strengths
 
 def prox_cases(workloads: Iterable[str], kinds=tuple(PENALTIES), compile: bool = False) -> list[Case]:
     """``penalty.prox_(params, step)`` in place (soft threshold, ridge shrink, elastic net)."""
-    import normreg
 
     _module("normreg.prox")  # skip the family when the prox module is not built
     cases = []
