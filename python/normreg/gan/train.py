@@ -28,6 +28,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig
+from .evaluation import METRIC_FIELDS
 from .rundir import (
     RunDirError,
     _atomic,
@@ -43,7 +44,6 @@ from .rundir import (
     recover_run,
 )
 from .trainer import (
-    METRIC_FIELDS,
     ON_NONFINITE,
     NonFiniteError,
     Trainer,

@@ -1,5 +1,6 @@
 """The GAN trainer's step: ``Trainer`` (models, optimizers, penalties, one training step,
-evaluation and sample grids). ``normreg.gan.train`` runs it in a run directory.
+state, sample grids). ``normreg.gan.train`` runs it in a run directory (``normreg.gan.rundir``:
+logs, resume); its metrics are computed by ``normreg.gan.evaluation``.
 
 One step (paired tasks, pix2pix style)::
     c = input(x)                  # masked / noisy / downsampled x
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,24 +39,13 @@ from normreg.gan.plots import save_grid
 from . import _ops
 from . import distributed as _dist  # DDP hooks: see normreg.gan.distributed
 from .config import TrainConfig
-from .data import ImageData, baseline, input_channels, load_data, make_inputs
-from .metrics import kid, load_or_train_classifier, pixel_features, psnr, ssim
+from .data import ImageData, input_channels, load_data, make_inputs
+from .evaluation import data_warnings, evaluate_trainer
+from .metrics import load_or_train_classifier
 from .models import build_models
+from .rng import _rng_state, _seed_all, _set_rng_state
 
-N_GRID = 16
-METRIC_FIELDS = (
-    "psnr",
-    "ssim",
-    "baseline_psnr",
-    "baseline_ssim",
-    "classifier_score",
-    "real_classifier_score",
-    "class_confidence",
-    "real_class_confidence",
-    "kid",
-    "kid_floor",
-)
-KID_SCALE = 1000.0  # KID is reported x 10^3, as in the literature
+N_GRID = 16  # images in a sample grid
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,42 +58,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"'device' {name!r}: torch.backends.mps.is_available() is False; use --device cpu")
     return dev
-
-
-def data_warnings(cfg: TrainConfig, data: ImageData) -> list[str]:
-    """Things about the data a user should know before waiting for a run (not errors)."""
-    out = []
-    n = int(data.splits["train"].numel())
-    if n < cfg.batch_size:
-        what = "crops" if data.crop_source is not None else "images"
-        hint = (
-            "raise crops_per_image"
-            if data.crop_source is not None
-            else "use more images, or (for a folder of photos) resize='random_crop' to train on many crops per photo"
-        )
-        out.append(
-            f"the training split has {n} {what}, fewer than batch_size={cfg.batch_size}: every step "
-            f"trains on all {n} and G will memorize them; {hint}"
-        )
-    return out
-
-
-def metric_notes(cfg: TrainConfig, data: ImageData, has_classifier: bool, sizes: dict[str, int]) -> list[str]:
-    """One line for each metric that is absent, saying why."""
-    notes = []
-    if not has_classifier:
-        why = "the data set has no labels" if data.labels is None else "the data set has only one class"
-        notes.append(
-            f"classifier_score, class_confidence: absent: {why} (images in 2 or more sub-folders of a "
-            "folder are labelled by them); KID uses pixel features instead"
-        )
-    elif not cfg.paired:
-        notes.append("classifier_score: absent for unconditional runs (no target labels); see class_confidence")
-    small = {k: v for k, v in sizes.items() if v < 2}
-    if small:
-        sets = ", ".join(f"{k} has {v}" for k, v in small.items())
-        notes.append(f"kid, kid_floor: absent: KID needs at least 2 images in each set ({sets})")
-    return notes
 
 
 # What a run does when a loss term or a weight becomes NaN or infinite.
@@ -123,38 +76,6 @@ class NonFiniteError(FloatingPointError):
     def __init__(self, message: str, step: int, name: str, value: float, summary: dict | None = None) -> None:
         super().__init__(message)
         self.step, self.name, self.value, self.summary = step, name, value, summary or {}
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "name": np_state[0],
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss_next": py_state[2]},
-    }
-
-
-def _set_rng_state(s: dict[str, Any]) -> None:
-    torch.set_rng_state(s["torch"])
-    n = s["numpy"]
-    np.random.set_state(
-        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    p = s["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
-
-
-def _seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
 
 
 def _opt_state(opt: torch.optim.Optimizer | None) -> dict | None:
@@ -521,48 +442,10 @@ class Trainer:
             self._classifier_ready = True
         return self._classifier
 
-    @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float | None]:
-        """Metrics of the EMA generator on ``split`` ("val" or "test"); see ``normreg.gan.metrics``."""
-        if split not in ("val", "test"):
-            raise ValueError(f"'split' must be 'val' or 'test', got {split!r}")
-        cfg = self.cfg
-        real, labels = self.data.split(split)
-        real = real.to(self.device)
-        labels = labels.to(self.device) if labels is not None else None
-        inputs = self.eval_inputs[split]
-        if cfg.eval_samples and real.shape[0] > cfg.eval_samples:
-            real, inputs = real[: cfg.eval_samples], inputs[: cfg.eval_samples]
-            labels = labels[: cfg.eval_samples] if labels is not None else None
-        fake = self.generate(inputs)
-        out: dict[str, float | None] = dict.fromkeys(METRIC_FIELDS)
-        if cfg.paired:
-            out["psnr"] = psnr(fake, real)
-            out["ssim"] = ssim(fake, real)
-            base = baseline(cfg, inputs, self.data.channels)
-            out["baseline_psnr"] = psnr(base, real)
-            out["baseline_ssim"] = ssim(base, real)
-        clf = self.classifier()
-        train_real = self.train_x[: real.shape[0]]
-        if clf is not None:
-            f_fake, l_fake = clf.predict(fake)
-            f_real, l_real = clf.predict(real)
-            f_train, _ = clf.predict(train_real)
-            if cfg.paired:
-                out["classifier_score"] = float((l_fake.argmax(1) == labels).double().mean())
-            out["real_classifier_score"] = float((l_real.argmax(1) == labels).double().mean())
-            out["class_confidence"] = float(l_fake.softmax(1).max(1).values.double().mean())
-            out["real_class_confidence"] = float(l_real.softmax(1).max(1).values.double().mean())
-        else:
-            f_fake, f_real, f_train = pixel_features(fake), pixel_features(real), pixel_features(train_real)
-        if min(f_fake.shape[0], f_real.shape[0], f_train.shape[0]) >= 2:  # KID needs 2 samples a set
-            out["kid"] = KID_SCALE * kid(f_fake, f_real)
-            out["kid_floor"] = KID_SCALE * kid(f_train, f_real)
-        out["kid_features"] = "classifier" if clf is not None else "pixels"
-        out["n"] = int(real.shape[0])
-        sizes = {"generated": f_fake.shape[0], split: f_real.shape[0], "train sample": f_train.shape[0]}
-        out["notes"] = metric_notes(cfg, self.data, clf is not None, sizes)
-        return out
+        """Metrics of the EMA generator on ``split`` ("val" or "test"); see
+        :func:`normreg.gan.evaluation.evaluate_trainer`."""
+        return evaluate_trainer(self, split)
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -44,8 +44,8 @@ import normreg
 from normreg.optim import ProxAdam
 
 from ..gan.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
+from ..gan.rng import _rng_state, _seed_all, _set_rng_state
 from ..gan.rundir import _truncate_logs
-from ..gan.trainer import _rng_state, _seed_all, _set_rng_state
 from ..study._io import atomic_write_text
 from .adaptive import AdaptiveLambda
 

@@ -33,7 +33,7 @@ from normreg.gan.plots import save_grid
 from normreg.gan.train import trainer_from_checkpoint
 from normreg.study._io import atomic_savefig
 from normreg.study.compression_report import write_report
-from normreg.study.report import _plt
+from normreg.study.report_parts import _plt
 
 from ._io import (
     atomic_write_text,

@@ -23,7 +23,7 @@ import normreg
 
 from ._io import atomic_savefig, atomic_write_text, read_json
 from .compression_records import METHODS, SETUP, grid_target, load_records
-from .report import _plt, compare, fmt_pm
+from .report_parts import _plt, compare, fmt_pm
 
 __all__ = ["write_report", "summarize"]
 
