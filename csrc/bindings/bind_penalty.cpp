@@ -25,19 +25,6 @@ ops::Penalty parse_kind(const char* op, const std::string& kind) {
                           "'; use l1, squared_l2, elastic_net, l2_norm, linf or l0");
 }
 
-std::vector<engine::GroupShape> make_shapes(const char* op, const engine::TensorList& w, const std::vector<std::int64_t>& outer,
-                                            const std::vector<std::int64_t>& groups, const std::vector<std::int64_t>& inner) {
-    if (outer.size() != w.size() || groups.size() != w.size() || inner.size() != w.size())
-        throw py::value_error(std::string(op) + ": one (outer, groups, inner) shape per tensor is required");
-    std::vector<engine::GroupShape> s(w.size());
-    for (std::size_t i = 0; i < w.size(); ++i) {
-        if (outer[i] < 0 || groups[i] < 0 || inner[i] < 0 || outer[i] * groups[i] * inner[i] != w[i].numel)
-            throw py::value_error(std::string(op) + ": group shape of tensor " + std::to_string(i) + " does not match its numel");
-        s[i] = engine::GroupShape{outer[i], groups[i], inner[i]};
-    }
-    return s;
-}
-
 }  // namespace
 
 void bind_penalty(py::module_& m) {
@@ -82,7 +69,7 @@ void bind_penalty(py::module_& m) {
            const std::vector<std::int64_t>& groups, const std::vector<std::int64_t>& inner, const std::vector<double>& s1) {
             const char* op = "group_value";
             auto w = make_list(op, "params", ptrs, numels, dtypes);
-            auto shapes = make_shapes(op, w, outer, groups, inner);
+            auto shapes = group_shapes(op, w, outer, groups, inner);
             auto a = expand_strength(op, "strength", s1, w.size());
             py::gil_scoped_release nogil;
             return ops::group_value(w, shapes, a);
@@ -98,7 +85,7 @@ void bind_penalty(py::module_& m) {
             require_finite(op, "scale", scale);
             auto w = make_list(op, "params", ptrs, numels, dtypes);
             auto g = make_paired(op, "grads", w, gptrs, numels, dtypes);
-            auto shapes = make_shapes(op, w, outer, groups, inner);
+            auto shapes = group_shapes(op, w, outer, groups, inner);
             auto a = expand_strength(op, "strength", s1, w.size());
             py::gil_scoped_release nogil;
             return ops::group_grad(w, g, shapes, a, scale, accumulate);
