@@ -105,5 +105,3 @@ def _factor(x, arg: str, pred: Tensor, fn: str) -> Tensor | None:
             "give it pred's shape or size-1 dims where it repeats (e.g. (N, 1, H, W) for an NCHW batch)"
         )
     return x.to(pred.dtype)
-
-

@@ -67,7 +67,16 @@ def _rows(results: dict) -> list[list[str]]:
     return rows
 
 
-HEADER = ["family", "op/workload", "implementation", "best time", "GB/s", "probe GB/s", "of probe", "normreg speed-up"]
+HEADER = [
+    "family",
+    "op/workload",
+    "implementation",
+    "best time",
+    "GB/s",
+    "probe GB/s",
+    "of probe",
+    "normreg speed-up",
+]
 
 
 def _text_table(header: Sequence[str], rows: list[list[str]], key: int = 1) -> str:
@@ -171,7 +180,9 @@ _TRAINING_LABELS = {
 
 
 def _ratio_lines(ts: dict) -> list[str]:
-    ratios = ts.get("share_ratios") or ({"normreg": ts["share_ratio"]} if ts.get("share_ratio") is not None else {})
+    ratios = ts.get("share_ratios") or (
+        {"normreg": ts["share_ratio"]} if ts.get("share_ratio") is not None else {}
+    )
     out = []
     for name, ratio in ratios.items():
         if ratio > 0:

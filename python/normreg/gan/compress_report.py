@@ -32,8 +32,12 @@ def report_markdown(r: dict[str, Any]) -> str:
         f"| parameters | {r['dense_params']:,} | {r['params']:,} | {r['params'] / r['dense_params']:.3f} |",
         f"| MACs per image | {r['dense_macs']:,} | {r['macs']:,} | {r['mac_fraction']:.3f} |",
     ]
-    for key, name in (("psnr", "test PSNR (dB)"), ("ssim", "test SSIM"), ("classifier_score", "classifier score"),
-                      ("kid", "KID × 10³")):
+    for key, name in (
+        ("psnr", "test PSNR (dB)"),
+        ("ssim", "test SSIM"),
+        ("classifier_score", "classifier score"),
+        ("kid", "KID × 10³"),
+    ):
         a, b = r["dense"]["test"].get(key), r["compressed"]["test"].get(key)
         if a is None and b is None:
             continue
@@ -44,7 +48,9 @@ def report_markdown(r: dict[str, Any]) -> str:
         f"Pruned {r['pruned_channels']} of {r['prunable_channels']} prunable channels; the pruned G's outputs equal "
         f"the sparse G's to {r['check_max_abs_diff']:.2g} (max abs, validation inputs)"
         + (f"; the trivial answer's test PSNR is {base:.4g} dB." if base is not None else "."),
-        "" if r["target_met"] else f"**The target was not reached** ({r['mac_fraction']:.3f} > {c['target_macs']:g}).",
+        ""
+        if r["target_met"]
+        else f"**The target was not reached** ({r['mac_fraction']:.3f} > {c['target_macs']:g}).",
         "",
     ]
     if r["latency"]:
@@ -62,5 +68,11 @@ def report_markdown(r: dict[str, Any]) -> str:
         )
     if c["method"] != "magnitude":
         lines += ["", "![MACs and λ over the sparse steps](compress.png)"]
-    lines += ["", "Rows: input, dense G, compressed G, target.", "", "![dense vs compressed](compare.png)", ""]
+    lines += [
+        "",
+        "Rows: input, dense G, compressed G, target.",
+        "",
+        "![dense vs compressed](compare.png)",
+        "",
+    ]
     return "\n".join(lines)

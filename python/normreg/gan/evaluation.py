@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 
 from .config import TrainConfig
-from .data import ImageData, baseline
+from .data import ImageData
 from .metrics import kid, pixel_features, psnr, ssim
+from .tasks import baseline
 
 __all__ = ["METRIC_FIELDS", "KID_SCALE", "evaluate_trainer", "metric_notes", "data_warnings"]
 
@@ -26,7 +27,6 @@ METRIC_FIELDS = (
     "kid_floor",
 )
 KID_SCALE = 1000.0  # KID is reported x 10^3, as in the literature
-
 
 
 def data_warnings(cfg: TrainConfig, data: ImageData) -> list[str]:
@@ -57,7 +57,9 @@ def metric_notes(cfg: TrainConfig, data: ImageData, has_classifier: bool, sizes:
             "folder are labelled by them); KID uses pixel features instead"
         )
     elif not cfg.paired:
-        notes.append("classifier_score: absent for unconditional runs (no target labels); see class_confidence")
+        notes.append(
+            "classifier_score: absent for unconditional runs (no target labels); see class_confidence"
+        )
     small = {k: v for k, v in sizes.items() if v < 2}
     if small:
         sets = ", ".join(f"{k} has {v}" for k, v in small.items())

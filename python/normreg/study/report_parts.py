@@ -18,7 +18,9 @@ __all__ = ["fmt_pm", "compare"]
 # ----------------------------------------------------------------------------------------
 # Numbers
 # ----------------------------------------------------------------------------------------
-def fmt_pm(mean: float, std: float, scale: float = 1.0, digits: int | None = None, n: int | None = None) -> str:
+def fmt_pm(
+    mean: float, std: float, scale: float = 1.0, digits: int | None = None, n: int | None = None
+) -> str:
     """``mean ± std`` with a precision that follows the spread; the mean alone for one run
     (``n < 2``: a single run has no spread to show) or a NaN std."""
     if mean is None or not math.isfinite(mean):
@@ -76,7 +78,9 @@ _LABEL = {
 _SCALE = {"zero_fraction": 100.0, "near_zero_fraction": 100.0}
 
 
-def _table(rows: Sequence[dict], metrics: Sequence[str], first: str = "arm", extra: Sequence[dict] = ()) -> str:
+def _table(
+    rows: Sequence[dict], metrics: Sequence[str], first: str = "arm", extra: Sequence[dict] = ()
+) -> str:
     head = [first, "seeds", *[_LABEL.get(m, m) for m in metrics]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -127,7 +131,9 @@ def _suptitle(fig, text: str, fontsize: int = 9) -> None:
     """A figure title wrapped to the figure's width (a long one-line title is clipped)."""
     import textwrap
 
-    fig.suptitle("\n".join(textwrap.wrap(text, max(30, int(fig.get_figwidth() * 100 / fontsize)))), fontsize=fontsize)
+    fig.suptitle(
+        "\n".join(textwrap.wrap(text, max(30, int(fig.get_figwidth() * 100 / fontsize)))), fontsize=fontsize
+    )
 
 
 def _plt():
@@ -139,7 +145,9 @@ def _plt():
     return plt
 
 
-def _bar_figure(rows: Sequence[dict], records: Sequence[dict], metrics: Sequence[str], path: Path, title: str) -> None:
+def _bar_figure(
+    rows: Sequence[dict], records: Sequence[dict], metrics: Sequence[str], path: Path, title: str
+) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.6), squeeze=False)
     names = [r["labels"]["arm"] for r in rows]
@@ -150,8 +158,11 @@ def _bar_figure(rows: Sequence[dict], records: Sequence[dict], metrics: Sequence
         xs = list(range(len(rows)))
         ax.bar(xs, [v if math.isfinite(v) else 0 for v in mus], yerr=sds, capsize=3, color="C0", alpha=0.55)
         for x, r in zip(xs, rows):
-            vals = [from_jsonable_float(rec["metrics"].get(m, math.nan)) * scale for rec in records
-                    if rec["labels"] == r["labels"]]
+            vals = [
+                from_jsonable_float(rec["metrics"].get(m, math.nan)) * scale
+                for rec in records
+                if rec["labels"] == r["labels"]
+            ]
             ax.plot([x] * len(vals), vals, "k.", ms=4)
         ax.set_xticks(xs, names, rotation=45, ha="right", fontsize=8)
         ax.set_title(_LABEL.get(m, m), fontsize=9)
@@ -172,7 +183,9 @@ def _hist_figure(rows: Sequence[dict], records: Sequence[dict], path: Path, titl
     width = HIST_EDGES[1] - HIST_EDGES[0]
     for k, r in enumerate(rows):
         ax = axes[k // cols][k % cols]
-        recs = [rec for rec in records if rec["labels"] == r["labels"] and "hist_fake" in rec.get("extra", {})]
+        recs = [
+            rec for rec in records if rec["labels"] == r["labels"] and "hist_fake" in rec.get("extra", {})
+        ]
         if not recs:
             ax.set_visible(False)
             continue
@@ -236,8 +249,14 @@ def _lambda_figure(rows: Sequence[dict], refs: dict[str, dict], metrics: Sequenc
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.0), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         scale = _SCALE.get(m, 1.0)
-        ax.errorbar([lams[i] for i in order], [_stats(rows[i], m)[0] * scale for i in order],
-                    yerr=[_stats(rows[i], m)[1] * scale for i in order], fmt="o-", capsize=3, label="L1 + cGAN")
+        ax.errorbar(
+            [lams[i] for i in order],
+            [_stats(rows[i], m)[0] * scale for i in order],
+            yerr=[_stats(rows[i], m)[1] * scale for i in order],
+            fmt="o-",
+            capsize=3,
+            label="L1 + cGAN",
+        )
         for k, (name, row) in enumerate(refs.items()):
             mu, sd, _ = _stats(row, m)
             if math.isfinite(mu):
@@ -248,7 +267,9 @@ def _lambda_figure(rows: Sequence[dict], refs: dict[str, dict], metrics: Sequenc
         ax.set_title(_LABEL.get(m, m), fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    _suptitle(fig, "L1 + cGAN against λ (mean ± std over seeds); dashed: the arms without a GAN or without L1")
+    _suptitle(
+        fig, "L1 + cGAN against λ (mean ± std over seeds); dashed: the arms without a GAN or without L1"
+    )
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
