@@ -155,13 +155,16 @@ def test_retained_graph_accumulates_twice():
 def test_stale_graph_is_refused():
     # the gradient is computed in the forward, but pred changed in place afterwards: the
     # backward must refuse the stale graph as torch does, not return the old gradient
+    # (a constant target: the shortest backward; a target that requires grad: the general one)
     p, t = _pair((4, 5), torch.float32)
-    q = p * 1.0
-    v = L.l1_loss(q, t)
-    with torch.no_grad():
-        q.add_(1.0)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        v.backward()
+    for target in (t.detach(), t):
+        for change in ("pred", "target"):
+            q, u = p * 1.0, target * 1.0
+            v = L.l1_loss(q, u)
+            with torch.no_grad():
+                (q if change == "pred" else u).add_(1.0)
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                v.backward()
 
 
 @pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
@@ -742,6 +745,39 @@ def test_direct_and_dispatcher_bitwise_equal(ours, theirs, kind, dtype):
     with _ops.dispatcher_only():
         (gb,) = torch.autograd.grad(ours(p, t), [p])
     assert torch.equal(ga, gb)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_plain_pair_path_equals_general_path(ours, theirs, kind, dtype):
+    """Contiguous float32/float64 pairs without mask or weights take the losses' shortest path
+    (normreg._bridge.plain_pair); a transposed pred with the same values takes the general
+    one. Values and gradients bitwise equal, for an incoming gradient of 1 (the forward's
+    buffer returned), another scalar (scaled in place), pred alone and both inputs, and for
+    torch.nn.Parameter inputs; and both equal torch's."""
+    p, t = _pair((3, 4, 70, 300), dtype)  # > one 64K chunk
+    q = p.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_(True)  # same values
+    assert not q.is_contiguous() and torch.equal(p, q)
+    for reduction in ("mean", "sum"):
+        for go in (None, torch.tensor(-2.5, dtype=dtype)):
+            for target, inputs in ((t.detach(), (p,)), (t, (p, t))):  # a constant target, or both
+                a = ours(p, target, reduction=reduction)
+                ga = torch.autograd.grad(a, inputs, go)
+                b = ours(q, target, reduction=reduction)
+                gb = torch.autograd.grad(b, (q, *inputs[1:]), go)
+                assert torch.equal(a, b)
+                for x, y in zip(ga, gb, strict=True):
+                    assert x.is_contiguous() and torch.equal(x, y)
+                c = theirs(p, target, reduction=reduction)
+                _close(a, c, dtype)
+                for x, y in zip(ga, torch.autograd.grad(c, inputs, go), strict=True):
+                    _close(x, y, dtype)
+    w = torch.nn.Parameter(p.detach().clone())
+    (gw,) = torch.autograd.grad(ours(w, t.detach()), [w])
+    (gp,) = torch.autograd.grad(ours(p, t.detach()), [p])
+    assert torch.equal(gw, gp)
+    with torch.no_grad():  # no graph: the value alone, the same
+        assert torch.equal(ours(p, t), ours(q, t))
 
 
 @pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)

@@ -245,6 +245,55 @@ def _dense(t: Tensor) -> bool:
     return True
 
 
+_WIDE = (torch.float32, torch.float64)
+
+
+def plain_pair(a, b) -> bool:
+    """Are ``a`` and ``b`` plain tensors (Tensor or Parameter, no subclass) of one dtype,
+    float32 or float64, and one shape, dense, contiguous and on the CPU? The losses' fast
+    path: then the two need no conversion and their data pointers are the kernel arguments
+    as they are (:func:`plain_ptrs`)."""
+    return (
+        type(a) in _PLAIN_TYPES
+        and type(b) in _PLAIN_TYPES
+        and a.dtype is b.dtype
+        and a.dtype in _WIDE
+        and a.is_cpu
+        and b.is_cpu
+        and a.layout is torch.strided
+        and b.layout is torch.strided
+        and a.shape == b.shape
+        and a.is_contiguous()
+        and b.is_contiguous()
+    )
+
+
+def plain_ptrs(like: Tensor, *tensors: Tensor | None) -> list[int]:
+    """Kernel pointers of contiguous CPU tensors of ``like``'s numel, in its dtype or its
+    compute type (float32; float64 for float64), that the
+    caller made itself (its inputs made contiguous, its outputs new), 0 for an absent one.
+    What :func:`tensor_list` would check is asserted cheaply, so a caller's mistake is a
+    RuntimeError and never a kernel reading past a buffer."""
+    n, dt = like.numel(), like.dtype
+    compute = torch.float64 if dt is torch.float64 else torch.float32  # a gradient buffer's type
+    ptrs = []
+    for t in tensors:
+        if t is None:
+            ptrs.append(0)
+            continue
+        if (
+            t.numel() != n
+            or not (t.is_cpu and t.is_contiguous())
+            or (t.dtype is not dt and t.dtype is not compute)
+        ):
+            raise RuntimeError(
+                f"normreg internal error: a kernel argument of shape {tuple(t.shape)}, {t.dtype}, "
+                f"contiguous={t.is_contiguous()}, on {t.device}, where {n} contiguous CPU elements were expected"
+            )
+        ptrs.append(t.data_ptr())
+    return ptrs
+
+
 def check_overlap(tensors: list[Tensor], ptrs: list[int], numels: list[int], arg: str) -> None:
     """Refuse tensors whose memory ranges overlap (an in-place op would update them twice)."""
     spans = sorted(

@@ -42,6 +42,7 @@ from .loss import (  # noqa: F401  (the op families; importing them registers th
     check_loss_factor,
     k_pointwise_grad,
     k_pointwise_grad_scale,
+    k_pointwise_plain,
     k_pointwise_value,
     k_tv_grad,
     k_tv_value,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _reference as ref
-from .._bridge import DTYPE_CODES, tensor_list
+from .._bridge import DTYPE_CODES, plain_ptrs
 from .._loader import _C
 from ._core import _kernels, value_tensor
 
@@ -42,27 +42,48 @@ def loss_divide(total: float, denom: float) -> float:
     return math.copysign(math.inf, total) * math.copysign(1.0, denom)
 
 
-def _loss_ptrs(*tensors: Tensor | None) -> list[int]:
-    """Kernel pointers of contiguous CPU tensors through the bridge; 0 for an absent one."""
-    present = [t for t in tensors if t is not None]
-    ptrs = iter(tensor_list(present, "tensors").ptrs)
-    return [0 if t is None else next(ptrs) for t in tensors]
-
-
 def k_pointwise_value(kind: str, reduction: str, pred: Tensor, target: Tensor, mask, weight, want_dir: bool):
     """One kernel pass over contiguous CPU tensors (mask / weight expanded to pred's shape):
     ``(value, dir, denom)``: the 0-dim loss in pred's dtype or the elementwise loss ("none");
     with ``want_dir`` the gradient for an incoming gradient of 1 (still to be divided by the
     mask's sum for a masked mean) in the compute type, else None; the "mean" denominator."""
     out = torch.empty_like(pred, memory_format=torch.contiguous_format) if reduction == "none" else None
-    d = torch.empty(pred.shape, dtype=loss_compute_dtype(pred.dtype)) if want_dir else None
-    p, t, m, w, o, u = _loss_ptrs(pred, target, mask, weight, out, d)
+    c = loss_compute_dtype(pred.dtype)
+    d = (
+        (torch.empty_like(pred) if c is pred.dtype else torch.empty(pred.shape, dtype=c))
+        if want_dir
+        else None
+    )
+    p, t, m, w, o, u = plain_ptrs(pred, pred, target, mask, weight, out, d)
     ds = loss_dir_scale(reduction, mask is not None, pred.numel())
     total, msum = _C.pointwise_loss_value(kind, p, t, m, w, o, u, pred.numel(), _dtype_code(pred), ds)
     denom = msum if mask is not None else float(pred.numel())
     if out is not None:
         return out, d, denom
     return value_tensor(total if reduction == "sum" else loss_divide(total, denom), pred.dtype), d, denom
+
+
+def k_pointwise_plain(kind: str, reduction: str, pred: Tensor, target: Tensor, want_dir: bool):
+    """:func:`k_pointwise_value` for the common case, ``(value, dir or None)``: pred and target
+    accepted by :func:`normreg._bridge.plain_pair` (plain contiguous float32/float64 CPU tensors
+    of one dtype and shape, so their data pointers are the kernel arguments), no mask or
+    weights, reduction "mean" or "sum". The same kernel call, the same result bitwise."""
+    n = pred.numel()
+    d = torch.empty_like(pred) if want_dir else None
+    mean = reduction == "mean"
+    total, _ = _C.pointwise_loss_value(
+        kind,
+        pred.data_ptr(),
+        target.data_ptr(),
+        0,
+        0,
+        0,
+        0 if d is None else d.data_ptr(),
+        n,
+        DTYPE_CODES[pred.dtype],
+        1.0 / n if mean and n else 1.0,
+    )
+    return value_tensor(loss_divide(total, float(n)) if mean else total, pred.dtype), d
 
 
 def _dtype_code(t: Tensor) -> int:
@@ -81,7 +102,7 @@ def loss_scale(reduction: str, masked: bool, grad_value: Tensor, denom: float, d
 
 def k_pointwise_grad_scale(dir_: Tensor, go, k: float, gp, gt, like: Tensor) -> None:
     """``gp = (dir * k) * [go]``, ``gt = -that`` (each when given), one pass; gp may be dir."""
-    u, g, pg, tg = _loss_ptrs(dir_, go, gp, gt)
+    u, g, pg, tg = plain_ptrs(like, dir_, go, gp, gt)
     _C.pointwise_loss_grad_scale(u, g, pg, tg, like.numel(), _dtype_code(like), k)
 
 
@@ -89,7 +110,7 @@ def k_pointwise_grad(kind, reduction, pred, target, mask, weight, go, k: float, 
     """The same gradient recomputed from pred and target (same operations, same order)."""
     first, second, s = (gp, gt, k) if gp is not None else (gt, None, -k)  # only the target: -grad
     ds = loss_dir_scale(reduction, mask is not None, pred.numel())
-    p, t, m, w, g, pg, tg = _loss_ptrs(pred, target, mask, weight, go, first, second)
+    p, t, m, w, g, pg, tg = plain_ptrs(pred, pred, target, mask, weight, go, first, second)
     _C.pointwise_loss_grad(kind, p, t, m, w, g, pg, tg, pred.numel(), _dtype_code(pred), ds, s)
 
 
@@ -146,7 +167,9 @@ def pointwise_loss(
     if _kernels([pred]):
         m = None if m is None else m.contiguous()
         w = None if w is None else w.contiguous()
-        value, d, denom = k_pointwise_value(kind, reduction, pred.contiguous(), target.contiguous(), m, w, with_dir)
+        value, d, denom = k_pointwise_value(
+            kind, reduction, pred.contiguous(), target.contiguous(), m, w, with_dir
+        )
         if d is None:
             d = pred.new_empty((0,), dtype=loss_compute_dtype(pred.dtype))
         return value, d, torch.scalar_tensor(denom, dtype=torch.float64)
@@ -159,7 +182,11 @@ def pointwise_loss(
         else pred.new_empty((0,), dtype=loss_compute_dtype(pred.dtype))
     )
     dd = _loss_denom_dtype(pred)
-    denom = m.to(dd).sum() if m is not None else torch.scalar_tensor(float(pred.numel()), dtype=dd, device=pred.device)
+    denom = (
+        m.to(dd).sum()
+        if m is not None
+        else torch.scalar_tensor(float(pred.numel()), dtype=dd, device=pred.device)
+    )
     return value, d, denom
 
 
@@ -255,7 +282,7 @@ def _(dir, pred, grad_value, denom, reduction, masked, need_pred, need_target):
 
 def k_tv_value(kind: str, reduction: str, eps: float, images: Tensor) -> Tensor:
     """The kernels' total variation of a contiguous CPU batch."""
-    (p,) = _loss_ptrs(images)
+    (p,) = plain_ptrs(images, images)
     per = _C.tv_value(kind, p, list(images.shape), DTYPE_CODES[images.dtype], eps)
     if reduction == "none":
         return torch.tensor(per, dtype=torch.float64).to(images.dtype)
@@ -276,7 +303,7 @@ def k_tv_grad(kind: str, reduction: str, eps: float, images: Tensor, grad_value:
             s = loss_divide(s, float(images.numel()))
         scale = [s] * n
     grad = torch.empty_like(images, memory_format=torch.contiguous_format)
-    p, g = _loss_ptrs(images, grad)
+    p, g = plain_ptrs(images, images, grad)
     _C.tv_grad(kind, p, g, list(images.shape), DTYPE_CODES[images.dtype], eps, scale)
     return grad
 
@@ -307,14 +334,21 @@ def _tv_bwd(ctx, grad_value):
         value = ref.total_variation(images, kind, reduction, eps).to(images.dtype)
         (g,) = torch.autograd.grad(value, [images], grad_value, create_graph=True)
         return g, None, None, None
-    return torch.ops.normreg.total_variation_backward(images, grad_value, kind, reduction, eps), None, None, None
+    return (
+        torch.ops.normreg.total_variation_backward(images, grad_value, kind, reduction, eps),
+        None,
+        None,
+        None,
+    )
 
 
 total_variation.register_autograd(_tv_bwd, setup_context=_tv_setup)
 
 
 @torch.library.custom_op("normreg::total_variation_backward", mutates_args=())
-def total_variation_backward(images: Tensor, grad_value: Tensor, kind: str, reduction: str, eps: float) -> Tensor:
+def total_variation_backward(
+    images: Tensor, grad_value: Tensor, kind: str, reduction: str, eps: float
+) -> Tensor:
     """The gradient of ``total_variation`` times ``grad_value`` (0-dim, or (N,) for "none")."""
     if _kernels([images]):
         return k_tv_grad(kind, reduction, eps, images.contiguous(), grad_value)
