@@ -847,3 +847,22 @@ def test_compile_fullgraph_loss_forward_backward():
     torch.testing.assert_close(out, eager)
     for a, b in zip(g_comp, g_eager, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
+def test_large_terms_sum_without_overflow(ours, theirs, kind):
+    """float inputs are summed in float partials of a few rows before double: where those
+    partials overflow but the terms do not (squares near float32's max), the kernel sums the
+    chunk again in double, so a finite mean stays finite and equals the float64 reference."""
+    big = 1e19 if kind == "mse" else 1e38  # a term near 1e38: four of them overflow float32
+    g = torch.Generator().manual_seed(3)
+    p = (torch.rand(3, 70_000, generator=g, dtype=torch.float64) * big).to(torch.float32)  # > one chunk
+    t = torch.zeros_like(p)
+    m = torch.rand(3, 70_000, generator=g) > 0.5
+    for kw in ({}, {"mask": m}):
+        for reduction in ("mean", "sum"):
+            v = ours(p, t, reduction=reduction, **kw)
+            r = _torch_masked(kind, p.double(), t.double(), kw.get("mask"), None, reduction)
+            expect = r.to(torch.float32)  # the float64 value rounded once (inf past float32's max)
+            assert torch.isfinite(expect).item() == (reduction == "mean")
+            torch.testing.assert_close(v, expect, rtol=1e-6, atol=0)

@@ -155,6 +155,29 @@ _LOSS_FUNCTIONS = {
 _PLAIN_FUNCTIONS = {(k, r): _loss_function(k, r, True) for k in ("l1", "mse") for r in ("mean", "sum")}
 
 
+def _direct_apply(fn: type[torch.autograd.Function]):
+    """``fn.apply`` for the direct path, without the Python steps of
+    ``autograd.Function.apply`` that cannot apply there (binding defaults for a
+    ``setup_context``, which these Functions do not define; the functorch branch: the direct
+    path runs only when no transform is active, see :func:`normreg._ops.direct_ok`). What
+    ``apply`` does in that case is kept: dead functorch wrappers are unwrapped, then the C
+    ``apply``. About 1 us of a 45 us forward + backward. Falls back to ``fn.apply`` where
+    torch lacks either private entry point."""
+    raw = getattr(torch._C, "_FunctionBase", None)
+    unwrap = getattr(getattr(torch._C, "_functorch", None), "unwrap_if_dead", None)
+    if raw is None or unwrap is None or "apply" not in vars(raw):
+        return fn.apply
+    c_apply = vars(raw)["apply"].__get__(None, fn)
+
+    def apply(pred: Tensor, target: Tensor) -> Tensor:
+        return c_apply(unwrap(pred), unwrap(target))
+
+    return apply
+
+
+_PLAIN_APPLY = {key: _direct_apply(fn) for key, fn in _PLAIN_FUNCTIONS.items()}
+
+
 def _pointwise(kind: str, fn: str, pred, target, mask, weight, reduction) -> Tensor:
     if (
         mask is None
@@ -166,7 +189,7 @@ def _pointwise(kind: str, fn: str, pred, target, mask, weight, reduction) -> Ten
         # the common case, checked in one test: float32/float64 batches of one dtype and shape,
         # contiguous on the CPU, no mask or weights (autocast keeps these dtypes as they are)
         if torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad):
-            return _PLAIN_FUNCTIONS[kind, reduction].apply(pred, target)
+            return _PLAIN_APPLY[kind, reduction](pred, target)
         return _ops.k_pointwise_plain(kind, reduction, pred, target, False)[0]
     pred, target = _loss_inputs(pred, target, fn)
     _check_reduction(reduction, fn)
