@@ -28,19 +28,25 @@ def _out_channel_norms(module: nn.Module) -> torch.Tensor:
 
 def test_several_penalties_by_type_and_name():
     net = Net()
-    l1, gl = normreg.L1(1e-3), normreg.GroupLasso(1e-2)
+    l1, gl = normreg.L1(1e-3), normreg.GroupLasso(1e-2, dim=0)  # an int dim: the object itself
     groups = normreg.param_groups(net, {nn.Conv2d: gl, "fc.*": l1, "dec.*": None})
     by_pen = {id(g["penalty"]): g["param_names"] for g in groups}
     assert by_pen[id(gl)] == ["enc.weight"]
     assert by_pen[id(l1)] == ["fc.weight"]  # fc.bias is excluded by the default "*bias"
-    assert sorted(by_pen[id(None)]) == sorted(["enc.bias", "bn.weight", "bn.bias", "dec.weight", "dec.bias", "fc.bias"])
+    assert sorted(by_pen[id(None)]) == sorted(
+        ["enc.bias", "bn.weight", "bn.bias", "dec.weight", "dec.bias", "fc.bias"]
+    )
     assert groups[-1]["penalty"] is None
     # every trainable parameter exactly once
     names = [n for g in groups for n in g["param_names"]]
     assert sorted(names) == sorted(n for n, _ in net.named_parameters())
     # the first matching entry wins (dict order)
     groups = normreg.param_groups(net, {"*.weight": l1, nn.Conv2d: gl})
-    assert [g["param_names"] for g in groups if g["penalty"] is l1][0] == ["enc.weight", "dec.weight", "fc.weight"]
+    assert [g["param_names"] for g in groups if g["penalty"] is l1][0] == [
+        "enc.weight",
+        "dec.weight",
+        "fc.weight",
+    ]
 
 
 def test_one_penalty_keeps_the_two_groups_and_the_object():
@@ -87,13 +93,36 @@ def test_sum_with_a_layout_recipe_resolves_its_terms():
     groups = normreg.param_groups(net, pen)
     dec = [g["penalty"] for g in groups if "dec.weight" in g["param_names"]][0]
     assert isinstance(dec, normreg.Sum) and [getattr(t, "dim", None) for t in dec.terms][-1] == 1
-    plain = normreg.L1(1e-4) + normreg.GroupLasso(1e-3)
+    plain = normreg.L1(1e-4) + normreg.GroupLasso(1e-3, dim=0)  # an int dim: no recipe
     assert plain.for_module(net.dec) is plain
 
 
-def test_layout_recipe_on_bare_tensors_and_bad_arguments():
-    with pytest.raises(ValueError, match="param_groups"):
-        normreg.GroupLasso(1e-3, dim="out").value(torch.ones(3, 4))
+def test_default_is_output_channels_and_bare_tensors_read_out_in():
+    """GroupLasso() groups output channels: per layer through param_groups / for_module (the
+    transposed conv's dim 1), and a bare tensor as an (out, in, ...) weight (dim 0)."""
+    net = Net()
+    default = normreg.GroupLasso(1e-3)
+    assert default.for_module(net.dec).dim == 1 and default.for_module(net.enc).dim == 0
+    assert default.for_module(net.dec, "bias").dim == 0
+    w = torch.randn(3, 4, 2, dtype=torch.float64)
+    want = 1e-3 * w.flatten(1).norm(dim=1).sum()  # rows = output channels
+    torch.testing.assert_close(default.value(w), want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        normreg.GroupLasso(1e-3, dim=1).value(w),
+        1e-3 * w.transpose(0, 1).flatten(1).norm(dim=1).sum(),
+        rtol=1e-12,
+        atol=0,
+    )
+    dims = {
+        n: g["penalty"].dim
+        for g in normreg.param_groups(net, default)
+        if g["penalty"] is not None
+        for n in g["param_names"]
+    }
+    assert dims == {"enc.weight": 0, "dec.weight": 1, "fc.weight": 0}
+
+
+def test_layout_recipe_bad_arguments():
     with pytest.raises(ValueError, match="'dim'"):
         normreg.GroupLasso(1e-3, dim="in")
     net = Net()

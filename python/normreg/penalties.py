@@ -435,19 +435,21 @@ class L2Norm(Penalty):
 class GroupLasso(Penalty):
     """``λ * sum_groups ||w_g||_2`` with groups the slices along ``dim``.
 
-    ``dim=0`` on a conv or linear weight groups by output channel / unit (structured
-    sparsity: whole filters go to zero under the prox); a ``ConvTranspose*d`` weight is laid
-    out ``(in, out, ...)``, so ``dim=0`` groups its *input* channels there and ``dim=1`` its
-    output channels. ``dim="out"`` is the layout recipe: output channels of every layer,
-    made concrete per layer by :func:`normreg.param_groups` (``dim=1`` for transposed convs,
-    ``0`` otherwise); such a penalty cannot be applied to bare tensors, which carry no layout.
-    A tensor with fewer dims than ``dim + 1`` is refused; keep biases out with
-    :func:`normreg.param_groups`.
+    By default (``dim="out"``) the groups are **output channels** (structured sparsity: whole
+    filters / units go to zero under the prox): made concrete per layer by
+    :func:`normreg.param_groups` and :meth:`for_module`, that is ``dim=0`` for ``Conv*d`` and
+    ``Linear`` weights (laid out ``(out, in, ...)``) and ``dim=1`` for ``ConvTranspose*d``
+    weights (laid out ``(in, out, ...)``). A bare tensor carries no layout: ``"out"`` reads it
+    as ``(out, in, ...)``, i.e. ``dim=0``, so a transposed conv's weight given bare (e.g.
+    ``ProxAdam(model.parameters(), penalty=GroupLasso(...))``) is grouped by its *input*
+    channels; build the groups with :func:`normreg.param_groups` (or give ``dim=1``) to group
+    its outputs. An int ``dim`` is used as it is on every tensor. A tensor with fewer dims than
+    ``dim + 1`` is refused; keep biases out with :func:`normreg.param_groups`.
     """
 
     kind = "group_lasso"
 
-    def __init__(self, strength: float = 1e-4, dim: int | str = 0) -> None:
+    def __init__(self, strength: float = 1e-4, dim: int | str = "out") -> None:
         self.strength = check_strength(strength, "strength")
         if isinstance(dim, str):
             if dim != "out":
@@ -458,13 +460,9 @@ class GroupLasso(Penalty):
 
     @property
     def dim(self) -> int:
-        if self._dim == "out":
-            raise ValueError(
-                "GroupLasso(dim='out') is a layout recipe: bare tensors do not say which dim is a layer's "
-                "output channels. Build the groups with normreg.param_groups(model, GroupLasso(strength, dim='out')) "
-                "(or penalty.for_module(layer)), or give dim=0 (Conv*d, Linear) / dim=1 (ConvTranspose*d)"
-            )
-        return self._dim
+        """The dim the groups are slices along on a bare tensor (``"out"``: 0, the output
+        channels of ``(out, in, ...)`` weights; :meth:`for_module` knows the layer)."""
+        return 0 if self._dim == "out" else self._dim
 
     def for_module(self, module: torch.nn.Module, name: str = "weight") -> Penalty:
         if self._dim != "out":
