@@ -373,7 +373,7 @@ class _ProxOptimizer(torch.optim.Optimizer):
                     zeros = None
                     if pen:  # counted on the device (an int64 tensor) where a host sync would end a graph
                         zeros = [p.numel() - int(p.count_nonzero()) for p in params] if _ops.direct_ok() else (
-                            ref._zero_counts(params))
+                            ref.zero_counts(params))
                 else:
                     tl = tensor_list(params, "params", inplace=True, direct=_ops.direct_ok())
                     zeros = self._run_fused(group, tl, paired(tl, grads, "grads", inplace=False), 0, 0.0, 0.0)
