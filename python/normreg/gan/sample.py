@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from normreg.gan.data import _folder
+from normreg.gan.readers import read_folder
 from normreg.gan.train import trainer_from_checkpoint
 
 from .config import TrainConfig
@@ -81,7 +81,7 @@ def sample(
 
 
 def _folder_images(path: Path, cfg: TrainConfig, size: int, channels: int) -> torch.Tensor:
-    x, _, _ = _folder(
+    x, _, _ = read_folder(
         path,
         cfg.replace(
             image_size=size, channels=channels, resize="center_crop" if cfg.resize in ("none", "random_crop") else cfg.resize
