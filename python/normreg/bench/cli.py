@@ -26,6 +26,7 @@ from normreg.bench.bandwidth import Probe, measure_bandwidth
 from normreg.bench.cases import FAMILIES, build_cases
 from normreg.bench.compiled_step import measure_compiled_step
 from normreg.bench.runner import AgreementError
+from normreg.bench.trainer_overhead import measure_trainer_overhead
 from normreg.bench.workloads import SHAPES
 
 __all__ = ["register", "run_bench", "main"]
@@ -270,7 +271,7 @@ def run_bench(
         _log("the trainer's own cost (normreg train step against a bare loop, one thread) ...")
         with runner.threads(1):
             if ts.gan_available():
-                results["trainer_overhead"] = ts.measure_trainer_overhead(
+                results["trainer_overhead"] = measure_trainer_overhead(
                     cfg["train_config"], warmup=cfg["train_warmup"], reps=cfg["overhead_reps"]
                 )
             else:
