@@ -27,12 +27,10 @@ checkpoints (normreg.gan.checkpoint) every ``checkpoint_every`` steps.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +46,8 @@ from ..gan.rng import _rng_state, _seed_all, _set_rng_state
 from ..gan.rundir import _truncate_logs
 from ..study._io import atomic_write_text
 from .adaptive import AdaptiveLambda
+from .ring_config import D_PENALTIES, RingConfig
+from .ring_data import ring_metrics, ring_modes, sample_ring
 
 __all__ = [
     "RingConfig",
@@ -59,162 +59,16 @@ __all__ = [
     "D_PENALTIES",
 ]
 
-D_PENALTIES = ("none", "l1", "l2", "elastic_net")
 DIVERGED_HQ = 0.05  # a run whose final samples are < 5% high quality failed
-RUN_FILES = ("config.json", "log.jsonl", "metrics.csv", "snapshots.json", "summary.json", CHECKPOINT, PREVIOUS)
-
-
-@dataclass(frozen=True)
-class RingConfig:
-    """Every option of a ring run (validated on construction; ``ValueError`` names the field)."""
-
-    seed: int = 0
-    steps: int = 2000
-    batch_size: int = 256
-    z_dim: int = 16
-    hidden: int = 128
-    depth: int = 2
-    lr_g: float = 1e-3
-    lr_d: float = 1e-3
-    beta1: float = 0.5
-    beta2: float = 0.999
-    radius: float = 2.0
-    sigma: float = 0.02
-    modes: int = 8
-    # -- D's regularization ------------------------------------------------------------------
-    r1_gamma: float = 0.0
-    d_penalty: str = "none"  #: none | l1 | l2 | elastic_net (normreg penalties on D's weights)
-    d_penalty_strength: float = 0.0
-    l1_ratio: float = 0.5  #: elastic_net: share of the strength in the L1 part
-    d_penalty_mode: str = "prox"  #: prox (ProxAdam's proximal step) | grad (its gradient in ProxAdam)
-    spectral_norm: bool = False
-    adaptive_target: float = 0.0  #: 0: off; in (0, 1): AdaptiveLambda target for d_penalty
-    adaptive_gain: float = 0.5
-    adaptive_interval: int = 4
-    # -- output -------------------------------------------------------------------------------
-    eval_every: int = 500
-    eval_samples: int = 2000
-    log_every: int = 50
-    checkpoint_every: int = 1000
-    snapshots: tuple[int, ...] = ()  #: steps at which samples are kept for plots (summary["snapshots"])
-    snapshot_samples: int = 500
-
-    def __post_init__(self) -> None:
-        if isinstance(self.snapshots, list):
-            object.__setattr__(self, "snapshots", tuple(self.snapshots))
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.type == "float" and isinstance(v, int) and not isinstance(v, bool):
-                object.__setattr__(self, f.name, float(v))
-        self._validate()
-
-    def _validate(self) -> None:
-        def err(name: str, msg: str):
-            raise ValueError(f"RingConfig: '{name}' {msg}")
-
-        for f in fields(self):
-            v = getattr(self, f.name)
-            want = {"str": str, "int": int, "float": float, "bool": bool}.get(f.type)
-            if want is None:
-                continue
-            if (want is not bool and isinstance(v, bool)) or not isinstance(v, want):
-                raise TypeError(f"RingConfig: '{f.name}' must be {f.type}, got {type(v).__name__} {v!r}")
-            if want is float and not math.isfinite(v):
-                err(f.name, f"must be finite, got {v}")
-        for name in ("steps", "batch_size", "z_dim", "hidden", "depth", "modes", "eval_every", "eval_samples",
-                     "log_every", "checkpoint_every", "adaptive_interval", "snapshot_samples"):
-            if getattr(self, name) < 1:
-                err(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.seed < 0:
-            err("seed", f"must be >= 0, got {self.seed}")
-        for name in ("lr_g", "lr_d", "radius", "sigma", "adaptive_gain"):
-            if getattr(self, name) <= 0:
-                err(name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                err(name, f"must lie in [0, 1), got {getattr(self, name)}")
-        for name in ("r1_gamma", "d_penalty_strength"):
-            if getattr(self, name) < 0:
-                err(name, f"is a regularization strength and must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.l1_ratio <= 1:
-            err("l1_ratio", f"must lie in [0, 1], got {self.l1_ratio}")
-        if self.d_penalty not in D_PENALTIES:
-            err("d_penalty", f"must be one of {', '.join(D_PENALTIES)}; got {self.d_penalty!r}")
-        if self.d_penalty_mode not in ("prox", "grad"):
-            err("d_penalty_mode", f"must be 'prox' or 'grad'; got {self.d_penalty_mode!r}")
-        if self.adaptive_target != 0 and not 0 < self.adaptive_target < 1:
-            err("adaptive_target", f"must lie in (0, 1) (or be 0: no controller), got {self.adaptive_target}")
-        if self.adaptive_target and (self.d_penalty == "none" or self.d_penalty_strength == 0):
-            err("adaptive_target", "needs a d_penalty with d_penalty_strength > 0 to scale")
-        if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= self.steps for s in self.snapshots):
-            err("snapshots", f"must be steps in [0, steps={self.steps}], got {self.snapshots!r}")
-
-    def replace(self, **changes: Any) -> RingConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["snapshots"] = list(self.snapshots)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RingConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"RingConfig: unknown option(s) {', '.join(map(repr, unknown))}")
-        return cls(**d)
-
-
-# ---- data and metrics -----------------------------------------------------------------------
-def ring_modes(modes: int = 8, radius: float = 2.0, dtype=torch.float32) -> Tensor:
-    """The ``modes`` centres on the circle of ``radius``, angle 2πk/modes (k = 0, 1, ...)."""
-    a = torch.arange(modes, dtype=torch.float64) * (2 * math.pi / modes)
-    return (radius * torch.stack([a.cos(), a.sin()], 1)).to(dtype)
-
-
-def sample_ring(n: int, generator: torch.Generator, modes: int = 8, radius: float = 2.0, sigma: float = 0.02) -> Tensor:
-    """``n`` points of the mixture (each mode with probability 1/modes)."""
-    k = torch.randint(modes, (n,), generator=generator)
-    return ring_modes(modes, radius)[k] + sigma * torch.randn(n, 2, generator=generator)
-
-
-def ring_metrics(samples: Tensor, modes: int = 8, radius: float = 2.0, sigma: float = 0.02) -> dict[str, float]:
-    """Mode metrics of 2-D samples against the ring.
-
-    Returns ``modes_covered`` (modes holding ≥ 1% of all samples within 3σ), ``hq_fraction``
-    (samples within 3σ of some mode), ``kl_uniform`` (KL of the histogram of high-quality
-    samples over modes to the uniform one, nats; ``log(modes)`` when there are none... see
-    below), ``mode_counts`` and ``finite`` (all samples finite). With no high-quality sample
-    the histogram is undefined: ``kl_uniform`` is then NaN.
-    """
-    if not isinstance(samples, Tensor) or samples.ndim != 2 or samples.shape[1] != 2:
-        raise ValueError(f"'samples' must be an (n, 2) tensor, got {getattr(samples, 'shape', type(samples))}")
-    n = samples.shape[0]
-    if n == 0:
-        raise ValueError("'samples' is empty")
-    x = samples.detach().double()
-    finite = bool(torch.isfinite(x).all())
-    centres = ring_modes(modes, radius, torch.float64)
-    dist = torch.cdist(torch.nan_to_num(x, nan=1e30, posinf=1e30, neginf=-1e30), centres)
-    dmin, idx = dist.min(1)
-    hq = dmin <= 3 * sigma
-    counts = torch.bincount(idx[hq], minlength=modes).double()
-    n_hq = float(counts.sum())
-    covered = int((counts >= 0.01 * n).sum())
-    if n_hq > 0:
-        p = counts / n_hq
-        nz = p > 0
-        kl = float((p[nz] * torch.log(p[nz] * modes)).sum())
-    else:
-        kl = math.nan
-    return {
-        "modes_covered": covered,
-        "hq_fraction": n_hq / n,
-        "kl_uniform": kl,
-        "mode_counts": [int(c) for c in counts.tolist()],
-        "finite": finite,
-    }
+RUN_FILES = (
+    "config.json",
+    "log.jsonl",
+    "metrics.csv",
+    "snapshots.json",
+    "summary.json",
+    CHECKPOINT,
+    PREVIOUS,
+)
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -256,11 +110,18 @@ class RingTrainer:
                 if isinstance(m, nn.Linear):
                     self.D[i] = spectral_norm(m)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # data and latents
-        self.eval_z = torch.randn(cfg.eval_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345))
+        self.eval_z = torch.randn(
+            cfg.eval_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345)
+        )
         self.controller = (
-            AdaptiveLambda(cfg.adaptive_target, gain=cfg.adaptive_gain, interval=cfg.adaptive_interval,
-                           base=cfg.d_penalty_strength)
-            if cfg.adaptive_target else None
+            AdaptiveLambda(
+                cfg.adaptive_target,
+                gain=cfg.adaptive_gain,
+                interval=cfg.adaptive_interval,
+                base=cfg.d_penalty_strength,
+            )
+            if cfg.adaptive_target
+            else None
         )
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
@@ -269,8 +130,13 @@ class RingTrainer:
             groups = normreg.param_groups(self.D, penalty)
             for g in groups:
                 g.pop("param_names", None)
-            self.opt_d = ProxAdam(groups, lr=cfg.lr_d, betas=betas, penalty_mode=cfg.d_penalty_mode,
-                                  penalty_schedule=self.controller)
+            self.opt_d = ProxAdam(
+                groups,
+                lr=cfg.lr_d,
+                betas=betas,
+                penalty_mode=cfg.d_penalty_mode,
+                penalty_schedule=self.controller,
+            )
         else:
             self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
         self.step_ = 0
@@ -359,7 +225,9 @@ class RingTrainer:
         if state.get("kind") != "ring":
             raise ValueError("the checkpoint is not a ring run's (kind != 'ring')")
         if RingConfig.from_dict(state["config"]) != self.cfg:
-            raise ValueError("the checkpoint was written for another RingConfig; build the trainer from its config")
+            raise ValueError(
+                "the checkpoint was written for another RingConfig; build the trainer from its config"
+            )
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -430,7 +298,9 @@ def train_ring(
         with open(met_path, "w", newline="") as fh:
             csv.writer(fh).writerow(cols)
     snap_path = run_dir / "snapshots.json"
-    snaps: dict[str, list] = json.loads(snap_path.read_text()) if state is not None and snap_path.is_file() else {}
+    snaps: dict[str, list] = (
+        json.loads(snap_path.read_text()) if state is not None and snap_path.is_file() else {}
+    )
     snaps = {k: v for k, v in snaps.items() if int(k) <= trainer.step_}
 
     def snapshot() -> None:
@@ -463,8 +333,12 @@ def train_ring(
     seconds = time.perf_counter() - t0
     with open(met_path, newline="") as fh:  # the whole run's evaluations, resumed parts included
         curve = [
-            {"step": int(r["step"]), "modes_covered": int(r["modes_covered"]), "hq_fraction": float(r["hq_fraction"]),
-             "kl_uniform": _finite(float(r["kl_uniform"]))}
+            {
+                "step": int(r["step"]),
+                "modes_covered": int(r["modes_covered"]),
+                "hq_fraction": float(r["hq_fraction"]),
+                "kl_uniform": _finite(float(r["kl_uniform"])),
+            }
             for r in csv.DictReader(fh)
         ]
     final = trainer.evaluate()
