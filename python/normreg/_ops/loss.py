@@ -18,7 +18,7 @@ from ._core import _kernels, value_tensor
 # normreg::pointwise_loss computes the reduced (or elementwise) loss and, with `with_dir`, in
 # the same pass the gradient for an incoming gradient of 1 ("dir", in the compute type), and
 # the "mean" denominator (float64). Its backward scales dir by the incoming gradient
-# (normreg::pointwise_loss_backward). The eager direct path (normreg.losses._PointwiseLoss)
+# (normreg::pointwise_loss_backward). The eager direct path (normreg.losses.pointwise)
 # calls the same kernel helpers below; the two are bitwise equal (tests/test_losses.py).
 
 
@@ -276,7 +276,7 @@ def _(dir, pred, grad_value, denom, reduction, masked, need_pred, need_target):
 #
 # normreg::total_variation: the value of a contiguous NCHW batch (0-dim, or (N,) for "none",
 # in the images' dtype, accumulated in float64); its backward normreg::total_variation_backward
-# writes the gradient in one pass. The eager direct path (normreg.losses._TotalVariation) calls
+# writes the gradient in one pass. The eager direct path (normreg.losses.tv._TotalVariation) calls
 # the same helpers below, so the two are bitwise equal.
 
 

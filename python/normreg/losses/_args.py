@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._bridge import DTYPE_CODES
+from .._bridge import DTYPE_CODES
 
 _REDUCTIONS = ("mean", "sum", "none")
 _SUPPORTED = "float32, float64, bfloat16 or float16"
