@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import torch
@@ -27,19 +28,43 @@ from .penalty import _bytes
 # optimizer steps
 
 
+def _add_l1_subgrad(ps: list[torch.Tensor], g0s: list[torch.Tensor], foreach: bool) -> None:
+    """``p.grad = g0 + strength * sign(p)``: the L1 subgradient added to the gradient (what
+    ``penalty_mode="grad"`` fuses), out of place, so every call starts from the same ``g0``."""
+    if foreach:
+        grads = torch._foreach_add(g0s, torch._foreach_sign(ps), alpha=STRENGTH)
+    else:
+        grads = [g0.add(p.sign(), alpha=STRENGTH) for p, g0 in zip(ps, g0s)]
+    for p, g in zip(ps, grads):
+        p.grad = g
+
+
 def optimizer_cases(workloads: Iterable[str], compile: bool = False) -> list[Case]:
-    """One step of ProxSGD / ProxAdam with an L1 penalty against torch's SGD / Adam
-    followed by the soft threshold at ``lr * l`` (the same proximal-gradient step)."""
+    """One step of ProxSGD / ProxAdam with an L1 penalty, in both penalty modes, against
+    torch's SGD / Adam and the same maths in torch: ``penalty_mode="prox"`` (``*-l1-step``)
+    against the step followed by the soft threshold at ``lr * l``; ``penalty_mode="grad"``
+    (``*-l1grad-step``, the trainer's default) against the step on the gradient plus
+    ``l * sign(w)``."""
 
     optim = _module("normreg.optim")
     tau = LR * STRENGTH
     specs = {
-        # name: (ours factory, torch optimizer class, least traffic in tensor sizes)
-        "proxsgd": (lambda ps: optim.ProxSGD(ps, lr=LR, penalty=normreg.L1(STRENGTH)), torch.optim.SGD, 3),
-        "proxadam": (lambda ps: optim.ProxAdam(ps, lr=LR, penalty=normreg.L1(STRENGTH)), torch.optim.Adam, 7),
+        # name: (ours factory(params, mode), torch optimizer class, least traffic in tensor sizes)
+        "proxsgd": (
+            lambda ps, mode: optim.ProxSGD(ps, lr=LR, penalty=normreg.L1(STRENGTH), penalty_mode=mode),
+            torch.optim.SGD,
+            3,
+        ),
+        "proxadam": (
+            lambda ps, mode: optim.ProxAdam(ps, lr=LR, penalty=normreg.L1(STRENGTH), penalty_mode=mode),
+            torch.optim.Adam,
+            7,
+        ),
     }
     cases = []
-    for name, (ours_factory, torch_cls, traffic) in specs.items():
+    for (name, (ours_factory, torch_cls, traffic)), mode in itertools.product(
+        specs.items(), ("prox", "grad")
+    ):
         variants = {
             "torch-eager": ({"foreach": False}, _eager_soft_),
             "torch-foreach": ({"foreach": True}, _foreach_soft_),
@@ -49,18 +74,25 @@ def optimizer_cases(workloads: Iterable[str], compile: bool = False) -> list[Cas
         if compile:
             variants["torch-compile"] = ({"foreach": True}, _foreach_soft_)
 
-        def bind_ours(inp, f=ours_factory):
-            opt = f(inp.params)
+        def bind_ours(inp, f=ours_factory, mode=mode):
+            opt = f(inp.params, mode)
             return opt.step
 
-        def bind_torch(variant, cls=torch_cls, variants=variants):
+        def bind_torch(variant, cls=torch_cls, variants=variants, mode=mode):
             kwargs, soft = variants[variant]
+            foreach = kwargs.get("foreach", True)
 
             def b(inp):
                 opt = cls(inp.params, lr=LR, **kwargs)
                 ps = [p.detach() for p in inp.params]
+                g0s = [p.grad for p in inp.params]
 
                 def step():
+                    if mode == "grad":
+                        with torch.no_grad():
+                            _add_l1_subgrad(list(inp.params), g0s, foreach)
+                        opt.step()
+                        return
                     opt.step()
                     with torch.no_grad():
                         soft(ps, tau)
@@ -74,7 +106,7 @@ def optimizer_cases(workloads: Iterable[str], compile: bool = False) -> list[Cas
             cases.append(
                 Case(
                     family="optimizer step",
-                    op=f"{name}-l1-step",
+                    op=f"{name}-l1-step" if mode == "prox" else f"{name}-l1grad-step",
                     workload=wl,
                     make_inputs=(lambda wl=wl: _params(wl, requires_grad=True, grads="random")),
                     ours=Impl("normreg", bind_ours),
