@@ -25,11 +25,15 @@ inline C sign_nan(C w) noexcept {
     return w != w ? w : s;
 }
 
-// g-term of the affine penalties, a * sign(w) + b * w, with b * w left out when b == 0:
-// 0 * inf would make the L1 gradient of an infinite weight NaN (its limit is a * 1).
-template <class C>
+// g-term of the affine penalties, a * sign(w) + b * w, with b * w left out when b == 0
+// (HasB false: a * sign(w) + 0): 0 * inf would make the L1 gradient of an infinite weight
+// NaN (its limit is a * 1). HasB is chosen once per call, outside the loops (a select on
+// b == 0 inside a loop made GCC unswitch it and leave one copy scalar). The one definition
+// of this rounding: add_grad_ (affine_grad) and the optimizers' fused gradient use it alike.
+template <bool HasB, class C>
 inline C affine_term(C w, C a, C b) noexcept {
-    return a * sign_nan(w) + (b == C(0) ? C(0) : b * w);
+    if constexpr (HasB) return a * sign_nan(w) + b * w;
+    else return (void)b, a * sign_nan(w) + C(0);
 }
 
 // Whether a value as stored in T is zero: +-0 for float / double; for bf16 and f16 the
@@ -219,33 +223,83 @@ NORMREG_KERNEL AbsSq abs_sq_sum(const T* __restrict x, std::int64_t n) noexcept 
 }
 
 // g = (Accumulate ? g : 0) + a * sign(w) + b * w, in the compute type of T; also returns
-// sum |w| and sum w^2 of the same elements (one pass over memory).
+// sum |w| and sum w^2 of the same elements (one pass over memory). As in abs_sq_sum, float
+// inputs add kDepth rows in float before each double accumulation (a chunk whose float
+// partials leave their range is summed again in double, reading only), with the same
+// prefetch; b != 0 is decided once, outside the loop (see affine_term).
 template <class T, bool Accumulate, bool WantAbs, bool WantSq>
 NORMREG_KERNEL AbsSq affine_grad(const T* __restrict w, T* __restrict g, std::int64_t n, double a, double b) noexcept {
     using C = compute_t<T>;
     const C ca = static_cast<C>(a), cb = static_cast<C>(b);
-    double sa[kLanes] = {}, ss[kLanes] = {};  // independent accumulators, as in abs_sq_sum
-    auto one = [&](std::int64_t i, std::int64_t j) __attribute__((always_inline)) {
-        const C v = load<T>(w[i]);
-        C d = affine_term(v, ca, cb);
-        if constexpr (Accumulate) d = load<T>(g[i]) + d;
-        g[i] = store<T>(d);
-        if constexpr (WantAbs) sa[j] += std::fabs(static_cast<double>(v));
-        if constexpr (WantSq) ss[j] += static_cast<double>(v) * static_cast<double>(v);
-    };
-    std::int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) {
+    auto run = [&](auto has_b) __attribute__((always_inline)) {
+        constexpr bool HasB = decltype(has_b)::value;
+        // writes g[i], returns w[i] in C
+        auto one = [&](std::int64_t i) __attribute__((always_inline)) {
+            const C v = load<T>(w[i]);
+            C d = affine_term<HasB>(v, ca, cb);
+            if constexpr (Accumulate) d = load<T>(g[i]) + d;
+            g[i] = store<T>(d);
+            return v;
+        };
+        double sa[kLanes] = {}, ss[kLanes] = {};  // independent accumulators, as in abs_sq_sum
+        std::int64_t i = 0;
+        if constexpr (std::is_same_v<C, float>) {
+            for (; i + kLanes * kDepth <= n; i += kLanes * kDepth) {
+                float fa[kLanes] = {}, fs[kLanes] = {};
+                for (std::int64_t k = 0; k < kDepth; ++k) {
+                    __builtin_prefetch(w + i + k * kLanes + NORMREG_PREFETCH_ELEMS, 0, 3);
+                    if constexpr (Accumulate) __builtin_prefetch(g + i + k * kLanes + NORMREG_PREFETCH_ELEMS, 1, 3);
 #pragma omp simd
-        for (std::int64_t j = 0; j < kLanes; ++j) one(i + j, j);
+                    for (std::int64_t j = 0; j < kLanes; ++j) {
+                        const float v = one(i + k * kLanes + j);
+                        if constexpr (WantAbs) fa[j] += std::fabs(v);
+                        if constexpr (WantSq) fs[j] += v * v;
+                    }
+                }
+#pragma omp simd
+                for (std::int64_t j = 0; j < kLanes; ++j) {
+                    if constexpr (WantAbs) sa[j] += static_cast<double>(fa[j]);
+                    if constexpr (WantSq) ss[j] += static_cast<double>(fs[j]);
+                }
+            }
+        }
+        for (; i + kLanes <= n; i += kLanes) {
+#pragma omp simd
+            for (std::int64_t j = 0; j < kLanes; ++j) {
+                const double v = static_cast<double>(one(i + j));
+                if constexpr (WantAbs) sa[j] += std::fabs(v);
+                if constexpr (WantSq) ss[j] += v * v;
+            }
+        }
+        for (std::int64_t j = 0; i + j < n; ++j) {
+            const double v = static_cast<double>(one(i + j));
+            if constexpr (WantAbs) sa[j] += std::fabs(v);
+            if constexpr (WantSq) ss[j] += v * v;
+        }
+        double ta = 0.0, ts = 0.0;
+        for (std::int64_t j = 0; j < kLanes; ++j) {
+            ta += sa[j];
+            ts += ss[j];
+        }
+        return AbsSq{ta, ts, 0};
+    };
+    AbsSq r = cb != C(0) ? run(std::true_type{}) : run(std::false_type{});
+    if constexpr (std::is_same_v<C, float>) {
+        // out of the float partials' range (see abs_sq_sum): the sums again, in double
+        const bool bad_abs = WantAbs && !(r.abs <= std::numeric_limits<double>::max());
+        const bool bad_sq = WantSq && !(r.sq >= kSqLoFloat && r.sq <= std::numeric_limits<double>::max());
+        if ((bad_abs || bad_sq) && r.abs == r.abs && r.sq == r.sq) {
+            double ta = 0.0, ts = 0.0;
+            for (std::int64_t k = 0; k < n; ++k) {
+                const double v = static_cast<double>(load<T>(w[k]));
+                if constexpr (WantAbs) ta += std::fabs(v);
+                if constexpr (WantSq) ts += v * v;
+            }
+            r = AbsSq{ta, ts, 0};
+        }
+    } else if constexpr (WantSq) {
+        fix_sq<T>(r, w, n);
     }
-    for (std::int64_t j = 0; i + j < n; ++j) one(i + j, j);
-    double ta = 0.0, ts = 0.0;
-    for (std::int64_t j = 0; j < kLanes; ++j) {
-        ta += sa[j];
-        ts += ss[j];
-    }
-    AbsSq r{ta, ts, 0};
-    if constexpr (WantSq) fix_sq<T>(r, w, n);
     return r;
 }
 
