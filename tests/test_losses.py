@@ -765,9 +765,14 @@ def test_plain_pair_path_equals_general_path(ours, theirs, kind, dtype):
                 ga = torch.autograd.grad(a, inputs, go)
                 b = ours(q, target, reduction=reduction)
                 gb = torch.autograd.grad(b, (q, *inputs[1:]), go)
-                assert torch.equal(a, b)
-                for x, y in zip(ga, gb, strict=True):
-                    assert x.is_contiguous() and torch.equal(x, y)
+                if _ops.reference_forced():  # the pure-torch sums depend on the layout: close, not bitwise
+                    _close(a, b, dtype)
+                    for x, y in zip(ga, gb, strict=True):
+                        _close(x, y, dtype)
+                else:
+                    assert torch.equal(a, b)
+                    for x, y in zip(ga, gb, strict=True):
+                        assert x.is_contiguous() and torch.equal(x, y)
                 c = theirs(p, target, reduction=reduction)
                 _close(a, c, dtype)
                 for x, y in zip(ga, torch.autograd.grad(c, inputs, go), strict=True):
@@ -777,7 +782,10 @@ def test_plain_pair_path_equals_general_path(ours, theirs, kind, dtype):
     (gp,) = torch.autograd.grad(ours(p, t.detach()), [p])
     assert torch.equal(gw, gp)
     with torch.no_grad():  # no graph: the value alone, the same
-        assert torch.equal(ours(p, t), ours(q, t))
+        if _ops.reference_forced():
+            _close(ours(p, t), ours(q, t), dtype)
+        else:
+            assert torch.equal(ours(p, t), ours(q, t))
 
 
 @pytest.mark.parametrize("ours,theirs,kind", LOSSES, ids=LOSS_IDS)
