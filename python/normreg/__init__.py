@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
@@ -87,7 +88,6 @@ def __getattr__(name: str):
     # The applications built on the library (the trainer, the studies, the benchmark suite)
     # are not imported by `import normreg` (they pull in data sets, plotting, argparse); the
     # first `normreg.gan` (or `import normreg.gan`) imports them.
-    import importlib
 
     if name in {"gan", "study", "bench"}:
         return importlib.import_module(f".{name}", __name__)

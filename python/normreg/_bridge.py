@@ -10,6 +10,7 @@ Tensors on other devices are routed to :mod:`normreg._reference` by the callers.
 
 from __future__ import annotations
 
+import inspect
 import operator
 import sys
 from collections.abc import Iterable
@@ -72,7 +73,6 @@ def _init_scan() -> bool:
     if it reads its metadata through the very same accessors as ``Tensor`` (a subclass
     that overrides one of them always takes the slow path).
     """
-    import inspect
 
     names = ("dtype", "is_cpu", "requires_grad", "grad", "layout", "data_ptr", "numel", "is_contiguous")
     types = [Tensor]

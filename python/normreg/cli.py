@@ -7,8 +7,12 @@ Each subcommand lives with the code it fronts and registers itself through a
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
+import time
+
+import torch
 
 import normreg
 from normreg.gan.config import _field_names
@@ -44,17 +48,23 @@ def _info(args) -> int:
 
 
 def _demo() -> None:
-    import time
-
-    import torch
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10)
+        torch.nn.Conv2d(1, 32, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 64, 3),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(10),
     )
     model(torch.zeros(1, 1, 8, 8))
     print("\npenalties on a small CNN:", sum(p.numel() for p in model.parameters()), "parameters")
-    for pen in [normreg.L1(1e-4), normreg.SquaredL2(1e-4), normreg.ElasticNet(1e-4, 1e-4), normreg.GroupLasso(1e-4)]:
+    for pen in [
+        normreg.L1(1e-4),
+        normreg.SquaredL2(1e-4),
+        normreg.ElasticNet(1e-4, 1e-4),
+        normreg.GroupLasso(1e-4),
+    ]:
         groups = normreg.param_groups(model, pen)
         t0 = time.perf_counter()
         v = pen.add_grad_(groups[0]["params"])
@@ -76,7 +86,6 @@ _SET_COMMANDS = {"sweep", "study"}
 
 def _unknown_message(command: str, parser: argparse.ArgumentParser, extras: list[str]) -> str:
     """``unrecognized arguments`` with, for each unknown flag, the close match or the --set form."""
-    import difflib
 
     flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     hints = []
@@ -92,7 +101,9 @@ def _unknown_message(command: str, parser: argparse.ArgumentParser, extras: list
             if "--set" in flags:
                 hints.append(f"{name} is a trainer option: use --set {field}={val or 'VALUE'}")
             else:
-                hints.append(f"{name} is a trainer option, which the {command}'s arms set (normreg {command} --list)")
+                hints.append(
+                    f"{name} is a trainer option, which the {command}'s arms set (normreg {command} --list)"
+                )
             continue
         close = difflib.get_close_matches(name, flags, n=2, cutoff=0.6)
         if close:
@@ -112,7 +123,9 @@ def _train_field(name: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="normreg", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,compress,sweep,study,bench,info}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{train,sample,compress,sweep,study,bench,info}", parser_class=_Parser
+    )
     done = set()
     for mod_name in dict.fromkeys(_COMMANDS.values()):
         if mod_name in done:

@@ -16,6 +16,7 @@ the share is taken against what the machine gave at that moment.
 
 from __future__ import annotations
 
+import glob
 import time
 from dataclasses import dataclass
 
@@ -27,7 +28,6 @@ __all__ = ["Bandwidth", "Probe", "measure_bandwidth", "last_level_cache_bytes"]
 
 def last_level_cache_bytes() -> int:
     """The largest CPU cache of this machine in bytes (Linux sysfs; 32 MiB when unknown)."""
-    import glob
 
     sizes = []
     for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):

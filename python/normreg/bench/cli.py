@@ -19,6 +19,8 @@ import platform
 import sys
 import time
 
+import torch
+
 import normreg
 from normreg.bench import report, runner
 from normreg.bench import train_step as ts
@@ -142,7 +144,6 @@ def _csv(text: str | None, arg: str, cast=str) -> list | None:
 
 
 def _machine() -> dict:
-    import torch
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -256,7 +257,9 @@ def run_bench(
             _log(f"threads {counts}  {case.group}")
             # torch.compile recompiles for each thread count (tens of seconds a case): it joins
             # the scaling where the comparison is a target, the penalty values
-            impls = ("normreg", "torch-eager") + (("torch-compile",) if case.family == "penalty value" else ())
+            impls = ("normreg", "torch-eager") + (
+                ("torch-compile",) if case.family == "penalty value" else ()
+            )
             results["threads"].append(
                 runner.thread_scaling(case, counts, impls=impls, warmup=cfg["warmup"], reps=reps)
             )
@@ -278,7 +281,9 @@ def run_bench(
                 results["trainer_overhead"] = {"skipped": "normreg.gan is not part of this build"}
     phases["trainer_overhead"] = time.perf_counter() - t_start - sum(phases.values())
     if train_step and compile:
-        _log(f"compiled training step, normreg against plain torch (torch.compile backend={compile_backend}) ...")
+        _log(
+            f"compiled training step, normreg against plain torch (torch.compile backend={compile_backend}) ..."
+        )
         with runner.threads(1):
             results["compiled_step"] = measure_compiled_step(
                 backend=compile_backend, warmup=cfg["train_warmup"], reps=cfg["train_reps"]
@@ -291,7 +296,9 @@ def run_bench(
 
 def _training_step(ts, cfg: dict) -> dict:
     if ts.gan_available():
-        return ts.measure_trainer_step(cfg["train_config"], warmup=cfg["train_warmup"], reps=cfg["train_reps"])
+        return ts.measure_trainer_step(
+            cfg["train_config"], warmup=cfg["train_warmup"], reps=cfg["train_reps"]
+        )
     setup = ts.standin_setup(**cfg["train_setup"]) if cfg["train_setup"] else ts.default_setup()
     return ts.measure_training_step(setup, warmup=cfg["train_warmup"], reps=cfg["train_reps"])
 

@@ -23,6 +23,7 @@ and normreg's kernels.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -143,7 +144,6 @@ def threads(n: int | None) -> Iterator[None]:
 
 def thread_counts(max_threads: int | None = None) -> list[int]:
     """1, 2, 4, ... up to the machine's thread count, plus that count itself."""
-    import os
 
     if max_threads is None:
         max_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -262,7 +262,13 @@ MAX_NUMBER = 1000
 
 
 def time_impl(
-    case: Case, impl: Impl, *, warmup: int = 1, reps: int = 5, min_rep_s: float = MIN_REP_S, max_number: int = MAX_NUMBER
+    case: Case,
+    impl: Impl,
+    *,
+    warmup: int = 1,
+    reps: int = 5,
+    min_rep_s: float = MIN_REP_S,
+    max_number: int = MAX_NUMBER,
 ) -> Timing:
     """Best and median seconds of one call of ``impl`` on fresh inputs (see module doc)."""
     t = _Timer(case, impl, warmup, min_rep_s, max_number)

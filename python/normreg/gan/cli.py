@@ -15,6 +15,11 @@ from pathlib import Path
 
 __all__ = ["register", "train_main", "sample_main"]
 
+import json
+import os
+
+import torch
+
 from normreg.gan import distributed as _dist
 from normreg.gan.checkpoint import CHECKPOINT, PREVIOUS, CheckpointError, load_checkpoint
 from normreg.gan.compress import CompressConfig, compress
@@ -102,7 +107,6 @@ def _launch_torchrun(args) -> int:
     called), and a fresh run gets its default ``--run-dir`` here, once, so that every rank
     writes to the same folder.
     """
-    import os
 
     if isinstance(args.nproc, bool) or not isinstance(args.nproc, int) or args.nproc < 1:
         raise ValueError(f"'--nproc' must be a positive integer, got {args.nproc!r}")
@@ -239,21 +243,51 @@ def register(sub) -> None:
     )
     c.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a normreg train run")
     c.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (new or empty)")
-    c.add_argument("--method", default="group_lasso", choices=COMPRESS_METHODS_CLI,
-                   help="channel penalty, or 'magnitude' (no regularization) (default group_lasso)")
-    c.add_argument("--target-macs", type=float, default=0.25, metavar="F",
-                   help="fraction of the dense G's multiply-adds to keep, in (0, 1] (default 0.25)")
-    c.add_argument("--sparse-steps", type=int, default=1000, metavar="N", help="sparse-training steps (default 1000)")
-    c.add_argument("--finetune-steps", type=int, default=500, metavar="N", help="fine-tuning steps (default 500)")
-    c.add_argument("--strength", type=float, default=5.0, metavar="L",
-                   help="lambda of the channel penalty before the controller's factor (default 5)")
-    c.add_argument("--gain", type=float, default=1.0, help="the MAC controller's log-step per unit of error (default 1)")
-    c.add_argument("--interval", type=int, default=10, metavar="N", help="steps between MAC measurements (default 10)")
-    c.add_argument("--ramp", type=float, default=0.6,
-                   help="share of the sparse steps over which the budget falls from 1 to the target (default 0.6)")
+    c.add_argument(
+        "--method",
+        default="group_lasso",
+        choices=COMPRESS_METHODS_CLI,
+        help="channel penalty, or 'magnitude' (no regularization) (default group_lasso)",
+    )
+    c.add_argument(
+        "--target-macs",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="fraction of the dense G's multiply-adds to keep, in (0, 1] (default 0.25)",
+    )
+    c.add_argument(
+        "--sparse-steps", type=int, default=1000, metavar="N", help="sparse-training steps (default 1000)"
+    )
+    c.add_argument(
+        "--finetune-steps", type=int, default=500, metavar="N", help="fine-tuning steps (default 500)"
+    )
+    c.add_argument(
+        "--strength",
+        type=float,
+        default=5.0,
+        metavar="L",
+        help="lambda of the channel penalty before the controller's factor (default 5)",
+    )
+    c.add_argument(
+        "--gain", type=float, default=1.0, help="the MAC controller's log-step per unit of error (default 1)"
+    )
+    c.add_argument(
+        "--interval", type=int, default=10, metavar="N", help="steps between MAC measurements (default 10)"
+    )
+    c.add_argument(
+        "--ramp",
+        type=float,
+        default=0.6,
+        help="share of the sparse steps over which the budget falls from 1 to the target (default 0.6)",
+    )
     c.add_argument("--lr", type=float, default=0.0, help="G's learning rate (default 0: the run's lr_g)")
-    c.add_argument("--latency-repeats", type=int, default=10, metavar="N", help="timed passes per case (default 10)")
-    c.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads for training (default 1)")
+    c.add_argument(
+        "--latency-repeats", type=int, default=10, metavar="N", help="timed passes per case (default 10)"
+    )
+    c.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch threads for training (default 1)"
+    )
     c.add_argument("--overwrite", action="store_true", help="replace the compressed run already in --out")
     c.add_argument("--no-progress", action="store_true", help="no progress lines")
     c.set_defaults(func=compress_main)
@@ -267,7 +301,6 @@ def _error(cmd: str, exc: BaseException | str, code: int = 2) -> int:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    import torch
 
     if args.threads < 0:
         return _error("train", ValueError(f"'--threads' must be >= 0, got {args.threads}"))
@@ -288,7 +321,9 @@ def train_main(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in names if hasattr(args, k)}
     if "betas" in given:
         given["betas"] = tuple(given["betas"])
-    common = dict(progress=not args.no_progress, progress_every=args.progress_every, on_nonfinite=args.on_nonfinite)
+    common = dict(
+        progress=not args.no_progress, progress_every=args.progress_every, on_nonfinite=args.on_nonfinite
+    )
     try:
         if args.resume:
             if args.overwrite:
@@ -361,14 +396,16 @@ def train_main(args: argparse.Namespace) -> int:
 def _finished(run_dir: Path, steps: int) -> bool:
     """``summary.json`` says the run finished its ``steps`` (a kill after the last checkpoint
     but before the summary leaves it missing or stale: the resume then evaluates and writes it)."""
-    import json
 
     try:
         s = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(s, dict) and s.get("steps") == steps and s.get("status", "finished") == "finished" and bool(
-        s.get("finished")
+    return (
+        isinstance(s, dict)
+        and s.get("steps") == steps
+        and s.get("status", "finished") == "finished"
+        and bool(s.get("finished"))
     )
 
 
@@ -418,19 +455,30 @@ def sample_main(args: argparse.Namespace) -> int:
     return 0
 
 
-COMPRESS_METHODS_CLI = ("group_lasso", "slimming", "l0", "magnitude")  # = normreg.gan.compress.COMPRESS_METHODS
+COMPRESS_METHODS_CLI = (
+    "group_lasso",
+    "slimming",
+    "l0",
+    "magnitude",
+)  # = normreg.gan.compress.COMPRESS_METHODS
 
 
 def compress_main(args: argparse.Namespace) -> int:
-    import torch
 
     if args.threads < 0:
         return _error("compress", ValueError(f"'--threads' must be >= 0, got {args.threads}"))
     try:
         cfg = CompressConfig(
-            method=args.method, target_macs=args.target_macs, sparse_steps=args.sparse_steps,
-            finetune_steps=args.finetune_steps, strength=args.strength, gain=args.gain, interval=args.interval,
-            ramp=args.ramp, lr=args.lr, latency_repeats=args.latency_repeats,
+            method=args.method,
+            target_macs=args.target_macs,
+            sparse_steps=args.sparse_steps,
+            finetune_steps=args.finetune_steps,
+            strength=args.strength,
+            gain=args.gain,
+            interval=args.interval,
+            ramp=args.ramp,
+            lr=args.lr,
+            latency_repeats=args.latency_repeats,
         )
     except ValueError as exc:
         msg = str(exc).replace("CompressConfig: ", "")
@@ -440,16 +488,22 @@ def compress_main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        report = compress(args.run_dir, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress)
+        report = compress(
+            args.run_dir, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress
+        )
     except (ValueError, TypeError, CheckpointError, OSError, FloatingPointError, ImportError) as exc:
         return _error("compress", exc)
     dense, comp = report["dense"]["test"], report["compressed"]["test"]
     print(f"compressed run: {args.out}")
-    print(f"MACs {report['mac_fraction']:.3f} of the dense G, parameters {report['params'] / report['dense_params']:.3f}")
+    print(
+        f"MACs {report['mac_fraction']:.3f} of the dense G, parameters {report['params'] / report['dense_params']:.3f}"
+    )
     for key in ("psnr", "ssim", "classifier_score", "kid"):
         if dense.get(key) is not None:
             print(f"  test {key}: dense {dense[key]:.4g}  compressed {comp[key]:.4g}")
     for row in report["latency"]:
-        print(f"  latency, {row['threads']} thread(s), batch {row['batch']}: {row['dense_ms']:.3g} -> {row['compressed_ms']:.3g} ms (speed-up {row['speedup']:.2f}x)")
+        print(
+            f"  latency, {row['threads']} thread(s), batch {row['batch']}: {row['dense_ms']:.3g} -> {row['compressed_ms']:.3g} ms (speed-up {row['speedup']:.2f}x)"
+        )
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0

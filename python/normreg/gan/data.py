@@ -19,12 +19,15 @@ labels (or ``None`` when the data has none):
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from .config import TrainConfig
@@ -128,7 +131,6 @@ class ImageData:
 
     def fingerprint(self) -> str:
         """A hash of the images, labels and split (keys the classifier cache)."""
-        import hashlib
 
         h = hashlib.sha256()
         h.update(self.images.numpy().tobytes())
@@ -148,7 +150,6 @@ class ImageData:
 # -- loaders ------------------------------------------------------------------------------------
 def _digits() -> tuple[Tensor, Tensor, list[str]]:
     # The file load_digits() reads, located without importing scikit-learn (a slow import).
-    import importlib.util
 
     spec = importlib.util.find_spec("sklearn")
     loc = list(spec.submodule_search_locations or []) if spec else []
@@ -185,7 +186,6 @@ def _textures(size: int) -> tuple[Tensor, Tensor, list[str]]:
 
 def _photo_crops(path: Path, cfg: TrainConfig) -> ImageData:
     """``random_crop``: split the photos, cut val / test into tiles, keep train for random crops."""
-    from PIL import Image
 
     _files, pil, mode, labels, names = open_folder(path, cfg)
     size = cfg.image_size or 32

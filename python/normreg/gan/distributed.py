@@ -30,6 +30,7 @@ The process group is set up from the environment torchrun provides (``RANK``,
 from __future__ import annotations
 
 import atexit
+import inspect
 import os
 import subprocess
 import sys
@@ -39,6 +40,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DistributedSampler
 
 __all__ = [
     "DistInfo",
@@ -267,8 +270,6 @@ class DataParallel:
     """
 
     def __init__(self, info: DistInfo, G: nn.Module, D: nn.Module | None, global_batch: int) -> None:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        from torch.utils.data import DistributedSampler
 
         self.info = info
         if "gloo" not in info.backend:
@@ -321,9 +322,6 @@ class DataParallel:
 
 
 def _no_buffer_sync() -> str:
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     names = inspect.signature(DDP.__init__).parameters
     return "forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers"

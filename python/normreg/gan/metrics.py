@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pytorch_msssim import ssim as _ssim
 from torch import Tensor, nn
 
 __all__ = [
@@ -59,16 +60,12 @@ def _ssim_window(size: int) -> int:
 
 def ssim(pred: Tensor, target: Tensor, data_range: float = 2.0) -> float:
     """Mean SSIM over images (pytorch_msssim, window sized for small images)."""
-    from pytorch_msssim import ssim as _ssim
-
     if pred.shape != target.shape:
         raise ValueError(f"ssim: 'pred' shape {tuple(pred.shape)} != 'target' shape {tuple(target.shape)}")
     lo = -data_range / 2
     win = _ssim_window(int(pred.shape[-1]))
     return float(
-        _ssim(
-            _f64(pred) - lo, _f64(target) - lo, data_range=data_range, win_size=win, size_average=True
-        )
+        _ssim(_f64(pred) - lo, _f64(target) - lo, data_range=data_range, win_size=win, size_average=True)
     )
 
 

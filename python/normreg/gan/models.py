@@ -18,6 +18,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 __all__ = [
     "DCGANGenerator",
@@ -194,8 +195,6 @@ def build_models(cfg, channels: int, size: int, c_cond: int) -> tuple[nn.Module,
     if d is not None:
         d.apply(init_weights)
         if getattr(cfg, "d_spectral_norm", False):
-            from torch.nn.utils.parametrizations import spectral_norm
-
             for m in list(d.modules()):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     spectral_norm(m)  # in place: m.weight becomes W / sigma_max(W)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 __all__ = ["to_uint8", "save_image", "save_grid", "plot_curves", "curves_figure"]
@@ -21,7 +23,6 @@ def to_uint8(images: Tensor) -> np.ndarray:
 
 
 def save_image(image: Tensor, path: str | Path, scale: int = 1) -> None:
-    from PIL import Image
 
     a = to_uint8(image[None])[0]
     im = Image.fromarray(a)
@@ -39,7 +40,6 @@ def save_grid(
     Several rows of equal length (input / output / target) are stacked in that order; one
     long row is wrapped into a square-ish grid.
     """
-    from PIL import Image
 
     if len(rows) == 1 and rows[0].shape[0] > 16:
         n = rows[0].shape[0]
@@ -106,7 +106,15 @@ def _finish(ax, title: str, ylabel: str, log: bool, n: int) -> None:
             ax.set_yscale("log")
         ax.legend(fontsize=7, loc="best")
     else:
-        ax.text(0.5, 0.5, "not computed for this run", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.text(
+            0.5,
+            0.5,
+            "not computed for this run",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="gray",
+        )
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -132,7 +140,6 @@ def curves_figure(run_dir: str | Path):
     classifier's scores, KID × 10³ beside its floor. A panel's axis is logarithmic when its
     values are positive and span more than a factor of 20.
     """
-    import csv
 
     import matplotlib
 
@@ -159,7 +166,9 @@ def curves_figure(run_dir: str | Path):
         return None
     keys = list(dict.fromkeys(k for r in logs for k in r if k != "step"))
     penalty = [k for k in keys if k in ("g_penalty", "d_penalty")]
-    raw = [k for k in keys if k.startswith(("g_", "d_")) and k not in penalty and k not in ("g_total", "d_total")]
+    raw = [
+        k for k in keys if k.startswith(("g_", "d_")) and k not in penalty and k not in ("g_total", "d_total")
+    ]
     weighted = [k for k in keys if k.startswith("w_")] + [k for k in ("g_total", "d_total") if k in keys]
     lams = [k for k in keys if k.startswith("lam_")]
     steps = _series(logs, "step")
@@ -171,18 +180,31 @@ def curves_figure(run_dir: str | Path):
     ):
         log = _wide(logs, ks)
         _finish(ax, title, ylabel, log, _plot_lines(ax, steps, logs, ks, log=log))
-    _finish(axes[0, 3], "λ values in force (0 not shown)", "λ", True, _plot_lines(axes[0, 3], steps, logs, lams, log=True))
+    _finish(
+        axes[0, 3],
+        "λ values in force (0 not shown)",
+        "λ",
+        True,
+        _plot_lines(axes[0, 3], steps, logs, lams, log=True),
+    )
     ms = _series(mets, "step")
     cols = [k for k in (mets[0] if mets else {}) if k not in ("step", "split")]
     dashed = {"baseline_psnr": {"ls": "--"}, "baseline_ssim": {"ls": "--"}, "kid_floor": {"ls": "--"}}
     for ax, ks, title, ylabel in (
         (axes[1, 0], ["psnr", "baseline_psnr"], "validation PSNR (baseline: G's input)", "PSNR (dB)"),
         (axes[1, 1], ["ssim", "baseline_ssim"], "validation SSIM (baseline: G's input)", "SSIM"),
-        (axes[1, 2], [k for k in cols if "class" in k], "classifier on validation images", "accuracy / confidence"),
+        (
+            axes[1, 2],
+            [k for k in cols if "class" in k],
+            "classifier on validation images",
+            "accuracy / confidence",
+        ),
         (axes[1, 3], ["kid", "kid_floor"], "validation KID × 10³ (floor: real images)", "KID × 10³"),
     ):
         ks = [k for k in ks if k in cols]
-        _finish(ax, title, ylabel, False, _plot_lines(ax, ms, mets, ks, log=False, markers=True, style=dashed))
+        _finish(
+            ax, title, ylabel, False, _plot_lines(ax, ms, mets, ks, log=False, markers=True, style=dashed)
+        )
     fig.tight_layout()
     return fig
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .config import TrainConfig
@@ -31,7 +32,6 @@ def _check_dir(path: Path, what: str) -> None:
 def open_folder(path: Path, cfg: TrainConfig):
     """``(files, images, mode, labels, class names)`` of the PNG/JPEG files under ``path``
     (Pillow images, opened; the sub-folder as the label when there are several)."""
-    from PIL import Image, UnidentifiedImageError
 
     _check_dir(path, "image")
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
@@ -74,7 +74,6 @@ def to_tensor(im) -> Tensor:
 
 
 def read_folder(path: Path, cfg: TrainConfig) -> tuple[Tensor, Tensor | None, list[str]]:
-    from PIL import Image
 
     files, pil, mode, labels, names = open_folder(path, cfg)
     sizes = sorted({im.size for im in pil})

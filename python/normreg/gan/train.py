@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from normreg.gan._tb import TensorBoardLogger, check_tensorboard
 from normreg.gan.plots import plot_curves
 
@@ -51,7 +53,6 @@ from .trainer import (
 )
 
 __all__ = ["Trainer", "train", "evaluate", "RunDirError", "NonFiniteError", "ON_NONFINITE"]
-
 
 
 def train(
@@ -114,7 +115,9 @@ def train(
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"'on_nonfinite' must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
     if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 0:
-        raise ValueError(f"'progress_every' must be an int >= 0 (0: about 20 lines a run), got {progress_every!r}")
+        raise ValueError(
+            f"'progress_every' must be an int >= 0 (0: about 20 lines a run), got {progress_every!r}"
+        )
     state = None
     if resume:
         recover_run(run_dir)
@@ -148,9 +151,13 @@ def train(
     with _naming(run_dir):
         _dist.on_main(prepare)  # DDP hook: only rank 0 writes; its errors stop every rank
     if progress and _dist.is_main_process():
-        where = f"resuming at step {trainer.step_} of {cfg.steps}" if state is not None else f"{cfg.steps} steps"
+        where = (
+            f"resuming at step {trainer.step_} of {cfg.steps}" if state is not None else f"{cfg.steps} steps"
+        )
         _say(f"run directory {run_dir} ({where})")
-    return _run(trainer, run_dir, progress, stop_after, on_nonfinite, progress_every, resumed=state is not None)
+    return _run(
+        trainer, run_dir, progress, stop_after, on_nonfinite, progress_every, resumed=state is not None
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -177,7 +184,6 @@ def _run(
     progress_every: int = 0,
     resumed: bool = False,
 ) -> dict[str, Any]:
-    from tqdm.auto import tqdm
 
     cfg = trainer.cfg
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -287,7 +293,13 @@ def _run(
         _plot(run_dir)
     done = trainer.step_ >= cfg.steps and not diverged
     summary: dict[str, Any] = {
-        "status": "diverged" if diverged else "interrupted" if interrupted else "finished" if done else "stopped",
+        "status": "diverged"
+        if diverged
+        else "interrupted"
+        if interrupted
+        else "finished"
+        if done
+        else "stopped",
         "task": cfg.task,
         "dataset": cfg.dataset,
         "steps": trainer.step_,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from pytorch_msssim import ssim
 from torch import Tensor
 
 from ._args import (
@@ -99,10 +100,6 @@ def ssim_loss(
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"{fn}: '{name}' must be finite and > 0, got {v}")
     k1, k2 = _check_ssim_k(K, fn)
-    try:
-        from pytorch_msssim import ssim
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise ImportError("ssim_loss needs pytorch-msssim: pip install pytorch-msssim") from exc
     per = 1.0 - ssim(
         pred,
         target,

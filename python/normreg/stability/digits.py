@@ -10,10 +10,13 @@ whether the run diverged, and for seed 0 a dense sample grid of the final EMA ge
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from normreg.gan import TrainConfig, train, trainer_from_checkpoint
 from normreg.gan.trainer import NonFiniteError
@@ -28,7 +31,6 @@ GRID_SAMPLES = 64  # the seed-0 sample grid: 8 x 8 images
 
 
 def _kid_curve(run_dir: Path) -> list[dict[str, float]]:
-    import csv
 
     path = run_dir / "metrics.csv"
     if not path.is_file():
@@ -43,7 +45,6 @@ def _kid_curve(run_dir: Path) -> list[dict[str, float]]:
 
 def train_digits_run(config: dict, run_dir: Path, grid: bool = False) -> dict[str, Any]:
     """Train one digits run per ``config`` (a TrainConfig dict) into ``run_dir``; its summary record."""
-    import torch
 
     cfg = TrainConfig.from_dict(config)
     t0 = time.perf_counter()
@@ -60,15 +61,24 @@ def train_digits_run(config: dict, run_dir: Path, grid: bool = False) -> dict[st
         "curve": _kid_curve(run_dir),
         "params_d": tsum.get("params_d"),
     }
-    metrics: dict[str, Any] = {"kid": math.nan, "kid_floor": math.nan, "class_entropy": math.nan,
-                               "class_entropy_normalized": math.nan, "classes_present": math.nan,
-                               "class_confidence": math.nan}
+    metrics: dict[str, Any] = {
+        "kid": math.nan,
+        "kid_floor": math.nan,
+        "class_entropy": math.nan,
+        "class_entropy_normalized": math.nan,
+        "classes_present": math.nan,
+        "class_confidence": math.nan,
+    }
     if nonfinite is None:
         cov = image_run_coverage(run_dir, "test")  # the trainer's test metrics + class coverage
         metrics.update({k: cov[k] for k in ("kid", "kid_floor", "class_confidence", "n")})
-        metrics.update({"class_entropy": cov["class_entropy"],
-                        "class_entropy_normalized": cov["class_entropy_normalized"],
-                        "classes_present": cov["class_classes_present"]})
+        metrics.update(
+            {
+                "class_entropy": cov["class_entropy"],
+                "class_entropy_normalized": cov["class_entropy_normalized"],
+                "classes_present": cov["class_classes_present"],
+            }
+        )
         out["class_histogram"] = cov["class_histogram"]
         if grid:
             trainer = trainer_from_checkpoint(run_dir)

@@ -9,6 +9,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from normreg.stability.arms import DIGITS_ARMS, DIGITS_BASE, DIGITS_SEEDS, DIGITS_SMOKE
 from normreg.stability.digits import COLLAPSE_CLASSES
 
@@ -48,8 +50,16 @@ def _n_div(recs: Sequence[dict]) -> int:
 
 
 def digits_table(by_arm: dict[str, list[dict]]) -> str:
-    head = ["arm", "seeds", "diverged", "non-finite", *[DIGITS_METRICS[m][0] for m in DIGITS_METRICS],
-            "KID floor ×10³", "class confidence", "ms / step"]
+    head = [
+        "arm",
+        "seeds",
+        "diverged",
+        "non-finite",
+        *[DIGITS_METRICS[m][0] for m in DIGITS_METRICS],
+        "KID floor ×10³",
+        "class confidence",
+        "ms / step",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, recs in by_arm.items():
         nonfinite = sum(r["summary"].get("nonfinite_at") is not None for r in recs)
@@ -85,7 +95,6 @@ def _digits_seed_table(by_arm: dict[str, list[dict]]) -> str:
 
 def _digits_grid(by_arm: dict[str, list[dict]], path: Path, seed: int = 0) -> bool:
     plt = _plt()
-    import numpy as np
 
     rows = [(a, next((r for r in recs if r["seed"] == seed), None)) for a, recs in by_arm.items()]
     rows = [(a, r) for a, r in rows if r is not None and r["summary"].get("grid")]
@@ -103,15 +112,20 @@ def _digits_grid(by_arm: dict[str, list[dict]], path: Path, seed: int = 0) -> bo
         canvas = np.full((side * (h + 1) - 1, side * (w + 1) - 1), 0.2)  # light grey gaps
         for i in range(n):
             y, x = divmod(i, side)
-            canvas[y * (h + 1): y * (h + 1) + h, x * (w + 1): x * (w + 1) + w] = (g[i] + 1) / 2
+            canvas[y * (h + 1) : y * (h + 1) + h, x * (w + 1) : x * (w + 1) + w] = (g[i] + 1) / 2
         ax = axes.flat[k]
         ax.imshow(1 - canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         m = r["summary"]["metrics"]
         kid, cp = _f(m.get("kid")), _f(m.get("classes_present"))
-        ax.set_title(f"{arm}\nKID {kid:.0f}, {cp:.0f} classes" if math.isfinite(kid) else f"{arm}\nnon-finite",
-                     fontsize=8)
-    fig.suptitle(f"Digits: {len(rows[0][1]['summary']['grid'])} samples of the final EMA generator per arm "
-                 f"(seed {seed}, the same latents for every arm)", fontsize=9)
+        ax.set_title(
+            f"{arm}\nKID {kid:.0f}, {cp:.0f} classes" if math.isfinite(kid) else f"{arm}\nnon-finite",
+            fontsize=8,
+        )
+    fig.suptitle(
+        f"Digits: {len(rows[0][1]['summary']['grid'])} samples of the final EMA generator per arm "
+        f"(seed {seed}, the same latents for every arm)",
+        fontsize=9,
+    )
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
@@ -135,23 +149,45 @@ def _digits_final(by_arm: dict[str, list[dict]], path: Path, floor: float) -> No
     for ax, m in ((axes[1], "kid"), (axes[2], "class_entropy_normalized")):
         for yi, a in zip(y, arms):
             recs = [r for r in by_arm[a] if math.isfinite(_dvalues([r], m)[0])]
-            ax.scatter([_dvalues([r], m)[0] for r in recs], [yi] * len(recs), s=16, alpha=0.85,
-                       c=[colors[r["seed"]] for r in recs])
+            ax.scatter(
+                [_dvalues([r], m)[0] for r in recs],
+                [yi] * len(recs),
+                s=16,
+                alpha=0.85,
+                c=[colors[r["seed"]] for r in recs],
+            )
             mu, _, k = _ms(_dvalues(recs, m))
             if k:
                 ax.plot([mu, mu], [yi - 0.3, yi + 0.3], c="k", lw=1.2)
         ax.set_xlabel(DIGITS_METRICS[m][0] + " (dots: seeds, bar: mean)")
     for s in seeds:  # each seed's KID floor (its split's real-vs-real KID), in the seed's colour
-        f = next((_f(r["summary"]["metrics"].get("kid_floor")) for recs in by_arm.values() for r in recs
-                  if r["seed"] == s), math.nan)
+        f = next(
+            (
+                _f(r["summary"]["metrics"].get("kid_floor"))
+                for recs in by_arm.values()
+                for r in recs
+                if r["seed"] == s
+            ),
+            math.nan,
+        )
         if math.isfinite(f) and f > 0:
             axes[1].axvline(f, color=colors[s], ls="--", lw=1)
-            axes[1].text(f, 1.01, f"floor s{s}", color=colors[s], fontsize=7, ha="center",
-                         transform=axes[1].get_xaxis_transform())
+            axes[1].text(
+                f,
+                1.01,
+                f"floor s{s}",
+                color=colors[s],
+                fontsize=7,
+                ha="center",
+                transform=axes[1].get_xaxis_transform(),
+            )
     from matplotlib.lines import Line2D
 
-    axes[2].legend(handles=[Line2D([], [], ls="", marker="o", color=colors[s], label=f"seed {s}") for s in seeds],
-                   fontsize=7, loc="lower left")
+    axes[2].legend(
+        handles=[Line2D([], [], ls="", marker="o", color=colors[s], label=f"seed {s}") for s in seeds],
+        fontsize=7,
+        loc="lower left",
+    )
     axes[1].set_xscale("log")
     from matplotlib.ticker import LogLocator, NullFormatter
 
@@ -182,7 +218,9 @@ def _digits_curves(by_arm: dict[str, list[dict]], path: Path) -> bool:
         for i in range(len(steps)):
             vals = [_f(c[i]["kid"]) for c in curves if len(c) > i]
             mean.append(sum(vals) / len(vals))
-        ax.plot(steps, mean, label=arm, color=cmap(k % 20), lw=1.3, ls="-" if k < 10 else "--", marker="o", ms=3)
+        ax.plot(
+            steps, mean, label=arm, color=cmap(k % 20), lw=1.3, ls="-" if k < 10 else "--", marker="o", ms=3
+        )
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -208,9 +246,15 @@ def _digits_compare(by_arm: dict[str, list[dict]], ref: str) -> list[str]:
         parts = []
         for m, (label, hb) in DIGITS_METRICS.items():
             v, d, se = verdict(_dvalues(recs, m), _dvalues(by_arm[ref], m), hb)
-            parts.append(f"{label.split(' ↑')[0].split(' ↓')[0]} {v}" + (f" ({d:+.3g} ± {se:.2g})" if math.isfinite(d) else ""))
-        out.append(f"- **{arm}** vs {ref}: " + "; ".join(parts)
-                   + f"; diverged {_n_div(recs)}/{len(recs)} vs {_n_div(by_arm[ref])}/{len(by_arm[ref])}.")
+            parts.append(
+                f"{label.split(' ↑')[0].split(' ↓')[0]} {v}"
+                + (f" ({d:+.3g} ± {se:.2g})" if math.isfinite(d) else "")
+            )
+        out.append(
+            f"- **{arm}** vs {ref}: "
+            + "; ".join(parts)
+            + f"; diverged {_n_div(recs)}/{len(recs)} vs {_n_div(by_arm[ref])}/{len(by_arm[ref])}."
+        )
     return out
 
 
@@ -218,7 +262,10 @@ def _digits_answer(by_arm: dict[str, list[dict]]) -> list[str]:
     norm_arms = [a.name for a in DIGITS_ARMS if a.group in ("norm", "adaptive") and a.name in by_arm]
 
     def verdicts(a: str, ref: str) -> list[str]:
-        return [verdict(_dvalues(by_arm[a], m), _dvalues(by_arm[ref], m), hb)[0] for m, (_, hb) in DIGITS_METRICS.items()]
+        return [
+            verdict(_dvalues(by_arm[a], m), _dvalues(by_arm[ref], m), hb)[0]
+            for m, (_, hb) in DIGITS_METRICS.items()
+        ]
 
     def overall(a: str, ref: str) -> str:
         vs = verdicts(a, ref)
@@ -236,34 +283,57 @@ def _digits_answer(by_arm: dict[str, list[dict]]) -> list[str]:
         better = [a for a in norm_arms if overall(a, "none") == "better" and not diverges_more(a, "none")]
         worse = [a for a in norm_arms if "worse" in verdicts(a, "none") or diverges_more(a, "none")]
         if better:
-            head.append("Digits: norm-penalty arms better than no regularization (KID, class entropy or classes "
-                        "present beyond the seeds' spread, none worse, no more divergences): " + ", ".join(better) + ".")
+            head.append(
+                "Digits: norm-penalty arms better than no regularization (KID, class entropy or classes "
+                "present beyond the seeds' spread, none worse, no more divergences): "
+                + ", ".join(better)
+                + "."
+            )
         else:
-            head.append("Digits: **no** norm-penalty arm is better than no regularization beyond the seeds' spread "
-                        "(KID, class entropy, classes present) without more divergences.")
+            head.append(
+                "Digits: **no** norm-penalty arm is better than no regularization beyond the seeds' spread "
+                "(KID, class entropy, classes present) without more divergences."
+            )
         if worse:
-            head.append("Digits: norm-penalty arms worse than no regularization (a metric worse beyond the spread, or "
-                        "more divergences by the one-sided Fisher test, p < 0.05): " + ", ".join(worse) + ".")
-        others = [a for a in ("R1 γ=0.1", "R1 γ=1", "R1 γ=10", "spectral norm", "R1 γ=1 + L2 λ=1") if a in by_arm]
+            head.append(
+                "Digits: norm-penalty arms worse than no regularization (a metric worse beyond the spread, or "
+                "more divergences by the one-sided Fisher test, p < 0.05): " + ", ".join(worse) + "."
+            )
+        others = [
+            a for a in ("R1 γ=0.1", "R1 γ=1", "R1 γ=10", "spectral norm", "R1 γ=1 + L2 λ=1") if a in by_arm
+        ]
         if others:
-            head.append("Digits, the other regularizers against none: " + "; ".join(
-                f"{a}: {overall(a, 'none')}" + (" (more divergences)" if diverges_more(a, "none") else "")
-                for a in others) + ".")
+            head.append(
+                "Digits, the other regularizers against none: "
+                + "; ".join(
+                    f"{a}: {overall(a, 'none')}" + (" (more divergences)" if diverges_more(a, "none") else "")
+                    for a in others
+                )
+                + "."
+            )
     for ref in ("R1 γ=1", "spectral norm"):
         if ref not in by_arm:
             continue
         groups: dict[str, list[str]] = {}
         for a in norm_arms:
             groups.setdefault(overall(a, ref), []).append(a)
-        head.append(f"Digits, against {ref} (KID, class entropy, classes present): " + "; ".join(
-            f"{k}: {', '.join(v)}" for k, v in groups.items()) + ".")
+        head.append(
+            f"Digits, against {ref} (KID, class entropy, classes present): "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items())
+            + "."
+        )
     if any(math.isfinite(v) for recs in by_arm.values() for v in _dvalues(recs, "lam_d_final")):
         for arm, recs in by_arm.items():
             lams = _dvalues(recs, "lam_d_final")
             if any(math.isfinite(v) for v in lams):
                 rs = [_f(r["summary"].get("losses", {}).get("d_real_sign")) for r in recs]
-                head.append(f"Digits, {arm}: D's penalty strength at the last step " + ", ".join(f"{v:.3g}" for v in lams)
-                            + " (seeds in order); E[sign(D(x_real))] of the last batch " + ", ".join(f"{v:.2f}" for v in rs) + ".")
+                head.append(
+                    f"Digits, {arm}: D's penalty strength at the last step "
+                    + ", ".join(f"{v:.3g}" for v in lams)
+                    + " (seeds in order); E[sign(D(x_real))] of the last batch "
+                    + ", ".join(f"{v:.2f}" for v in rs)
+                    + "."
+                )
     return [x for h in head for x in (h, "")]
 
 
@@ -273,15 +343,32 @@ def digits_section(records: Sequence[dict], out: Path, mode: str) -> tuple[list[
     by_arm = _dgroups(records)
     buf = io.StringIO()
     w = csv.writer(buf)
-    cols = ["kid", "kid_floor", "class_entropy", "class_entropy_normalized", "classes_present", "class_confidence",
-            "lam_d_final", "ms_per_step", "cpu_seconds"]
+    cols = [
+        "kid",
+        "kid_floor",
+        "class_entropy",
+        "class_entropy_normalized",
+        "classes_present",
+        "class_confidence",
+        "lam_d_final",
+        "ms_per_step",
+        "cpu_seconds",
+    ]
     w.writerow(["arm", "group", "seed", "diverged", "nonfinite", *cols, "steps"])
     for arm, recs in by_arm.items():
         for r in recs:
             vals = [_dvalues([r], m)[0] for m in cols]
-            w.writerow([arm, r["group"], r["seed"], int(bool(r["summary"]["diverged"])),
-                        int(r["summary"].get("nonfinite_at") is not None),
-                        *("" if math.isnan(v) else f"{v:.6g}" for v in vals), r["summary"]["steps"]])
+            w.writerow(
+                [
+                    arm,
+                    r["group"],
+                    r["seed"],
+                    int(bool(r["summary"]["diverged"])),
+                    int(r["summary"].get("nonfinite_at") is not None),
+                    *("" if math.isnan(v) else f"{v:.6g}" for v in vals),
+                    r["summary"]["steps"],
+                ]
+            )
     atomic_write_text(out / "digits_results.csv", buf.getvalue())
     base = {**DIGITS_BASE, **(DIGITS_SMOKE if mode == "smoke" else {})}
     cpu = sum(_f(r["summary"].get("cpu_seconds", math.nan)) for r in records)
@@ -323,24 +410,54 @@ def digits_section(records: Sequence[dict], out: Path, mode: str) -> tuple[list[
     if missing:
         L += [f"**Not run (digits):** {', '.join(missing)}.", ""]
     if mode == "full" and short:
-        L += [f"**Incomplete (digits):** {DIGITS_SEEDS} seeds per arm are planned; finished: "
-              + ", ".join(f"{a} {n}" for a, n in short.items()) + ". Continue with `--resume`.", ""]
-    L += ["Mean ± std over seeds.", "", digits_table(by_arm), "",
-          "Each seed: KID ×10³ / classes present (**div**: diverged).", "", _digits_seed_table(by_arm), ""]
+        L += [
+            f"**Incomplete (digits):** {DIGITS_SEEDS} seeds per arm are planned; finished: "
+            + ", ".join(f"{a} {n}" for a, n in short.items())
+            + ". Continue with `--resume`.",
+            "",
+        ]
+    L += [
+        "Mean ± std over seeds.",
+        "",
+        digits_table(by_arm),
+        "",
+        "Each seed: KID ×10³ / classes present (**div**: diverged).",
+        "",
+        _digits_seed_table(by_arm),
+        "",
+    ]
     figs = []
     if _digits_grid(by_arm, out / "digits_samples.png"):
-        figs.append(("digits_samples.png", "Samples of each arm's final EMA generator (seed 0), with its KID and "
-                     "classes present."))
+        figs.append(
+            (
+                "digits_samples.png",
+                "Samples of each arm's final EMA generator (seed 0), with its KID and classes present.",
+            )
+        )
     _digits_final(by_arm, out / "digits_final.png", floor)
-    figs.append(("digits_final.png", "Divergence counts, and each seed's final KID (log scale; dashed: each seed's "
-                 "KID floor, what real images of that number score on that seed's split) and class entropy; colours: "
-                 "seeds (a seed fixes the split and the classifier, so compare dots of one colour)."))
+    figs.append(
+        (
+            "digits_final.png",
+            "Divergence counts, and each seed's final KID (log scale; dashed: each seed's "
+            "KID floor, what real images of that number score on that seed's split) and class entropy; colours: "
+            "seeds (a seed fixes the split and the classifier, so compare dots of one colour).",
+        )
+    )
     if _digits_curves(by_arm, out / "digits_curves.png"):
-        figs.append(("digits_curves.png", f"Validation KID during training (every {base['eval_every']} steps), "
-                     "mean over seeds."))
+        figs.append(
+            (
+                "digits_curves.png",
+                f"Validation KID during training (every {base['eval_every']} steps), mean over seeds.",
+            )
+        )
     for name, cap in figs:
         L += [f"![{name}]({name})", "", cap, ""]
-    L += ["### Digits against no regularization", "", "The 2-se rule per metric (difference ± its standard error).", ""]
+    L += [
+        "### Digits against no regularization",
+        "",
+        "The 2-se rule per metric (difference ± its standard error).",
+        "",
+    ]
     L += _digits_compare(by_arm, "none")
     L.append("")
     return L, _digits_answer(by_arm)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 import normreg
 from normreg.optim import ProxAdam
@@ -104,8 +105,6 @@ class RingTrainer:
         self.G = mlp(cfg.z_dim, 2, cfg.hidden, cfg.depth)
         self.D = mlp(2, 1, cfg.hidden, cfg.depth)
         if cfg.spectral_norm:
-            from torch.nn.utils.parametrizations import spectral_norm
-
             for i, m in enumerate(self.D):
                 if isinstance(m, nn.Linear):
                     self.D[i] = spectral_norm(m)

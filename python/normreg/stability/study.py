@@ -24,6 +24,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+import torch
+
 from normreg.gan import TrainConfig
 from normreg.stability.digits import train_digits_run
 from normreg.stability.report import write_report
@@ -46,8 +48,18 @@ from .arms import (
     arm_names,
 )
 
-__all__ = ["StabilityArm", "ARMS", "BASE", "SMOKE", "arm_names", "study_runs", "run_stability_study", "SEEDS",
-           "DIGITS_SEEDS", "PARTS"]
+__all__ = [
+    "StabilityArm",
+    "ARMS",
+    "BASE",
+    "SMOKE",
+    "arm_names",
+    "study_runs",
+    "run_stability_study",
+    "SEEDS",
+    "DIGITS_SEEDS",
+    "PARTS",
+]
 
 
 def _slug(name: str) -> str:
@@ -80,7 +92,9 @@ def _chosen(all_arms, smoke_arms, mode: str, arms) -> list[StabilityArm]:
         arms = [arms]
     bad = [a for a in arms if a not in known]
     if bad:
-        raise ValueError(f"'arms': unknown arm(s) {', '.join(map(repr, bad))}; choose from {', '.join(map(repr, known))}")
+        raise ValueError(
+            f"'arms': unknown arm(s) {', '.join(map(repr, bad))}; choose from {', '.join(map(repr, known))}"
+        )
     return [known[n] for n in arms]
 
 
@@ -99,8 +113,16 @@ def _digits_runs(mode: str, arms, seeds) -> list[dict]:
     for seed in range(n_seeds):
         for arm in chosen:
             cfg = TrainConfig.from_dict({**base, **arm.options, "seed": seed})
-            out.append({"key": f"digits_{_slug(arm.name)}_s{seed}", "part": "digits", "arm": arm.name,
-                        "group": arm.group, "seed": seed, "config": cfg.to_dict()})
+            out.append(
+                {
+                    "key": f"digits_{_slug(arm.name)}_s{seed}",
+                    "part": "digits",
+                    "arm": arm.name,
+                    "group": arm.group,
+                    "seed": seed,
+                    "config": cfg.to_dict(),
+                }
+            )
     return out
 
 
@@ -112,13 +134,20 @@ def _ring_runs(mode: str, arms, seeds) -> list[dict]:
     for seed in range(n_seeds):  # seed-major: an interrupted study has every arm at its first seeds
         for arm in chosen:
             cfg = RingConfig.from_dict({**base, **arm.options, "seed": seed})
-            out.append({"key": f"{_slug(arm.name)}_s{seed}", "part": "ring", "arm": arm.name, "group": arm.group,
-                        "seed": seed, "config": cfg.to_dict()})
+            out.append(
+                {
+                    "key": f"{_slug(arm.name)}_s{seed}",
+                    "part": "ring",
+                    "arm": arm.name,
+                    "group": arm.group,
+                    "seed": seed,
+                    "config": cfg.to_dict(),
+                }
+            )
     return out
 
 
 def _run_one(run: dict, out_dir: str, keep_runs: bool, threads: int) -> str:
-    import torch
 
     torch.set_num_threads(threads)
     run_dir = Path(out_dir) / "runs" / run["key"]
@@ -169,8 +198,18 @@ def run_stability_study(
     t0 = time.perf_counter()
 
     def save_manifest() -> None:
-        atomic_write_text(manifest, json.dumps({"study": "stability", "mode": mode, "jobs": jobs,
-                                                "elapsed_s": prev_elapsed + time.perf_counter() - t0}, indent=1))
+        atomic_write_text(
+            manifest,
+            json.dumps(
+                {
+                    "study": "stability",
+                    "mode": mode,
+                    "jobs": jobs,
+                    "elapsed_s": prev_elapsed + time.perf_counter() - t0,
+                },
+                indent=1,
+            ),
+        )
 
     save_manifest()
     done = len(runs) - len(todo)
@@ -189,7 +228,11 @@ def run_stability_study(
                     key = f.result()
                     done += 1
                     if progress:
-                        print(f"[{done}/{len(runs)}] {key} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+                        print(
+                            f"[{done}/{len(runs)}] {key} ({time.perf_counter() - t0:.0f} s)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     save_manifest()
     finally:
         save_manifest()
@@ -203,8 +246,13 @@ def run_cli(args) -> int:
     """``normreg study stability`` (called from normreg.study.cli with its parsed arguments)."""
     try:
         path = run_stability_study(
-            args.out or "study-stability", mode="smoke" if args.smoke else "full", jobs=args.jobs,
-            resume=args.resume, overwrite=args.overwrite, keep_runs=args.keep_runs, progress=not args.quiet,
+            args.out or "study-stability",
+            mode="smoke" if args.smoke else "full",
+            jobs=args.jobs,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            keep_runs=args.keep_runs,
+            progress=not args.quiet,
         )
     except (ValueError, TypeError) as exc:
         print(f"normreg: error: {exc}", file=sys.stderr)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,9 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{os.fspath(path)!r} is corrupt (not valid JSON: {exc}); delete it or restore it") from None
+        raise ValueError(
+            f"{os.fspath(path)!r} is corrupt (not valid JSON: {exc}); delete it or restore it"
+        ) from None
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -83,7 +87,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> None:
     """``fig.savefig`` through a temporary file and ``os.replace``."""
-    import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
@@ -131,7 +134,9 @@ def config_key(config: dict) -> str:
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def prepare_study_dir(out: str | os.PathLike, study: str, mode: str, resume: bool, overwrite: bool) -> dict | None:
+def prepare_study_dir(
+    out: str | os.PathLike, study: str, mode: str, resume: bool, overwrite: bool
+) -> dict | None:
     """Check a study's output folder before anything runs; returns the previous ``study.json``
     (a resumed study) or None.
 
@@ -139,7 +144,6 @@ def prepare_study_dir(out: str | os.PathLike, study: str, mode: str, resume: boo
     ``study.json`` must name the same study and mode) or ``overwrite``, which deletes it only
     when its ``study.json`` names this study: a folder of something else is never deleted.
     """
-    import shutil
 
     out = Path(out)
     manifest = out / "study.json"
@@ -152,8 +156,10 @@ def prepare_study_dir(out: str | os.PathLike, study: str, mode: str, resume: boo
     prev = read_json(manifest) if manifest.is_file() else None
     if overwrite:
         if prev is None or prev.get("study") != study:
-            raise ValueError(f"'out_dir' {os.fspath(out)!r} holds no {study} study (no study.json of one); "
-                             "refusing to delete it: pick another folder")
+            raise ValueError(
+                f"'out_dir' {os.fspath(out)!r} holds no {study} study (no study.json of one); "
+                "refusing to delete it: pick another folder"
+            )
         shutil.rmtree(out)
         return None
     if not resume:
@@ -162,7 +168,9 @@ def prepare_study_dir(out: str | os.PathLike, study: str, mode: str, resume: boo
             "or overwrite=True (--overwrite) to start again"
         )
     if prev is None:
-        raise ValueError(f"'out_dir' {os.fspath(out)!r} holds no {study} study (no study.json); pick another folder")
+        raise ValueError(
+            f"'out_dir' {os.fspath(out)!r} holds no {study} study (no study.json); pick another folder"
+        )
     if prev.get("study") != study or prev.get("mode") != mode:
         raise ValueError(
             f"'out_dir' holds study {prev.get('study')!r} in mode {prev.get('mode')!r}, not {study!r} in mode "

@@ -23,9 +23,13 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 from normreg.gan import TrainConfig, train
 from normreg.gan.compress import COMPRESS_METHODS, CompressConfig, compress, measure_latency
@@ -56,8 +60,16 @@ from .compression_records import (
     load_records,
 )
 
-__all__ = ["PARTS", "METHODS", "TARGETS", "SEEDS", "study_plan", "run_compression_study", "load_records", "run_cli"]
-
+__all__ = [
+    "PARTS",
+    "METHODS",
+    "TARGETS",
+    "SEEDS",
+    "study_plan",
+    "run_compression_study",
+    "load_records",
+    "run_cli",
+]
 
 
 def _key_dense(part: str, seed: int) -> str:
@@ -68,7 +80,9 @@ def _key_compress(part: str, seed: int, method: str, target: float) -> str:
     return f"{part}_s{seed}_{method}_{target:g}"
 
 
-def study_plan(mode: str = "full", parts=None, methods=None, targets=None, seeds: int | None = None) -> list[dict]:
+def study_plan(
+    mode: str = "full", parts=None, methods=None, targets=None, seeds: int | None = None
+) -> list[dict]:
     """Every run of the study: ``{"key", "kind" ("dense" | "compress"), "part", "seed", ...}``,
     the dense runs first, then the compress runs seed-major (an interrupted study has every
     method at its first seeds). Configs are validated here, before anything runs."""
@@ -78,10 +92,16 @@ def study_plan(mode: str = "full", parts=None, methods=None, targets=None, seeds
     smoke = mode == "smoke"
 
     def pick(name: str, given, default, known) -> tuple:
-        chosen = tuple((given,) if isinstance(given, (str, float, int)) else given) if given is not None else default
+        chosen = (
+            tuple((given,) if isinstance(given, (str, float, int)) else given)
+            if given is not None
+            else default
+        )
         bad = [v for v in chosen if known is not None and v not in known]
         if bad or not chosen:
-            raise ValueError(f"'{name}': unknown or no value(s) {bad!r}; choose from {', '.join(map(repr, known))}")
+            raise ValueError(
+                f"'{name}': unknown or no value(s) {bad!r}; choose from {', '.join(map(repr, known))}"
+            )
         return chosen
 
     parts = pick("parts", parts, SMOKE["parts"] if smoke else PARTS, PARTS)
@@ -95,23 +115,42 @@ def study_plan(mode: str = "full", parts=None, methods=None, targets=None, seeds
         for part in parts:
             opts = {**SETUP[part]["dense"], **(SMOKE["dense"] if smoke else {}), "seed": seed}
             cfg = TrainConfig().replace(**opts) if opts else TrainConfig()
-            dense.append({"key": _key_dense(part, seed), "kind": "dense", "part": part, "seed": seed,
-                          "config": cfg.to_dict()})
+            dense.append(
+                {
+                    "key": _key_dense(part, seed),
+                    "kind": "dense",
+                    "part": part,
+                    "seed": seed,
+                    "config": cfg.to_dict(),
+                }
+            )
             for target in targets:
                 for method in methods:
-                    copts = {**SETUP[part]["compress"], **(SMOKE["compress"] if smoke else {}),
-                             "method": method, "target_macs": float(target)}
+                    copts = {
+                        **SETUP[part]["compress"],
+                        **(SMOKE["compress"] if smoke else {}),
+                        "method": method,
+                        "target_macs": float(target),
+                    }
                     if method == "magnitude":
                         copts["sparse_steps"] = 0
                     cc = CompressConfig(**copts)  # ValueError for a bad target
-                    comp.append({"key": _key_compress(part, seed, method, float(target)), "kind": "compress",
-                                 "part": part, "seed": seed, "method": method, "target": float(target),
-                                 "dense_key": _key_dense(part, seed), "compress_config": _asdict(cc)})
+                    comp.append(
+                        {
+                            "key": _key_compress(part, seed, method, float(target)),
+                            "kind": "compress",
+                            "part": part,
+                            "seed": seed,
+                            "method": method,
+                            "target": float(target),
+                            "dense_key": _key_dense(part, seed),
+                            "compress_config": _asdict(cc),
+                        }
+                    )
     return dense + comp
 
 
 def _asdict(cc) -> dict:
-    from dataclasses import asdict
 
     return asdict(cc)
 
@@ -122,7 +161,6 @@ def _run_dir(out: Path, key: str) -> Path:
 
 def _run_job(job: dict, out_dir: str, threads: int) -> str:
     """One dense or compress run in a worker; writes ``points/KEY.json`` when done."""
-    import torch
 
     torch.set_num_threads(threads)
     out = Path(out_dir)
@@ -130,18 +168,41 @@ def _run_job(job: dict, out_dir: str, threads: int) -> str:
     t0 = time.perf_counter()
     if job["kind"] == "dense":
         summary = train(TrainConfig.from_dict(job["config"]), run_dir, overwrite=True, progress=False)
-        record = {**{k: job[k] for k in ("key", "kind", "part", "seed", "config")},
-                  "metrics": summary.get("metrics"), "val_metrics": summary.get("val_metrics"),
-                  "params_g": summary.get("params_g")}
+        record = {
+            **{k: job[k] for k in ("key", "kind", "part", "seed", "config")},
+            "metrics": summary.get("metrics"),
+            "val_metrics": summary.get("val_metrics"),
+            "params_g": summary.get("params_g"),
+        }
     else:
         cc = CompressConfig(**job["compress_config"])
-        report = compress(_run_dir(out, job["dense_key"]), run_dir, cc, overwrite=True, progress=False, latency=False)
-        record = {**{k: job[k] for k in ("key", "kind", "part", "seed", "method", "target", "dense_key",
-                                         "compress_config")},
-                  **{k: report.get(k) for k in ("dense_macs", "macs", "mac_fraction", "target_met", "dense_params",
-                                                "params", "pruned_channels", "prunable_channels",
-                                                "topped_up_channels", "final_lambda", "check_max_abs_diff")},
-                  "dense": report["dense"], "compressed": report["compressed"]}
+        report = compress(
+            _run_dir(out, job["dense_key"]), run_dir, cc, overwrite=True, progress=False, latency=False
+        )
+        record = {
+            **{
+                k: job[k]
+                for k in ("key", "kind", "part", "seed", "method", "target", "dense_key", "compress_config")
+            },
+            **{
+                k: report.get(k)
+                for k in (
+                    "dense_macs",
+                    "macs",
+                    "mac_fraction",
+                    "target_met",
+                    "dense_params",
+                    "params",
+                    "pruned_channels",
+                    "prunable_channels",
+                    "topped_up_channels",
+                    "final_lambda",
+                    "check_max_abs_diff",
+                )
+            },
+            "dense": report["dense"],
+            "compressed": report["compressed"],
+        }
     record["seconds"] = time.perf_counter() - t0
     record["threads"] = threads
     atomic_write_text(out / "points" / f"{job['key']}.json", json.dumps(to_jsonable(record)) + "\n")
@@ -150,7 +211,6 @@ def _run_job(job: dict, out_dir: str, threads: int) -> str:
 
 def _latency_one(out: Path, rec: dict, repeats: int) -> dict:
     """Time the compressed G of ``rec`` against its seed's dense G (both EMA samplers)."""
-    import torch
 
     dense = trainer_from_checkpoint(_run_dir(out, rec["dense_key"]))
     small = trainer_from_checkpoint(_run_dir(out, rec["key"]))
@@ -191,7 +251,6 @@ def _sample_grid(out: Path, jobs: list[dict], path: Path) -> None:
     if dense.cfg.paired:
         rows.append(dense.grid_targets[:8])
         labels.append("target")
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         canvas = save_grid(rows, Path(tmp) / "grid.png")
@@ -205,8 +264,10 @@ def _sample_grid(out: Path, jobs: list[dict], path: Path) -> None:
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    ax.set_title(f"{dense.cfg.task} on {dense.cfg.dataset}: dense G and each method at {t:g} of the MACs (seed {seed})",
-                 fontsize=8)
+    ax.set_title(
+        f"{dense.cfg.task} on {dense.cfg.dataset}: dense G and each method at {t:g} of the MACs (seed {seed})",
+        fontsize=8,
+    )
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
@@ -245,13 +306,29 @@ def run_compression_study(
     t0 = time.perf_counter()
 
     def save_manifest(phase: str) -> None:
-        atomic_write_text(manifest, json.dumps({"study": STUDY, "mode": mode, "jobs": jobs, "phase": phase,
-                                                "runs": len(plan), "elapsed_s": elapsed0 + time.perf_counter() - t0},
-                                               indent=1) + "\n")
+        atomic_write_text(
+            manifest,
+            json.dumps(
+                {
+                    "study": STUDY,
+                    "mode": mode,
+                    "jobs": jobs,
+                    "phase": phase,
+                    "runs": len(plan),
+                    "elapsed_s": elapsed0 + time.perf_counter() - t0,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
 
     def say(msg: str) -> None:
         if progress:
-            print(f"normreg study compression: {msg} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"normreg study compression: {msg} ({time.perf_counter() - t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     done = {p.stem for p in (out / "points").glob("*.json")}
     # a compress job whose dense run was redone (resume after its directory went) is redone too
@@ -280,7 +357,9 @@ def run_compression_study(
                     j = ready.pop(0)
                     running[ex.submit(_run_job, j, os.fspath(out), 1)] = j
                 if not running:
-                    raise RuntimeError(f"compress runs wait on dense runs that are not planned: {waiting[:3]}")
+                    raise RuntimeError(
+                        f"compress runs wait on dense runs that are not planned: {waiting[:3]}"
+                    )
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for f in finished:
                     j = running.pop(f)
@@ -303,8 +382,10 @@ def run_compression_study(
         rec = read_json(out / "points" / f"{j['key']}.json")
         lat = _latency_one(out, rec, repeats)
         atomic_write_text(path, json.dumps(to_jsonable(lat)) + "\n")
-        say(f"latency [{i}/{len(comp)}] {j['key']}: batch 64, 1 thread "
-            f"{next(r['speedup'] for r in lat['rows'] if r['batch'] == 64 and r['threads'] == 1):.2f}x")
+        say(
+            f"latency [{i}/{len(comp)}] {j['key']}: batch 64, 1 thread "
+            f"{next(r['speedup'] for r in lat['rows'] if r['batch'] == 64 and r['threads'] == 1):.2f}x"
+        )
         save_manifest("latency")
     # -- sample grids (seed 0, the middle target), while the checkpoints are there ----------------
     for part in dict.fromkeys(j["part"] for j in comp):
@@ -326,11 +407,19 @@ def run_cli(args) -> int:
     """``normreg study compression`` (called from normreg.study.cli with its parsed arguments)."""
     try:
         path = run_compression_study(
-            args.out or "study-compression", mode="smoke" if args.smoke else "full", jobs=args.jobs,
-            resume=args.resume, overwrite=args.overwrite, keep_runs=args.keep_runs, progress=not args.quiet,
+            args.out or "study-compression",
+            mode="smoke" if args.smoke else "full",
+            jobs=args.jobs,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            keep_runs=args.keep_runs,
+            progress=not args.quiet,
         )
     except OSError as exc:
-        print(f"normreg study: error: cannot write or read {exc.filename!r}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"normreg study: error: cannot write or read {exc.filename!r}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 2
     except (ValueError, TypeError) as exc:
         print(f"normreg study: error: {exc}", file=sys.stderr)

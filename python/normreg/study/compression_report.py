@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 import normreg
 
 from ._io import atomic_savefig, atomic_write_text, read_json
@@ -29,8 +31,12 @@ __all__ = ["write_report", "summarize"]
 
 METRICS = ("psnr", "ssim", "classifier_score", "kid")
 HIGHER = {"psnr": True, "ssim": True, "classifier_score": True, "kid": False}
-LABEL = {"psnr": "test PSNR (dB) ↑", "ssim": "test SSIM ↑", "classifier_score": "classifier score ↑",
-         "kid": "KID × 10³ ↓"}
+LABEL = {
+    "psnr": "test PSNR (dB) ↑",
+    "ssim": "test SSIM ↑",
+    "classifier_score": "classifier score ↑",
+    "kid": "KID × 10³ ↓",
+}
 COLORS = {"group_lasso": "tab:blue", "slimming": "tab:orange", "l0": "tab:green", "magnitude": "tab:gray"}
 SPEEDUP_TARGET = 2.5
 
@@ -99,26 +105,48 @@ def summarize(records: Sequence[dict]) -> dict:
         points = {}
         for key in dict.fromkeys((r["method"], r["target"]) for r in comp):
             points[key] = _row([r for r in comp if (r["method"], r["target"]) == key], c_get)
-        out[part] = {"dense": _row(dense, d_get), "points": points,
-                     "dense_ms_b64_t1": _ms([_lat(r, 64, 1, "dense_ms") for r in comp])}
+        out[part] = {
+            "dense": _row(dense, d_get),
+            "points": points,
+            "dense_ms_b64_t1": _ms([_lat(r, 64, 1, "dense_ms") for r in comp]),
+        }
     return out
 
 
 def _pm(row: dict, q: str, scale: float = 1.0) -> str:
-    return fmt_pm(row["mean"].get(q, math.nan), row["std"].get(q, math.nan), scale=scale, n=row["n"].get(q, 0))
+    return fmt_pm(
+        row["mean"].get(q, math.nan), row["std"].get(q, math.nan), scale=scale, n=row["n"].get(q, 0)
+    )
 
 
 def _table(part_sum: dict, metrics: Sequence[str]) -> list[str]:
     d = part_sum["dense"]
-    head = ["method", "target", "MACs kept", "params kept", *[LABEL[m] for m in metrics],
-            "speed-up b64 1t", "speed-up b64 2t", "speed-up b1 1t"]
+    head = [
+        "method",
+        "target",
+        "MACs kept",
+        "params kept",
+        *[LABEL[m] for m in metrics],
+        "speed-up b64 1t",
+        "speed-up b64 2t",
+        "speed-up b1 1t",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines.append("| dense | 1 | 1 | 1 | " + " | ".join(_pm(d, m) for m in metrics) + " | 1 | 1 | 1 |")
-    for (method, target), row in sorted(part_sum["points"].items(), key=lambda kv: (-kv[0][1], METHODS.index(kv[0][0]))):
-        cells = [method, f"{target:g}", _pm(row, "mac_fraction"), _pm(row, "param_fraction"),
-                 *[_pm(row, m) for m in metrics],
-                 *[(_pm(row, k) + "x") if row["n"].get(k) else "–" for k in ("speedup_b64_t1", "speedup_b64_t2",
-                                                                              "speedup_b1_t1")]]
+    for (method, target), row in sorted(
+        part_sum["points"].items(), key=lambda kv: (-kv[0][1], METHODS.index(kv[0][0]))
+    ):
+        cells = [
+            method,
+            f"{target:g}",
+            _pm(row, "mac_fraction"),
+            _pm(row, "param_fraction"),
+            *[_pm(row, m) for m in metrics],
+            *[
+                (_pm(row, k) + "x") if row["n"].get(k) else "–"
+                for k in ("speedup_b64_t1", "speedup_b64_t2", "speedup_b1_t1")
+            ],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -137,7 +165,7 @@ def _pareto(part_sum: dict, metrics: Sequence[str], x: str, path: Path, title: s
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.3 * rows + 0.4), squeeze=False)
     flat = [a for r in axes for a in r]
-    for ax in flat[len(metrics):]:
+    for ax in flat[len(metrics) :]:
         ax.axis("off")
     d = part_sum["dense"]
     for ax, m in zip(flat, metrics):
@@ -149,11 +177,24 @@ def _pareto(part_sum: dict, metrics: Sequence[str], x: str, path: Path, title: s
             xe = [v["std"][x] if math.isfinite(v["std"][x]) else 0 for _, v in pts]
             ys = [v["mean"][m] for _, v in pts]
             ye = [v["std"][m] if math.isfinite(v["std"][m]) else 0 for _, v in pts]
-            ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker="o", ms=4, lw=1, capsize=2, color=COLORS[method], label=method)
+            ax.errorbar(
+                xs,
+                ys,
+                xerr=xe,
+                yerr=ye,
+                marker="o",
+                ms=4,
+                lw=1,
+                capsize=2,
+                color=COLORS[method],
+                label=method,
+            )
         dm, ds, _ = d["mean"][m], d["std"][m], d["n"][m]
         dx = 1.0 if x == "mac_fraction" else part_sum["dense_ms_b64_t1"][0]
         if math.isfinite(dm) and math.isfinite(dx):
-            ax.errorbar([dx], [dm], yerr=[ds if math.isfinite(ds) else 0], marker="*", ms=10, color="k", label="dense")
+            ax.errorbar(
+                [dx], [dm], yerr=[ds if math.isfinite(ds) else 0], marker="*", ms=10, color="k", label="dense"
+            )
             if math.isfinite(ds):
                 ax.axhspan(dm - 2 * ds, dm + 2 * ds, color="k", alpha=0.08, lw=0)
         if x == "mac_fraction":
@@ -164,7 +205,9 @@ def _pareto(part_sum: dict, metrics: Sequence[str], x: str, path: Path, title: s
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "1" if v >= 1 else f"1/{round(1 / v)}"))
         else:
             ax.set_xlim(left=0)
-        ax.set_xlabel("MACs kept (fraction of dense)" if x == "mac_fraction" else "latency, batch 64, 1 thread (ms)")
+        ax.set_xlabel(
+            "MACs kept (fraction of dense)" if x == "mac_fraction" else "latency, batch 64, 1 thread (ms)"
+        )
         ax.set_ylabel(LABEL[m])
         ax.grid(True, which="both", alpha=0.3)
     flat[0].legend(fontsize=7)
@@ -186,10 +229,16 @@ def _within_dense(d: dict, row: dict, m: str) -> tuple[bool | None, float]:
 
 def _targets(part_sum: dict, metrics: Sequence[str], t: float) -> list[str]:
     d = part_sum["dense"]
-    lines = [f"At {t:g} of the dense MACs (dense {', '.join(f'{LABEL[m]} {_pm(d, m)}' for m in metrics)}; "
-             f"a method passes a quality target when its mean is within 2 dense standard deviations "
-             f"of the dense mean, and the speed target when its batch-64 one-thread speed-up is ≥ {SPEEDUP_TARGET:g}x):", ""]
-    lines += ["| method | MACs kept | classifier score | KID | speed-up ≥ 2.5x (b64 1t) | all met |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"At {t:g} of the dense MACs (dense {', '.join(f'{LABEL[m]} {_pm(d, m)}' for m in metrics)}; "
+        f"a method passes a quality target when its mean is within 2 dense standard deviations "
+        f"of the dense mean, and the speed target when its batch-64 one-thread speed-up is ≥ {SPEEDUP_TARGET:g}x):",
+        "",
+    ]
+    lines += [
+        "| method | MACs kept | classifier score | KID | speed-up ≥ 2.5x (b64 1t) | all met |",
+        "|---|---|---|---|---|---|",
+    ]
     any_row = False
     for method in METHODS:
         row = part_sum["points"].get((method, t))
@@ -206,7 +255,11 @@ def _targets(part_sum: dict, metrics: Sequence[str], t: float) -> list[str]:
         ok = math.isfinite(sp) and sp >= SPEEDUP_TARGET
         ok_all &= ok
         cells.append(f"{'yes' if ok else 'no'} ({sp:.2f}x)" if math.isfinite(sp) else "–")
-        lines.append(f"| {method} | {_pm(row, 'mac_fraction')} | " + " | ".join(cells) + f" | {'**yes**' if ok_all else 'no'} |")
+        lines.append(
+            f"| {method} | {_pm(row, 'mac_fraction')} | "
+            + " | ".join(cells)
+            + f" | {'**yes**' if ok_all else 'no'} |"
+        )
     return lines if any_row else []
 
 
@@ -226,22 +279,32 @@ def _vs_magnitude(part_sum: dict, metrics: Sequence[str]) -> list[str]:
             cells = []
             for m in metrics:
                 verdict, diff, se = compare(row, base, m)
-                shown = "" if not math.isfinite(diff) else f" ({diff:+.3g}" + (f" ± {se:.2g})" if math.isfinite(se) else ")")
+                shown = (
+                    ""
+                    if not math.isfinite(diff)
+                    else f" ({diff:+.3g}" + (f" ± {se:.2g})" if math.isfinite(se) else ")")
+                )
                 cells.append(verdict + shown)
                 if verdict == "worse":
                     worse.append(f"{method} at {t:g} on {m}")
             lines.append(f"| {method} | {t:g} | " + " | ".join(cells) + " |")
     if len(lines) == 2:
         return []
-    lines += ["", ("**Where a regularized method is worse than magnitude pruning** (beyond 2 standard errors): "
-                   + "; ".join(worse) + ".") if worse else
-              "No regularized method is worse than magnitude pruning beyond 2 standard errors at any target."]
+    lines += [
+        "",
+        (
+            "**Where a regularized method is worse than magnitude pruning** (beyond 2 standard errors): "
+            + "; ".join(worse)
+            + "."
+        )
+        if worse
+        else "No regularized method is worse than magnitude pruning beyond 2 standard errors at any target.",
+    ]
     return lines
 
 
 def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     """``report.md``, ``results.csv`` and the figures from the study's records in ``out_dir``."""
-    import torch
 
     out = Path(out_dir)
     records = load_records(out)
@@ -267,7 +330,10 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
         "",
     ]
     if mode == "smoke":
-        lines += ["> **Smoke mode**: a few steps and one seed, to test the machinery. These numbers measure nothing.", ""]
+        lines += [
+            "> **Smoke mode**: a few steps and one seed, to test the machinery. These numbers measure nothing.",
+            "",
+        ]
     lines += [
         "Each dense run is a `normreg train` run of the part's config; each compression is "
         "`normreg compress DENSE --method M --target-macs F` (docs/compress.md) from its seed's dense run: "
@@ -275,31 +341,47 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
         "training for `magnitude`, the baseline: the smallest channels of every layer zeroed), removal of "
         "the zero channels (outputs checked equal to 1e-5), fine-tuning. Every number is the mean ± sample "
         "standard deviation over seeds (a seed changes the dense run, its data split and its scoring "
-        "classifier); metrics on the test split. Latency: median of " + str(repeats) + " forward passes, the seed's dense G "
+        "classifier); metrics on the test split. Latency: median of "
+        + str(repeats)
+        + " forward passes, the seed's dense G "
         "and the compressed G taking turns, measured after all training, one model pair at a time.",
         "",
     ]
-    csv = ["part,kind,seed,method,target,mac_fraction,param_fraction," + ",".join(METRICS)
-           + ",speedup_b64_t1,speedup_b64_t2,speedup_b1_t1,seconds"]
+    csv = [
+        "part,kind,seed,method,target,mac_fraction,param_fraction,"
+        + ",".join(METRICS)
+        + ",speedup_b64_t1,speedup_b64_t2,speedup_b1_t1,seconds"
+    ]
     for r in records:
         if r["kind"] == "dense":
             vals = [str(_f((r.get("metrics") or {}).get(m))) for m in METRICS]
-            csv.append(f"{r['part']},dense,{r['seed']},,,1,1," + ",".join(vals) + f",,,,{_f(r.get('seconds')):.1f}")
+            csv.append(
+                f"{r['part']},dense,{r['seed']},,,1,1," + ",".join(vals) + f",,,,{_f(r.get('seconds')):.1f}"
+            )
         else:
             vals = [str(_f(r["compressed"]["test"].get(m))) for m in METRICS]
-            csv.append(f"{r['part']},compress,{r['seed']},{r['method']},{r['target']:g},{r['mac_fraction']:.4f},"
-                       f"{r['params'] / r['dense_params']:.4f}," + ",".join(vals)
-                       + f",{_lat(r, 64, 1):.3f},{_lat(r, 64, 2):.3f},{_lat(r, 1, 1):.3f},{_f(r.get('seconds')):.1f}")
+            csv.append(
+                f"{r['part']},compress,{r['seed']},{r['method']},{r['target']:g},{r['mac_fraction']:.4f},"
+                f"{r['params'] / r['dense_params']:.4f},"
+                + ",".join(vals)
+                + f",{_lat(r, 64, 1):.3f},{_lat(r, 64, 2):.3f},{_lat(r, 1, 1):.3f},{_f(r.get('seconds')):.1f}"
+            )
     atomic_write_text(out / "results.csv", "\n".join(csv) + "\n")
     for part, ps in summ.items():
         metrics = _metrics_of(ps)
         dcfg = next(r["config"] for r in records if r["part"] == part and r["kind"] == "dense")
-        ccfg = next((r["compress_config"] for r in comp if r["part"] == part and r["method"] != "magnitude"), None)
+        ccfg = next(
+            (r["compress_config"] for r in comp if r["part"] == part and r["method"] != "magnitude"), None
+        )
         lines += [f"## {SETUP[part]['title']}", ""]
         lines.append(
             f"Dense runs: `task={dcfg['task']}`, `dataset={dcfg['dataset']}`, {dcfg['steps']} steps"
-            + (f"; compressions: {ccfg['sparse_steps']} sparse-training and {ccfg['finetune_steps']} fine-tuning steps "
-               f"(strength {ccfg['strength']:g}, gain {ccfg['gain']:g})." if ccfg else ".")
+            + (
+                f"; compressions: {ccfg['sparse_steps']} sparse-training and {ccfg['finetune_steps']} fine-tuning steps "
+                f"(strength {ccfg['strength']:g}, gain {ccfg['gain']:g})."
+                if ccfg
+                else "."
+            )
         )
         dense_ms = ps["dense_ms_b64_t1"]
         if dense_ms[2]:
@@ -310,35 +392,62 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
             have = any(v["n"].get(x) for v in ps["points"].values())
             if not have:
                 continue
-            _pareto(ps, metrics, x, out / fig,
-                    f"{SETUP[part]['title']}: quality against {'MACs kept' if x == 'mac_fraction' else 'CPU latency'} "
-                    "(mean ± std over seeds; grey band: dense mean ± 2 std)")
+            _pareto(
+                ps,
+                metrics,
+                x,
+                out / fig,
+                f"{SETUP[part]['title']}: quality against {'MACs kept' if x == 'mac_fraction' else 'CPU latency'} "
+                "(mean ± std over seeds; grey band: dense mean ± 2 std)",
+            )
             lines += [f"![quality against {'MACs' if name == 'macs' else 'latency'}]({fig})", ""]
         if (out / f"samples-{part}.png").is_file():
             t = grid_target([k[1] for k in ps["points"]])
-            lines += [f"Samples (seed {seeds[0]}, target {t:g}):", "", f"![dense vs compressed](samples-{part}.png)", ""]
+            lines += [
+                f"Samples (seed {seeds[0]}, target {t:g}):",
+                "",
+                f"![dense vs compressed](samples-{part}.png)",
+                "",
+            ]
         t = grid_target([k[1] for k in ps["points"]])
         tl = _targets(ps, metrics, t)
         if tl:
             lines += ["### Targets", "", *tl, ""]
         vm = _vs_magnitude(ps, metrics)
         if vm:
-            lines += ["### Against magnitude pruning, at equal target", "",
-                      "Difference of the means (method − magnitude) ± its standard error; a verdict counts beyond 2 "
-                      "standard errors. The MACs actually kept are in the table above (a method that overshoots "
-                      "its budget is compared at its target, not at its MACs).", "", *vm, ""]
-        trivial = [f"{m} at {t:g} ({ps['points'][(m, t)]['mean']['trivial'] * ps['points'][(m, t)]['n']['trivial']:.0f} "
-                   f"of {ps['points'][(m, t)]['n']['trivial']} seeds)"
-                   for (m, t) in sorted(ps["points"], key=lambda k: (METHODS.index(k[0]), -k[1]))
-                   if ps["points"][(m, t)]["mean"]["trivial"] > 0]
+            lines += [
+                "### Against magnitude pruning, at equal target",
+                "",
+                "Difference of the means (method − magnitude) ± its standard error; a verdict counts beyond 2 "
+                "standard errors. The MACs actually kept are in the table above (a method that overshoots "
+                "its budget is compared at its target, not at its MACs).",
+                "",
+                *vm,
+                "",
+            ]
+        trivial = [
+            f"{m} at {t:g} ({ps['points'][(m, t)]['mean']['trivial'] * ps['points'][(m, t)]['n']['trivial']:.0f} "
+            f"of {ps['points'][(m, t)]['n']['trivial']} seeds)"
+            for (m, t) in sorted(ps["points"], key=lambda k: (METHODS.index(k[0]), -k[1]))
+            if ps["points"][(m, t)]["mean"]["trivial"] > 0
+        ]
         if trivial:
-            lines += [f"**Collapsed to the trivial answer** (the compressed G's test PSNR within {TRIVIAL_DB:g} dB of its "
-                      "input's, i.e. it returns its input): " + "; ".join(trivial) + ".", ""]
-        missed = [f"{m} at {t:g} ({ps['points'][(m, t)]['mean']['target_met'] * 100:.0f}% of seeds met)"
-                  for (m, t) in ps["points"] if ps["points"][(m, t)]["mean"]["target_met"] < 1]
+            lines += [
+                f"**Collapsed to the trivial answer** (the compressed G's test PSNR within {TRIVIAL_DB:g} dB of its "
+                "input's, i.e. it returns its input): " + "; ".join(trivial) + ".",
+                "",
+            ]
+        missed = [
+            f"{m} at {t:g} ({ps['points'][(m, t)]['mean']['target_met'] * 100:.0f}% of seeds met)"
+            for (m, t) in ps["points"]
+            if ps["points"][(m, t)]["mean"]["target_met"] < 1
+        ]
         if missed:
             lines += ["Budgets not met (MACs kept above the target): " + "; ".join(missed) + ".", ""]
-    lines += ["Files: `results.csv` (one row per run), `points/` (the records), `latency/` (the timings).", ""]
+    lines += [
+        "Files: `results.csv` (one row per run), `points/` (the records), `latency/` (the timings).",
+        "",
+    ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

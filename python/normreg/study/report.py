@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 import normreg
 
 from ._io import atomic_savefig, atomic_write_text, from_jsonable_float
@@ -44,8 +46,9 @@ __all__ = ["write_report", "compare", "fmt_pm"]
 # ----------------------------------------------------------------------------------------
 # The reports
 # ----------------------------------------------------------------------------------------
-def _header(study, records, mode: str, elapsed_s: float, threads: int, jobs: int, notes: Sequence[str]) -> list[str]:
-    import torch
+def _header(
+    study, records, mode: str, elapsed_s: float, threads: int, jobs: int, notes: Sequence[str]
+) -> list[str]:
 
     seeds = sorted({r["seed"] for r in records})
     steps = sorted({r["config"]["steps"] for r in records})
@@ -60,7 +63,10 @@ def _header(study, records, mode: str, elapsed_s: float, threads: int, jobs: int
         "",
     ]
     if mode == "smoke":
-        out += ["> **Smoke mode**: a few steps and one seed, to test the machinery. These numbers measure nothing.", ""]
+        out += [
+            "> **Smoke mode**: a few steps and one seed, to test the machinery. These numbers measure nothing.",
+            "",
+        ]
     out += [
         "Every number is the mean ± sample standard deviation over seeds. A seed changes the "
         "initialization, the batches, the train/val/test split and the real-data classifier "
@@ -121,9 +127,19 @@ def _loss_ablation_report(study, records, summ, out: Path, lines: list[str]) -> 
         "![samples](loss_ablation_samples.png)",
         "",
     ]
-    _bar_figure(comp, records, ["psnr", "classifier_score", "kid", "hist_w1"], out / "loss_ablation_metrics.png",
-                "completion")
-    _hist_figure(comp, records, out / "loss_ablation_histograms.png", "intensities of the hidden half: real (grey) vs output (red)")
+    _bar_figure(
+        comp,
+        records,
+        ["psnr", "classifier_score", "kid", "hist_w1"],
+        out / "loss_ablation_metrics.png",
+        "completion",
+    )
+    _hist_figure(
+        comp,
+        records,
+        out / "loss_ablation_histograms.png",
+        "intensities of the hidden half: real (grey) vs output (red)",
+    )
     _samples_figure(comp, records, out / "loss_ablation_samples.png", "completion: input, truth, outputs")
     if lam:
         byc = _by_name(comp)
@@ -136,7 +152,9 @@ def _loss_ablation_report(study, records, summ, out: Path, lines: list[str]) -> 
             "![lambda sweep](loss_ablation_lambda.png)",
             "",
         ]
-        _lambda_figure(lam, refs, ["psnr", "classifier_score", "kid", "hist_w1"], out / "loss_ablation_lambda.png")
+        _lambda_figure(
+            lam, refs, ["psnr", "classifier_score", "kid", "hist_w1"], out / "loss_ablation_lambda.png"
+        )
     if den:
         lines += [
             "## Control: denoising",
@@ -150,8 +168,13 @@ def _loss_ablation_report(study, records, summ, out: Path, lines: list[str]) -> 
             "![denoise metrics](loss_ablation_denoise.png)",
             "",
         ]
-        _bar_figure(den, records, ["psnr", "classifier_score", "kid", "hist_w1"], out / "loss_ablation_denoise.png",
-                    "denoise")
+        _bar_figure(
+            den,
+            records,
+            ["psnr", "classifier_score", "kid", "hist_w1"],
+            out / "loss_ablation_denoise.png",
+            "denoise",
+        )
     # findings
     c = _by_name(comp)
     said = []
@@ -159,8 +182,14 @@ def _loss_ablation_report(study, records, summ, out: Path, lines: list[str]) -> 
         s = _best_of(comp, m)
         if s:
             said.append(s)
-    for a, b in [("L1 + cGAN", "L1"), ("L2 + cGAN", "L2"), ("L1 + cGAN", "cGAN"), ("L2 + cGAN", "cGAN"),
-                 ("cGAN", "GAN"), ("L1", "L2")]:
+    for a, b in [
+        ("L1 + cGAN", "L1"),
+        ("L2 + cGAN", "L2"),
+        ("L1 + cGAN", "cGAN"),
+        ("L2 + cGAN", "cGAN"),
+        ("cGAN", "GAN"),
+        ("L1", "L2"),
+    ]:
         for m in ("psnr", "classifier_score", "kid", "hist_w1"):
             s = _sentence(c.get(a), c.get(b), m)
             if s:
@@ -171,18 +200,29 @@ def _loss_ablation_report(study, records, summ, out: Path, lines: list[str]) -> 
             vals = [_stats(r, m)[0] for r in ordered]
             if all(math.isfinite(v) for v in vals) and len(vals) > 1:
                 best = ordered[max(range(len(vals)), key=lambda i: METRIC_DIRECTIONS[m] * vals[i])]
-                trend = ("rises" if all(b >= a for a, b in zip(vals, vals[1:])) else
-                         "falls" if all(b <= a for a, b in zip(vals, vals[1:])) else "is not monotone")
-                said.append(f"Along λ, {_LABEL[m]} {trend} in the means; best at {best['labels']['arm'].split(', ')[1]}.")
+                trend = (
+                    "rises"
+                    if all(b >= a for a, b in zip(vals, vals[1:]))
+                    else "falls"
+                    if all(b <= a for a, b in zip(vals, vals[1:]))
+                    else "is not monotone"
+                )
+                said.append(
+                    f"Along λ, {_LABEL[m]} {trend} in the means; best at {best['labels']['arm'].split(', ')[1]}."
+                )
     d = _by_name(den)
     for a, b in [("L1 + cGAN", "L1"), ("L1", "L2"), ("L1 + cGAN", "cGAN")]:
         for m in ("psnr", "classifier_score", "kid"):
             s = _sentence(d.get(a), d.get(b), m)
             if s:
                 said.append("Denoise: " + s)
-    lines += ["## What the numbers say", "",
-              "Generated from the tables by one rule: a difference counts when it exceeds twice its "
-              "standard error over seeds; otherwise the arms are called indistinguishable.", ""]
+    lines += [
+        "## What the numbers say",
+        "",
+        "Generated from the tables by one rule: a difference counts when it exceeds twice its "
+        "standard error over seeds; otherwise the arms are called indistinguishable.",
+        "",
+    ]
     lines += [f"- {s}" for s in said]
     lines.append("")
 
@@ -231,11 +271,19 @@ def _weight_penalty_report(study, records, summ, out: Path, lines: list[str]) ->
             for m in ("kid", "classifier_score"):
                 s = compare(r, base, m) if base else ("n/a", 0, 0)
                 if s[0] != "n/a":
-                    parts.append(f"{_LABEL[m]} {s[0]} vs no penalty" if s[0] != "within spread"
-                                 else f"{_LABEL[m]} within the seeds' spread of no penalty")
+                    parts.append(
+                        f"{_LABEL[m]} {s[0]} vs no penalty"
+                        if s[0] != "within spread"
+                        else f"{_LABEL[m]} within the seeds' spread of no penalty"
+                    )
             said.append("; ".join(parts) + ".")
-    dense = [r["labels"]["arm"] for r in summ if r is not base and math.isfinite(_stats(r, "zero_fraction")[0])
-             and _stats(r, "zero_fraction")[0] <= 0.001]
+    dense = [
+        r["labels"]["arm"]
+        for r in summ
+        if r is not base
+        and math.isfinite(_stats(r, "zero_fraction")[0])
+        and _stats(r, "zero_fraction")[0] <= 0.001
+    ]
     if dense:
         said.append(f"No exact zeros (≤ 0.1%) with: {', '.join(dense)}.")
     times = _mode_times(records)
@@ -243,11 +291,17 @@ def _weight_penalty_report(study, records, summ, out: Path, lines: list[str]) ->
         t0 = times["none"][0]
         for mode, (mu, sd, n) in times.items():
             if mode != "none":
-                said.append(f"Median step time with the penalty as {mode}: {mu:.2f} ± {sd:.2f} ms "
-                            f"({mu / t0:.2f}× the {t0:.2f} ms of no penalty; {n} runs).")
-    lines += ["## What the numbers say", "",
-              "Generated from the table by one rule: a difference counts when it exceeds twice its "
-              "standard error over seeds.", ""]
+                said.append(
+                    f"Median step time with the penalty as {mode}: {mu:.2f} ± {sd:.2f} ms "
+                    f"({mu / t0:.2f}× the {t0:.2f} ms of no penalty; {n} runs)."
+                )
+    lines += [
+        "## What the numbers say",
+        "",
+        "Generated from the table by one rule: a difference counts when it exceeds twice its "
+        "standard error over seeds.",
+        "",
+    ]
     lines += [f"- {s}" for s in said]
     lines.append("")
 
@@ -293,13 +347,25 @@ def _sparsity_figure(summ: Sequence[dict], path: Path) -> None:
                 continue
             label = f"{pen} / {mode}" if (pen, mode) not in seen and ax is axes[0] else None
             seen.add((pen, mode))
-            ax.errorbar(100 * x, y * scale, xerr=100 * xs, yerr=ys * scale, fmt=_MARKERS.get(mode, "o"),
-                        color=_COLORS.get(pen, "C5"), ms=6, capsize=2, label=label, alpha=0.85)
+            ax.errorbar(
+                100 * x,
+                y * scale,
+                xerr=100 * xs,
+                yerr=ys * scale,
+                fmt=_MARKERS.get(mode, "o"),
+                color=_COLORS.get(pen, "C5"),
+                ms=6,
+                capsize=2,
+                label=label,
+                alpha=0.85,
+            )
         ax.set_xlabel("exact zeros in G's weights (%)")
         ax.set_ylabel(_LABEL.get(m, m))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
-    _suptitle(fig, "quality against exact sparsity (each point: one penalty, way and λ; mean ± std over seeds)")
+    _suptitle(
+        fig, "quality against exact sparsity (each point: one penalty, way and λ; mean ± std over seeds)"
+    )
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -315,7 +381,14 @@ def _time_figure(summ: Sequence[dict], records: Sequence[dict], path: Path) -> N
         v = from_jsonable_float(rec["metrics"].get("step_ms", math.nan))
         if math.isfinite(v):
             groups.setdefault((pen, mode), []).append(v)
-    keys = sorted(groups, key=lambda k: (k[0] != "none", k[0], ["loss", "add_grad", "grad", "fused", "prox", "none"].index(k[1])))
+    keys = sorted(
+        groups,
+        key=lambda k: (
+            k[0] != "none",
+            k[0],
+            ["loss", "add_grad", "grad", "fused", "prox", "none"].index(k[1]),
+        ),
+    )
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(keys) + 1.5), 3.4))
     for i, k in enumerate(keys):
         vals = groups[k]
@@ -332,13 +405,24 @@ def _time_figure(summ: Sequence[dict], records: Sequence[dict], path: Path) -> N
     plt.close(fig)
 
 
-def write_report(study, records: Sequence[dict], out_dir: str | os.PathLike, *, mode: str, notes: Sequence[str] = (),
-                 elapsed_s: float = 0.0, threads: int = 1, jobs: int = 1) -> Path:
+def write_report(
+    study,
+    records: Sequence[dict],
+    out_dir: str | os.PathLike,
+    *,
+    mode: str,
+    notes: Sequence[str] = (),
+    elapsed_s: float = 0.0,
+    threads: int = 1,
+    jobs: int = 1,
+) -> Path:
     """Write ``out_dir/report.md`` and its PNG figures; return the report's path."""
     out = Path(out_dir)
     order = {(a.name, a.group): i for i, a in enumerate(study.arms)}
-    summ = sorted(summarize(records, ["arm", "group"]),
-                  key=lambda r: order.get((r["labels"]["arm"], r["labels"]["group"]), len(order)))
+    summ = sorted(
+        summarize(records, ["arm", "group"]),
+        key=lambda r: order.get((r["labels"]["arm"], r["labels"]["group"]), len(order)),
+    )
     lines = _header(study, records, mode, elapsed_s, threads, jobs, notes)
     if study.name == "loss-ablation":
         _loss_ablation_report(study, records, summ, out, lines)

@@ -6,8 +6,11 @@ weight-penalty reports) and ``normreg.study.compression_report`` are built from 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from ._io import atomic_savefig, from_jsonable_float
 from .records import HIST_EDGES, METRIC_DIRECTIONS
@@ -129,7 +132,6 @@ def _real_row(records: Sequence[dict], group: str) -> dict:
 # ----------------------------------------------------------------------------------------
 def _suptitle(fig, text: str, fontsize: int = 9) -> None:
     """A figure title wrapped to the figure's width (a long one-line title is clipped)."""
-    import textwrap
 
     fig.suptitle(
         "\n".join(textwrap.wrap(text, max(30, int(fig.get_figwidth() * 100 / fontsize)))), fontsize=fontsize
@@ -207,7 +209,6 @@ def _hist_figure(rows: Sequence[dict], records: Sequence[dict], path: Path, titl
 
 
 def _samples_figure(rows: Sequence[dict], records: Sequence[dict], path: Path, title: str) -> None:
-    import numpy as np
 
     plt = _plt()
     first = {}

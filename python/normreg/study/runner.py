@@ -4,13 +4,19 @@ atomically), and the runner that executes them serially or in worker processes."
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
+import pickle
 import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
 
 from ._io import (
     atomic_write_text,
@@ -147,7 +153,6 @@ def _execute(p: Point, store: Store, backend: Backend, split: str, measure, keep
 
 def _worker(p: Point, out_dir: str, split: str, measure, keep_runs: bool, threads: int) -> str:
     """One run in a worker process (the real trainer, ``threads`` torch threads)."""
-    import torch
 
     torch.set_num_threads(threads)
     _execute(p, Store(out_dir), default_backend(), split, measure, keep_runs)
@@ -200,8 +205,6 @@ def run_points(
             flush=True,
         )
     if progress and todo and tty:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_unique, initial=n_unique - len(todo), desc=desc, unit="run", dynamic_ncols=True)
     t_start = time.perf_counter()
     finished = [0]
@@ -228,8 +231,6 @@ def run_points(
                 flush=True,
             )
 
-    import torch
-
     old_threads = torch.get_num_threads()
     try:
         if jobs == 1 or len(todo) <= 1:
@@ -241,12 +242,7 @@ def run_points(
                 _execute(p, store, backend, split, measure, keep_runs)
                 ran(p)
         else:
-            import multiprocessing as mp
-            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
             if measure is not None:
-                import pickle
-
                 try:
                     pickle.dumps(measure)
                 except Exception as e:
@@ -255,8 +251,10 @@ def run_points(
                     ) from None
             ctx = mp.get_context("spawn")  # no fork after torch started its thread pool
             with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
-                pending = {ex.submit(_worker, p, os.fspath(out_dir), split, measure, keep_runs, threads or 1): p
-                           for p in todo}
+                pending = {
+                    ex.submit(_worker, p, os.fspath(out_dir), split, measure, keep_runs, threads or 1): p
+                    for p in todo
+                }
                 try:
                     while pending:
                         done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from normreg.gan import trainer_from_checkpoint
 from normreg.gan.data import completion_mask
 from normreg.study.report import write_report
@@ -40,7 +42,6 @@ from .sweep import resolve_threads
 __all__ = ["Arm", "Study", "STUDIES", "run_study", "study_points"]
 
 # 17 bins centred on the 17 grey levels of the 8x8 digits (0..16 mapped to [-1, 1]).
-
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,13 @@ def _loss_ablation() -> Study:
     denoise = {"task": "denoise", "noise_std": 0.5}
     arms = [Arm(a.name, {**completion, **a.options}, "completion") for a in _loss_arms("completion")]
     for lam in (1.0, 10.0, 100.0, 1000.0):
-        arms.append(Arm(f"L1 + cGAN, λ={lam:g}", {**completion, "recon": "l1", "recon_weight": lam,
-                                                  "adv_weight": 1.0, "conditional_d": True}, "lambda"))
+        arms.append(
+            Arm(
+                f"L1 + cGAN, λ={lam:g}",
+                {**completion, "recon": "l1", "recon_weight": lam, "adv_weight": 1.0, "conditional_d": True},
+                "lambda",
+            )
+        )
     control = [a for a in _loss_arms("denoise") if a.name in ("L1", "L2", "cGAN", "L1 + cGAN")]
     arms += [Arm(a.name, {**denoise, **a.options}, "denoise") for a in control]
     return Study(
@@ -135,21 +141,36 @@ ADD_GRAD_LAMBDA = 1e-2
 
 
 def _weight_penalty() -> Study:
-    arms = [Arm("none", {"weight_penalty": "none", "weight_penalty_strength": 0.0, "penalty_mode": "add_grad"}, "none")]
+    arms = [
+        Arm(
+            "none",
+            {"weight_penalty": "none", "weight_penalty_strength": 0.0, "penalty_mode": "add_grad"},
+            "none",
+        )
+    ]
     for pen in ("l1", "l2", "elastic_net", "l0"):
         for mode in WEIGHT_PENALTY_MODES:
             if pen == "l0" and mode != "prox":
                 continue  # L0 has no gradient: only its proximal step (hard threshold) exists
             for lam in WEIGHT_PENALTY_LAMBDAS:
                 arms.append(
-                    Arm(f"{pen} {mode} λ={lam:g}",
-                        {"weight_penalty": pen, "weight_penalty_strength": lam, "penalty_mode": mode}, pen)
+                    Arm(
+                        f"{pen} {mode} λ={lam:g}",
+                        {"weight_penalty": pen, "weight_penalty_strength": lam, "penalty_mode": mode},
+                        pen,
+                    )
                 )
             if mode == "loss":
                 arms.append(
-                    Arm(f"{pen} add_grad λ={ADD_GRAD_LAMBDA:g}",
-                        {"weight_penalty": pen, "weight_penalty_strength": ADD_GRAD_LAMBDA,
-                         "penalty_mode": "add_grad"}, pen)
+                    Arm(
+                        f"{pen} add_grad λ={ADD_GRAD_LAMBDA:g}",
+                        {
+                            "weight_penalty": pen,
+                            "weight_penalty_strength": ADD_GRAD_LAMBDA,
+                            "penalty_mode": "add_grad",
+                        },
+                        pen,
+                    )
                 )
     return Study(
         name="weight-penalty",
@@ -161,11 +182,20 @@ def _weight_penalty() -> Study:
             "and what does each way cost per step?"
         ),
         base={
-            "dataset": "digits", "task": "completion", "mask": "bottom_half", "steps": 600, "batch_size": 64,
+            "dataset": "digits",
+            "task": "completion",
+            "mask": "bottom_half",
+            "steps": 600,
+            "batch_size": 64,
             "width": 0.5,
-            "recon": "l1", "recon_weight": 100.0, "adv_weight": 1.0, "conditional_d": True, "penalty_on": "g",
+            "recon": "l1",
+            "recon_weight": 100.0,
+            "adv_weight": 1.0,
+            "conditional_d": True,
+            "penalty_on": "g",
             # metrics must describe the network whose zeros are counted, not an average of it
-            "ema_decay": 0.0, **_QUIET,
+            "ema_decay": 0.0,
+            **_QUIET,
         },
         arms=arms,
         seeds=3,
@@ -190,7 +220,6 @@ def get_study(name: str) -> Study:
 # ----------------------------------------------------------------------------------------
 def _region_mask(cfg, size: int):
     """1 where G has to invent the image: the hidden part (completion) or everything."""
-    import torch
 
     if cfg.task == "completion":
         return completion_mask(cfg.mask, size)[0, 0].bool()
@@ -199,7 +228,6 @@ def _region_mask(cfg, size: int):
 
 def wasserstein1(a, b) -> float:
     """W1 distance between two 1-d empirical distributions of equal size (mean |sorted a - sorted b|)."""
-    import torch
 
     a, b = torch.as_tensor(a).flatten().double(), torch.as_tensor(b).flatten().double()
     if a.numel() != b.numel():
@@ -211,7 +239,6 @@ def wasserstein1(a, b) -> float:
 
 def histogram(values) -> list[float]:
     """Fraction of values in each of the 17 grey-level bins (values clamped to [-1, 1])."""
-    import torch
 
     v = torch.as_tensor(values).flatten().double().clamp(-1.0, 1.0)
     counts = torch.histogram(v, bins=torch.tensor(HIST_EDGES, dtype=torch.float64)).hist
@@ -235,7 +262,6 @@ def make_measure(study: Study, mode: str, split: str = "val") -> Callable[[Path,
     """``measure(run_dir, cfg, summary)`` for the study's extra measurements."""
 
     def measure(run_dir: Path, cfg, summary: dict) -> dict:
-        import torch
 
         out: dict[str, Any] = {}
         trainer = trainer_from_checkpoint(run_dir)
@@ -254,7 +280,9 @@ def make_measure(study: Study, mode: str, split: str = "val") -> Callable[[Path,
             out["hist_real"] = histogram(r)
             k = 8
             out["examples"] = {
-                "input": inputs[:k].tolist() if cfg.task != "completion" else (inputs[:k, :1] * (1 - inputs[:k, 1:2])).tolist(),
+                "input": inputs[:k].tolist()
+                if cfg.task != "completion"
+                else (inputs[:k, :1] * (1 - inputs[:k, 1:2])).tolist(),
                 "output": fake[:k].tolist(),
                 "target": real[:k].tolist(),
             }
@@ -277,7 +305,9 @@ def make_measure(study: Study, mode: str, split: str = "val") -> Callable[[Path,
                     times.append(time.perf_counter() - t0)
             out["step_ms"] = 1e3 * statistics.median(times)
             out["step_ms_min"] = 1e3 * min(times)
-            out["train_step_ms"] = 1e3 * float(summary.get("seconds", math.nan)) / max(1, int(summary.get("steps", 1)))
+            out["train_step_ms"] = (
+                1e3 * float(summary.get("seconds", math.nan)) / max(1, int(summary.get("steps", 1)))
+            )
             out["threads"] = torch.get_num_threads()
         return out
 
@@ -299,7 +329,9 @@ def study_points(study: Study, mode: str, backend: Backend) -> tuple[list[Point]
                 cfg = backend.config_cls.from_dict(d).to_dict()
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"study {study.name!r}, arm {arm.name!r}: invalid config: {exc}") from exc
-            points.append(Point(labels={"arm": arm.name, "group": arm.group}, seed=seed, fold=None, config=cfg))
+            points.append(
+                Point(labels={"arm": arm.name, "group": arm.group}, seed=seed, fold=None, config=cfg)
+            )
     return points, notes
 
 
@@ -334,7 +366,9 @@ def run_study(
     if mode not in ("full", "smoke"):
         raise ValueError(f"'mode' must be 'full' or 'smoke', got {mode!r}")
     if resume and overwrite:
-        raise ValueError("'resume' and 'overwrite' exclude each other: resume keeps finished runs, overwrite deletes them")
+        raise ValueError(
+            "'resume' and 'overwrite' exclude each other: resume keeps finished runs, overwrite deletes them"
+        )
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"'threads' must be a positive int or None, got {threads!r}")
     if jobs is None:
@@ -350,7 +384,6 @@ def run_study(
     threads = resolve_threads(threads, jobs, prev, manifest)  # recorded in study.json, reused on resume
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    import torch
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -360,8 +393,16 @@ def run_study(
         head = {"study": name, "mode": mode, "threads": threads}
         atomic_write_text(manifest, json.dumps({**head, "elapsed_s": prev_elapsed}, indent=1))
         records = run_points(
-            points, out, backend=user_backend, split="val", measure=StudyMeasure(name, mode), progress=progress,
-            desc=f"study {name}", keep_runs=keep_runs, jobs=jobs, threads=threads,
+            points,
+            out,
+            backend=user_backend,
+            split="val",
+            measure=StudyMeasure(name, mode),
+            progress=progress,
+            desc=f"study {name}",
+            keep_runs=keep_runs,
+            jobs=jobs,
+            threads=threads,
         )
     finally:
         elapsed = prev_elapsed + time.perf_counter() - t0
@@ -369,8 +410,14 @@ def run_study(
         torch.set_num_threads(old_threads)
 
     return write_report(
-        study, records, out, mode=mode, notes=notes, elapsed_s=elapsed,
-        threads=threads, jobs=jobs,
+        study,
+        records,
+        out,
+        mode=mode,
+        notes=notes,
+        elapsed_s=elapsed,
+        threads=threads,
+        jobs=jobs,
     )
 
 

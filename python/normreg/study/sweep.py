@@ -34,10 +34,13 @@ import json
 import math
 import os
 import shutil
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ._io import (
     atomic_savefig,
@@ -76,6 +79,8 @@ __all__ = [
     "sweep",
     "load_sweep",
 ]
+
+
 # ----------------------------------------------------------------------------------------
 # The sweep
 # ----------------------------------------------------------------------------------------
@@ -109,7 +114,9 @@ def _base_dict(base, backend: Backend) -> dict:
         return backend.config_cls.from_dict(dict(base)).to_dict()
     if hasattr(base, "to_dict"):
         return base.to_dict()
-    raise TypeError(f"'base' must be a TrainConfig, a dict of options or a TOML path, got {type(base).__name__}")
+    raise TypeError(
+        f"'base' must be a TrainConfig, a dict of options or a TOML path, got {type(base).__name__}"
+    )
 
 
 def _seed_list(seeds, base_seed: int) -> list[int]:
@@ -202,7 +209,9 @@ def sweep(
     if criterion is not None:
         criterion = Criterion.parse(criterion)
     if resume and overwrite:
-        raise ValueError("'resume' and 'overwrite' exclude each other: resume keeps finished runs, overwrite deletes them")
+        raise ValueError(
+            "'resume' and 'overwrite' exclude each other: resume keeps finished runs, overwrite deletes them"
+        )
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise ValueError(f"'folds' must be an int >= 1 (1 = held-out validation split), got {folds!r}")
     out = Path(out_dir)
@@ -211,18 +220,35 @@ def sweep(
         if resume and manifest_path.is_file():
             spec = read_json(manifest_path)
             return sweep(
-                spec["base"], spec["grid"], out, seeds=spec["seeds"], folds=spec["folds"],
+                spec["base"],
+                spec["grid"],
+                out,
+                seeds=spec["seeds"],
+                folds=spec["folds"],
                 criterion=spec["criterion"] if criterion is None else criterion,
-                resume=True, progress=progress, plot=plot, keep_runs=keep_runs, jobs=jobs, threads=threads,
+                resume=True,
+                progress=progress,
+                plot=plot,
+                keep_runs=keep_runs,
+                jobs=jobs,
+                threads=threads,
                 backend=user_backend,
             )
-        raise ValueError("'grid' is required (name -> list of values), unless resuming a sweep that has sweep.json")
+        raise ValueError(
+            "'grid' is required (name -> list of values), unless resuming a sweep that has sweep.json"
+        )
     criterion = criterion if criterion is not None else Criterion.parse("psnr")
     base_d = _base_dict(base, backend)
-    grid = {str(k): list(v) if not isinstance(v, (str, bytes)) else v for k, v in grid.items()} if isinstance(grid, Mapping) else grid
+    grid = (
+        {str(k): list(v) if not isinstance(v, (str, bytes)) else v for k, v in grid.items()}
+        if isinstance(grid, Mapping)
+        else grid
+    )
     expand_grid(grid)  # type checks
     if not grid:
-        raise ValueError("'grid' is empty; give at least one option to sweep, e.g. {'recon_weight': [1, 10, 100]}")
+        raise ValueError(
+            "'grid' is empty; give at least one option to sweep, e.g. {'recon_weight': [1, 10, 100]}"
+        )
     for name in grid:
         _check_option(base_d, name, "grid")
     seed_list = _seed_list(seeds, int(base_d.get("seed", 0)))
@@ -252,8 +278,17 @@ def sweep(
     }
     atomic_write_text(manifest_path, json.dumps(to_jsonable(spec), indent=1))
 
-    records = run_points(points, out, backend=user_backend, split="val", progress=progress, desc="sweep",
-                         keep_runs=keep_runs, jobs=jobs, threads=threads)
+    records = run_points(
+        points,
+        out,
+        backend=user_backend,
+        split="val",
+        progress=progress,
+        desc="sweep",
+        keep_runs=keep_runs,
+        jobs=jobs,
+        threads=threads,
+    )
     return _finish(out, base_d, grid, criterion, records, backend, plot=plot)
 
 
@@ -280,12 +315,13 @@ def resolve_threads(threads: int | None, jobs: int, prev: Mapping | None, manife
         return threads
     if jobs > 1:
         return 1
-    import torch
 
     return torch.get_num_threads()
 
 
-def load_sweep(out_dir: str | os.PathLike, criterion=None, backend: Backend | None = None, plot: bool = False) -> SweepResult:
+def load_sweep(
+    out_dir: str | os.PathLike, criterion=None, backend: Backend | None = None, plot: bool = False
+) -> SweepResult:
     """Rebuild a finished sweep's result (and outputs) from its directory without running anything.
 
     Use it to select again with another criterion: ``load_sweep(d, "classifier_score+kid")``.
@@ -301,12 +337,16 @@ def load_sweep(out_dir: str | os.PathLike, criterion=None, backend: Backend | No
     store = Store(out)
     missing = [p for p in points if not store.has(p.key)]
     if missing:
-        raise ValueError(f"'out_dir': {len(missing)} of {len(points)} runs are not finished; resume the sweep first")
+        raise ValueError(
+            f"'out_dir': {len(missing)} of {len(points)} runs are not finished; resume the sweep first"
+        )
     records = [store.load(p.key) for p in points]
     return _finish(out, spec["base"], spec["grid"], crit, records, backend, plot=plot)
 
 
-def _finish(out: Path, base_d: dict, grid: dict, criterion: Criterion, records, backend, plot: bool) -> SweepResult:
+def _finish(
+    out: Path, base_d: dict, grid: dict, criterion: Criterion, records, backend, plot: bool
+) -> SweepResult:
     names = list(grid)
     summ = summarize(records, names)
     scores = criterion.scores([row["mean"] for row in summ])
@@ -348,7 +388,9 @@ def _write_best_toml(path: Path, cfg, opts: Mapping, row: Mapping, criterion: Cr
     ]
     for m in criterion.metrics:
         mu, sd, n = row["mean"].get(m, math.nan), row["std"].get(m, math.nan), row["n"].get(m, 0)
-        lines.append(f"# {m}: {mu:.6g} +- {sd:.2g} (std over {n} runs)" if n > 1 else f"# {m}: {mu:.6g} (one run)")
+        lines.append(
+            f"# {m}: {mu:.6g} +- {sd:.2g} (std over {n} runs)" if n > 1 else f"# {m}: {mu:.6g} (one run)"
+        )
     atomic_write_text(path, "\n".join(lines) + "\n" + body)
 
 
@@ -405,7 +447,13 @@ def plot_sweep(
             ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, color="C0")
             for x, r in zip(xs, rows):
                 if r["labels"] == best_labels:
-                    ax.plot([x], [r["mean"].get(m, math.nan) if m != "score" else r["score"]], "*", ms=13, color="C3")
+                    ax.plot(
+                        [x],
+                        [r["mean"].get(m, math.nan) if m != "score" else r["score"]],
+                        "*",
+                        ms=13,
+                        color="C3",
+                    )
             if logx:
                 ax.set_xscale("log")
             if not numeric:
@@ -419,7 +467,6 @@ def plot_sweep(
             ax.grid(alpha=0.3)
     n_runs = summ[best_index]["n_runs"]
     spread = f"mean ± std over {n_runs} runs per point" if n_runs > 1 else "one run per point"
-    import textwrap
 
     title = f"sweep: {spread}; ★ best by {criterion}"
     width_chars = max(30, int(fig.get_figwidth() * 10))  # about 10 characters an inch at 10 pt
