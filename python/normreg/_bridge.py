@@ -268,6 +268,12 @@ def plain_pair(a, b) -> bool:
     )
 
 
+def pair_ptrs(a: Tensor, b: Tensor, out: Tensor | None) -> tuple[int, int, int]:
+    """Kernel pointers of a pair :func:`plain_pair` accepted and of a new output made
+    contiguous like ``a`` (0 when absent): their data pointers as they are."""
+    return a.data_ptr(), b.data_ptr(), 0 if out is None else out.data_ptr()
+
+
 def plain_ptrs(like: Tensor, *tensors: Tensor | None) -> list[int]:
     """Kernel pointers of contiguous CPU tensors of ``like``'s numel, in its dtype or its
     compute type (float32; float64 for float64), that the

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _reference as ref
-from .._bridge import DTYPE_CODES, plain_ptrs
+from .._bridge import DTYPE_CODES, pair_ptrs, plain_ptrs
 from .._loader import _C
 from ._core import _kernels, value_tensor
 
@@ -66,22 +66,14 @@ def k_pointwise_value(kind: str, reduction: str, pred: Tensor, target: Tensor, m
 def k_pointwise_plain(kind: str, reduction: str, pred: Tensor, target: Tensor, want_dir: bool):
     """:func:`k_pointwise_value` for the common case, ``(value, dir or None)``: pred and target
     accepted by :func:`normreg._bridge.plain_pair` (plain contiguous float32/float64 CPU tensors
-    of one dtype and shape, so their data pointers are the kernel arguments), no mask or
+    of one dtype and shape: :func:`normreg._bridge.pair_ptrs`), no mask or
     weights, reduction "mean" or "sum". The same kernel call, the same result bitwise."""
     n = pred.numel()
     d = torch.empty_like(pred) if want_dir else None
     mean = reduction == "mean"
+    p, t, u = pair_ptrs(pred, target, d)
     total, _ = _C.pointwise_loss_value(
-        kind,
-        pred.data_ptr(),
-        target.data_ptr(),
-        0,
-        0,
-        0,
-        0 if d is None else d.data_ptr(),
-        n,
-        DTYPE_CODES[pred.dtype],
-        1.0 / n if mean and n else 1.0,
+        kind, p, t, 0, 0, 0, u, n, DTYPE_CODES[pred.dtype], 1.0 / n if mean and n else 1.0
     )
     return value_tensor(loss_divide(total, float(n)) if mean else total, pred.dtype), d
 
