@@ -149,3 +149,29 @@ def test_kernel_argument_lists_refuse_bad_values(bad):
     tl = _bridge.tensor_list([torch.randn(1), torch.randn(1)])
     with pytest.raises((TypeError, ValueError)):
         _C.penalty_value("l1", *bad(tl), [1.0], [0.0])
+
+
+def test_plain_pair_and_plain_ptrs():
+    """The losses' shortest path: plain_pair accepts only plain contiguous float32/float64 CPU
+    tensors of one dtype and shape; plain_ptrs asserts what tensor_list would have checked."""
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    assert _bridge.plain_pair(a, b) and _bridge.plain_pair(torch.nn.Parameter(a), b)
+    assert not _bridge.plain_pair(a, b.double())  # dtypes differ
+    assert not _bridge.plain_pair(a.half(), b.half())  # narrow dtypes go the general way
+    assert not _bridge.plain_pair(a, b.t().contiguous().t())  # not contiguous
+    assert not _bridge.plain_pair(a, b[:, :3].contiguous())  # shapes differ
+    assert not _bridge.plain_pair(a.to_sparse(), b.to_sparse())
+    assert not _bridge.plain_pair(a.numpy(), b)
+
+    class Sub(torch.Tensor):
+        pass
+
+    assert not _bridge.plain_pair(a.as_subclass(Sub), b)  # subclasses may override torch functions
+    assert _bridge.plain_ptrs(a, a, None, b) == [a.data_ptr(), 0, b.data_ptr()]
+    assert _bridge.pair_ptrs(a, b, None) == (a.data_ptr(), b.data_ptr(), 0)
+    for bad in (a.t(), torch.randn(5), a.double(), a.to(torch.bfloat16)):
+        with pytest.raises(RuntimeError, match="internal error"):
+            _bridge.plain_ptrs(a, bad)
+    # the compute type is allowed beside the storage dtype (a float32 gradient buffer for bf16)
+    h = a.to(torch.bfloat16)
+    assert _bridge.plain_ptrs(h, a) == [a.data_ptr()]
