@@ -32,13 +32,12 @@ from ._bridge import (
     check_strength,
     check_writable,
     checked_grads,
-    distributed_impl,
-    dtensor_args,
     group_layout,
     paired,
     tensor_list,
     trainable,
 )
+from ._dtensors import distributed_impl, dtensor_args
 
 _requires_grad = operator.attrgetter("requires_grad")
 _dtype_of = operator.attrgetter("dtype")

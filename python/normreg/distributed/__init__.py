@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import sys
 
-from .._bridge import (
+from .._dtensors import (
     dtensor_args,  # noqa: F401  (re-exported: part of this module's API)
     groups_have_dtensor,  # noqa: F401
     register_distributed,

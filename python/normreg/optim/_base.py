@@ -19,7 +19,7 @@ from .. import _ops
 from .. import _reference as ref
 from .. import penalties as P
 from .._bridge import _same_layout, paired, tensor_list
-from .._bridge import groups_have_dtensor as _groups_have_dtensor
+from .._dtensors import groups_have_dtensor as _groups_have_dtensor
 from ..distributed import dtensor_step
 from ..penalties import Penalty, Sum
 from ..prox import ProxStats, _check_plan_params, _Plan, _plan, _run_plan
