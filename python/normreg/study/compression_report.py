@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,12 +23,21 @@ import torch
 import normreg
 
 from ._io import atomic_savefig, atomic_write_text, read_json
-from .compression_records import METHODS, SETUP, grid_target, load_records
+from .compression_records import (
+    METHODS,
+    METRICS,
+    SETUP,
+    TRIVIAL_DB,
+    _f,
+    _lat,
+    grid_target,
+    load_records,
+    summarize,
+)
 from .report_parts import _plt, compare, fmt_pm
 
 __all__ = ["write_report", "summarize"]
 
-METRICS = ("psnr", "ssim", "classifier_score", "kid")
 HIGHER = {"psnr": True, "ssim": True, "classifier_score": True, "kid": False}
 LABEL = {
     "psnr": "test PSNR (dB) ↑",
@@ -39,78 +47,6 @@ LABEL = {
 }
 COLORS = {"group_lasso": "tab:blue", "slimming": "tab:orange", "l0": "tab:green", "magnitude": "tab:gray"}
 SPEEDUP_TARGET = 2.5
-
-
-def _f(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _ms(vals: Sequence[float]) -> tuple[float, float, int]:
-    vals = [v for v in vals if math.isfinite(v)]
-    if not vals:
-        return math.nan, math.nan, 0
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else math.nan), len(vals)
-
-
-def _row(recs: Sequence[dict], getters: dict) -> dict:
-    mean, std, n = {}, {}, {}
-    for name, get in getters.items():
-        mean[name], std[name], n[name] = _ms([_f(get(r)) for r in recs])
-    return {"mean": mean, "std": std, "n": n}
-
-
-def _lat(rec: dict, batch: int, threads: int, key: str = "speedup") -> float:
-    for row in (rec.get("latency") or {}).get("rows", []):
-        if row["batch"] == batch and row["threads"] == threads:
-            return _f(row[key])
-    return math.nan
-
-
-TRIVIAL_DB = 0.05
-
-
-def _trivial(rec: dict) -> bool:
-    """Does the compressed G give (nearly) the trivial answer, its input itself? Its test PSNR
-    within :data:`TRIVIAL_DB` of the input's: a G whose channels all went does that when the
-    architecture adds its input back (the superres U-Net)."""
-    t = rec["compressed"]["test"]
-    a, b = _f(t.get("psnr")), _f(t.get("baseline_psnr"))
-    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= TRIVIAL_DB
-
-
-def summarize(records: Sequence[dict]) -> dict:
-    """``{part: {"dense": row, "points": {(method, target): row}}}``, each row mean/std/n per
-    quantity over seeds."""
-    out: dict = {}
-    for part in dict.fromkeys(r["part"] for r in records):
-        dense = [r for r in records if r["part"] == part and r["kind"] == "dense"]
-        comp = [r for r in records if r["part"] == part and r["kind"] == "compress"]
-        d_get = {m: (lambda r, m=m: (r.get("metrics") or {}).get(m)) for m in METRICS}
-        c_get = {m: (lambda r, m=m: r["compressed"]["test"].get(m)) for m in METRICS}
-        c_get |= {
-            "mac_fraction": lambda r: r["mac_fraction"],
-            "param_fraction": lambda r: r["params"] / r["dense_params"],
-            "target_met": lambda r: 1.0 if r["target_met"] else 0.0,
-            "speedup_b64_t1": lambda r: _lat(r, 64, 1),
-            "speedup_b64_t2": lambda r: _lat(r, 64, 2),
-            "speedup_b1_t1": lambda r: _lat(r, 1, 1),
-            "ms_b64_t1": lambda r: _lat(r, 64, 1, "compressed_ms"),
-            "dense_ms_b64_t1": lambda r: _lat(r, 64, 1, "dense_ms"),
-            "seconds": lambda r: r.get("seconds"),
-            "trivial": lambda r: 1.0 if _trivial(r) else 0.0,
-        }
-        points = {}
-        for key in dict.fromkeys((r["method"], r["target"]) for r in comp):
-            points[key] = _row([r for r in comp if (r["method"], r["target"]) == key], c_get)
-        out[part] = {
-            "dense": _row(dense, d_get),
-            "points": points,
-            "dense_ms_b64_t1": _ms([_lat(r, 64, 1, "dense_ms") for r in comp]),
-        }
-    return out
 
 
 def _pm(row: dict, q: str, scale: float = 1.0) -> str:
