@@ -85,8 +85,22 @@ def test_nonfinite_weight_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
 
 
 def test_diverging_cli_run_ends_with_one_line_and_continue_trains_on(tmp_path, capsys):
-    flags = ["--steps", "2", "--width", "0.25", "--max-images", "64", "--eval-samples", "12",
-             "--batch-size", "16", "--log-every", "1", "--recon-weight", "1e300"]
+    flags = [
+        "--steps",
+        "2",
+        "--width",
+        "0.25",
+        "--max-images",
+        "64",
+        "--eval-samples",
+        "12",
+        "--batch-size",
+        "16",
+        "--log-every",
+        "1",
+        "--recon-weight",
+        "1e300",
+    ]
     rc = main(["train", *flags, "-o", str(tmp_path / "a"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1
@@ -105,8 +119,11 @@ def test_diverging_cli_run_ends_with_one_line_and_continue_trains_on(tmp_path, c
 
 
 def test_plot_curves_handles_non_finite_values_and_torn_lines(tmp_path):
-    rows = [{"step": 1, "g_total": 1.0, "g_recon": 0.5}, {"step": 2, "g_total": "nan", "g_recon": "inf"},
-            {"step": 3, "g_total": 0.8, "g_recon": 0.4}]
+    rows = [
+        {"step": 1, "g_total": 1.0, "g_recon": 0.5},
+        {"step": 2, "g_total": "nan", "g_recon": "inf"},
+        {"step": 3, "g_total": 0.8, "g_recon": 0.4},
+    ]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "g_to')
     (tmp_path / "metrics.csv").write_text("step,split,psnr,kid\n2,val,nan,\n3,val,12.5,0.1\n")
     assert plot_curves(tmp_path) == tmp_path / "curves.png"
@@ -219,11 +236,28 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch,
         train(tiny(**SMALL), run, progress=False)
     assert exc.value.filename == str(run / "checkpoint.pt") and exc.value.errno == errno.ENOSPC
     assert not list(run.glob(".*tmp*"))
-    rc = main(["train", "--steps", "2", "--width", "0.25", "--max-images", "64", "--checkpoint-every", "1",
-               "-o", str(tmp_path / "cli"), "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--steps",
+            "2",
+            "--width",
+            "0.25",
+            "--max-images",
+            "64",
+            "--checkpoint-every",
+            "1",
+            "-o",
+            str(tmp_path / "cli"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
-    assert f"normreg train: error: cannot write or read '{tmp_path / 'cli' / 'checkpoint.pt'}': No space left" in err
+    assert (
+        f"normreg train: error: cannot write or read '{tmp_path / 'cli' / 'checkpoint.pt'}': No space left"
+        in err
+    )
     assert not list((tmp_path / "cli").glob(".*tmp*"))
 
 
@@ -257,8 +291,11 @@ def test_stale_temporaries_are_removed_on_resume_and_overwrite(tmp_path):
     cfg = tiny(**SMALL)
     run = tmp_path / "run"
     train(cfg, run, progress=False, stop_after=2)
-    stale = [run / ".checkpoint.pt.tmp99999", run / ".summary.json.tmp99999.json",
-             run / "samples" / ".step_000004.png.tmp99999.png"]
+    stale = [
+        run / ".checkpoint.pt.tmp99999",
+        run / ".summary.json.tmp99999.json",
+        run / "samples" / ".step_000004.png.tmp99999.png",
+    ]
     for p in stale:
         p.write_bytes(b"half a file")  # a torn temporary checkpoint does not verify: not recovered
     train(None, run, resume=True, progress=False)
@@ -382,7 +419,9 @@ def test_diverged_sweep_point_is_stored_and_never_chosen(tmp_path):
     class Diverging(FakeTrainer):
         def train(self, cfg, run_dir, **kw):
             if cfg.recon_weight > 100:
-                raise NonFiniteError("non-finite loss term 'w_g_recon'", 1, "w_g_recon", math.inf, {"steps": 1})
+                raise NonFiniteError(
+                    "non-finite loss term 'w_g_recon'", 1, "w_g_recon", math.inf, {"steps": 1}
+                )
             return super().train(cfg, run_dir, **kw)
 
     base, grid = {"task": "completion", "steps": 10, "seed": 0}, {"recon_weight": [1.0, 100.0, 1e300]}
@@ -397,7 +436,9 @@ def test_cli_flags_are_not_abbreviated_and_unknown_ones_get_a_hint(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--step", "10"])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and "unrecognized arguments: --step 10" in err and "did you mean --steps" in err
+    assert (
+        exc.value.code == 2 and "unrecognized arguments: --step 10" in err and "did you mean --steps" in err
+    )
     assert err.splitlines()[0].startswith("usage: normreg train")
     with pytest.raises(SystemExit):
         main(["sweep", "--out", "x", "--grid", "recon_weight=1,10", "--steps", "200"])
@@ -432,3 +473,33 @@ def test_cli_resume_with_nothing_to_do_and_foreign_folders(tmp_path, capsys):
     assert sorted(p.name for p in mine.iterdir()) == ["cat.jpg"]
     train(tiny(**{**SMALL, "steps": 1}), mine, progress=False, force=True)
     assert (mine / "cat.jpg").read_bytes() == b"jpeg" and (mine / "summary.json").is_file()
+
+
+def test_images_are_written_atomically(tmp_path, monkeypatch):
+    """A sample grid or image whose write fails half way (a full disk) leaves the previous
+    file as it was and no temporary beside it, and the error names the file."""
+    from PIL import Image
+
+    import normreg.gan.plots as plots
+
+    grid, one = tmp_path / "grid.png", tmp_path / "one.png"
+    imgs = torch.zeros(2, 1, 8, 8)
+    plots.save_grid([imgs], grid)
+    plots.save_image(imgs[0], one)
+    before = {p: p.read_bytes() for p in (grid, one)}
+
+    def full_disk(self, fp, *args, **kwargs):
+        with open(fp, "wb") as fh:
+            fh.write(b"half a PNG")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    for write, path in (
+        (lambda: plots.save_grid([imgs + 1], grid), grid),
+        (lambda: plots.save_image(imgs[1] + 1, one), one),
+    ):
+        with pytest.raises(OSError) as info:
+            write()
+        assert info.value.filename == str(path)
+    assert {p: p.read_bytes() for p in (grid, one)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "one.png"]

@@ -49,9 +49,10 @@ from normreg.compress import (
 )
 from normreg.gan.plots import save_grid
 
+from ._files import _atomic, _naming, _write_text
 from .checkpoint import CHECKPOINT, find_checkpoint, save_checkpoint
 from .compress_report import report_markdown
-from .rundir import RunDirError, _json_safe, _naming, _prepare_run_dir, _write_text
+from .rundir import RunDirError, _json_safe, _prepare_run_dir
 from .train import trainer_from_checkpoint
 from .trainer import Trainer
 
@@ -91,7 +92,9 @@ class CompressConfig:
 
     def __post_init__(self) -> None:
         if self.method not in COMPRESS_METHODS:
-            raise ValueError(f"CompressConfig: 'method' must be one of {', '.join(COMPRESS_METHODS)}, got {self.method!r}")
+            raise ValueError(
+                f"CompressConfig: 'method' must be one of {', '.join(COMPRESS_METHODS)}, got {self.method!r}"
+            )
         t = self.target_macs
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
             raise ValueError(
@@ -105,12 +108,16 @@ class CompressConfig:
             v = getattr(self, name)
             ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
             if not ok or v < 0 or (positive and v == 0):
-                raise ValueError(f"CompressConfig: {name!r} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+                raise ValueError(
+                    f"CompressConfig: {name!r} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}"
+                )
         r = self.ramp
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
             raise ValueError(f"CompressConfig: 'ramp' is a share of the sparse steps, in [0, 1]; got {r!r}")
         if self.method != "magnitude" and self.sparse_steps == 0:
-            raise ValueError(f"CompressConfig: method {self.method!r} needs 'sparse_steps' >= 1 (sparse training)")
+            raise ValueError(
+                f"CompressConfig: method {self.method!r} needs 'sparse_steps' >= 1 (sparse training)"
+            )
 
 
 def _say(msg: str) -> None:
@@ -180,7 +187,13 @@ def measure_latency(
 
 
 def _train_steps(
-    trainer: Trainer, n: int, phase: str, log: list[dict], extra=None, log_every: int = 10, progress: bool = True
+    trainer: Trainer,
+    n: int,
+    phase: str,
+    log: list[dict],
+    extra=None,
+    log_every: int = 10,
+    progress: bool = True,
 ) -> None:
     """``n`` trainer steps; a row in ``log`` every ``log_every`` steps, a progress line on stderr
     about every tenth of the way."""
@@ -197,14 +210,20 @@ def _train_steps(
         last = i + 1 == n
         if (i + 1) % log_every == 0 or last:
             terms = trainer.loss_terms()
-            row = {"phase": phase, "step": i + 1, **{k: terms[k] for k in ("g_total", "d_total", "g_recon") if k in terms}}
+            row = {
+                "phase": phase,
+                "step": i + 1,
+                **{k: terms[k] for k in ("g_total", "d_total", "g_recon") if k in terms},
+            }
             if extra is not None:
                 row.update(extra())
             log.append(row)
         if progress and ((i + 1) % say_every == 0 or last):
             rate = (i + 1) / max(time.perf_counter() - t0, 1e-9)
             row = log[-1]
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("phase", "step") and isinstance(v, float))
+            shown = "  ".join(
+                f"{k} {v:.4g}" for k, v in row.items() if k not in ("phase", "step") and isinstance(v, float)
+            )
             _say(f"{phase} step {i + 1}/{n}  {shown}  {rate:.2f} steps/s  ETA {(n - i - 1) / rate:.0f}s")
 
 
@@ -223,7 +242,8 @@ def _plot(log: list[dict], target: float, path: Path) -> None:
     ax[0].legend(fontsize=8)
     ax[1].semilogy(steps, [r["lambda"] for r in rows])
     ax[1].set(xlabel="sparse-training step", ylabel="λ of the channel penalty")
-    fig.savefig(path, dpi=110)
+    with _atomic(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -267,7 +287,9 @@ def compress(
         raise TypeError(f"'config' must be a CompressConfig, got {type(config).__name__}")
     source, out = Path(run_dir), Path(out_dir)
     if not source.is_dir():
-        raise RunDirError(f"'run_dir' {str(source)!r} is not a folder: give the run directory of a normreg train run")
+        raise RunDirError(
+            f"'run_dir' {str(source)!r} is not a folder: give the run directory of a normreg train run"
+        )
     find_checkpoint(source)  # CheckpointError (a ValueError) naming what is missing
     _check_out_dir(out, source, overwrite)
     t_start = time.perf_counter()
@@ -277,7 +299,9 @@ def compress(
         raise ValueError("normreg compress runs on one process")
     G = trainer.G
     if not prunable_layers(G):
-        raise ValueError(f"the run's generator ({type(G).__name__}) has no layer whose channels can be removed")
+        raise ValueError(
+            f"the run's generator ({type(G).__name__}) has no layer whose channels can be removed"
+        )
     example = _example(trainer, 8)
     try:
         prune_zero_channels(G, example)  # can torch-pruning trace this model at all?
@@ -301,19 +325,30 @@ def compress(
         sparse_info: dict[str, Any] = {"share_zeroed_per_layer": share}
     else:
         ctl = MacController(
-            G, example[:1], config.target_macs, gain=config.gain, interval=config.interval,
+            G,
+            example[:1],
+            config.target_macs,
+            gain=config.gain,
+            interval=config.interval,
             ramp_steps=int(round(config.ramp * config.sparse_steps)),
         )
         groups = channel_groups(G, config.method, config.strength)
         for g in groups:  # elementwise prox in Adam's metric: a channel's own gradients defend it
             if g.get("penalty") is not None and g["penalty"].__class__.__name__ in ("L1", "L0"):
                 g["precondition_prox"] = True
-        trainer.opt_g = normreg.optim.ProxAdam(groups, lr=lr, betas=cfg.betas, penalty_mode="prox", penalty_schedule=ctl)
+        trainer.opt_g = normreg.optim.ProxAdam(
+            groups, lr=lr, betas=cfg.betas, penalty_mode="prox", penalty_schedule=ctl
+        )
 
         def state() -> dict[str, Any]:
             zero, total = count_zero_channels(G, running_stats=False)
-            return {"mac_fraction": ctl.last_fraction, "budget": ctl.current_target(),
-                    "lambda": config.strength * ctl.factor, "zero_channels": zero, "channels": total}
+            return {
+                "mac_fraction": ctl.last_fraction,
+                "budget": ctl.current_target(),
+                "lambda": config.strength * ctl.factor,
+                "zero_channels": zero,
+                "channels": total,
+            }
 
         _train_steps(trainer, config.sparse_steps, "sparse", log, state, config.interval, progress)
         sparse = G
@@ -323,12 +358,15 @@ def compress(
     if config.method != "magnitude":
         # λ steers the exact zeros to the budget; what is left above it (a controller that did
         # not settle in time) goes by the method's own criterion, one threshold over all layers.
-        sparse, topped = top_up_to_macs(sparse, example[:1], config.target_macs,
-                                        "scale" if config.method == "slimming" else "norm")
+        sparse, topped = top_up_to_macs(
+            sparse, example[:1], config.target_macs, "scale" if config.method == "slimming" else "norm"
+        )
         sparse_info["topped_up_channels"] = topped
         if topped and progress:
-            _say(f"{topped} more channel(s) zeroed by {'|scale|' if config.method == 'slimming' else 'norm'} "
-                 "to meet the MAC budget")
+            _say(
+                f"{topped} more channel(s) zeroed by {'|scale|' if config.method == 'slimming' else 'norm'} "
+                "to meet the MAC budget"
+            )
     # -- 2. prune, and check ------------------------------------------------------------------
     small = prune_zero_channels(sparse, example)
     check_inputs = trainer.eval_inputs["val"][:256]
@@ -348,7 +386,9 @@ def compress(
         )
     # -- 3. fine-tune ---------------------------------------------------------------------------
     trainer.G = small.train()
-    trainer.opt_g = torch.optim.Adam([p for p in small.parameters() if p.requires_grad], lr=lr, betas=cfg.betas)
+    trainer.opt_g = torch.optim.Adam(
+        [p for p in small.parameters() if p.requires_grad], lr=lr, betas=cfg.betas
+    )
     if trainer.G_ema is not None:
         trainer.G_ema = copy.deepcopy(small).requires_grad_(False)
         trainer.ema_start = trainer.step_
@@ -356,6 +396,7 @@ def compress(
         _train_steps(trainer, config.finetune_steps, "finetune", log, None, config.interval, progress)
     metrics = trainer.evaluate("test")
     val = trainer.evaluate("val")
+
     # -- 4. latency and report ------------------------------------------------------------------
     def make_input(b: int) -> torch.Tensor:
         x = trainer.eval_inputs["val"]
@@ -365,8 +406,11 @@ def compress(
     if latency:
         if progress:
             _say("timing the dense and the compressed G (batch 1 and 64, 1 and 2 threads)")
-        rows = measure_latency({"dense": dense_sampler, "compressed": trainer.sampler}, make_input,
-                               repeats=config.latency_repeats)
+        rows = measure_latency(
+            {"dense": dense_sampler, "compressed": trainer.sampler},
+            make_input,
+            repeats=config.latency_repeats,
+        )
         for row in rows:
             row["speedup"] = row["dense_ms"] / row["compressed_ms"]
     params = sum(p.numel() for p in small.parameters())

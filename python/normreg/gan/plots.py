@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ._files import _atomic
+
 __all__ = ["to_uint8", "save_image", "save_grid", "plot_curves", "curves_figure"]
 
 
@@ -28,7 +30,8 @@ def save_image(image: Tensor, path: str | Path, scale: int = 1) -> None:
     im = Image.fromarray(a)
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    im.save(path)
+    with _atomic(Path(path)) as tmp:
+        im.save(tmp)
 
 
 def save_grid(
@@ -61,7 +64,8 @@ def save_grid(
         for j in range(a.shape[0]):
             y, x = pad + i * cell, pad + j * cell
             canvas[y : y + s * scale, x : x + s * scale] = a[j]
-    Image.fromarray(canvas).save(path)
+    with _atomic(Path(path)) as tmp:
+        Image.fromarray(canvas).save(tmp)
     _ = row_labels
     return canvas
 
@@ -126,7 +130,8 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
     if fig is None:
         return None
     out = Path(out) if out else Path(run_dir) / "curves.png"
-    fig.savefig(out, dpi=80, bbox_inches="tight")
+    with _atomic(out) as tmp:
+        fig.savefig(tmp, dpi=80, bbox_inches="tight")
     plt.close(fig)
     return out
 

@@ -3,7 +3,6 @@ checking a checkpoint before it is trusted. ``normreg.gan.train`` uses it."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed as _dist  # DDP hooks: see normreg.gan.distributed
+from ._files import _atomic, _naming, _write_text  # noqa: F401  (re-exported: train, compress)
 from .checkpoint import (
     CHECKPOINT,
     PREVIOUS,
@@ -32,7 +32,6 @@ RUN_DIRS = ("samples", "tensorboard")
 
 class RunDirError(ValueError):
     """The run directory cannot be used as asked (exists, or has no checkpoint to resume)."""
-
 
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool, force: bool = False) -> None:
@@ -64,37 +63,6 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool, force: bool = False) -> Non
         remove_stale_temporaries(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
-
-
-@contextlib.contextmanager
-def _naming(path: Path):
-    """Re-raise an ``OSError`` that does not say which file (a failed write) with ``path``."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.filename is None:
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yield a temporary path beside ``path`` (same suffix, so writers infer the format); on
-    success it replaces ``path``, on an error it is removed and the error names ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        with _naming(path):
-            yield tmp
-            os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    with _atomic(path) as tmp:
-        tmp.write_text(text)
 
 
 def _read_log_rows(path: Path, step: int | None = None) -> list[str]:
@@ -163,7 +131,8 @@ def _check_state(state: Any, path: Path) -> TrainConfig:
     (checksum fine) is not the state of a ``normreg train`` run."""
     if not isinstance(state, dict):
         raise CheckpointError(
-            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not the state of a normreg train run", path
+            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not the state of a normreg train run",
+            path,
         )
     missing = [k for k in _STATE_KEYS if k not in state]
     if missing:
@@ -175,7 +144,9 @@ def _check_state(state: Any, path: Path) -> TrainConfig:
     try:
         return TrainConfig.from_dict(state["config"])
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a config this version cannot use: {exc}", path) from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a config this version cannot use: {exc}", path
+        ) from None
 
 
 def _resolve_resume(

@@ -33,7 +33,6 @@ from .config import TrainConfig
 from .evaluation import METRIC_FIELDS
 from .rundir import (
     RunDirError,
-    _atomic,
     _check_state,
     _fmt,
     _json_safe,
@@ -371,21 +370,13 @@ def _label(name: str) -> str:
 
 
 def _plot(run_dir: Path) -> None:
-    path = run_dir / "curves.png"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        with _naming(path), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # overflow of huge λ on the symlog axis
-            if plot_curves(run_dir, tmp) is not None:
-                os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    with warnings.catch_warnings():  # (plot_curves writes atomically)
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow of huge λ on the symlog axis
+        plot_curves(run_dir)
 
 
 def _sample(trainer: Trainer, path: Path) -> None:
-    with _atomic(path) as tmp:
-        return trainer.sample_grid(tmp)
+    trainer.sample_grid(path)  # save_grid writes atomically
 
 
 def trainer_from_checkpoint(
