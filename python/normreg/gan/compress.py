@@ -47,11 +47,10 @@ from normreg.compress import (
     settle_zero_channels,
     top_up_to_macs,
 )
-from normreg.gan.plots import save_grid
 
-from ._files import _atomic, _naming, _write_text
+from ._files import _naming, _write_text
 from .checkpoint import CHECKPOINT, find_checkpoint, save_checkpoint
-from .compress_report import report_markdown
+from .compress_report import compare_grid, plot_sparsity, report_markdown
 from .rundir import RunDirError, _json_safe, _prepare_run_dir
 from .train import trainer_from_checkpoint
 from .trainer import Trainer
@@ -225,39 +224,6 @@ def _train_steps(
                 f"{k} {v:.4g}" for k, v in row.items() if k not in ("phase", "step") and isinstance(v, float)
             )
             _say(f"{phase} step {i + 1}/{n}  {shown}  {rate:.2f} steps/s  ETA {(n - i - 1) / rate:.0f}s")
-
-
-def _plot(log: list[dict], target: float, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in log if r["phase"] == "sparse" and "mac_fraction" in r]
-    if not rows:
-        return
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
-    steps = [r["step"] for r in rows]
-    ax[0].plot(steps, [r["mac_fraction"] for r in rows], label="pruned G / dense G")
-    ax[0].plot(steps, [r["budget"] for r in rows], ls=":", c="gray", label="budget (ramp)")
-    ax[0].axhline(target, ls="--", c="k", lw=1, label=f"target {target:g}")
-    ax[0].set(xlabel="sparse-training step", ylabel="fraction of the dense MACs", ylim=(0, 1.05))
-    ax[0].legend(fontsize=8)
-    ax[1].semilogy(steps, [r["lambda"] for r in rows])
-    ax[1].set(xlabel="sparse-training step", ylabel="λ of the channel penalty")
-    with _atomic(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
-
-def _compare_grid(trainer: Trainer, dense: nn.Module, path: Path) -> None:
-    inputs = trainer.grid_inputs
-    a, b = trainer.generate(inputs, dense), trainer.generate(inputs)
-    if trainer.cfg.paired:
-        shown = inputs[:, : trainer.data.channels]
-        if trainer.cfg.task == "completion":
-            m = inputs[:, -1:]
-            shown = shown * (1 - m) + m * (-0.5)
-        save_grid([shown, a, b, trainer.grid_targets], path)
-    else:
-        save_grid([a, b], path)
 
 
 def compress(
@@ -464,8 +430,8 @@ def compress(
         _write_text(out / "config.toml", new_cfg.to_toml())
         save_checkpoint(trainer.state_dict(), out)
         trainer.sample_grid(out / "samples" / "final.png")
-        _compare_grid(trainer, dense_sampler, out / "compare.png")
-        _plot(log, config.target_macs, out / "compress.png")
+        compare_grid(trainer, dense_sampler, out / "compare.png")
+        plot_sparsity(log, config.target_macs, out / "compress.png")
         summary = {
             "status": "finished",
             "task": cfg.task,

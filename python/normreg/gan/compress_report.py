@@ -4,9 +4,16 @@ the sparsity curve and sample comparison it drew."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["report_markdown"]
+from torch import nn
+
+from ._files import _atomic
+from .plots import save_grid
+from .trainer import Trainer
+
+__all__ = ["report_markdown", "plot_sparsity", "compare_grid"]
 
 
 def _fmt(v: Any, spec: str = ".4g") -> str:
@@ -76,3 +83,40 @@ def report_markdown(r: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def plot_sparsity(log: list[dict], target: float, path: Path) -> None:
+    """``compress.png``: the pruned G's MAC fraction against its budget and the target, and
+    the channel penalty's λ, over the sparse-training steps (written atomically)."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in log if r["phase"] == "sparse" and "mac_fraction" in r]
+    if not rows:
+        return
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    steps = [r["step"] for r in rows]
+    ax[0].plot(steps, [r["mac_fraction"] for r in rows], label="pruned G / dense G")
+    ax[0].plot(steps, [r["budget"] for r in rows], ls=":", c="gray", label="budget (ramp)")
+    ax[0].axhline(target, ls="--", c="k", lw=1, label=f"target {target:g}")
+    ax[0].set(xlabel="sparse-training step", ylabel="fraction of the dense MACs", ylim=(0, 1.05))
+    ax[0].legend(fontsize=8)
+    ax[1].semilogy(steps, [r["lambda"] for r in rows])
+    ax[1].set(xlabel="sparse-training step", ylabel="λ of the channel penalty")
+    with _atomic(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def compare_grid(trainer: Trainer, dense: nn.Module, path: Path) -> None:
+    """``compare.png``: the dense and the compressed G on the same inputs (rows: input,
+    dense, compressed, target for paired tasks)."""
+    inputs = trainer.grid_inputs
+    a, b = trainer.generate(inputs, dense), trainer.generate(inputs)
+    if trainer.cfg.paired:
+        shown = inputs[:, : trainer.data.channels]
+        if trainer.cfg.task == "completion":
+            m = inputs[:, -1:]
+            shown = shown * (1 - m) + m * (-0.5)
+        save_grid([shown, a, b, trainer.grid_targets], path)
+    else:
+        save_grid([a, b], path)
