@@ -40,7 +40,7 @@ inline C affine_term(C w, C a, C b) noexcept {
 // bits after rounding (a float that rounds to 0 on store counts as a zero).
 template <class T>
 inline int stored_zero(T s) noexcept {
-    if constexpr (std::is_same_v<T, core::bf16> || std::is_same_v<T, core::f16>) return (s.bits & 0x7fffu) == 0u;
+    if constexpr (std::is_same_v<T, core::bf16> || std::is_same_v<T, core::f16>) return (core::bits_of(s) & 0x7fffu) == 0u;
     else return s == T(0);
 }
 

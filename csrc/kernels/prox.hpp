@@ -99,7 +99,7 @@ inline T store_rz(double x) noexcept {
             return f;
         } else {
             T t = store<T>(f);
-            if (std::fabs(load<T>(t)) > std::fabs(f)) t.bits = static_cast<std::uint16_t>(t.bits - 1u);  // one step toward 0
+            if (std::fabs(load<T>(t)) > std::fabs(f)) t = static_cast<T>(static_cast<std::uint16_t>(core::bits_of(t) - 1u));  // one step toward 0
             return t;
         }
     }
