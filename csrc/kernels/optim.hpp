@@ -48,7 +48,7 @@ enum class ProxKind : int { None = 0, Shrink = 1, Hard = 2, Grad = 3 };
 // HasB: b != 0, decided once per call outside the loop (see affine_term: with the select
 // inside, the L1 ProxAdam step in "grad" mode ran 10x slower than in "prox" mode).
 template <int Kind, bool HasB, class T, class C>
-inline C penalized_grad(T g, C w, C a, C b) noexcept {
+__attribute__((always_inline)) inline C penalized_grad(T g, C w, C a, C b) noexcept {
     if constexpr (Kind == static_cast<int>(ProxKind::Grad)) {
         const C d = affine_term<HasB>(w, a, b);
         return load<T>(store<T>(load<T>(g) + d));
@@ -96,7 +96,7 @@ inline bool pre_hard_zero_d(float v, float den, double two_a) noexcept {
 }
 
 template <int Kind, bool Pre, class C>
-inline C fused_prox(C v, C a, C b, C inv, C thr, C two_a, C den, const SoftT<C>& st, double ad, double bd,
+__attribute__((always_inline)) inline C fused_prox(C v, C a, C b, C inv, C thr, C two_a, C den, const SoftT<C>& st, double ad, double bd,
                     double two_ad) noexcept {
     if constexpr (Kind == static_cast<int>(ProxKind::Shrink)) {
         (void)two_ad;

@@ -31,7 +31,7 @@ inline C sign_nan(C w) noexcept {
 // b == 0 inside a loop made GCC unswitch it and leave one copy scalar). The one definition
 // of this rounding: add_grad_ (affine_grad) and the optimizers' fused gradient use it alike.
 template <bool HasB, class C>
-inline C affine_term(C w, C a, C b) noexcept {
+__attribute__((always_inline)) inline C affine_term(C w, C a, C b) noexcept {
     if constexpr (HasB) return a * sign_nan(w) + b * w;
     else return (void)b, a * sign_nan(w) + C(0);
 }
