@@ -1,5 +1,6 @@
 """A sweep's runs: the points, their store (one JSON file per finished run, written
-atomically), and the runner that executes them serially or in worker processes."""
+atomically), and the runner that executes them serially or in worker processes, with the
+torch thread count a sweep or study records (:func:`resolve_threads`)."""
 
 from __future__ import annotations
 
@@ -276,3 +277,30 @@ def run_points(
         rec.update(labels=dict(p.labels), seed=p.seed, fold=p.fold)
         records.append(rec)
     return records
+
+
+def resolve_threads(threads: int | None, jobs: int, prev: Mapping | None, manifest: Path) -> int:
+    """The torch threads every run of a sweep or study uses, recorded in its manifest.
+
+    Thread counts can change a run's floating-point results (torch's reductions split
+    differently), so a resumed sweep reuses the recorded count: ``threads=None`` takes it, a
+    different explicit count is refused. A new sweep records ``threads``, or 1 with
+    ``jobs > 1``, or torch's current count.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"'threads' must be a positive int or None, got {threads!r}")
+    recorded = prev.get("threads") if isinstance(prev, Mapping) else None
+    if recorded is not None:
+        if threads is not None and threads != recorded:
+            raise ValueError(
+                f"'threads' = {threads} differs from the {recorded} torch thread(s) the runs in "
+                f"{os.fspath(manifest.parent)!r} used (recorded in {manifest.name}); the resumed runs would not "
+                "match the finished ones: omit --threads (the recorded count is used) or start a new sweep"
+            )
+        return int(recorded)
+    if threads is not None:
+        return threads
+    if jobs > 1:
+        return 1
+
+    return torch.get_num_threads()

@@ -22,9 +22,11 @@ and folds), ``best.toml`` (a config ``normreg train --config`` accepts), ``sweep
 ``runs/<key>/`` (the trainer's run directories).
 
 The pieces below it: :mod:`~normreg.study.grid` (the trainer seam, option parsing, the grid),
+:mod:`~normreg.study.sweep_points` (the base config, the seeds, the points of a grid),
 :mod:`~normreg.study.criterion` (selection), :mod:`~normreg.study.runner` (points, their
-store, serial and parallel execution), :mod:`~normreg.study.records` (CSVs and summaries);
-this module ties them into :func:`sweep` and :func:`load_sweep`, and draws ``sweep.png``.
+store, serial and parallel execution, the thread count), :mod:`~normreg.study.records` (CSVs
+and summaries), :mod:`~normreg.study.sweep_plot` (``sweep.png``); this module ties them into
+:func:`sweep` and :func:`load_sweep`, and writes the best config.
 """
 
 from __future__ import annotations
@@ -39,8 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ._io import (
     atomic_write_text,
     read_json,
@@ -51,7 +51,6 @@ from .criterion import Criterion  # noqa: F401
 from .grid import (  # noqa: F401
     Backend,
     _check_option,
-    _get_dotted,
     _set_dotted,
     default_backend,
     expand_grid,
@@ -59,8 +58,9 @@ from .grid import (  # noqa: F401
     parse_value,
 )
 from .records import METRIC_DIRECTIONS, results_csv, summarize, summary_csv
-from .runner import Point, Store, run_points  # noqa: F401
+from .runner import Point, Store, resolve_threads, run_points  # noqa: F401
 from .sweep_plot import plot_sweep
+from .sweep_points import _base_dict, _seed_list, make_points
 
 __all__ = [
     "Backend",
@@ -98,64 +98,6 @@ class SweepResult:
     @property
     def best(self) -> dict:
         return self.summary[self.best_index]
-
-
-def _base_dict(base, backend: Backend) -> dict:
-    if base is None:
-        return backend.config_cls().to_dict()
-    if isinstance(base, (str, os.PathLike)):
-        path = Path(base)
-        if not path.is_file():
-            raise ValueError(f"'base': config file {os.fspath(path)!r} does not exist")
-        return backend.config_cls.from_toml(path).to_dict()
-    if isinstance(base, Mapping):
-        # validate through the config class (fills defaults, rejects unknown options)
-        return backend.config_cls.from_dict(dict(base)).to_dict()
-    if hasattr(base, "to_dict"):
-        return base.to_dict()
-    raise TypeError(
-        f"'base' must be a TrainConfig, a dict of options or a TOML path, got {type(base).__name__}"
-    )
-
-
-def _seed_list(seeds, base_seed: int) -> list[int]:
-    if isinstance(seeds, bool):
-        raise TypeError(f"'seeds' must be a count or a list of ints, got {seeds!r}")
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise ValueError(f"'seeds' must be >= 1, got {seeds}")
-        return [base_seed + i for i in range(seeds)]
-    seeds = list(seeds)
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f"'seeds' must be a positive count or a non-empty list of ints, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"'seeds' has repeated seeds: {seeds}")
-    return seeds
-
-
-def make_points(
-    base: dict, grid: Mapping[str, Sequence], seeds: Sequence[int], folds: int, backend: Backend
-) -> list[Point]:
-    """Every (grid point, seed, fold) as a :class:`Point` with a validated config."""
-    folds_field, fold_field = backend.fold_fields
-    points = []
-    for opts in expand_grid(grid):
-        for seed in seeds:
-            for fold in range(folds) if folds > 1 else [None]:
-                cfg = json.loads(json.dumps(base))  # deep copy of plain data
-                for name, value in opts.items():
-                    _set_dotted(cfg, name, value)
-                cfg["seed"] = seed
-                if fold is not None:
-                    cfg[folds_field], cfg[fold_field] = folds, fold
-                try:  # validate now, before any run starts, and store the normalized dict
-                    cfg = backend.config_cls.from_dict(cfg).to_dict()
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"'grid': the point {opts} is not a valid config: {exc}") from exc
-                # labels as the config holds them (an int λ becomes the float the config stores)
-                labels = {name: _get_dotted(cfg, name) for name in opts}
-                points.append(Point(labels=labels, seed=seed, fold=fold, config=cfg))
-    return points
 
 
 def sweep(
@@ -289,33 +231,6 @@ def sweep(
         threads=threads,
     )
     return _finish(out, base_d, grid, criterion, records, backend, plot=plot)
-
-
-def resolve_threads(threads: int | None, jobs: int, prev: Mapping | None, manifest: Path) -> int:
-    """The torch threads every run of a sweep or study uses, recorded in its manifest.
-
-    Thread counts can change a run's floating-point results (torch's reductions split
-    differently), so a resumed sweep reuses the recorded count: ``threads=None`` takes it, a
-    different explicit count is refused. A new sweep records ``threads``, or 1 with
-    ``jobs > 1``, or torch's current count.
-    """
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"'threads' must be a positive int or None, got {threads!r}")
-    recorded = prev.get("threads") if isinstance(prev, Mapping) else None
-    if recorded is not None:
-        if threads is not None and threads != recorded:
-            raise ValueError(
-                f"'threads' = {threads} differs from the {recorded} torch thread(s) the runs in "
-                f"{os.fspath(manifest.parent)!r} used (recorded in {manifest.name}); the resumed runs would not "
-                "match the finished ones: omit --threads (the recorded count is used) or start a new sweep"
-            )
-        return int(recorded)
-    if threads is not None:
-        return threads
-    if jobs > 1:
-        return 1
-
-    return torch.get_num_threads()
 
 
 def load_sweep(
