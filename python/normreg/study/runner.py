@@ -178,7 +178,7 @@ def run_points(
     ``measure(run_dir, cfg, summary)`` may add more metrics per run (a study's histograms,
     weight sparsity); its scalar entries join ``metrics``, the rest go to ``extra``. With
     ``jobs > 1`` it must be picklable (a module-level function or an instance of a module-level
-    class, as :class:`normreg.study.studies.StudyMeasure`), since the workers call it.
+    class, as :class:`normreg.study.studies_measure.StudyMeasure`), since the workers call it.
 
     ``jobs > 1`` runs that many points at once in worker processes, each with ``threads``
     torch threads (default 1); on a small machine two single-threaded runs use the cores
