@@ -15,6 +15,10 @@ Phases, each resumable (one JSON record per run under ``OUT/points/``, atomic wr
    (:func:`normreg.gan.compress.measure_latency`, batch 1 and 64, 1 and 2 threads).
 3. **report**: :func:`normreg.study.compression_report.write_report` (tables, Pareto figures,
    sample grids, the targets checked).
+
+The plan of runs is made by :mod:`.compression_plan`, each run (and its latency, and the
+sample grids) done by :mod:`.compression_runs`, the settings and records are in
+:mod:`.compression_records`; this module schedules the phases and is the command line.
 """
 
 from __future__ import annotations
@@ -23,21 +27,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
-from normreg.gan import TrainConfig, train
-from normreg.gan.compress import COMPRESS_METHODS, CompressConfig, compress, measure_latency
-from normreg.gan.plots import save_grid
-from normreg.gan.train import trainer_from_checkpoint
-from normreg.study._io import atomic_savefig
 from normreg.study.compression_report import write_report
-from normreg.study.report_parts import _plt
 
 from ._io import (
     atomic_write_text,
@@ -47,7 +41,8 @@ from ._io import (
     resolve_jobs,
     to_jsonable,
 )
-from .compression_records import (
+from .compression_plan import study_plan
+from .compression_records import (  # noqa: F401
     LATENCY_REPEATS,
     METHODS,
     PARTS,
@@ -59,6 +54,7 @@ from .compression_records import (
     grid_target,
     load_records,
 )
+from .compression_runs import _latency_one, _run_dir, _run_job, _sample_grid
 
 __all__ = [
     "PARTS",
@@ -70,207 +66,6 @@ __all__ = [
     "load_records",
     "run_cli",
 ]
-
-
-def _key_dense(part: str, seed: int) -> str:
-    return f"{part}_s{seed}_dense"
-
-
-def _key_compress(part: str, seed: int, method: str, target: float) -> str:
-    return f"{part}_s{seed}_{method}_{target:g}"
-
-
-def study_plan(
-    mode: str = "full", parts=None, methods=None, targets=None, seeds: int | None = None
-) -> list[dict]:
-    """Every run of the study: ``{"key", "kind" ("dense" | "compress"), "part", "seed", ...}``,
-    the dense runs first, then the compress runs seed-major (an interrupted study has every
-    method at its first seeds). Configs are validated here, before anything runs."""
-
-    if mode not in ("full", "smoke"):
-        raise ValueError(f"'mode' must be 'full' or 'smoke', got {mode!r}")
-    smoke = mode == "smoke"
-
-    def pick(name: str, given, default, known) -> tuple:
-        chosen = (
-            tuple((given,) if isinstance(given, (str, float, int)) else given)
-            if given is not None
-            else default
-        )
-        bad = [v for v in chosen if known is not None and v not in known]
-        if bad or not chosen:
-            raise ValueError(
-                f"'{name}': unknown or no value(s) {bad!r}; choose from {', '.join(map(repr, known))}"
-            )
-        return chosen
-
-    parts = pick("parts", parts, SMOKE["parts"] if smoke else PARTS, PARTS)
-    methods = pick("methods", methods, SMOKE["methods"] if smoke else METHODS, COMPRESS_METHODS)
-    targets = pick("targets", targets, SMOKE["targets"] if smoke else TARGETS, None)
-    n_seeds = (SMOKE["seeds"] if smoke else SEEDS) if seeds is None else seeds
-    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
-        raise ValueError(f"'seeds' must be an int >= 1, got {seeds!r}")
-    dense, comp = [], []
-    for seed in range(n_seeds):
-        for part in parts:
-            opts = {**SETUP[part]["dense"], **(SMOKE["dense"] if smoke else {}), "seed": seed}
-            cfg = TrainConfig().replace(**opts) if opts else TrainConfig()
-            dense.append(
-                {
-                    "key": _key_dense(part, seed),
-                    "kind": "dense",
-                    "part": part,
-                    "seed": seed,
-                    "config": cfg.to_dict(),
-                }
-            )
-            for target in targets:
-                for method in methods:
-                    copts = {
-                        **SETUP[part]["compress"],
-                        **(SMOKE["compress"] if smoke else {}),
-                        "method": method,
-                        "target_macs": float(target),
-                    }
-                    if method == "magnitude":
-                        copts["sparse_steps"] = 0
-                    cc = CompressConfig(**copts)  # ValueError for a bad target
-                    comp.append(
-                        {
-                            "key": _key_compress(part, seed, method, float(target)),
-                            "kind": "compress",
-                            "part": part,
-                            "seed": seed,
-                            "method": method,
-                            "target": float(target),
-                            "dense_key": _key_dense(part, seed),
-                            "compress_config": _asdict(cc),
-                        }
-                    )
-    return dense + comp
-
-
-def _asdict(cc) -> dict:
-
-    return asdict(cc)
-
-
-def _run_dir(out: Path, key: str) -> Path:
-    return out / "runs" / key
-
-
-def _run_job(job: dict, out_dir: str, threads: int) -> str:
-    """One dense or compress run in a worker; writes ``points/KEY.json`` when done."""
-
-    torch.set_num_threads(threads)
-    out = Path(out_dir)
-    run_dir = _run_dir(out, job["key"])
-    t0 = time.perf_counter()
-    if job["kind"] == "dense":
-        summary = train(TrainConfig.from_dict(job["config"]), run_dir, overwrite=True, progress=False)
-        record = {
-            **{k: job[k] for k in ("key", "kind", "part", "seed", "config")},
-            "metrics": summary.get("metrics"),
-            "val_metrics": summary.get("val_metrics"),
-            "params_g": summary.get("params_g"),
-        }
-    else:
-        cc = CompressConfig(**job["compress_config"])
-        report = compress(
-            _run_dir(out, job["dense_key"]), run_dir, cc, overwrite=True, progress=False, latency=False
-        )
-        record = {
-            **{
-                k: job[k]
-                for k in ("key", "kind", "part", "seed", "method", "target", "dense_key", "compress_config")
-            },
-            **{
-                k: report.get(k)
-                for k in (
-                    "dense_macs",
-                    "macs",
-                    "mac_fraction",
-                    "target_met",
-                    "dense_params",
-                    "params",
-                    "pruned_channels",
-                    "prunable_channels",
-                    "topped_up_channels",
-                    "final_lambda",
-                    "check_max_abs_diff",
-                )
-            },
-            "dense": report["dense"],
-            "compressed": report["compressed"],
-        }
-    record["seconds"] = time.perf_counter() - t0
-    record["threads"] = threads
-    atomic_write_text(out / "points" / f"{job['key']}.json", json.dumps(to_jsonable(record)) + "\n")
-    return job["key"]
-
-
-def _latency_one(out: Path, rec: dict, repeats: int) -> dict:
-    """Time the compressed G of ``rec`` against its seed's dense G (both EMA samplers)."""
-
-    dense = trainer_from_checkpoint(_run_dir(out, rec["dense_key"]))
-    small = trainer_from_checkpoint(_run_dir(out, rec["key"]))
-    x_all = dense.eval_inputs["val"]
-
-    def make_input(b: int) -> torch.Tensor:
-        return x_all[torch.arange(b) % x_all.shape[0]]
-
-    rows = measure_latency({"dense": dense.sampler, "compressed": small.sampler}, make_input, repeats=repeats)
-    for row in rows:
-        row["speedup"] = row["dense_ms"] / row["compressed_ms"]
-    return {"rows": rows, "repeats": repeats, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-
-
-def _sample_grid(out: Path, jobs: list[dict], path: Path) -> None:
-    """Rows: input, dense G, the compressed G of every method (lowest seed, :func:`grid_target`),
-    target; for one part."""
-
-    seed = min(j["seed"] for j in jobs)
-    t = grid_target([j["target"] for j in jobs])
-    chosen = [j for j in jobs if j["seed"] == seed and j["target"] == t]
-    dense = trainer_from_checkpoint(_run_dir(out, chosen[0]["dense_key"]))
-    inputs = dense.grid_inputs[:8]
-    rows, labels = [], []
-    if dense.cfg.paired:
-        shown = inputs[:, : dense.data.channels]
-        if dense.cfg.task == "completion":
-            m = inputs[:, -1:]
-            shown = shown * (1 - m) + m * (-0.5)
-        rows.append(shown)
-        labels.append("input")
-    rows.append(dense.generate(inputs))
-    labels.append("dense")
-    for j in chosen:
-        small = trainer_from_checkpoint(_run_dir(out, j["key"]))
-        rows.append(small.generate(inputs))
-        labels.append(f"{j['method']}")
-    if dense.cfg.paired:
-        rows.append(dense.grid_targets[:8])
-        labels.append("target")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        canvas = save_grid(rows, Path(tmp) / "grid.png")
-    plt = _plt()
-    h, w = canvas.shape[:2]
-    cell = (h - 1) / len(rows)
-    fig, ax = plt.subplots(figsize=(1.2 + w / 60, 0.3 + h / 60))
-    ax.imshow(canvas, interpolation="nearest")
-    ax.set_yticks([1 + cell * (i + 0.5) for i in range(len(rows))], labels)
-    ax.set_xticks([])
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(
-        f"{dense.cfg.task} on {dense.cfg.dataset}: dense G and each method at {t:g} of the MACs (seed {seed})",
-        fontsize=8,
-    )
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
 
 
 def run_compression_study(
