@@ -18,17 +18,19 @@ For every case the runner
 
 Thread counts are set for both libraries at once (:func:`threads`): torch's intra-op pool
 and normreg's kernels.
+
+The agreement check is in :mod:`normreg.bench.agreement`, the timers and their rounds in
+:mod:`normreg.bench.timers`; this module holds a case's result (:class:`CaseResult`),
+:func:`run_case`, :func:`thread_scaling` and the thread counts.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
-import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,7 +38,19 @@ import normreg
 from normreg._loader import _C
 from normreg.bench.bandwidth import Probe
 
-from .cases import Case, Impl
+from .agreement import AgreementError, check_agreement
+from .cases import Case
+from .timers import (  # noqa: F401
+    MAX_NUMBER,
+    MIN_REP_S,
+    PROBE,
+    ROUND,
+    Timing,
+    _ProbeTimer,
+    _take_turns,
+    _Timer,
+    time_impl,
+)
 
 __all__ = [
     "AgreementError",
@@ -49,29 +63,6 @@ __all__ = [
     "thread_counts",
     "thread_scaling",
 ]
-
-
-class AgreementError(AssertionError):
-    """An implementation's result differs from normreg's beyond the case's tolerance."""
-
-    def __init__(self, case: Case, impl: str, detail: str) -> None:
-        self.group, self.impl, self.detail = case.group, impl, detail
-        rtol, atol = case.impl(impl).tol or case.tol
-        super().__init__(
-            f"{case.group}: {impl} disagrees with normreg (rtol={rtol:g}, atol={atol:g}); "
-            f"it is not timed. {detail}"
-        )
-
-
-@dataclass
-class Timing:
-    best_s: float
-    median_s: float
-    reps: int
-    number: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -156,176 +147,6 @@ def thread_counts(max_threads: int | None = None) -> list[int]:
     if len(out) == 1:
         out.append(2)  # a one-core machine still reports the 2-thread ratio (oversubscribed)
     return out
-
-
-def _to_compare(x):
-    if isinstance(x, (tuple, list)):
-        return tuple(_to_compare(v) for v in x)
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    if isinstance(x, (int, float)):
-        return torch.tensor(float(x), dtype=torch.float64)
-    return x
-
-
-def _result(case: Case, impl: Impl):
-    inputs = case.make_inputs()
-    thunk = impl.bind(inputs)
-    ret = None
-    for _ in range(case.check_calls):
-        ret = thunk()
-    return _to_compare(case.result(inputs, ret))
-
-
-def _compare(a, b, rtol: float, atol: float) -> None:
-    """assert_close for nested tuples, casting each pair to a common dtype."""
-    if isinstance(a, tuple):
-        if not isinstance(b, tuple) or len(a) != len(b):
-            raise AssertionError(
-                f"results have different structure: {type(a).__name__} vs {type(b).__name__}"
-            )
-        tensors = all(isinstance(x, torch.Tensor) for x in a + b)
-        if tensors and len(a) > 1 and all(x.shape == y.shape for x, y in zip(a, b, strict=False)):
-            # one comparison of the concatenation: a list of 200 tensors costs one call, not 200
-            dt = torch.promote_types(a[0].dtype, b[0].dtype)
-            flat_a = torch.cat([x.reshape(-1).to(dt) for x in a])
-            flat_b = torch.cat([y.reshape(-1).to(dt) for y in b])
-            torch.testing.assert_close(flat_a, flat_b, rtol=rtol, atol=atol, equal_nan=True)
-            return
-        for i, (x, y) in enumerate(zip(a, b, strict=False)):
-            try:
-                _compare(x, y, rtol, atol)
-            except AssertionError as exc:
-                raise AssertionError(f"item {i}: {exc}") from None
-        return
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        dt = torch.promote_types(a.dtype, b.dtype)
-        torch.testing.assert_close(a.to(dt), b.to(dt), rtol=rtol, atol=atol, equal_nan=True)
-        return
-    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
-
-
-def check_agreement(case: Case, impls: Sequence[str] | None = None) -> None:
-    """Raise :class:`AgreementError` unless every peer (or those named) matches normreg."""
-    ours = _result(case, case.ours)
-    for impl in case.peers:
-        if impls is not None and impl.name not in impls:
-            continue
-        theirs = _result(case, impl)
-        rtol, atol = impl.tol or case.tol
-        try:
-            _compare(theirs, ours, rtol, atol)
-        except AssertionError as exc:
-            raise AgreementError(
-                case, impl.name, str(exc).strip().splitlines()[0] if str(exc) else ""
-            ) from None
-
-
-class _Timer:
-    """One implementation of a case, ready to time: fresh inputs, warmed up, with the number
-    of calls per repetition chosen (see module doc)."""
-
-    def __init__(self, case: Case, impl: Impl, warmup: int, min_rep_s: float, max_number: int) -> None:
-        inputs = case.make_inputs()
-        self.thunk = impl.bind(inputs)
-        self.restore = case.restore(inputs) if case.restore is not None else None
-        for _ in range(max(warmup, 1)):
-            self.warm()
-        self.number = 1
-        if self.restore is None:
-            t0 = time.perf_counter()
-            self.thunk()
-            dt = time.perf_counter() - t0
-            if dt < min_rep_s:
-                self.number = min(max_number, max(1, math.ceil(min_rep_s / max(dt, 1e-7))))
-
-    def warm(self) -> None:
-        """One untimed call (restoring in-place inputs first)."""
-        if self.restore:
-            self.restore()
-        self.thunk()
-
-    def rep(self) -> float:
-        """Seconds of one call, from one timed repetition."""
-        if self.restore:
-            self.restore()
-        perf, thunk = time.perf_counter, self.thunk
-        t0 = perf()
-        for _ in range(self.number):
-            thunk()
-        return (perf() - t0) / self.number
-
-
-#: calls faster than this are repeated inside one repetition, at most MAX_NUMBER times
-MIN_REP_S = 2e-3
-MAX_NUMBER = 1000
-
-
-def time_impl(
-    case: Case,
-    impl: Impl,
-    *,
-    warmup: int = 1,
-    reps: int = 5,
-    min_rep_s: float = MIN_REP_S,
-    max_number: int = MAX_NUMBER,
-) -> Timing:
-    """Best and median seconds of one call of ``impl`` on fresh inputs (see module doc)."""
-    t = _Timer(case, impl, warmup, min_rep_s, max_number)
-    times = [t.rep() for _ in range(reps)]
-    return Timing(min(times), statistics.median(times), reps, t.number)
-
-
-#: timed repetitions an implementation runs in a row before the next one takes its turn
-ROUND = 2
-
-
-class _ProbeTimer:
-    """The bandwidth probe as one more turn-taker of a case (see :func:`run_case`); a pass
-    faster than ``MIN_REP_S`` is repeated within a repetition, as a case's call is."""
-
-    def __init__(self, probe, kind: str) -> None:
-        self.pass_ = probe.read if kind == "read" else probe.rw
-        self.bytes = probe.moved(kind)
-        self.in_cache = probe.in_cache
-        self.number = 1
-        self.warm()
-        t0 = time.perf_counter()
-        self.pass_()
-        dt = time.perf_counter() - t0
-        if dt < MIN_REP_S:
-            self.number = min(MAX_NUMBER, max(1, math.ceil(MIN_REP_S / max(dt, 1e-7))))
-
-    def warm(self) -> None:
-        self.pass_()
-
-    def rep(self) -> float:
-        perf, pass_ = time.perf_counter, self.pass_
-        t0 = perf()
-        for _ in range(self.number):
-            pass_()
-        return (perf() - t0) / self.number
-
-
-#: the name under which the probe takes its turns (never an implementation's name)
-PROBE = "(bandwidth probe)"
-
-
-def _take_turns(timers: dict, reps: int, context=lambda key: nullcontext()) -> dict:
-    """``reps`` repetitions of every timer, taking turns: rounds of :data:`ROUND` repetitions
-    each, every round after the first preceded by one untimed call. ``context(key)`` is
-    entered around a timer's turn (a thread count, say). Returns ``{key: [seconds, ...]}``."""
-    got: dict = {key: [] for key in timers}
-    while any(len(ts) < reps for ts in got.values()):
-        for key, t in timers.items():
-            k = min(ROUND, reps - len(got[key]))
-            if k <= 0:
-                continue
-            with context(key):
-                if got[key]:
-                    t.warm()
-                got[key].extend(t.rep() for _ in range(k))
-    return got
 
 
 def run_case(
