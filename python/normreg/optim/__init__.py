@@ -1,7 +1,8 @@
 """Proximal optimizers: ProxSGD, ProxAdam, ProxAdamW, λ schedules and the penalty scheduler.
 
 Laid out like :mod:`torch.optim`: :mod:`.sgd`, :mod:`.adam`, :mod:`.penalty_scheduler`,
-and :mod:`._base` (what the optimizers share).
+and :mod:`._base` (what the optimizers share: the step loop, ``state_dict``), with a group's
+penalty in :mod:`._group_penalty` and the hyperparameters' checks in :mod:`._args`.
 
 Each is a :class:`torch.optim.Optimizer` whose ``step`` runs one fused C++ pass per param
 group: moment updates, the parameter update and the proximal step of the group's
@@ -63,7 +64,7 @@ likewise). Only elementwise penalties have this form.
 
 from __future__ import annotations
 
-from ._base import penalty_from_spec, penalty_spec
+from ._group_penalty import penalty_from_spec, penalty_spec
 from .adam import ProxAdam, ProxAdamW
 from .penalty_scheduler import Constant, Cosine, LinearWarmup, PenaltyScheduler, SparsityController
 from .sgd import ProxSGD

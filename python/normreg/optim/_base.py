@@ -1,5 +1,7 @@
-"""What the proximal optimizers share: argument checks, penalties per group (and their plain
-specs in ``state_dict``), the λ factor, the step loop, and loading torch.optim state.
+"""What the proximal optimizers share: the λ factor, the step loop, ``state_dict`` (each
+group's penalty as its plain spec) and loading torch.optim state. The hyperparameters' checks
+are in :mod:`._args`; a group's penalty (its checks, its spec, the fused pass's arguments for
+it) in :mod:`._group_penalty`.
 
 Subclasses (:mod:`.sgd`, :mod:`.adam`) implement ``_update(group, tl, gl, kind, a, b)`` (the
 fused pass) and ``_torch_update(group, params, grads)`` (torch's own functional step, taken
@@ -8,7 +10,6 @@ for groups without a penalty where the fused pass would not be bitwise torch's).
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 
@@ -17,153 +18,21 @@ from torch import Tensor
 
 from .. import _ops
 from .. import _reference as ref
-from .. import penalties as P
 from .._bridge import _same_layout, paired, tensor_list
 from .._dtensors import groups_have_dtensor as _groups_have_dtensor
 from ..distributed import dtensor_step
-from ..penalties import Penalty, Sum
-from ..prox import ProxStats, _check_plan_params, _Plan, _plan, _run_plan
-
-# ---- argument checks -----------------------------------------------------------------------
-
-
-def _real(v, arg: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        if isinstance(v, Tensor):
-            raise TypeError(f"'{arg}' must be a Python float (tensor hyperparameters are not supported), got a Tensor")
-        raise TypeError(f"'{arg}' must be a real number, got {type(v).__name__} {v!r}")
-    return float(v)
-
-
-def _nonneg_finite(v, arg: str) -> float:
-    v = _real(v, arg)
-    if not (0.0 <= v < math.inf):
-        raise ValueError(f"Invalid {arg} value: '{arg}' must be finite and >= 0, got {v}")
-    return v
-
-
-def _flag(v, arg: str) -> bool:
-    if not isinstance(v, bool):
-        raise TypeError(f"'{arg}' must be True or False, got {type(v).__name__} {v!r}")
-    return v
-
-
-def _opt_flag(v, arg: str) -> bool | None:
-    if v is not None and not isinstance(v, bool):
-        raise TypeError(f"'{arg}' must be None, True or False, got {type(v).__name__} {v!r}")
-    return v
-
-
-def _torch_flags(foreach, fused, capturable, differentiable) -> dict:
-    """torch.optim's implementation switches. ``foreach`` / ``fused`` choose torch's
-    implementation for the steps that run torch's own update (groups without a penalty);
-    the fused normreg pass is used for penalized groups either way. ``capturable`` and
-    ``differentiable`` have no normreg counterpart and are refused when True."""
-    foreach, fused = _opt_flag(foreach, "foreach"), _opt_flag(fused, "fused")
-    capturable, differentiable = _flag(capturable, "capturable"), _flag(differentiable, "differentiable")
-    if foreach and fused:
-        raise ValueError("'foreach' and 'fused' cannot both be True; pick one of torch's implementations")
-    if capturable:
-        raise ValueError(
-            "'capturable=True' (CUDA-graph capture, step counts kept on the device) is not supported by normreg's "
-            "optimizers; use capturable=False (or torch.optim with capturable=True)"
-        )
-    if differentiable:
-        raise ValueError(
-            "'differentiable=True' (autograd through the optimizer step) is not supported by normreg's optimizers: "
-            "the step writes in place under no_grad; use differentiable=False"
-        )
-    return dict(foreach=foreach, fused=fused, capturable=False, differentiable=False)
-
-
-def _check_lr(lr) -> float:
-    return _nonneg_finite(lr, "lr")
-
-
-# ---- penalties as plain data ------------------------------------------------------------------
-
-
-def penalty_spec(penalty) -> dict | None:
-    """A penalty as plain data (``{"kind": "l1", "strength": 1e-4}``; sums as
-    ``{"kind": "sum", "terms": [...]}``), for ``state_dict``; ``None`` stays ``None``."""
-    if penalty is None:
-        return None
-    if not isinstance(penalty, Penalty):
-        raise TypeError(f"'penalty' must be a normreg penalty (e.g. normreg.L1(1e-4)), got {type(penalty).__name__}")
-    if isinstance(penalty, Sum):
-        return {"kind": "sum", "terms": [penalty_spec(t) for t in penalty.terms]}
-    spec = {"kind": penalty.kind}
-    for name in inspect.signature(type(penalty).__init__).parameters:
-        if name != "self" and hasattr(penalty, name):
-            spec[name] = getattr(penalty, name)
-    return spec
-
-
-def penalty_from_spec(spec):
-    """The penalty described by :func:`penalty_spec`'s plain data (a penalty object passes)."""
-    if spec is None or isinstance(spec, P.Penalty):
-        return spec
-    if not isinstance(spec, dict) or "kind" not in spec:
-        raise ValueError(f"a penalty spec is a dict with a 'kind' (e.g. {{'kind': 'l1', 'strength': 1e-4}}), got {spec!r}")
-    kinds = {c.kind: c for c in vars(P).values() if isinstance(c, type) and issubclass(c, P.Penalty) and c.kind}
-    kind = spec["kind"]
-    if kind == "sum":
-        return P.Sum([penalty_from_spec(t) for t in spec.get("terms", [])])
-    cls = kinds.get(kind)
-    if cls is None:
-        raise ValueError(f"unknown penalty kind {kind!r} in a penalty spec; known: {sorted(kinds) + ['sum']}")
-    args = {k: v for k, v in spec.items() if k != "kind"}
-    if "l" in args and "strength" not in args:  # a spec saved before the strength was named 'strength'
-        args["strength"] = args.pop("l")
-    return cls(**args)
-
-
-_PENALTY_MODES = ("prox", "grad")
-_GRAD = 3  # the kernels' fused-gradient penalty kind (kernels::ProxKind::Grad)
-#: group keys that only normreg's optimizers have (kept on load from the current groups
-#: when a state_dict, e.g. torch.optim's, lacks them)
-_NORMREG_KEYS = ("penalty", "penalty_mode", "precondition_prox", "penalty_factor")
-
-
-def _fused_args(plan: _Plan | None, lr: float) -> tuple[int, float, float]:
-    """(prox_kind, a, b) of the kernel: 0 none, 1 elastic-net shrink, 2 exact L0."""
-    if plan is None or not plan.elementwise:
-        return 0, 0.0, 0.0
-    if plan.l0 > 0:
-        return 2, lr * plan.l0, 0.0
-    if plan.l1 > 0 or plan.l2 > 0:
-        return 1, lr * plan.l1, lr * plan.l2
-    return 0, 0.0, 0.0
-
-
-def _check_has_grad(penalty) -> None:
-    if not isinstance(penalty, Penalty):
-        raise TypeError(f"'penalty' must be a normreg penalty (e.g. normreg.L1(1e-4)), got {type(penalty).__name__}")
-    if not penalty.has_grad:
-        raise ValueError(
-            f"penalty_mode='grad': {penalty!r} has an L0 term, which has no gradient; use penalty_mode='prox' "
-            "(its hard threshold)"
-        )
-
-
-def _grad_args(penalty, tl, gl):
-    """(kind, a, b, grads) of the kernel for a penalty applied as a gradient.
-
-    L1 / SquaredL2 / ElasticNet (and sums of them) on the CPU go into the fused pass as
-    ``g + l1*sign(w) + l2*w``; any other penalty with a gradient (or tensors the kernels do
-    not take) adds its gradient into a copy of the gradients first, as ``add_grad_`` would.
-    """
-    if penalty.affine:  # the kernels and the reference both fuse it (kind 3)
-        a, b = penalty._s1(), penalty._s2()
-        return (_GRAD, a, b, gl) if a > 0 or b > 0 else (0, 0.0, 0.0, gl)
-    copies = [g.clone(memory_format=torch.contiguous_format) for g in gl.tensors]
-    cl = paired(tl, copies, "grads", inplace=True)
-    penalty._grad(tl, cl, 1.0, accumulate=True)
-    return 0, 0.0, 0.0, cl
-
-
-def _is_zero(penalty) -> bool:
-    return penalty is None or (penalty.affine and penalty._s1() == 0 and penalty._s2() == 0)
+from ..prox import ProxStats, _check_plan_params, _plan, _run_plan
+from ._args import _nonneg_finite
+from ._group_penalty import (
+    _NORMREG_KEYS,
+    _check_group,
+    _check_has_grad,
+    _fused_args,
+    _grad_args,
+    _is_zero,
+    penalty_from_spec,
+    penalty_spec,
+)
 
 
 class _ProxOptimizer(torch.optim.Optimizer):
@@ -189,29 +58,7 @@ class _ProxOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict) -> None:
-        penalty = param_group.get("penalty", self.defaults.get("penalty"))
-        if isinstance(penalty, dict):  # a plain spec
-            penalty = param_group["penalty"] = penalty_from_spec(penalty)
-        mode = param_group.get("penalty_mode", self.defaults.get("penalty_mode", "prox"))
-        if mode not in _PENALTY_MODES:
-            raise ValueError(f"'penalty_mode' must be 'prox' or 'grad', got {mode!r}")
-        pre = param_group.get("precondition_prox", self.defaults.get("precondition_prox", False))
-        if "penalty_factor" in param_group:
-            _nonneg_finite(param_group["penalty_factor"], "penalty_factor")
-        if penalty is not None and mode == "grad":
-            _check_has_grad(penalty)
-            if pre:
-                raise ValueError(
-                    "'precondition_prox' applies to penalty_mode='prox'; with penalty_mode='grad' the "
-                    "penalty's gradient goes through Adam's preconditioner like the loss's"
-                )
-        elif penalty is not None:
-            plan = _plan(penalty)  # TypeError / ValueError for penalties without an exact prox
-            if pre and not plan.elementwise:
-                raise ValueError(
-                    f"'precondition_prox' needs an elementwise penalty (L1, SquaredL2, ElasticNet, L0), "
-                    f"got {penalty!r}; use precondition_prox=False for it"
-                )
+        _check_group(param_group, self.defaults)
         super().add_param_group(param_group)
 
     def __getstate__(self) -> dict:  # pickling / deepcopy keep the schedule and step count
@@ -266,7 +113,9 @@ class _ProxOptimizer(torch.optim.Optimizer):
         optimizer was constructed with. A saved penalty spec is rebuilt when it differs from
         the current group's penalty (the current object is kept when they agree)."""
         if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
-            raise ValueError("load_state_dict: expected a dict with 'state' and 'param_groups' (an optimizer state_dict)")
+            raise ValueError(
+                "load_state_dict: expected a dict with 'state' and 'param_groups' (an optimizer state_dict)"
+            )
         state_dict = dict(state_dict)
         extra = state_dict.pop("prox", None)
         saved_groups = state_dict["param_groups"]
@@ -282,7 +131,9 @@ class _ProxOptimizer(torch.optim.Optimizer):
             if "penalty" in saved:
                 spec = saved["penalty"]
                 if spec is not None and not isinstance(spec, (dict,)) and not hasattr(spec, "kind"):
-                    raise ValueError(f"load_state_dict: a group's 'penalty' must be a penalty spec dict, got {spec!r}")
+                    raise ValueError(
+                        f"load_state_dict: a group's 'penalty' must be a penalty spec dict, got {spec!r}"
+                    )
                 same = penalty_spec(cur.get("penalty")) == (
                     spec if isinstance(spec, dict) or spec is None else penalty_spec(spec)
                 )
@@ -372,8 +223,11 @@ class _ProxOptimizer(torch.optim.Optimizer):
                     self._torch_update(group, params, grads)
                     zeros = None
                     if pen:  # counted on the device (an int64 tensor) where a host sync would end a graph
-                        zeros = [p.numel() - int(p.count_nonzero()) for p in params] if _ops.direct_ok() else (
-                            ref.zero_counts(params))
+                        zeros = (
+                            [p.numel() - int(p.count_nonzero()) for p in params]
+                            if _ops.direct_ok()
+                            else (ref.zero_counts(params))
+                        )
                 else:
                     tl = tensor_list(params, "params", inplace=True, direct=_ops.direct_ok())
                     zeros = self._run_fused(group, tl, paired(tl, grads, "grads", inplace=False), 0, 0.0, 0.0)
@@ -383,7 +237,9 @@ class _ProxOptimizer(torch.optim.Optimizer):
             lr = float(group["lr"])
             if as_grad:
                 kind, a, b, gl = _grad_args(penalty, tl, gl)
-                group_stats.append(ProxStats.from_counts(self._run_fused(group, tl, gl, kind, a, b), tl.tensors))
+                group_stats.append(
+                    ProxStats.from_counts(self._run_fused(group, tl, gl, kind, a, b), tl.tensors)
+                )
                 continue
             kind, a, b = _fused_args(plan, lr)
             zeros = self._run_fused(group, tl, gl, kind, a, b)

@@ -7,7 +7,8 @@ from torch import Tensor
 from torch.optim.adam import adam as _torch_adam
 
 from .. import _ops
-from ._base import _check_lr, _flag, _nonneg_finite, _ProxOptimizer, _real, _torch_flags
+from ._args import _check_lr, _flag, _nonneg_finite, _real, _torch_flags
+from ._base import _ProxOptimizer
 
 __all__ = ["ProxAdam", "ProxAdamW"]
 
@@ -129,7 +130,9 @@ class ProxAdam(_ProxOptimizer):
             step_t = steps
         else:
             dt = torch.float32 if fused else _scalar_dtype()
-            step_t = [torch.tensor(s, dtype=dt, device=p.device if fused else None) for s, p in zip(steps, params)]
+            step_t = [
+                torch.tensor(s, dtype=dt, device=p.device if fused else None) for s, p in zip(steps, params)
+            ]
         beta1, beta2 = group["betas"]
         _torch_adam(
             params,
@@ -182,6 +185,8 @@ class ProxAdam(_ProxOptimizer):
             tl, gl, ms, vs, vmax, steps, lr, float(beta1), float(beta2), eps, wd, decoupled,
             bool(group["maximize"]), amsgrad, kind, a, b, bool(group.get("precondition_prox", False)),
         )  # fmt: skip
+
+
 class ProxAdamW(ProxAdam):
     """AdamW (decoupled weight decay, default 1e-2, as torch.optim.AdamW) with the fused prox."""
 

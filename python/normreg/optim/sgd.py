@@ -7,7 +7,8 @@ from torch import Tensor
 from torch.optim.sgd import sgd as _torch_sgd
 
 from .. import _ops
-from ._base import _check_lr, _flag, _fma_like_torch, _nonneg_finite, _ProxOptimizer, _real, _torch_flags
+from ._args import _check_lr, _flag, _nonneg_finite, _real, _torch_flags
+from ._base import _fma_like_torch, _ProxOptimizer
 
 __all__ = ["ProxSGD"]
 
@@ -78,13 +79,18 @@ class ProxSGD(_ProxOptimizer):
 
     def _plain_is_torch(self, group, params) -> bool:
         return not (
-            params[0].device.type == "cpu" and _fma_like_torch() and not group.get("foreach") and not group.get("fused")
+            params[0].device.type == "cpu"
+            and _fma_like_torch()
+            and not group.get("foreach")
+            and not group.get("fused")
         )
 
     def _torch_update(self, group, params, grads) -> None:
         kw = self._hyper(group)
         state = self.state
-        bufs = [state[p].get("momentum_buffer") for p in params] if kw["momentum"] != 0 else [None] * len(params)
+        bufs = (
+            [state[p].get("momentum_buffer") for p in params] if kw["momentum"] != 0 else [None] * len(params)
+        )
         _torch_sgd(
             params,
             grads,
@@ -109,7 +115,9 @@ class ProxSGD(_ProxOptimizer):
                 buf = state[p].get("momentum_buffer")
                 init.append(buf is None)
                 if buf is None:  # in the param's memory order, as torch.optim.SGD's
-                    buf = state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    buf = state[p]["momentum_buffer"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
                 bufs.append(buf)
             if self._state_loaded:
                 self._check_state(tl, bufs)
