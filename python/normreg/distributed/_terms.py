@@ -16,7 +16,7 @@ from .._bridge import (
     trainable,
 )
 from .._loader import _C
-from ..penalties import GroupLasso, Sum
+from ..penalties import ElasticNet, GroupLasso, Sum
 from ._norms import (
     _NAN,
     _acc,
@@ -291,10 +291,18 @@ class _Linf(_Term):
         _fill_nan(grads, self.nan)
 
 
+def _parts(penalty) -> list:
+    """The penalties a call's terms are made of: a Sum's affine terms as one ElasticNet (the
+    one fused pass of ``Sum._specs``), its other terms as they are; a penalty alone as it is."""
+    if not isinstance(penalty, Sum):
+        return [penalty]
+    merged, rest = penalty._parts()
+    return ([ElasticNet(merged[1], merged[2])] if merged is not None else []) + rest
+
+
 def _terms(penalty, tl: TensorList, geo: list[_Geo] | None = None) -> list[_Term]:
-    parts = penalty._parts() if isinstance(penalty, Sum) else [penalty]
     out: list[_Term] = []
-    for p in parts:
+    for p in _parts(penalty):
         if isinstance(p, GroupLasso):
             out.append(_Group(p, tl, geo))
         elif p.kind == "l2_norm":

@@ -1,19 +1,7 @@
-"""Penalty objects: L1, SquaredL2, ElasticNet, L2Norm, GroupLasso, Linf, L0.
-
-Every penalty takes any iterable of tensors (``model.parameters()``, a list, a module) and
-offers
-
-* ``value(params)``: a 0-dim tensor that autograd differentiates through the fused kernel;
-* ``add_grad_(params)``: one pass that adds the gradient into each ``.grad`` (allocating
-  zeros where it is ``None``) and returns the value as a float, with no autograd graph;
-* ``grad(params)``: the gradient as new tensors;
-* ``prox_(params, step)``: the proximal step in place (see :mod:`normreg.prox`);
-* ``+`` to compose penalties (values and gradients add).
-
-Conventions (see docs/conventions.md): ``SquaredL2(λ)`` is ``(λ/2) sum w^2`` so its
-gradient equals ``torch.optim.SGD(weight_decay=λ)``; ``L1(λ)`` has subgradient 0 at 0;
-NaN in a weight propagates to values and gradients.
-"""
+"""The base of the penalty objects: :class:`Penalty` (value, gradient and prox through the
+kernels, the operators or the distributed layer), the autograd function of its value, and
+:class:`Sum`, which ``Penalty.__add__`` builds. The concrete penalties are in
+:mod:`.elementwise` and :mod:`.norms`."""
 
 from __future__ import annotations
 
@@ -24,41 +12,23 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from . import _ops, prox
-from . import _reference as ref
-from ._bridge import (
+from .. import _ops, prox
+from .. import _reference as ref
+from .._bridge import (
     DTYPE_CODES,
     TensorList,
     check_strength,
     check_writable,
     checked_grads,
-    group_layout,
     paired,
     tensor_list,
     trainable,
 )
-from ._dtensors import distributed_impl, dtensor_args
+from .._dtensors import distributed_impl, dtensor_args
 
 _requires_grad = operator.attrgetter("requires_grad")
-_dtype_of = operator.attrgetter("dtype")
-
-__all__ = [
-    "Penalty",
-    "L1",
-    "SquaredL2",
-    "ElasticNet",
-    "L2Norm",
-    "GroupLasso",
-    "Linf",
-    "L0",
-    "Sum",
-]
 
 Params = Tensor | Iterable[Tensor] | torch.nn.Module
-
-
-def _value_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
-    return torch.float64 if torch.float64 in set(map(_dtype_of, tensors)) else torch.float32
 
 
 def _list_value_dtype(tl: TensorList) -> torch.dtype:
@@ -304,275 +274,6 @@ class Penalty:
         return NotImplemented
 
 
-class L1(Penalty):
-    """``λ * sum |w|``; gradient ``λ * sign(w)`` (0 at 0); prox: soft threshold at ``step*λ``."""
-
-    kind = "l1"
-    affine = True
-
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
-
-    @classmethod
-    def from_sklearn(cls, alpha: float) -> L1:
-        """scikit-learn's ``Lasso(alpha)`` objective ``1/(2n)||y - Xw||^2 + alpha ||w||_1``:
-        the penalty is ``L1(alpha)`` when the data loss is ``0.5 * mean squared error``."""
-        return cls(alpha)
-
-    def __repr__(self) -> str:
-        return f"L1(strength={self.strength:g})"
-
-
-class SquaredL2(Penalty):
-    """``(λ/2) * sum w^2``; gradient ``λ * w`` (= ``SGD(weight_decay=λ)``); prox ``w/(1+step*λ)``."""
-
-    kind = "squared_l2"
-    affine = True
-
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
-
-    def _s2(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
-
-    @classmethod
-    def from_weight_decay(cls, weight_decay: float) -> SquaredL2:
-        """The penalty whose gradient is torch.optim's coupled ``weight_decay`` term."""
-        return cls(weight_decay)
-
-    def __repr__(self) -> str:
-        return f"SquaredL2(strength={self.strength:g})"
-
-
-class ElasticNet(Penalty):
-    """``l1 * sum |w| + (l2/2) * sum w^2``; prox ``soft(w, step*l1) / (1 + step*l2)``."""
-
-    kind = "elastic_net"
-    affine = True
-
-    def __init__(self, l1: float = 1e-4, l2: float = 1e-4) -> None:
-        self.l1 = check_strength(l1, "l1")
-        self.l2 = check_strength(l2, "l2")
-
-    def _s1(self) -> float:
-        return self.l1
-
-    def _s2(self) -> float:
-        return self.l2
-
-    def _scale_(self, f: float) -> None:
-        self.l1 *= f
-        self.l2 *= f
-
-    @classmethod
-    def from_sklearn(cls, alpha: float, l1_ratio: float = 0.5) -> ElasticNet:
-        """scikit-learn's ``ElasticNet(alpha, l1_ratio)``: its objective
-        ``1/(2n)||y-Xw||^2 + alpha*l1_ratio*||w||_1 + 0.5*alpha*(1-l1_ratio)*||w||^2`` is ours
-        with ``l1 = alpha*l1_ratio``, ``l2 = alpha*(1-l1_ratio)`` and a data loss of
-        ``0.5 * mean squared error``."""
-        alpha = check_strength(alpha, "alpha")
-        l1_ratio = check_strength(l1_ratio, "l1_ratio")
-        if l1_ratio > 1:
-            raise ValueError(f"'l1_ratio' must be in [0, 1], got {l1_ratio}")
-        return cls(alpha * l1_ratio, alpha * (1.0 - l1_ratio))
-
-    @classmethod
-    def from_glmnet(cls, lambda_: float, alpha: float = 1.0) -> ElasticNet:
-        """glmnet's ``lambda * ((1-alpha)/2 ||b||^2 + alpha ||b||_1)``: ``l1 = lambda*alpha``,
-        ``l2 = lambda*(1-alpha)`` (data loss ``1/(2n) RSS``)."""
-        lambda_ = check_strength(lambda_, "lambda_")
-        alpha = check_strength(alpha, "alpha")
-        if alpha > 1:
-            raise ValueError(f"'alpha' must be in [0, 1], got {alpha}")
-        return cls(lambda_ * alpha, lambda_ * (1.0 - alpha))
-
-    @classmethod
-    def from_sources(cls, lam: float, alpha: float, beta: float, m: int) -> ElasticNet:
-        """The source documents' ``lam/(2m) * (alpha sum|w| + beta sum w^2)``:
-        ``l1 = lam*alpha/(2m)``, ``l2 = lam*beta/m``."""
-        lam = check_strength(lam, "lam")
-        alpha = check_strength(alpha, "alpha")
-        beta = check_strength(beta, "beta")
-        if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
-            raise ValueError(f"'m' must be a positive integer (the number of samples), got {m!r}")
-        return cls(lam * alpha / (2 * m), lam * beta / m)
-
-    def __repr__(self) -> str:
-        return f"ElasticNet(l1={self.l1:g}, l2={self.l2:g})"
-
-
-class L2Norm(Penalty):
-    """``λ * sum_tensors ||w||_2`` (not squared); gradient ``λ * w/||w||``, 0 at ``w = 0``."""
-
-    kind = "l2_norm"
-
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
-
-    def _prox_terms(self) -> list[tuple]:
-        return [("l2_norm", self.strength)]
-
-    def __repr__(self) -> str:
-        return f"L2Norm(strength={self.strength:g})"
-
-
-class GroupLasso(Penalty):
-    """``λ * sum_groups ||w_g||_2`` with groups the slices along ``dim``.
-
-    By default (``dim="out"``) the groups are **output channels** (structured sparsity: whole
-    filters / units go to zero under the prox): made concrete per layer by
-    :func:`normreg.param_groups` and :meth:`for_module`, that is ``dim=0`` for ``Conv*d`` and
-    ``Linear`` weights (laid out ``(out, in, ...)``) and ``dim=1`` for ``ConvTranspose*d``
-    weights (laid out ``(in, out, ...)``). A bare tensor carries no layout: ``"out"`` reads it
-    as ``(out, in, ...)``, i.e. ``dim=0``, so a transposed conv's weight given bare (e.g.
-    ``ProxAdam(model.parameters(), penalty=GroupLasso(...))``) is grouped by its *input*
-    channels; build the groups with :func:`normreg.param_groups` (or give ``dim=1``) to group
-    its outputs. An int ``dim`` is used as it is on every tensor. A tensor with fewer dims than
-    ``dim + 1`` is refused; keep biases out with :func:`normreg.param_groups`.
-    """
-
-    kind = "group_lasso"
-
-    def __init__(self, strength: float = 1e-4, dim: int | str = "out") -> None:
-        self.strength = check_strength(strength, "strength")
-        if isinstance(dim, str):
-            if dim != "out":
-                raise ValueError(f"'dim' must be an int or 'out' (output channels of each layer), got {dim!r}")
-        elif isinstance(dim, bool) or not isinstance(dim, int):
-            raise TypeError(f"'dim' must be an int or 'out', got {type(dim).__name__}")
-        self._dim = dim
-
-    @property
-    def dim(self) -> int:
-        """The dim the groups are slices along on a bare tensor (``"out"``: 0, the output
-        channels of ``(out, in, ...)`` weights; :meth:`for_module` knows the layer)."""
-        return 0 if self._dim == "out" else self._dim
-
-    def for_module(self, module: torch.nn.Module, name: str = "weight") -> Penalty:
-        if self._dim != "out":
-            return self
-        transposed = isinstance(module, torch.nn.modules.conv._ConvTransposeNd)
-        return GroupLasso(self.strength, dim=1 if transposed and name == "weight" else 0)
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
-
-    def _prox_terms(self) -> list[tuple]:
-        return [("group", self.strength, self.dim)]
-
-    def shapes(self, tensors: Sequence[Tensor]) -> tuple[list[int], list[int], list[int]]:
-        """(outer, groups, inner) per tensor in memory order (see normreg._bridge.group_layout);
-        raises if ``dim`` is out of range for a tensor."""
-        for i, t in enumerate(tensors):
-            nd = t.dim()
-            if not -max(nd, 1) <= self.dim < max(nd, 1):
-                raise ValueError(
-                    f"GroupLasso: 'dim'={self.dim} is out of range for 'params'[{i}] with shape "
-                    f"{tuple(t.shape)}; pick a dim every tensor has, or exclude such tensors "
-                    "(e.g. biases) with normreg.param_groups"
-                )
-        return group_layout(tensors, self.dim)
-
-    def _spec(self) -> tuple[str, float, float, int]:
-        return ("group_lasso", self.strength, 0.0, self.dim)
-
-    def _check_params(self, tl: TensorList) -> None:
-        self.shapes(tl.tensors)
-
-    def _reference_grad(self, params: list[Tensor]) -> list[Tensor]:
-        return ref.group_grad(params, self.dim, self.strength)
-
-    def __repr__(self) -> str:
-        return f"GroupLasso(strength={self.strength:g}, dim={self._dim!r})"
-
-
-class Linf(Penalty):
-    """``λ * sum_tensors max |w|``; gradient ``λ * sign(w)`` at the first arg max."""
-
-    kind = "linf"
-
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
-
-    def _prox_terms(self) -> list[tuple]:
-        return [("linf", self.strength)]
-
-    def __repr__(self) -> str:
-        return f"Linf(strength={self.strength:g})"
-
-
-class L0(Penalty):
-    """``λ * #{w != 0}``: value and proximal step only (hard threshold at ``sqrt(2*step*λ)``).
-
-    It has no useful gradient: ``value`` is not differentiable and ``add_grad_`` raises.
-    Note ``torch.nn.functional.hardshrink(x, t)`` thresholds at ``t`` itself; the exact L0
-    prox of ``step * λ`` thresholds at ``sqrt(2 * step * λ)``.
-    """
-
-    kind = "l0"
-    has_grad = False
-
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
-
-    def _prox_terms(self) -> list[tuple]:
-        return [("l0", self.strength)]
-
-    def value(self, params: Params, *, process_group=None) -> Tensor:
-        params, dt = dtensor_args(params)
-        if dt:  # DTensor params (FSDP2, distribute_tensor): normreg.distributed
-            return distributed_impl().dtensor_value(self, params, process_group)
-        if process_group is not None:  # sharded params: normreg.distributed
-            return distributed_impl().sharded_value(self, params, process_group)
-        tl = tensor_list(params, direct=_ops.direct_ok())
-        if not tl.on_cpu:
-            with torch.no_grad():  # a count: not differentiable
-                return self._op_value(tl.tensors)
-        return _ops.value_tensor(self._value(tl), _list_value_dtype(tl), tl.tensors[0].device)
-
-    def _grad(self, tl, grads, scale, accumulate):
-        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
-
-    def grad(self, params: Params) -> list[Tensor]:
-        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
-
-    def add_grad_(self, params: Params, *, process_group=None) -> float:
-        raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
-
-    def __repr__(self) -> str:
-        return f"L0(strength={self.strength:g})"
-
-
 class Sum(Penalty):
     """A sum of penalties: values and gradients add.
 
@@ -610,19 +311,27 @@ class Sum(Penalty):
         terms = [t.for_module(module, name) for t in self.terms]
         return self if all(a is b for a, b in zip(terms, self.terms)) else Sum(terms)
 
-    def _parts(self) -> list[Penalty]:
-        """Affine terms merged into one ElasticNet; the others as they are."""
+    def _parts(self) -> tuple[tuple[str, float, float, int] | None, list[Penalty]]:
+        """``(merged, rest)``: the affine terms merged into the spec of one fused elastic-net
+        pass, and the other terms as they are. ``merged`` is what
+        ``ElasticNet(l1, l2)._spec()`` gives for the summed strengths (``"elastic_net"`` is
+        ElasticNet's kind; the sums checked as ElasticNet checks its strengths), None
+        without affine terms."""
         aff = [t for t in self.terms if t.affine]
         rest = [t for t in self.terms if not t.affine]
-        merged = [ElasticNet(sum(t._s1() for t in aff), sum(t._s2() for t in aff))] if aff else []
-        return merged + rest
+        if not aff:
+            return None, rest
+        l1 = check_strength(sum(t._s1() for t in aff), "l1")
+        l2 = check_strength(sum(t._s2() for t in aff), "l2")
+        return ("elastic_net", l1, l2, 0), rest
 
     def _check_params(self, tl: TensorList) -> None:
         for t in self.terms:
             t._check_params(tl)
 
     def _specs(self) -> list[tuple[str, float, float, int]]:
-        return [t._spec() for t in self._parts()]
+        merged, rest = self._parts()
+        return ([merged] if merged is not None else []) + [t._spec() for t in rest]
 
     def _reference_grad(self, params: list[Tensor]) -> list[Tensor]:
         out = None
