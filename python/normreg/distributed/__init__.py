@@ -51,7 +51,8 @@ from .._dtensors import (
     register_distributed,
 )
 from ._norms import check_process_group
-from .dtensor import dtensor_add_grad_, dtensor_grad, dtensor_prox_, dtensor_step, dtensor_value
+from .dtensor import dtensor_add_grad_, dtensor_grad, dtensor_prox_, dtensor_value
+from .dtensor_step import dtensor_step
 from .sharded import sharded_add_grad_, sharded_prox_, sharded_value
 
 __all__ = [

@@ -1,19 +1,17 @@
-"""The sharded terms of a penalty (additive, L2 norm, group, Linf) and the collective plan
-that reduces their partial sums in one all-reduce."""
+"""The sharded terms of a penalty (additive, L2 norm, group, Linf): each makes its local
+partial sums and, from the reduced ones, the global value and its gradient. The collective
+plan that reduces the partial sums of all terms in one all-reduce is in :mod:`._collective`;
+the norm arithmetic the terms share is in :mod:`._norms`."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.distributed as dist
 
 from .. import _reference as ref
 from .._bridge import (
     TensorList,
-    checked_grads,
-    tensor_list,
-    trainable,
 )
 from .._loader import _C
 from ..penalties import ElasticNet, GroupLasso, Sum
@@ -22,16 +20,12 @@ from ._norms import (
     _acc,
     _add_inf_limit,
     _coef,
-    _comm_device,
     _first_argmax_index,
     _Geo,
-    _needs_scale,
     _norm_of,
-    _reduce_norms,
     _scaled_grad,
     _scaled_rows,
     _spans,
-    check_process_group,
 )
 
 
@@ -140,7 +134,9 @@ class _L2Norm(_Term):
                         g.add_(d) if accumulate else g.copy_(d)
         for (i, _), k in self.ninf.items():  # an infinite norm: λ sign(w) / sqrt(k) on the k infinities
             if k > 0:
-                _add_inf_limit(tl.tensors[i].detach(), grads.tensors[i], scale * self.penalty.strength / math.sqrt(k))
+                _add_inf_limit(
+                    tl.tensors[i].detach(), grads.tensors[i], scale * self.penalty.strength / math.sqrt(k)
+                )
         with torch.no_grad():
             for i in big:
                 w, g = tl.tensors[i], grads.tensors[i]
@@ -161,7 +157,12 @@ class _Group(_Term):
         self.n_sum = 1 + sum(g for g, s in zip(self.shapes[1], self.spans, strict=True) if s)
         self.slots = tuple(range(1, self.n_sum))
         #: slot j (from 0) -> (tensor, group) of the shared groups
-        self.slot_map = [(i, k) for i, (g, s) in enumerate(zip(self.shapes[1], self.spans, strict=True)) if s for k in range(g)]
+        self.slot_map = [
+            (i, k)
+            for i, (g, s) in enumerate(zip(self.shapes[1], self.spans, strict=True))
+            if s
+            for k in range(g)
+        ]
         self.ninf: dict[tuple[int, int], int] = {}
 
     def slot_of(self, j):
@@ -177,7 +178,8 @@ class _Group(_Term):
                 x = _acc(t).reshape(o, g, n)
                 sq.append((x * x).sum(dim=(0, 2)).tolist())
         rows = [
-            _scaled_rows(t.reshape(o, g, n), q) for t, o, g, n, q in zip(tl.tensors, *self.shapes, sq, strict=True)
+            _scaled_rows(t.reshape(o, g, n), q)
+            for t, o, g, n, q in zip(tl.tensors, *self.shapes, sq, strict=True)
         ]
         # self.sq: per tensor, per group, its norm (the local groups' now, the shared ones in finish)
         self.sq = [[_norm_of(q, e) for q, e in r] for r in rows]
@@ -207,7 +209,9 @@ class _Group(_Term):
                 for w, g, o, G, n, nq in zip(tl.tensors, grads.tensors, *self.shapes, self.sq, strict=True):
                     x = w.detach().to(torch.float64).reshape(o, G, n)
                     norm = torch.tensor(nq, dtype=torch.float64, device=w.device).view(1, G, 1)
-                    d = torch.where(norm == 0, 0.0, _scaled_grad(x, norm.expand_as(x), scale * self.penalty.strength))
+                    d = torch.where(
+                        norm == 0, 0.0, _scaled_grad(x, norm.expand_as(x), scale * self.penalty.strength)
+                    )
                     d = d.reshape(w.shape).to(g.dtype)
                     g.add_(d) if accumulate else g.copy_(d)
             return
@@ -235,7 +239,11 @@ class _Group(_Term):
                     mask[:, k] = True
                     lim = torch.where(mask & torch.isinf(x), torch.sign(_acc(x)), 0.0)
                     with torch.no_grad():
-                        g.add_((lim * (scale * self.penalty.strength / math.sqrt(cnt))).reshape(w.shape).to(g.dtype))
+                        g.add_(
+                            (lim * (scale * self.penalty.strength / math.sqrt(cnt)))
+                            .reshape(w.shape)
+                            .to(g.dtype)
+                        )
 
 
 class _Linf(_Term):
@@ -314,124 +322,3 @@ def _terms(penalty, tl: TensorList, geo: list[_Geo] | None = None) -> list[_Term
         else:
             raise TypeError(f"'process_group': {type(p).__name__} has no sharded implementation")
     return out
-
-
-# -- the collective part ---------------------------------------------------------------
-
-
-class _Plan:
-    """The reduced statistics of one sharded call: the global value and the coefficients."""
-
-    def __init__(self, terms: list[_Term], value: float) -> None:
-        self.terms = terms
-        self.value = value
-
-    def apply(self, grads: TensorList, scale: float, accumulate: bool) -> None:
-        for i, t in enumerate(self.terms):
-            t.apply(grads, scale, accumulate or i > 0)
-
-
-def _agree(pg, dev, rank: int, ok: bool, sig: list[float]) -> None:
-    """One collective: every rank learns whether all ranks passed their checks and agree
-    on the shape of the exchange (number of tensors, of partial sums, of gathered values)."""
-    vals = [0.0 if ok else 1.0, *sig]
-    t = torch.tensor(vals + [-v for v in vals], dtype=torch.float64, device=dev)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=pg)
-    hi, lo = t[: len(vals)].tolist(), [-v for v in t[len(vals) :].tolist()]
-    if not ok:
-        return  # the caller re-raises its own error
-    if hi[0] > 0:
-        raise ValueError(
-            "'process_group': another rank's arguments failed the checks (see its error); "
-            "every rank must pass valid params to the same collective call"
-        )
-    if hi != lo:
-        raise ValueError(
-            "'process_group': the ranks disagree on the tensors: every rank must pass the same "
-            "number of shards in the same order, with the same penalty, and for GroupLasso along a "
-            f"dim other than 0 the same number of groups (this rank: {int(sig[0])} tensors)"
-        )
-
-
-def _offsets(terms: list[_Term]) -> list[int]:
-    out, k = [], 0
-    for t in terms:
-        out.append(k)
-        k += t.n_sum
-    return out
-
-
-def _plan(penalty, params, pg, *, for_grad: bool = False, geo: list[_Geo] | None = None, grads_of=None):
-    """Checks, local partials, one all-reduce (and one all-gather for Linf), global value.
-
-    With ``for_grad`` (add_grad_): only trainable params take part, their ``.grad`` is
-    checked and allocated, and additive terms add their gradient during the local pass.
-    Returns ``(plan, params, grads)``; ``plan`` is None when this call has no tensors.
-    ``geo``: where each tensor lies in its logical tensor (DTensor shards); ``grads_of``:
-    with ``for_grad``, a function of the checked params that returns their grads (checked,
-    allocated) instead of their ``.grad`` (a DTensor's local grad is not its shard's ``.grad``).
-    """
-    pg = check_process_group(pg)
-    rank = dist.get_rank(pg)
-    world = dist.get_world_size(pg)
-    err: BaseException | None = None
-    tl: TensorList | None = None
-    grads: TensorList | None = None
-    terms: list[_Term] = []
-    try:
-        tl = tensor_list(params)
-        if for_grad and grads_of is None:
-            tl = trainable(tl)
-        if tl is not None:
-            terms = _terms(penalty, tl, geo)  # per-penalty checks (GroupLasso dim)
-            if for_grad:
-                grads = checked_grads(tl) if grads_of is None else grads_of(tl)
-    except (TypeError, ValueError) as exc:
-        err = exc
-    n = len(tl) if tl is not None else 0
-    dev = _comm_device(pg, tl.tensors if tl is not None else [])
-    sig = [float(n), float(sum(t.n_sum for t in terms)), float(sum(t.n_gather for t in terms))]
-    _agree(pg, dev, rank, err is None, sig)
-    if err is not None:
-        raise err
-    if n == 0:
-        return None, tl, grads
-    sums, gath = [], []
-    for t in terms:
-        s, g = t.local(grads if isinstance(t, _Additive) else None)
-        sums.append(s)
-        gath.append(g)
-    flat = [v for s in sums for v in s]
-    normed = any(t.slots for t in terms)
-    if normed:  # one more entry: does any rank need scaled sums of squares?
-        flat.append(float(any(_needs_scale(t.rows) for t in terms)))
-    if flat:
-        red = torch.tensor(flat, dtype=torch.float64, device=dev)
-        dist.all_reduce(red, op=dist.ReduceOp.SUM, group=pg)
-        flat = red.tolist()
-    if normed:
-        scaled = flat.pop() > 0
-        at = [k + i for k, t in zip(_offsets(terms), terms, strict=True) for i in t.slots]
-        norms = _reduce_norms([r for t in terms for r in t.rows], pg, dev) if scaled else None
-        for j, k in enumerate(at):
-            flat[k] = norms[j] if norms is not None else (math.sqrt(flat[k]) if flat[k] == flat[k] else _NAN)
-        # infinite global norms (the same on every rank): the number of infinities, for the limit
-        inf = [(t, j) for t, o in zip(terms, _offsets(terms), strict=True) for j, i in enumerate(t.slots) if flat[o + i] == math.inf]
-        if inf:
-            cnt = torch.tensor([float(t.count_inf(j)) for t, j in inf], dtype=torch.float64, device=dev)
-            dist.all_reduce(cnt, group=pg)
-            for (t, j), c in zip(inf, cnt.tolist(), strict=True):
-                t.ninf[t.slot_of(j)] = int(c)
-    gflat = [v for g in gath for v in g]
-    rows: list[list[float]] = []
-    if gflat:
-        mine = torch.tensor(gflat, dtype=torch.float64, device=dev)
-        out = [torch.empty_like(mine) for _ in range(world)]
-        dist.all_gather(out, mine, group=pg)
-        rows = [o.tolist() for o in out]
-    value, k, j = 0.0, 0, 0
-    for t in terms:
-        value += t.finish(flat[k : k + t.n_sum], [r[j : j + t.n_gather] for r in rows], rank)
-        k += t.n_sum
-        j += t.n_gather
-    return _Plan(terms, value), tl, grads

@@ -20,6 +20,7 @@ from .._bridge import (
 )
 from .._loader import _C
 from ..penalties import L0, Sum
+from ._collective import _agree, _Plan, _plan
 from ._norms import (
     _NAN,
     _acc,
@@ -32,7 +33,7 @@ from ._norms import (
     _spans,
     check_process_group,
 )
-from ._terms import _Additive, _agree, _Plan, _plan
+from ._terms import _Additive
 
 
 def _value_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
@@ -194,7 +195,9 @@ def _norm_prox_sharded(tl: TensorList, plan, step: float, shapes, spans, pg, dev
             (_acc(w).reshape(o, g, i) ** 2).sum(dim=(0, 2)).tolist()
             for w, o, g, i in zip(tl.tensors, *shapes, strict=True)
         ]
-    rows = [_scaled_rows(w.reshape(o, g, i), q) for w, o, g, i, q in zip(tl.tensors, *shapes, sq, strict=True)]
+    rows = [
+        _scaled_rows(w.reshape(o, g, i), q) for w, o, g, i, q in zip(tl.tensors, *shapes, sq, strict=True)
+    ]
     nrm = [[_norm_of(q, e) for q, e in r] for r in rows]  # the local groups' norms
     shared = [q for qs, sp in zip(sq, spans, strict=True) if sp for q in qs]
     if shared:
