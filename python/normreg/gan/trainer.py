@@ -1,6 +1,11 @@
 """The GAN trainer's step: ``Trainer`` (models, optimizers, penalties, one training step,
 state, sample grids). ``normreg.gan.train`` runs it in a run directory (``normreg.gan.rundir``:
-logs, resume); its metrics are computed by ``normreg.gan.evaluation``.
+logs, resume); its metrics are computed by ``normreg.gan.evaluation``. Beside it:
+``normreg.gan.trainer_setup`` resolves its device and builds its optimizers and penalty
+schedule from the config,
+``normreg.gan.trainer_state`` turns its state into checkpoint data and back,
+``normreg.gan.fixed_inputs`` holds its evaluation inputs and sample grids, and
+``normreg.gan.nonfinite`` its NaN / inf checks.
 
 One step (paired tasks, pix2pix style)::
     c = input(x)                  # masked / noisy / downsampled x
@@ -32,59 +37,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import normreg
-from normreg.compress.resize import fit_to_state_dict
-from normreg.gan.plots import save_grid
-
 from . import _ops
 from . import distributed as _dist  # DDP hooks: see normreg.gan.distributed
 from .config import TrainConfig
 from .data import ImageData, input_channels, load_data, make_inputs
 from .evaluation import data_warnings, evaluate_trainer
+from .fixed_inputs import N_GRID, eval_inputs, grid_rows, save_sample_grid
 from .metrics import load_or_train_classifier
 from .models import build_models
-from .rng import _rng_state, _seed_all, _set_rng_state
+from .nonfinite import ON_NONFINITE, NonFiniteError, first_nonfinite_term, first_nonfinite_weight
+from .rng import _seed_all
+from .trainer_setup import MIN_FOLD_IMAGES, build_optimizer, check_folds, penalty_schedule, resolve_device
+from .trainer_state import load_trainer_state, trainer_state_dict
 
-N_GRID = 16  # images in a sample grid
-
-
-def resolve_device(name: str) -> torch.device:
-    """``torch.device(name)``, or a ``ValueError`` when this machine has no such device."""
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"'device' {name!r}: torch.cuda.is_available() is False on this machine; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"'device' {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"'device' {name!r}: torch.backends.mps.is_available() is False; use --device cpu")
-    return dev
-
-
-# What a run does when a loss term or a weight becomes NaN or infinite.
-ON_NONFINITE = ("stop", "continue")
-# At least this many images in every validation fold of a k-fold split.
-MIN_FOLD_IMAGES = 2
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss term or a weight became NaN or infinite and the run stopped at that step.
-
-    ``step``, ``name`` (the loss term, or ``weight '<parameter>' of G``) and ``value`` say where;
-    ``summary`` is what ``summary.json`` holds (``status: "diverged"``).
-    """
-
-    def __init__(self, message: str, step: int, name: str, value: float, summary: dict | None = None) -> None:
-        super().__init__(message)
-        self.step, self.name, self.value, self.summary = step, name, value, summary or {}
-
-
-def _opt_state(opt: torch.optim.Optimizer | None) -> dict | None:
-    """Optimizer state without the penalty objects (re-attached on load), so it loads with weights_only."""
-    if opt is None:
-        return None
-    sd = opt.state_dict()
-    sd["param_groups"] = [{k: v for k, v in g.items() if k != "penalty"} for g in sd["param_groups"]]
-    return sd
+# The names this module had before its helpers moved beside it keep working from here.
+__all__ = ["Trainer", "NonFiniteError", "ON_NONFINITE", "resolve_device", "MIN_FOLD_IMAGES", "N_GRID"]
 
 
 class Trainer:
@@ -116,15 +83,7 @@ class Trainer:
         self.step_ = 0
         self.ema_start = 0  # the step the EMA warm-up counts from (a compressed G restarts it)
         self.compressed: dict[str, Any] | None = None  # normreg.gan.compress: how G was pruned
-        if cfg.folds > 1:
-            n_rest = int(d.splits["train"].numel() + d.splits["val"].numel())
-            small = n_rest // cfg.folds  # the smallest of the k parts (they differ by one at most)
-            if small < MIN_FOLD_IMAGES:
-                raise ValueError(
-                    f"TrainConfig: 'folds' = {cfg.folds} leaves {small} image(s) in some validation folds "
-                    f"({n_rest} non-test images); use at most {max(2, n_rest // MIN_FOLD_IMAGES)} folds "
-                    f"(at least {MIN_FOLD_IMAGES} images per fold; 5 or 10 is usual)"
-                )
+        check_folds(cfg, d)
         self.train_x = d.split("train")[0].to(self.device)
         self._epoch: tuple[int, Tensor] | None = None  # this epoch's crops or permutation
         for msg in data_warnings(cfg, d):
@@ -138,33 +97,18 @@ class Trainer:
         self.unit_penalty = _ops.make_penalty(cfg.weight_penalty, 1.0, cfg.l1_ratio)
         self.recon_schedule = _ops.make_schedule(cfg.recon_schedule, cfg.steps, cfg.warmup_fraction)
         self.adaptive = cfg.penalty_schedule == "adaptive" and self.pen_d
-        if self.adaptive:
-            # D's penalty strength follows E[sign(D(x_real))] (the ADA heuristic); the
-            # controller's factor is the schedule ProxAdam (or the loss / add_grad path) applies.
-            # Imported here: normreg.stability's __init__ imports its ring trainer, which
-            # imports this module (a cycle through the package, not through these modules).
-            from normreg.stability.adaptive import AdaptiveLambda
-
-            self.penalty_schedule = AdaptiveLambda(
-                cfg.adaptive_target, gain=cfg.adaptive_gain, interval=cfg.adaptive_interval,
-                min_factor=1.0 / cfg.adaptive_max_factor, max_factor=cfg.adaptive_max_factor,
-                base=cfg.weight_penalty_strength,
-            )
-        else:
-            self.penalty_schedule = _ops.make_schedule(cfg.penalty_schedule, cfg.steps, cfg.warmup_fraction)
-        self.opt_g, self.groups_g, self.units_g = self._optimizer(self.G, cfg.lr_g, self.pen_g)
+        self.penalty_schedule = penalty_schedule(cfg, self.adaptive)
+        self.opt_g, self.groups_g, self.units_g = build_optimizer(
+            cfg, self.G, cfg.lr_g, self.pen_g, self.unit_penalty, self.penalty_schedule
+        )
         self.opt_d, self.groups_d, self.units_d = (
-            self._optimizer(self.D, cfg.lr_d, self.pen_d) if self.D is not None else (None, None, [])
+            build_optimizer(cfg, self.D, cfg.lr_d, self.pen_d, self.unit_penalty, self.penalty_schedule)
+            if self.D is not None
+            else (None, None, [])
         )
         # Fixed evaluation inputs and sample-grid inputs / latents (their own generator).
-        eg = torch.Generator().manual_seed(cfg.seed + 12345)
-        self.eval_inputs: dict[str, Tensor] = {}
-        for split in ("val", "test"):
-            x, _ = d.split(split)
-            self.eval_inputs[split] = (
-                make_inputs(cfg, x, eg) if cfg.paired else torch.randn(x.shape[0], cfg.z_dim, generator=eg)
-            ).to(self.device)
-        grid = self._grid_rows(d.split("val")[0].shape[0])
+        self.eval_inputs: dict[str, Tensor] = eval_inputs(cfg, d, self.device)
+        grid = grid_rows(d, d.split("val")[0].shape[0])
         self.grid_inputs = self.eval_inputs["val"][grid]
         self.grid_targets = d.split("val")[0][grid].to(self.device)
         self._classifier = None
@@ -174,38 +118,7 @@ class Trainer:
         # global batch) when torch.distributed is initialized with > 1 process; else None.
         self.dist = _dist.attach(self.G, self.D, self.batch)
 
-    # -- setup -------------------------------------------------------------------------------
-    def _grid_rows(self, n: int) -> Tensor:
-        # Photo tiles: spread the 16 over the photo (the first 16 tiles are one strip).
-        if self.data.crop_source is not None and n > N_GRID:
-            return torch.linspace(0, n - 1, N_GRID).round().long()
-        return torch.arange(min(n, N_GRID))
-
-    def _optimizer(self, model: nn.Module, lr: float, penalized: bool):
-        """``(optimizer, param groups, units)``: the groups hold each layer's penalty at the
-        configured strength, made concrete for its layout by ``normreg.param_groups`` (group
-        lasso: output channels, ``dim=1`` on transposed convs); ``units`` are the same
-        penalties at strength 1 beside their params, which the 'loss' / 'add_grad' modes scale
-        by the step's strength and the logged raw norm sums."""
-        cfg = self.cfg
-        if penalized:
-            unit_groups = normreg.param_groups(model, self.unit_penalty)
-            units = [(g["penalty"], g["params"]) for g in unit_groups if g["penalty"] is not None]
-            groups = [
-                {**g, "penalty": g["penalty"].scaled(cfg.weight_penalty_strength)} if g["penalty"] is not None else g
-                for g in unit_groups
-            ]
-        else:
-            groups = [{"params": [p for p in model.parameters() if p.requires_grad], "penalty": None}]
-            units = []
-        if cfg.penalty_mode in ("prox", "grad") and penalized:
-            # ProxAdam applies the schedule itself (its step count is part of its state): its
-            # proximal step ('prox'), or the penalty's gradient inside its update ('grad').
-            opt = _ops.prox_adam(groups, lr=lr, betas=cfg.betas, schedule=self.penalty_schedule, mode=cfg.penalty_mode)
-            return opt, groups, units
-        plain = [{"params": g["params"]} for g in groups]
-        return torch.optim.Adam(plain, lr=lr, betas=cfg.betas), groups, units
-
+    # -- λ values ------------------------------------------------------------------------------
     def lambdas(self, step: int | None = None) -> dict[str, float]:
         """The λ values in force at ``step`` (default: the next step)."""
         cfg = self.cfg
@@ -373,36 +286,14 @@ class Trainer:
         G, D or EMA-G, as ``(name, value)``; ``None`` when everything is finite.
 
         A weight is named ``"weight '<parameter>' of G"``; its value is NaN if it holds one,
-        else its largest magnitude (inf). One fused norm per network: cheap beside a step.
+        else its largest magnitude (inf). One fused norm per network: cheap beside a step
+        (:mod:`normreg.gan.nonfinite`).
         """
         if terms:
-            last, lam = self._last
-            names = list(last)
-            if names:
-                vals = torch.stack([last[k].detach().double().reshape(()) for k in names])
-                if not bool(torch.isfinite(vals).all()):
-                    i = int((~torch.isfinite(vals)).nonzero()[0])
-                    return names[i], float(vals[i])
-            for k, v in lam.items():
-                if not math.isfinite(v):
-                    return k, v
-        for net, model in (("G", self.G), ("D", self.D), ("EMA-G", self.G_ema)):
-            if model is None:
-                continue
-            named = [(n, p) for n, p in model.named_parameters() if p.numel() > 0]
-            if not named:
-                continue
-            # 2-norms (the fast foreach kernel): NaN and inf propagate; an overflow of huge
-            # finite weights is told apart by the exact check of that tensor
-            norms = torch.stack([a.float() for a in torch._foreach_norm([p.detach() for _, p in named])])
-            ok = torch.isfinite(norms)
-            if not bool(ok.all()):
-                for i in (~ok).nonzero().flatten().tolist():
-                    w = named[i][1].detach()
-                    if not bool(torch.isfinite(w).all()):
-                        value = math.nan if bool(w.isnan().any()) else float(w.abs().max())
-                        return f"weight {named[i][0]!r} of {net}", value
-        return None
+            found = first_nonfinite_term(*self._last)
+            if found is not None:
+                return found
+        return first_nonfinite_weight({"G": self.G, "D": self.D, "EMA-G": self.G_ema})
 
     @torch.no_grad()
     def _update_ema(self, t: int) -> None:
@@ -449,102 +340,15 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        cfg = self.cfg
-        return {
-            "format": 1,
-            "normreg_version": normreg.__version__,
-            "config": cfg.to_dict(),
-            "step": self.step_,
-            "ema_start": self.ema_start,
-            **({"compressed": self.compressed} if self.compressed is not None else {}),
-            "G": self.G.state_dict(),
-            "D": self.D.state_dict() if self.D is not None else None,
-            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
-            "opt_g": _opt_state(self.opt_g),
-            "opt_d": _opt_state(self.opt_d),
-            "schedules": {
-                "step": self.step_,
-                "recon": {
-                    "kind": cfg.recon_schedule,
-                    "base": cfg.recon_weight,
-                    **self.recon_schedule.state_dict(),
-                },
-                "penalty": {
-                    "kind": cfg.penalty_schedule,
-                    "base": cfg.weight_penalty_strength,
-                    **(
-                        {"controller": self.penalty_schedule.state_dict()}
-                        if self.adaptive
-                        else self.penalty_schedule.state_dict()
-                    ),
-                },
-                "values": self.lambdas(self.step_),
-            },
-            "rng": {**_rng_state(), "trainer": self.gen.get_state()},
-            "data": {
-                "fingerprint": self.data.fingerprint(),
-                "image_size": self.data.image_size,
-                "channels": self.data.channels,
-                "c_cond": self.c_cond,
-                "num_images": int(self.data.images.shape[0]),
-            },
-        }
+        """This trainer's state as checkpoint data (:mod:`normreg.gan.trainer_state`)."""
+        return trainer_state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("compressed") is not None:
-            self._adopt_pruned_g(state)
-        self.ema_start = int(state.get("ema_start", 0))
-        self.G.load_state_dict(state["G"])
-        if self.D is not None:
-            self.D.load_state_dict(state["D"])
-        if self.G_ema is not None and state.get("G_ema") is not None:
-            self.G_ema.load_state_dict(state["G_ema"])
-        for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
-            if opt is None:
-                continue
-            pens = [(("penalty" in g), g.get("penalty")) for g in opt.param_groups]
-            opt.load_state_dict(state[key])
-            for g, (had, p) in zip(opt.param_groups, pens, strict=True):
-                if had:
-                    g["penalty"] = p
-        self.step_ = int(state["step"])
-        if self.adaptive:
-            self.penalty_schedule.load_state_dict(state["schedules"]["penalty"]["controller"])
-        for sched, key in ((self.recon_schedule, "recon"), (self.penalty_schedule, "penalty")):
-            if sched is self.penalty_schedule and self.adaptive:
-                continue
-            sched.load_state_dict(
-                {k: v for k, v in state["schedules"][key].items() if k not in ("kind", "base")}
-            )
-        rng = state["rng"]
-        _set_rng_state(rng)
-        self.gen.set_state(rng["trainer"])
-
-    def _adopt_pruned_g(self, state: dict[str, Any]) -> None:
-        """A checkpoint of ``normreg compress``: G has fewer channels than the config builds.
-        Resize G to the checkpoint's widths (``normreg.compress.fit_to_state_dict``, no module
-        pickled) and rebuild EMA-G and G's optimizer on the new parameters."""
-
-        if self.dist is not None:
-            raise ValueError("a compressed run (normreg compress) trains on one process only")
-        if self.pen_g:
-            raise ValueError("a compressed run's config must not put a weight penalty on G")
-        fit_to_state_dict(self.G, state["G"])
-        if self.G_ema is not None:
-            self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
-        self.opt_g, self.groups_g, self.units_g = self._optimizer(self.G, self.cfg.lr_g, False)
-        self.compressed = dict(state["compressed"])
+        """Resume from ``state_dict()``'s data, exactly (:mod:`normreg.gan.trainer_state`)."""
+        load_trainer_state(self, state)
 
     # -- run ---------------------------------------------------------------------------------------
     def sample_grid(self, path: Path) -> np.ndarray:
+        """Write the sampler's grid of the fixed grid inputs to ``path`` (:mod:`normreg.gan.fixed_inputs`)."""
         out = self.generate(self.grid_inputs)
-        if self.cfg.paired:
-            shown = self.grid_inputs[:, : self.data.channels]
-            if self.cfg.task == "completion":
-                m = self.grid_inputs[:, -1:]
-                shown = shown * (1 - m) + m * (-0.5)  # hidden region shown dark gray
-            return save_grid([shown, out, self.grid_targets], path)
-        return save_grid([out], path)
-
-
-# -- run directory --------------------------------------------------------------------------------
+        return save_sample_grid(self.cfg, self.grid_inputs, out, self.grid_targets, self.data.channels, path)
