@@ -263,9 +263,8 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch,
 
 def test_full_disk_while_logging_names_the_log(tmp_path, monkeypatch):
     import builtins
-    import sys
 
-    train_mod = sys.modules["normreg.gan.train"]  # `normreg.gan.train` is also the function
+    import normreg.gan.run_loop as run_loop  # the loop opens log.jsonl
 
     class Full:
         def __init__(self, fh):
@@ -281,7 +280,7 @@ def test_full_disk_while_logging_names_the_log(tmp_path, monkeypatch):
         fh = builtins.open(path, *args, **kw)
         return Full(fh) if str(path).endswith("log.jsonl") else fh
 
-    monkeypatch.setattr(train_mod, "open", fake_open, raising=False)
+    monkeypatch.setattr(run_loop, "open", fake_open, raising=False)
     with pytest.raises(OSError) as exc:
         train(tiny(**SMALL), tmp_path / "run", progress=False)
     assert exc.value.filename == str(tmp_path / "run" / "log.jsonl") and exc.value.errno == errno.ENOSPC
