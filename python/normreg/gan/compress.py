@@ -16,17 +16,19 @@
    ``report.json`` / ``report.md``: parameters, MACs, CPU latency (batch 1 and 64, 1 and 2
    threads, the two generators taking turns) and the test metrics, dense vs compressed;
    ``compress.png`` (MACs and λ over the sparse steps) and ``compare.png`` (samples).
+
+This module runs the phases in turn, times the generators and writes the output; the options
+are ``normreg.gan.compress_config``, phases 1 and 2 ``normreg.gan.compress_methods``, the
+report's figures and page ``normreg.gan.compress_report``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import statistics
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +36,12 @@ import torch
 from torch import nn
 
 import normreg
-from normreg.compress import (
-    TOLERANCE,
-    MacController,
-    PruneError,
-    channel_groups,
-    count_macs,
-    count_zero_channels,
-    magnitude_to_macs,
-    prunable_layers,
-    prune_zero_channels,
-    settle_zero_channels,
-    top_up_to_macs,
-)
+from normreg.compress import count_macs, count_zero_channels, prunable_layers, prune_zero_channels
 
 from ._files import _naming, _write_text
 from .checkpoint import CHECKPOINT, find_checkpoint, save_checkpoint
+from .compress_config import COMPRESS_METHODS, CompressConfig
+from .compress_methods import _say, prune_and_check, sparsify, train_steps
 from .compress_report import compare_grid, plot_sparsity, report_markdown
 from .rundir import RunDirError, _json_safe, _prepare_run_dir
 from .train import trainer_from_checkpoint
@@ -57,70 +49,7 @@ from .trainer import Trainer
 
 __all__ = ["CompressConfig", "compress", "COMPRESS_METHODS", "measure_latency"]
 
-COMPRESS_METHODS = ("group_lasso", "slimming", "l0", "magnitude")
 REPORT = "report.json"
-
-
-@dataclass(frozen=True)
-class CompressConfig:
-    """Options of ``normreg compress`` (flags = field names with dashes).
-
-    method : ``group_lasso`` | ``slimming`` | ``l0`` (channel penalties, proximal step) or
-        ``magnitude`` (the baseline: smallest channels of every layer, no regularization)
-    target_macs : fraction in (0, 1] of the dense G's multiply-adds to keep
-    sparse_steps : steps of sparse training (regularized methods)
-    finetune_steps : steps of fine-tuning after pruning
-    strength : λ of the channel penalty before the controller's factor
-    gain, interval : the MAC controller's log-step per unit of error, and steps between measurements
-    ramp : share of the sparse steps over which the MAC budget falls from 1 to ``target_macs``
-        (cubic, as in gradual pruning); the rest hold the target
-    lr : G's learning rate in both phases (0: the run's ``lr_g``)
-    latency_repeats : timed forward passes per generator, batch size and thread count
-    """
-
-    method: str = "group_lasso"
-    target_macs: float = 0.25
-    sparse_steps: int = 1000
-    finetune_steps: int = 500
-    strength: float = 5.0
-    gain: float = 1.0
-    interval: int = 10
-    ramp: float = 0.6
-    lr: float = 0.0
-    latency_repeats: int = 10
-
-    def __post_init__(self) -> None:
-        if self.method not in COMPRESS_METHODS:
-            raise ValueError(
-                f"CompressConfig: 'method' must be one of {', '.join(COMPRESS_METHODS)}, got {self.method!r}"
-            )
-        t = self.target_macs
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
-            raise ValueError(
-                f"CompressConfig: 'target_macs' is the fraction of the dense G's multiply-adds to keep, in (0, 1]; got {t!r}"
-            )
-        for name, lo in (("sparse_steps", 0), ("finetune_steps", 0), ("interval", 1), ("latency_repeats", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"CompressConfig: {name!r} must be an int >= {lo}, got {v!r}")
-        for name, positive in (("strength", True), ("gain", True), ("lr", False)):
-            v = getattr(self, name)
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            if not ok or v < 0 or (positive and v == 0):
-                raise ValueError(
-                    f"CompressConfig: {name!r} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}"
-                )
-        r = self.ramp
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
-            raise ValueError(f"CompressConfig: 'ramp' is a share of the sparse steps, in [0, 1]; got {r!r}")
-        if self.method != "magnitude" and self.sparse_steps == 0:
-            raise ValueError(
-                f"CompressConfig: method {self.method!r} needs 'sparse_steps' >= 1 (sparse training)"
-            )
-
-
-def _say(msg: str) -> None:
-    print(f"normreg compress: {msg}", file=sys.stderr, flush=True)
 
 
 def _example(trainer: Trainer, n: int) -> torch.Tensor:
@@ -185,47 +114,6 @@ def measure_latency(
     return rows
 
 
-def _train_steps(
-    trainer: Trainer,
-    n: int,
-    phase: str,
-    log: list[dict],
-    extra=None,
-    log_every: int = 10,
-    progress: bool = True,
-) -> None:
-    """``n`` trainer steps; a row in ``log`` every ``log_every`` steps, a progress line on stderr
-    about every tenth of the way."""
-    say_every = max(1, n // 10)
-    t0 = time.perf_counter()
-    for i in range(n):
-        trainer.step()
-        bad = trainer.first_nonfinite()
-        if bad is not None:
-            raise FloatingPointError(
-                f"{phase}: non-finite {bad[0]} = {bad[1]} at step {i + 1}; nothing was written. "
-                "Lower 'strength' or 'gain', or the learning rate ('lr')"
-            )
-        last = i + 1 == n
-        if (i + 1) % log_every == 0 or last:
-            terms = trainer.loss_terms()
-            row = {
-                "phase": phase,
-                "step": i + 1,
-                **{k: terms[k] for k in ("g_total", "d_total", "g_recon") if k in terms},
-            }
-            if extra is not None:
-                row.update(extra())
-            log.append(row)
-        if progress and ((i + 1) % say_every == 0 or last):
-            rate = (i + 1) / max(time.perf_counter() - t0, 1e-9)
-            row = log[-1]
-            shown = "  ".join(
-                f"{k} {v:.4g}" for k, v in row.items() if k not in ("phase", "step") and isinstance(v, float)
-            )
-            _say(f"{phase} step {i + 1}/{n}  {shown}  {rate:.2f} steps/s  ETA {(n - i - 1) / rate:.0f}s")
-
-
 def compress(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -285,64 +173,10 @@ def compress(
     log: list[dict] = []
     step0 = trainer.step_
     trainer.pen_g = False  # G's own weight penalty (if any) gives way to the channel penalty
-    # -- 1. sparse training / magnitude ------------------------------------------------------
-    if config.method == "magnitude":
-        sparse, share = magnitude_to_macs(G, example[:1], config.target_macs)
-        sparse_info: dict[str, Any] = {"share_zeroed_per_layer": share}
-    else:
-        ctl = MacController(
-            G,
-            example[:1],
-            config.target_macs,
-            gain=config.gain,
-            interval=config.interval,
-            ramp_steps=int(round(config.ramp * config.sparse_steps)),
-        )
-        groups = channel_groups(G, config.method, config.strength)
-        for g in groups:  # elementwise prox in Adam's metric: a channel's own gradients defend it
-            if g.get("penalty") is not None and g["penalty"].__class__.__name__ in ("L1", "L0"):
-                g["precondition_prox"] = True
-        trainer.opt_g = normreg.optim.ProxAdam(
-            groups, lr=lr, betas=cfg.betas, penalty_mode="prox", penalty_schedule=ctl
-        )
-
-        def state() -> dict[str, Any]:
-            zero, total = count_zero_channels(G, running_stats=False)
-            return {
-                "mac_fraction": ctl.last_fraction,
-                "budget": ctl.current_target(),
-                "lambda": config.strength * ctl.factor,
-                "zero_channels": zero,
-                "channels": total,
-            }
-
-        _train_steps(trainer, config.sparse_steps, "sparse", log, state, config.interval, progress)
-        sparse = G
-        sparse_info = {"final_lambda": config.strength * ctl.factor, "controller": ctl.state_dict()}
-    settled = settle_zero_channels(sparse)
-    topped = 0
-    if config.method != "magnitude":
-        # λ steers the exact zeros to the budget; what is left above it (a controller that did
-        # not settle in time) goes by the method's own criterion, one threshold over all layers.
-        sparse, topped = top_up_to_macs(
-            sparse, example[:1], config.target_macs, "scale" if config.method == "slimming" else "norm"
-        )
-        sparse_info["topped_up_channels"] = topped
-        if topped and progress:
-            _say(
-                f"{topped} more channel(s) zeroed by {'|scale|' if config.method == 'slimming' else 'norm'} "
-                "to meet the MAC budget"
-            )
+    # -- 1. sparse training / magnitude (normreg.gan.compress_methods) -------------------------
+    sparse, sparse_info, settled = sparsify(trainer, config, example, lr, log, progress)
     # -- 2. prune, and check ------------------------------------------------------------------
-    small = prune_zero_channels(sparse, example)
-    check_inputs = trainer.eval_inputs["val"][:256]
-    ref = trainer.generate(check_inputs, sparse)
-    got = trainer.generate(check_inputs, small)
-    diff = float((ref.double() - got.double()).abs().max())
-    if not diff <= TOLERANCE:
-        raise PruneError(
-            f"the pruned G differs from the sparse G by {diff:.3g} (> {TOLERANCE:g}) on the validation inputs; nothing was written"
-        )
+    small, diff = prune_and_check(trainer, sparse, example)
     macs = count_macs(small, one)
     zero, total = count_zero_channels(sparse)
     if progress:
@@ -359,7 +193,7 @@ def compress(
         trainer.G_ema = copy.deepcopy(small).requires_grad_(False)
         trainer.ema_start = trainer.step_
     if config.finetune_steps:
-        _train_steps(trainer, config.finetune_steps, "finetune", log, None, config.interval, progress)
+        train_steps(trainer, config.finetune_steps, "finetune", log, None, config.interval, progress)
     metrics = trainer.evaluate("test")
     val = trainer.evaluate("val")
 
