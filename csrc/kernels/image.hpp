@@ -143,34 +143,6 @@ NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restri
     return LossSums{ts, tm};
 }
 
-// Gradient w.r.t. p of k * sum_i [go_i] [m_i] [w_i] loss(p_i - t_i), recomputed from p and t:
-//   gp_i = ((c1 * u_i) * k) * [go_i],  u_i = (dloss(d_i) * [m_i]) * [w_i],
-//   c1 = grad_factor(dir_scale), k = (C) scale;
-// gt_i = -gp_i when GTarget (the gradient w.r.t. t). One pass, nothing else is written. The
-// operations and their order are those of pointwise_value (Dir) followed by
-// pointwise_grad_scale, so both ways to a gradient are bitwise equal (x * 1 is exact).
-template <class T, PointLoss K, bool Mask, bool Weight, bool GOut, bool GTarget>
-NORMREG_KERNEL void pointwise_grad(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
-                           const T* __restrict go, T* __restrict gp, T* __restrict gt, std::int64_t n, double dir_scale,
-                           double scale) noexcept {
-    using C = compute_t<T>;
-    const C c1 = grad_factor<C, K>(dir_scale);
-    const C k = static_cast<C>(scale);
-#pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) {
-        const C d = load<T>(p[i]) - load<T>(t[i]);
-        C u;
-        if constexpr (K == PointLoss::L1) u = sign_nan(d);
-        else u = d;
-        if constexpr (Mask) u = u * load<T>(m[i]);
-        if constexpr (Weight) u = u * load<T>(w[i]);
-        C g = (c1 * u) * k;
-        if constexpr (GOut) g = g * load<T>(go[i]);
-        gp[i] = store<T>(g);
-        if constexpr (GTarget) gt[i] = store<T>(-g);
-    }
-}
-
 // The backward from the forward's gradient u (compute type): gp_i = (u_i * k) * [go_i] when
 // GPred, gt_i = minus that when GTarget; k = (C) scale. gp may be u itself (T == C, in place:
 // each element is read before it is written, so u and gp are not restrict).

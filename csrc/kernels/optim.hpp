@@ -186,10 +186,13 @@ struct AdamHyper {
 
 // One Adam / AdamW step over n elements (torch.optim.Adam's single-tensor formulas), then
 // the prox. step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) for this tensor.
-// WD: 0 none, 1 coupled (g = g.add(w, alpha=wd), Adam), 2 decoupled (w *= 1 - lr*wd, AdamW).
+// Coupled: g = g.add(w, alpha=wd) (Adam with weight_decay != 0), a template flag because
+// g + 0 * w is not g where w is Inf or NaN. AdamW's decoupled decay w *= 1 - lr*wd is a
+// run-time factor: it is 1 otherwise, and w * 1 is w exactly (NaN, Inf and -0 included), so
+// one loop serves both at the cost of a multiply in a loop bound by memory.
 //   m.lerp_(g, 1-beta1);  v.mul_(beta2).addcmul_(g, g, value=1-beta2);  vmax = maximum(vmax, v)
 //   den = (sqrt(v) / bc2_sqrt).add_(eps);  w.addcdiv_(m, den, value=-step_size)
-template <class T, bool Amsgrad, int Kind, bool Pre, int WD>
+template <class T, bool Amsgrad, int Kind, bool Pre, bool Coupled>
 NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, T* __restrict vmax,
                               std::int64_t n, const AdamHyper& h, double step_size, double bc2_sqrt,
                               const ProxConst<compute_t<T>>& p) noexcept {
@@ -197,7 +200,8 @@ NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g
     const double wgt_d = 1.0 - h.beta1;
     const C wgt = static_cast<C>(wgt_d), wgt_m1 = wgt - C(1), b2 = static_cast<C>(h.beta2), one_b2 = static_cast<C>(1.0 - h.beta2),
             eps = static_cast<C>(h.eps), bc2s = static_cast<C>(bc2_sqrt), neg_step = static_cast<C>(-step_size),
-            wd = static_cast<C>(h.weight_decay), decay = static_cast<C>(1.0 - h.lr * h.weight_decay);
+            wd = static_cast<C>(h.weight_decay),
+            decay = static_cast<C>(h.decoupled && h.weight_decay != 0.0 ? 1.0 - h.lr * h.weight_decay : 1.0);
     // ATen's lerp(m, g, w): fma(w, g - m, m) for |w| < 0.5, else fma(w - 1, g - m, g). The
     // choice is made once, outside the loop: with a select inside, GCC unswitches the loop
     // and leaves one of the two copies scalar (5x slower for beta1 <= 0.5, as in DCGAN).
@@ -206,7 +210,7 @@ NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g
     const C pa = p.a, pb = p.b, pinv = p.inv, pthr = p.thr, p2a = p.two_a;
     const SoftT<C> pst = p.soft;
     const double pad = p.ad, pbd = p.bd, p2ad = p.two_ad;
-    (void)wd, (void)decay;
+    (void)wd;
     std::int64_t zeros = 0;
     auto pass = [&](auto small, auto has_b) __attribute__((always_inline)) {
         constexpr bool Small = decltype(small)::value;
@@ -215,8 +219,8 @@ NORMREG_FMA_KERNEL std::int64_t adam_step(T* __restrict w, const T* __restrict g
         for (std::int64_t i = 0; i < n; ++i) {
             C wi = load<T>(w[i]);
             C gi = penalized_grad<Kind, HasB, T>(g[i], wi, pa, pb) * gsign;
-            if constexpr (WD == 1) gi = madd(wi, wd, gi);
-            if constexpr (WD == 2) wi = wi * decay;
+            if constexpr (Coupled) gi = madd(wi, wd, gi);
+            wi = wi * decay;  // AdamW; exactly wi where decay is 1
             C mi = load<T>(m[i]);
             const C diff = gi - mi;
             if constexpr (Small) mi = madd(wgt, diff, mi);

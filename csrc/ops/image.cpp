@@ -72,32 +72,44 @@ kernels::LossSums pointwise_loss_value(PointLoss kind, const PointwiseArgs& a, v
     return r[0];
 }
 
+// The gradient recomputed from pred and target (a retained graph's second backward): per
+// block of kGradBlock elements, pointwise_value writes the forward's gradient u into a buffer
+// on the stack (in L1), and pointwise_grad_scale turns it into grad_pred / grad_target. The
+// operations and their order are those of the forward's dir followed by the backward's
+// scaling, so the two ways to a gradient are bitwise equal by construction, and no kernel of
+// its own (128 more instantiations) is compiled for this rare path.
 void pointwise_loss_grad(PointLoss kind, const PointwiseArgs& a, const void* grad_out, void* grad_pred, void* grad_target,
                          double dir_scale, double scale) {
     if (a.numel <= 0) return;
+    constexpr std::int64_t kGradBlock = 2048;
     const TensorList one{TensorRef{const_cast<void*>(a.pred), a.numel, a.dtype}};
     engine::multi_tensor_apply<1>(Lists<1>{&one}, [&](auto c) noexcept {
         using T = typename decltype(c)::type;
-        const std::int64_t b = c.begin;
-        const T* p = static_cast<const T*>(a.pred) + b;
-        const T* t = static_cast<const T*>(a.target) + b;
-        const T* m = a.mask ? static_cast<const T*>(a.mask) + b : nullptr;
-        const T* w = a.weight ? static_cast<const T*>(a.weight) + b : nullptr;
-        const T* go = grad_out ? static_cast<const T*>(grad_out) + b : nullptr;
-        T* gp = static_cast<T*>(grad_pred) + b;
-        T* gt = grad_target ? static_cast<T*>(grad_target) + b : nullptr;
-        with_point_loss(kind, [&](auto K) {
-            with_flag(m != nullptr, [&](auto M) {
-                with_flag(w != nullptr, [&](auto W) {
-                    with_flag(go != nullptr, [&](auto G) {
-                        with_flag(gt != nullptr, [&](auto GT) {
-                            kernels::pointwise_grad<T, decltype(K)::value, decltype(M)::value, decltype(W)::value, decltype(G)::value,
-                                                    decltype(GT)::value>(p, t, m, w, go, gp, gt, c.n, dir_scale, scale);
-                        });
+        using C = compute_t<T>;
+        alignas(64) C u[kGradBlock];
+        for (std::int64_t i = 0; i < c.n; i += kGradBlock) {
+            const std::int64_t b = c.begin + i, n = std::min(kGradBlock, c.n - i);
+            const T* p = static_cast<const T*>(a.pred) + b;
+            const T* t = static_cast<const T*>(a.target) + b;
+            const T* m = a.mask ? static_cast<const T*>(a.mask) + b : nullptr;
+            const T* w = a.weight ? static_cast<const T*>(a.weight) + b : nullptr;
+            const T* go = grad_out ? static_cast<const T*>(grad_out) + b : nullptr;
+            T* gp = static_cast<T*>(grad_pred) + b;
+            T* gt = grad_target ? static_cast<T*>(grad_target) + b : nullptr;
+            with_point_loss(kind, [&](auto K) {
+                with_flag(m != nullptr, [&](auto M) {
+                    with_flag(w != nullptr, [&](auto W) {
+                        kernels::pointwise_value<T, decltype(K)::value, decltype(M)::value, decltype(W)::value, false, true>(
+                            p, t, m, w, nullptr, u, n, dir_scale);
                     });
                 });
             });
-        });
+            with_flag(go != nullptr, [&](auto G) {
+                with_flag(gt != nullptr, [&](auto GT) {
+                    kernels::pointwise_grad_scale<T, decltype(G)::value, true, decltype(GT)::value>(u, go, gp, gt, n, scale);
+                });
+            });
+        }
     });
 }
 

@@ -1,7 +1,7 @@
 // The fused SGD step driver: kernels::sgd_step as an applier functor (Adam: ops/adam.cpp,
 // a file of its own so the two build in parallel). Every flag that
-// changes the loop (momentum, nesterov, weight decay, prox kind, amsgrad, preconditioning)
-// stays a template parameter: as run-time picks inside the loop (bitwise masks) the SGD
+// changes the loop (momentum, nesterov, weight decay, prox kind) stays a template
+// parameter: as run-time picks inside the loop (bitwise masks) the SGD
 // step ran 25% slower on 25M floats, and as plain branches GCC unswitched the loop and left
 // a copy scalar (3x slower). maximize and a fresh momentum buffer are run-time values.
 #include "ops/optim.hpp"
@@ -24,8 +24,8 @@ std::vector<std::int64_t> sgd_step(const TensorList& w, const TensorList& g, con
         constexpr int K = decltype(kind)::value;
         return flags::boolean(momentum, [&](auto mom) {
             constexpr bool M = decltype(mom)::value;
-            return flags::boolean(nesterov && M, [&](auto nest) {
-                constexpr bool N = decltype(nest)::value && M;
+            return flags::boolean_if<M>(nesterov, [&](auto nest) {  // nesterov needs momentum
+                constexpr bool N = decltype(nest)::value;
                 return flags::boolean(h.weight_decay != 0.0, [&](auto wdc) {
                     constexpr bool WD = decltype(wdc)::value;
                     return multi_tensor_count<3>(Lists<3>{&w, &g, M ? &buf : nullptr}, [&](auto c) noexcept -> std::int64_t {
