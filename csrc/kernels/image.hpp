@@ -35,39 +35,48 @@ inline C grad_factor(double scale) noexcept {
     return static_cast<C>(K == PointLoss::L1 ? scale : 2.0 * scale);
 }
 
-// e_i = [m_i] [w_i] loss(p_i - t_i), loss = |d| or d^2, computed in the compute type of T
-// without materializing p - t. Returns sum e_i and sum m_i (double); writes e_i to out when Out.
-// When Dir, the same pass also writes the gradient for an incoming gradient of 1, in C:
-//   u_i = c1 * ((dloss(d_i) * [m_i]) * [w_i]),  dloss = sign(d) (L1; 0 at 0, NaN stays NaN)
-//   or d (MSE), c1 = grad_factor(dir_scale) (dir_scale: 1/numel for an unmasked mean, else 1),
+// One element's terms, in the compute type C of T, without materializing p - t:
+// e = [m] [w] loss(p - t), loss = |d| or d^2, and g = (dloss(d) * [m]) * [w], dloss =
+// sign(d) (L1; 0 at 0, NaN stays NaN) or d (MSE); mv is m (left as it is without a mask).
+// The one definition of the pointwise losses' arithmetic: pointwise_value and pointwise_none
+// both call it, so values, elementwise losses and gradients agree bitwise however reached.
+template <class T, PointLoss K, bool Mask, bool Weight>
+NORMREG_INLINE void point_terms(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
+                                std::int64_t i, compute_t<T>& e, compute_t<T>& g, compute_t<T>& mv) noexcept {
+    using C = compute_t<T>;
+    const C d = load<T>(p[i]) - load<T>(t[i]);
+    if constexpr (K == PointLoss::L1) {
+        e = std::fabs(d);  // branch-free; NaN stays NaN
+        g = sign_nan(d);
+    } else {
+        e = d * d;
+        g = d;
+    }
+    if constexpr (Mask) {
+        mv = load<T>(m[i]);
+        e = mv * e;
+        g = g * mv;
+    }
+    if constexpr (Weight) {
+        const C wv = load<T>(w[i]);
+        e = wv * e;
+        g = g * wv;
+    }
+}
+
+// Sum e_i and sum m_i (double) of those terms: the "mean" and "sum" reductions. When Dir, the
+// same pass also writes the gradient for an incoming gradient of 1, in C:
+//   u_i = c1 * g_i,  c1 = grad_factor(dir_scale) (dir_scale: 1/numel for an unmasked mean, else 1),
 // so a backward with incoming gradient k needs at most one scaling pass (pointwise_grad_scale).
-template <class T, PointLoss K, bool Mask, bool Weight, bool Out, bool Dir>
+template <class T, PointLoss K, bool Mask, bool Weight, bool Dir>
 NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
-                                T* __restrict out, compute_t<T>* __restrict u, std::int64_t n, double dir_scale) noexcept {
+                                compute_t<T>* __restrict u, std::int64_t n, double dir_scale) noexcept {
     using C = compute_t<T>;
     const C c1 = grad_factor<C, K>(dir_scale);
-    // element i: writes out / u, returns e_i; mv is m_i (1 without a mask)
+    // element i: writes u, returns e_i; mv is m_i (1 without a mask)
     auto one = [&](std::int64_t i, C& mv) __attribute__((always_inline)) {
-        const C d = load<T>(p[i]) - load<T>(t[i]);
         C e, g;
-        if constexpr (K == PointLoss::L1) {
-            e = std::fabs(d);  // branch-free; NaN stays NaN
-            g = sign_nan(d);
-        } else {
-            e = d * d;
-            g = d;
-        }
-        if constexpr (Mask) {
-            mv = load<T>(m[i]);
-            e = mv * e;
-            g = g * mv;
-        }
-        if constexpr (Weight) {
-            const C wv = load<T>(w[i]);
-            e = wv * e;
-            g = g * wv;
-        }
-        if constexpr (Out) out[i] = store<T>(e);
+        point_terms<T, K, Mask, Weight>(p, t, m, w, i, e, g, mv);
         if constexpr (Dir) u[i] = c1 * g;
         return e;
     };
@@ -121,19 +130,12 @@ NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restri
     }
     if constexpr (std::is_same_v<C, float>) {
         // A float partial overflows past 2^128 where the terms in double do not: then the
-        // sums are taken again term by term in double (reading only; out / u are written).
+        // sums are taken again term by term in double (reading only; u is written).
         if (!(ts <= std::numeric_limits<double>::max() && tm <= std::numeric_limits<double>::max()) && ts == ts) {
             ts = 0.0, tm = 0.0;
             for (std::int64_t k = 0; k < n; ++k) {
-                C e = 0, mv = 1;
-                const C d = load<T>(p[k]) - load<T>(t[k]);
-                if constexpr (K == PointLoss::L1) e = std::fabs(d);
-                else e = d * d;
-                if constexpr (Mask) {
-                    mv = load<T>(m[k]);
-                    e = mv * e;
-                }
-                if constexpr (Weight) e = load<T>(w[k]) * e;
+                C e, g, mv = 1;
+                point_terms<T, K, Mask, Weight>(p, t, m, w, k, e, g, mv);
                 ts += static_cast<double>(e);
                 tm += static_cast<double>(mv);
             }
@@ -141,6 +143,27 @@ NORMREG_KERNEL LossSums pointwise_value(const T* __restrict p, const T* __restri
         }
     }
     return LossSums{ts, tm};
+}
+
+// The elementwise loss (reduction "none"): out_i = e_i stored in T, and u_i = c1 * g_i when
+// Dir (the terms of point_terms). Returns sum m_i (double; 0 without a mask), the denominator
+// a masked mean would use. One plain loop: "none" sums no losses, so it needs none of
+// pointwise_value's partials (and half its instantiations).
+template <class T, PointLoss K, bool Mask, bool Weight, bool Dir>
+NORMREG_KERNEL double pointwise_none(const T* __restrict p, const T* __restrict t, const T* __restrict m, const T* __restrict w,
+                             T* __restrict out, compute_t<T>* __restrict u, std::int64_t n, double dir_scale) noexcept {
+    using C = compute_t<T>;
+    const C c1 = grad_factor<C, K>(dir_scale);
+    double sm = 0.0;
+#pragma omp simd reduction(+ : sm)
+    for (std::int64_t i = 0; i < n; ++i) {
+        C e, g, mv = 1;
+        point_terms<T, K, Mask, Weight>(p, t, m, w, i, e, g, mv);
+        out[i] = store<T>(e);
+        if constexpr (Dir) u[i] = c1 * g;
+        if constexpr (Mask) sm += static_cast<double>(mv);
+    }
+    return sm;
 }
 
 // The backward from the forward's gradient u (compute type): gp_i = (u_i * k) * [go_i] when

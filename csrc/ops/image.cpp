@@ -34,8 +34,8 @@ decltype(auto) with_point_loss(PointLoss k, F&& f) {
 
 }  // namespace
 
-// Sum of [m] [w] loss(pred - target) and sum of m; writes the elementwise loss to `out`
-// (reduction "none") when out is not null, and the gradient for an incoming gradient of 1,
+// Sum of [m] [w] loss(pred - target) and sum of m; with `out` (reduction "none") the
+// elementwise loss is written there instead and only the sum of m is returned; and the gradient for an incoming gradient of 1,
 // grad_factor(dir_scale) * [m] [w] dloss, to `dir` (in the compute type: float for
 // float32/bf16/f16, double for float64) when dir is not null.
 // The applier dispatches on the dtype; the functor picks the kernel's flags per chunk (a few
@@ -58,11 +58,12 @@ kernels::LossSums pointwise_loss_value(PointLoss kind, const PointwiseArgs& a, v
             return with_point_loss(kind, [&](auto K) {
                 return with_flag(m != nullptr, [&](auto M) {
                     return with_flag(w != nullptr, [&](auto W) {
-                        return with_flag(o != nullptr, [&](auto O) {
-                            return with_flag(u != nullptr, [&](auto D) {
-                                return kernels::pointwise_value<T, decltype(K)::value, decltype(M)::value, decltype(W)::value,
-                                                                decltype(O)::value, decltype(D)::value>(p, t, m, w, o, u, c.n, dir_scale);
-                            });
+                        return with_flag(u != nullptr, [&](auto D) {
+                            constexpr auto k = decltype(K)::value;
+                            constexpr bool mm = decltype(M)::value, ww = decltype(W)::value, dd = decltype(D)::value;
+                            if (o != nullptr)  // "none": the elementwise loss, and the mask's sum
+                                return kernels::LossSums{0.0, kernels::pointwise_none<T, k, mm, ww, dd>(p, t, m, w, o, u, c.n, dir_scale)};
+                            return kernels::pointwise_value<T, k, mm, ww, dd>(p, t, m, w, u, c.n, dir_scale);
                         });
                     });
                 });
@@ -99,8 +100,8 @@ void pointwise_loss_grad(PointLoss kind, const PointwiseArgs& a, const void* gra
             with_point_loss(kind, [&](auto K) {
                 with_flag(m != nullptr, [&](auto M) {
                     with_flag(w != nullptr, [&](auto W) {
-                        kernels::pointwise_value<T, decltype(K)::value, decltype(M)::value, decltype(W)::value, false, true>(
-                            p, t, m, w, nullptr, u, n, dir_scale);
+                        kernels::pointwise_value<T, decltype(K)::value, decltype(M)::value, decltype(W)::value, true>(p, t, m, w, u, n,
+                                                                                                                  dir_scale);
                     });
                 });
             });

@@ -27,8 +27,8 @@ struct PointwiseArgs {
     DType dtype;
 };
 
-// Sum of [m] [w] loss(pred - target) and sum of m; writes the elementwise loss to `out`
-// (reduction "none") when out is not null, and the gradient for an incoming gradient of 1,
+// Sum of [m] [w] loss(pred - target) and sum of m; with `out` (reduction "none") the
+// elementwise loss is written there instead and only the sum of m is returned; and the gradient for an incoming gradient of 1,
 // grad_factor(dir_scale) * [m] [w] dloss, to `dir` (in the compute type: float for
 // float32/bf16/f16, double for float64) when dir is not null.
 kernels::LossSums pointwise_loss_value(PointLoss kind, const PointwiseArgs& a, void* out, void* dir, double dir_scale);
