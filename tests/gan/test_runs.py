@@ -32,8 +32,10 @@ pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 @pytest.fixture(autouse=True)
 def _quick_curves(monkeypatch):
     """A stand-in for curves.png: matplotlib's layout costs far more than these tiny runs;
-    test_plot_curves_handles_non_finite_values_and_torn_lines draws the real one."""
+    test_plot_curves_handles_non_finite_values_and_torn_lines draws the real one. Patched
+    where the run loop looks the name up (it imports plot_curves itself)."""
     import normreg.gan.plots as plots
+    import normreg.gan.run_loop as run_loop
 
     def stand_in(run_dir, out=None):
         out = out or os.path.join(run_dir, "curves.png")
@@ -42,6 +44,7 @@ def _quick_curves(monkeypatch):
         return out
 
     monkeypatch.setattr(plots, "plot_curves", stand_in)
+    monkeypatch.setattr(run_loop, "plot_curves", stand_in)
 
 
 SMALL = dict(steps=4, eval_every=4, sample_every=4, checkpoint_every=2, eval_samples=12, max_images=64)
