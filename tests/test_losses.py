@@ -646,6 +646,13 @@ def test_pointwise_errors(fn):
             fn(p, p, mask=w)
         with pytest.raises(ValueError, match="'weight'"):  # the reference path checks too
             fn(p, p, weight=w.requires_grad_())
+    # checked after the conversion to pred's dtype: a float64 1e300 is Inf in float32
+    big = torch.ones(3, 1, 1, dtype=torch.float64)
+    big[2] = 1e300
+    with pytest.raises(ValueError, match="'mask'.*finite and >= 0"):
+        fn(p.float(), p.float(), mask=big)
+    with pytest.raises(ValueError, match="'weight'.*finite and >= 0"):
+        fn(p.float(), p.float(), weight=big)
 
 
 def test_tv_errors():

@@ -166,16 +166,19 @@ def _pointwise(kind: str, fn: str, pred, target, mask, weight, reduction) -> Ten
     _check_reduction(reduction, fn)
     m = _factor(mask, "mask", pred, fn)
     w = _factor(weight, "weight", pred, fn)
+    # a bool mask converts to 0 and 1: only float factors need their values checked (after
+    # the conversion: a float64 1e300 is Inf in float32). The check reads the whole tensor.
+    m_check = None if mask is None or mask.dtype == torch.bool else m
     if any(x is not None and x.requires_grad for x in (m, w)) or _ops.functorch_active():
         # gradients for the mask / weights, or torch.func: the differentiable reference
-        _ops.check_loss_factor(m, "mask", fn)
+        _ops.check_loss_factor(m_check, "mask", fn)
         _ops.check_loss_factor(w, "weight", fn)
         return ref.pointwise_loss(kind, pred, target, m, w, reduction).to(pred.dtype)
     want = torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad)
     if not (pred.is_cpu and _ops.direct_ok()):  # other devices, compile, forced: the operator
         return torch.ops.normreg.pointwise_loss(pred, target, m, w, kind, reduction, want, fn)[0]
     # the direct path: the same checks and kernels as the operator's CPU implementation
-    _ops.check_loss_factor(m, "mask", fn)
+    _ops.check_loss_factor(m_check, "mask", fn)
     _ops.check_loss_factor(w, "weight", fn)
     shape = pred.shape
     if m is not None:
