@@ -17,6 +17,7 @@ import pytest
 from _fake_trainer import FakeConfig, FakeTrainer, fake_metrics
 
 from normreg.study import Criterion, expand_grid, load_sweep, parse_grid, parse_value, sweep
+from normreg.study._io import atomic_write_text, remove_stale_temporaries
 
 BASE = {"task": "completion", "steps": 10, "seed": 0}
 GRID = {"recon_weight": [1.0, 10.0, 100.0, 1000.0]}
@@ -78,24 +79,42 @@ def test_expand_grid_errors():
 # --- the sweep with seeds and folds ------------------------------------------------------
 def test_sweep_runs_every_point_seed_and_fold(tmp_path):
     fake = FakeTrainer()
-    res = sweep(BASE, {"recon_weight": [1.0, 100.0], "weight_penalty": ["l1", "l2"]}, tmp_path,
-                seeds=2, folds=3, progress=False, plot=False, backend=fake.backend())
+    res = sweep(
+        BASE,
+        {"recon_weight": [1.0, 100.0], "weight_penalty": ["l1", "l2"]},
+        tmp_path,
+        seeds=2,
+        folds=3,
+        progress=False,
+        plot=False,
+        backend=fake.backend(),
+    )
     assert len(fake.calls) == 2 * 2 * 2 * 3
     seen = {(c.recon_weight, c.weight_penalty, c.seed, c.folds, c.fold) for c in fake.calls}
-    assert seen == {(w, p, s, 3, f) for w in [1.0, 100.0] for p in ["l1", "l2"] for s in [0, 1] for f in range(3)}
+    assert seen == {
+        (w, p, s, 3, f) for w in [1.0, 100.0] for p in ["l1", "l2"] for s in [0, 1] for f in range(3)
+    }
     rows = read_csv(res.files["results"])
     assert len(rows) == 24
     # every row's metrics are the ones of its config
     for r in rows:
-        cfg = FakeConfig(recon_weight=float(r["recon_weight"]), weight_penalty=r["weight_penalty"],
-                         seed=int(r["seed"]), folds=3, fold=int(r["fold"]))
+        cfg = FakeConfig(
+            recon_weight=float(r["recon_weight"]),
+            weight_penalty=r["weight_penalty"],
+            seed=int(r["seed"]),
+            folds=3,
+            fold=int(r["fold"]),
+        )
         assert float(r["psnr"]) == pytest.approx(fake_metrics(cfg)["psnr"])
     assert "label" not in rows[0]  # non-numeric evaluate outputs are not metrics
     summ = read_csv(res.files["summary"])
     assert len(summ) == 4 and all(int(s["n_runs"]) == 6 for s in summ)
     for s in summ:
-        vals = [float(r["kid"]) for r in rows
-                if r["recon_weight"] == s["recon_weight"] and r["weight_penalty"] == s["weight_penalty"]]
+        vals = [
+            float(r["kid"])
+            for r in rows
+            if r["recon_weight"] == s["recon_weight"] and r["weight_penalty"] == s["weight_penalty"]
+        ]
         assert float(s["kid_mean"]) == pytest.approx(statistics.fmean(vals))
         assert float(s["kid_std"]) == pytest.approx(statistics.stdev(vals))
 
@@ -135,13 +154,23 @@ def test_resume_reruns_only_unfinished_points(tmp_path):
 
 
 def test_resume_from_manifest_and_grown_grid(tmp_path):
-    sweep(BASE, GRID, tmp_path, seeds=2, criterion="kid", progress=False, plot=False,
-          backend=FakeTrainer().backend())
+    sweep(
+        BASE,
+        GRID,
+        tmp_path,
+        seeds=2,
+        criterion="kid",
+        progress=False,
+        plot=False,
+        backend=FakeTrainer().backend(),
+    )
     fake = FakeTrainer()
     res = sweep(out_dir=tmp_path, resume=True, progress=False, plot=False, backend=fake.backend())
     assert fake.calls == [] and str(res.criterion) == "kid"
     grown = {"recon_weight": [*GRID["recon_weight"], 3.0]}
-    res = sweep(BASE, grown, tmp_path, seeds=2, resume=True, progress=False, plot=False, backend=fake.backend())
+    res = sweep(
+        BASE, grown, tmp_path, seeds=2, resume=True, progress=False, plot=False, backend=fake.backend()
+    )
     assert sorted(c.recon_weight for c in fake.calls) == [3.0, 3.0]
     assert len(res.records) == 10
 
@@ -158,8 +187,16 @@ def test_overwrite_starts_again(tmp_path):
 # --- selection --------------------------------------------------------------------------
 @pytest.mark.parametrize("metric,best", [("psnr", max), ("classifier_score", max), ("kid", min)])
 def test_single_metric_selection_follows_the_metric_direction(tmp_path, metric, best):
-    res = sweep(BASE, GRID, tmp_path, seeds=2, criterion=metric, progress=False, plot=False,
-                backend=FakeTrainer().backend())
+    res = sweep(
+        BASE,
+        GRID,
+        tmp_path,
+        seeds=2,
+        criterion=metric,
+        progress=False,
+        plot=False,
+        backend=FakeTrainer().backend(),
+    )
     means = point_means(read_csv(res.files["results"]), ["recon_weight"], metric)
     expected = best(means, key=means.get)
     assert res.best_options == {"recon_weight": float(expected[0])}
@@ -176,8 +213,16 @@ def test_psnr_picks_the_largest_reconstruction_weight_and_quality_does_not(tmp_p
 
 def test_weighted_combination_matches_independent_zscores(tmp_path):
     grid = {"recon_weight": [1.0, 10.0, 100.0], "weight_penalty": ["none", "l1", "l2"]}
-    res = sweep(BASE, grid, tmp_path, seeds=2, criterion="3*psnr + 1*kid", progress=False, plot=False,
-                backend=FakeTrainer().backend())
+    res = sweep(
+        BASE,
+        grid,
+        tmp_path,
+        seeds=2,
+        criterion="3*psnr + 1*kid",
+        progress=False,
+        plot=False,
+        backend=FakeTrainer().backend(),
+    )
     rows = read_csv(res.files["results"])
     names = ["recon_weight", "weight_penalty"]
     psnr, kid = point_means(rows, names, "psnr"), point_means(rows, names, "kid")
@@ -190,8 +235,12 @@ def test_weighted_combination_matches_independent_zscores(tmp_path):
     score = {k: 3 * zp[k] - 1 * zk[k] for k in psnr}
     expected = max(score, key=score.get)
     assert (str(res.best_options["recon_weight"]), res.best_options["weight_penalty"]) == (
-        str(float(expected[0])), expected[1])
-    summ = {(s["recon_weight"], s["weight_penalty"]): float(s["score"]) for s in read_csv(res.files["summary"])}
+        str(float(expected[0])),
+        expected[1],
+    )
+    summ = {
+        (s["recon_weight"], s["weight_penalty"]): float(s["score"]) for s in read_csv(res.files["summary"])
+    }
     for k, v in score.items():
         assert summ[k] == pytest.approx(v)
 
@@ -214,8 +263,16 @@ def test_points_with_nan_metrics_are_never_selected(tmp_path):
 
 @pytest.mark.parametrize(
     "spec,match",
-    [("", "empty"), ("psnr+", "cannot read"), ("bogus", "unknown metric"), ("-1*kid", "> 0"), ("psnr-kid", "cannot read"),
-     ("0*kid", "> 0"), ("psnr+psnr", "twice"), ({"kid": -1}, "> 0")],
+    [
+        ("", "empty"),
+        ("psnr+", "cannot read"),
+        ("bogus", "unknown metric"),
+        ("-1*kid", "> 0"),
+        ("psnr-kid", "cannot read"),
+        ("0*kid", "> 0"),
+        ("psnr+psnr", "twice"),
+        ({"kid": -1}, "> 0"),
+    ],
 )
 def test_criterion_errors(spec, match):
     with pytest.raises(ValueError, match="'criterion'") as e:
@@ -233,14 +290,21 @@ def test_criterion_directions_and_custom_metrics():
 
 def test_criterion_on_missing_metric_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="'criterion'.*no fid"):
-        sweep(BASE, GRID, tmp_path, criterion="fid", progress=False, plot=False, backend=FakeTrainer().backend())
+        sweep(
+            BASE, GRID, tmp_path, criterion="fid", progress=False, plot=False, backend=FakeTrainer().backend()
+        )
 
 
 # --- bad input is refused before anything runs -----------------------------------------
 @pytest.mark.parametrize(
     "grid,match",
-    [({"recon_wieght": [1]}, "recon_weight"), ({"seed": [1, 2]}, "seeds"), ({"fold": [0]}, "folds"),
-     ({"weight_penalty": ["l7"]}, "weight_penalty"), ({}, "empty")],
+    [
+        ({"recon_wieght": [1]}, "recon_weight"),
+        ({"seed": [1, 2]}, "seeds"),
+        ({"fold": [0]}, "folds"),
+        ({"weight_penalty": ["l7"]}, "weight_penalty"),
+        ({}, "empty"),
+    ],
 )
 def test_bad_grid_is_refused_before_any_run(tmp_path, grid, match):
     fake = FakeTrainer()
@@ -250,8 +314,15 @@ def test_bad_grid_is_refused_before_any_run(tmp_path, grid, match):
     assert fake.calls == [] and not (tmp_path / "points").exists()
 
 
-@pytest.mark.parametrize("kw,name", [({"seeds": 0}, "'seeds'"), ({"seeds": [1, 1]}, "'seeds'"),
-                                     ({"folds": 0}, "'folds'"), ({"folds": 2.5}, "'folds'")])
+@pytest.mark.parametrize(
+    "kw,name",
+    [
+        ({"seeds": 0}, "'seeds'"),
+        ({"seeds": [1, 1]}, "'seeds'"),
+        ({"folds": 0}, "'folds'"),
+        ({"folds": 2.5}, "'folds'"),
+    ],
+)
 def test_bad_seeds_and_folds(tmp_path, kw, name):
     with pytest.raises(ValueError, match=name):
         sweep(BASE, GRID, tmp_path, progress=False, backend=FakeTrainer().backend(), **kw)
@@ -260,8 +331,17 @@ def test_bad_seeds_and_folds(tmp_path, kw, name):
 # --- outputs ----------------------------------------------------------------------------
 def test_best_config_round_trips_through_toml(tmp_path):
     base = {**BASE, "weight_penalty": "l2", "weight_penalty_strength": 1e-4}
-    res = sweep(base, GRID, tmp_path, seeds=2, folds=2, criterion="kid", progress=False, plot=False,
-                backend=FakeTrainer().backend())
+    res = sweep(
+        base,
+        GRID,
+        tmp_path,
+        seeds=2,
+        folds=2,
+        criterion="kid",
+        progress=False,
+        plot=False,
+        backend=FakeTrainer().backend(),
+    )
     loaded = FakeConfig.from_toml(res.files["best"])
     expected = FakeConfig(**{**base, "recon_weight": 10.0})
     assert loaded == expected  # base seed, no fold: the config to train on all the data
@@ -270,8 +350,15 @@ def test_best_config_round_trips_through_toml(tmp_path):
 
 
 def test_plot_is_written(tmp_path):
-    res = sweep(BASE, {"recon_weight": [1.0, 10.0, 100.0], "weight_penalty": ["l1", "l2"]}, tmp_path,
-                seeds=2, criterion="classifier_score+kid", progress=False, backend=FakeTrainer().backend())
+    res = sweep(
+        BASE,
+        {"recon_weight": [1.0, 10.0, 100.0], "weight_penalty": ["l1", "l2"]},
+        tmp_path,
+        seeds=2,
+        criterion="classifier_score+kid",
+        progress=False,
+        backend=FakeTrainer().backend(),
+    )
     data = res.files["plot"].read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
@@ -281,3 +368,25 @@ def test_progress_bar_shows_runs(tmp_path, capsys):
     sweep(BASE, GRID, tmp_path, progress=True, plot=False, backend=FakeTrainer().backend())
     err = capsys.readouterr().err
     assert "sweep" in err and "4/4" in err
+
+
+def test_remove_stale_temporaries_takes_both_writers_temporaries(tmp_path):
+    # study/_io's own atomic writer leaves .NAME.XXXX.tmp, the trainer's (normreg.gan._files,
+    # used for a study's figures) .NAME.tmpPID.SUFFIX; both go, nothing else does
+    (tmp_path / "points").mkdir()
+    stale = [
+        tmp_path / ".summary.json.k3j2.tmp",
+        tmp_path / ".pareto.png.tmp4242.png",
+        tmp_path / "points" / ".p1.json.x.tmp",
+    ]
+    keep = [
+        tmp_path / "pareto.png",
+        tmp_path / ".hidden",
+        tmp_path / "points" / "p1.json",
+        tmp_path / "tmp.csv",
+    ]
+    for p in stale + keep:
+        p.write_text("x")
+    atomic_write_text(tmp_path / "report.md", "r")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in keep) and (tmp_path / "report.md").read_text() == "r"

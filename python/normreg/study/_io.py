@@ -69,13 +69,14 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Remove the ``.NAME.*.tmp`` files an interrupted atomic write left in ``folder`` and its
-    ``points`` folder (a crash, a kill -9); returns them."""
+    """Remove the temporary files an interrupted atomic write left in ``folder`` and its
+    ``points`` folder (a crash, a kill -9); returns them: this module's ``.NAME.*.tmp`` and
+    the trainer's ``.NAME.tmpPID.SUFFIX`` (normreg.gan._files: a study's figures and grids)."""
     gone = []
     for d in (Path(folder), Path(folder) / "points"):
         if d.is_dir():
             for p in d.iterdir():
-                if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+                if p.name.startswith(".") and ".tmp" in p.name and p.is_file():
                     p.unlink()
                     gone.append(p)
     return gone
