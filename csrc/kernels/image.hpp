@@ -303,8 +303,8 @@ inline void tv_grad_row(const compute_t<T>* __restrict ax, const compute_t<T>* _
 // past the row, x(i+1, 0), which exists because row i+1 does; its dx(W-1) (not a term) is
 // masked to +0 bit by bit, so nothing there (NaN, Inf) reaches the sum. GCC's vector
 // extensions compile to AVX2 in the avx2 clone and to SSE2 pairs in the default one.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors only live inside the kernels
+// (GCC's -Wpsabi note about these 32-byte vectors is off in CMakeLists.txt: they only live
+// inside the always-inlined helpers.)
 namespace tv8 {
 typedef float f8 __attribute__((vector_size(32)));
 typedef std::int32_t i8 __attribute__((vector_size(32)));
@@ -496,7 +496,6 @@ __attribute__((always_inline)) inline void grad_rows(const float* __restrict pla
     }
 }
 }  // namespace tv8
-#pragma GCC diagnostic pop
 
 // Sum of the terms of rows [r0, r1).
 template <class T, TVKind K>
