@@ -19,7 +19,7 @@ from pathlib import Path
 
 from normreg.stability.arms import ARMS, BASE, SEEDS, SMOKE, arm_names
 
-from ..study._io import atomic_savefig, atomic_write_text
+from ..study._io import atomic_write_text
 from .report_common import (  # noqa: F401
     _SCALE,
     METRICS,
@@ -35,105 +35,11 @@ from .report_common import (  # noqa: F401
     verdict,
 )
 from .report_digits import digits_section  # noqa: F401
-from .ring import ring_modes
+from .report_ring_figures import _curves_figure, _scatter_grid, _summary_figure
 
 __all__ = ["write_report", "arm_table", "verdict"]
 
 
-def _scatter_grid(by_arm: dict[str, list[dict]], path: Path, seed: int = 0) -> bool:
-    plt = _plt()
-    rows = [(arm, next((r for r in recs if r["seed"] == seed), None)) for arm, recs in by_arm.items()]
-    rows = [(a, r) for a, r in rows if r is not None and r["summary"].get("snapshots")]
-    if not rows:
-        return False
-    steps = sorted({int(k) for _, r in rows for k in r["summary"]["snapshots"]})
-    modes = ring_modes().numpy()
-    fig, axes = plt.subplots(len(rows), len(steps), figsize=(1.6 * len(steps) + 1.2, 1.6 * len(rows)), squeeze=False)
-    for i, (arm, r) in enumerate(rows):
-        snaps = r["summary"]["snapshots"]
-        for j, s in enumerate(steps):
-            ax = axes[i][j]
-            ax.scatter(modes[:, 0], modes[:, 1], s=14, marker="x", c="tab:red", linewidths=0.8, zorder=3)
-            pts = snaps.get(str(s))
-            if pts:
-                xy = [(p[0], p[1]) for p in pts if all(map(math.isfinite, p))]
-                if xy:
-                    xs, ys = zip(*xy)
-                    ax.scatter(xs, ys, s=1.5, c="tab:blue", alpha=0.5, linewidths=0)
-            ax.set_xlim(-3, 3)
-            ax.set_ylim(-3, 3)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_aspect("equal")
-            if i == 0:
-                ax.set_title(f"step {s}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(arm, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"G's samples over training (seed {seed}; red x: the 8 modes)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / len(rows)))
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def _summary_figure(by_arm: dict[str, list[dict]], path: Path) -> None:
-    plt = _plt()
-    arms = list(by_arm)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 0.35 * len(arms) + 1.6), sharey=True)
-    y = range(len(arms))
-    div = [sum(bool(r["summary"]["diverged"]) for r in by_arm[a]) for a in arms]
-    n = [len(by_arm[a]) for a in arms]
-    axes[0].barh(list(y), div, color="tab:red")
-    for yi, d, k in zip(y, div, n):
-        axes[0].text(d + 0.05, yi, f"{d}/{k}", va="center", fontsize=7)
-    axes[0].set_xlim(0, max(n) + 0.8)
-    axes[0].set_xlabel("diverged runs")
-    for ax, m, scale in ((axes[1], "modes_covered", 1.0), (axes[2], "hq_fraction", 100.0)):
-        for yi, a in zip(y, arms):
-            vals = [v * scale for v in _values(by_arm[a], m)]
-            ax.scatter(vals, [yi] * len(vals), s=14, c="tab:blue", alpha=0.7)
-            mu, _, k = _ms(vals)
-            if k:
-                ax.plot([mu, mu], [yi - 0.3, yi + 0.3], c="k", lw=1.2)
-        ax.set_xlabel(METRICS[m][0] + " (dots: seeds, bar: mean)")
-    axes[1].set_xlim(-0.3, 8.3)
-    axes[2].set_xlim(-3, 103)
-    axes[0].set_yticks(list(y))
-    axes[0].set_yticklabels(arms, fontsize=8)
-    axes[0].invert_yaxis()
-    fig.suptitle("Final state of every run", fontsize=10)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
-
-
-def _curves_figure(by_arm: dict[str, list[dict]], path: Path) -> None:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    cmap = plt.get_cmap("tab20")
-    for k, (arm, recs) in enumerate(by_arm.items()):
-        curves = [r["summary"].get("curve") or [] for r in recs]
-        if not curves or not curves[0]:
-            continue
-        steps = [p["step"] for p in curves[0]]
-        for ax, m, scale in ((axes[0], "modes_covered", 1.0), (axes[1], "hq_fraction", 100.0)):
-            mean = []
-            for i in range(len(steps)):
-                vals = [scale * _f(c[i][m]) for c in curves if len(c) > i]
-                mean.append(sum(vals) / len(vals))
-            ax.plot(steps, mean, label=arm, color=cmap(k % 20), lw=1.3, ls="-" if k < 10 else "--")
-    axes[0].set_ylabel("modes covered (mean over seeds)")
-    axes[1].set_ylabel("high-quality samples, % (mean over seeds)")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
-
-
-# ---- the answer -----------------------------------------------------------------------------
 def _compare_lines(by_arm: dict[str, list[dict]], ref: str) -> list[str]:
     out = []
     if ref not in by_arm:
@@ -145,12 +51,19 @@ def _compare_lines(by_arm: dict[str, list[dict]], ref: str) -> list[str]:
         for m in ("modes_covered", "hq_fraction", "kl_uniform", "late_modes"):
             v, d, se = verdict(_values(recs, m), _values(by_arm[ref], m), METRICS[m][1])
             sc = _SCALE.get(m, 1.0)
-            label = "modes, last 5 evals" if m == "late_modes" else METRICS[m][0].split(" (")[0].split(" ↑")[0].split(" ↓")[0]
-            parts.append(f"{label} {v}"
-                         + (f" ({d * sc:+.2f} ± {se * sc:.2f})" if math.isfinite(d) else ""))
+            label = (
+                "modes, last 5 evals"
+                if m == "late_modes"
+                else METRICS[m][0].split(" (")[0].split(" ↑")[0].split(" ↓")[0]
+            )
+            parts.append(f"{label} {v}" + (f" ({d * sc:+.2f} ± {se * sc:.2f})" if math.isfinite(d) else ""))
         div = sum(bool(r["summary"]["diverged"]) for r in recs)
         div_ref = sum(bool(r["summary"]["diverged"]) for r in by_arm[ref])
-        out.append(f"- **{arm}** vs {ref}: " + "; ".join(parts) + f"; diverged {div}/{len(recs)} vs {div_ref}/{len(by_arm[ref])}.")
+        out.append(
+            f"- **{arm}** vs {ref}: "
+            + "; ".join(parts)
+            + f"; diverged {div}/{len(recs)} vs {div_ref}/{len(by_arm[ref])}."
+        )
     return out
 
 
@@ -167,15 +80,20 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
             v_hq = verdict(_values(recs, "hq_fraction"), _values(by_arm[ref], "hq_fraction"))[0]
             v_late = verdict(_values(recs, "late_modes"), _values(by_arm[ref], "late_modes"))[0]
             dref = sum(bool(r["summary"]["diverged"]) for r in by_arm[ref])
-            bits.append(f"vs {ref}: modes {v_modes}, high-quality {v_hq}, modes over the last 5 evals {v_late}, "
-                        f"diverged {div} vs {dref}")
+            bits.append(
+                f"vs {ref}: modes {v_modes}, high-quality {v_hq}, modes over the last 5 evals {v_late}, "
+                f"diverged {div} vs {dref}"
+            )
         lines.append(f"- {arm}: " + "; ".join(bits) + ".")
+
     def n_div(a: str) -> int:
         return sum(bool(r["summary"]["diverged"]) for r in by_arm[a])
 
     def verdicts(a: str, ref: str) -> list[str]:
-        return [verdict(_values(by_arm[a], m), _values(by_arm[ref], m), METRICS[m][1])[0]
-                for m in ("modes_covered", "hq_fraction", "late_modes")]
+        return [
+            verdict(_values(by_arm[a], m), _values(by_arm[ref], m), METRICS[m][1])[0]
+            for m in ("modes_covered", "hq_fraction", "late_modes")
+        ]
 
     def any_better(a: str, ref: str) -> str:
         vs = verdicts(a, ref)
@@ -186,32 +104,50 @@ def _answer(by_arm: dict[str, list[dict]]) -> list[str]:
         return "mixed" if "better" in vs else "within spread"
 
     has_none = "none" in by_arm
-    better_than_none = [a for a in norm_arms if has_none and any_better(a, "none") == "better"
-                        and not more_divergences(n_div(a), len(by_arm[a]), n_div("none"), len(by_arm["none"]))]
+    better_than_none = [
+        a
+        for a in norm_arms
+        if has_none
+        and any_better(a, "none") == "better"
+        and not more_divergences(n_div(a), len(by_arm[a]), n_div("none"), len(by_arm["none"]))
+    ]
+
     def diverges_more(a: str, ref: str) -> bool:
         return more_divergences(n_div(a), len(by_arm[a]), n_div(ref), len(by_arm[ref]))
 
-    worse_than_none = [a for a in norm_arms if has_none and ("worse" in verdicts(a, "none") or diverges_more(a, "none"))]
+    worse_than_none = [
+        a for a in norm_arms if has_none and ("worse" in verdicts(a, "none") or diverges_more(a, "none"))
+    ]
 
     head = []
     if better_than_none:
-        head.append("Norm-penalty arms better than no regularization (modes covered, high-quality fraction or "
-                    "modes over the last 5 evals beyond the seeds' spread, none worse, no more divergences): "
-                    + ", ".join(better_than_none) + ".")
+        head.append(
+            "Norm-penalty arms better than no regularization (modes covered, high-quality fraction or "
+            "modes over the last 5 evals beyond the seeds' spread, none worse, no more divergences): "
+            + ", ".join(better_than_none)
+            + "."
+        )
     else:
-        head.append("**No** norm-penalty arm is better than no regularization beyond the seeds' spread (modes "
-                    "covered, high-quality fraction, modes over the last 5 evals) without more divergences.")
+        head.append(
+            "**No** norm-penalty arm is better than no regularization beyond the seeds' spread (modes "
+            "covered, high-quality fraction, modes over the last 5 evals) without more divergences."
+        )
     if worse_than_none:
-        head.append("Norm-penalty arms worse than no regularization (a metric worse beyond the spread, or more "
-                    "divergences by a one-sided Fisher exact test, p < 0.05): " + ", ".join(worse_than_none) + ".")
+        head.append(
+            "Norm-penalty arms worse than no regularization (a metric worse beyond the spread, or more "
+            "divergences by a one-sided Fisher exact test, p < 0.05): " + ", ".join(worse_than_none) + "."
+        )
     for ref in ("R1 γ=1", "spectral norm"):
         if ref not in by_arm:
             continue
         groups: dict[str, list[str]] = {}
         for a in norm_arms:
             groups.setdefault(any_better(a, ref), []).append(a)
-        head.append(f"Against {ref} (modes covered, high-quality fraction, modes over the last 5 evals): " + "; ".join(
-            f"{k}: {', '.join(v)}" for k, v in groups.items()) + ".")
+        head.append(
+            f"Against {ref} (modes covered, high-quality fraction, modes over the last 5 evals): "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items())
+            + "."
+        )
     return [x for h in head for x in (h, "")] + ["Per arm:", ""] + lines
 
 
@@ -226,12 +162,20 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     manifest = json.loads((out / "study.json").read_text()) if (out / "study.json").is_file() else {}
     if not records:  # the digits part alone (parts=("digits",))
         d_lines, d_answer = digits_section(digit_records, out, mode)
-        L = ["# Study: does norm regularization of D stabilize GAN training?", "",
-             f"Generated by `normreg study stability{' --smoke' if mode == 'smoke' else ''}`; nothing below was "
-             "edited by hand. **Not in this run:** the ring of 8 Gaussians.", "",
-             f"Wall time {manifest.get('elapsed_s', math.nan) / 60:.1f} min.", "",
-             *d_lines, "", "## Does a norm penalty on D stabilize training here, compared with R1 and spectral norm?",
-             "", *d_answer]
+        L = [
+            "# Study: does norm regularization of D stabilize GAN training?",
+            "",
+            f"Generated by `normreg study stability{' --smoke' if mode == 'smoke' else ''}`; nothing below was "
+            "edited by hand. **Not in this run:** the ring of 8 Gaussians.",
+            "",
+            f"Wall time {manifest.get('elapsed_s', math.nan) / 60:.1f} min.",
+            "",
+            *d_lines,
+            "",
+            "## Does a norm penalty on D stabilize training here, compared with R1 and spectral norm?",
+            "",
+            *d_answer,
+        ]
         path = out / "report.md"
         atomic_write_text(path, "\n".join(L))
         return path
@@ -239,23 +183,52 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     # results.csv: one row per run
     buf = io.StringIO()
     w = csv.writer(buf)
-    cols = ["arm", "group", "seed", "diverged", "modes_covered", "hq_fraction", "kl_uniform", "late_modes",
-            "d_weight_norm", "d_zero_fraction", "lam_d_final", "steps", "ms_per_step", "cpu_seconds"]
+    cols = [
+        "arm",
+        "group",
+        "seed",
+        "diverged",
+        "modes_covered",
+        "hq_fraction",
+        "kl_uniform",
+        "late_modes",
+        "d_weight_norm",
+        "d_zero_fraction",
+        "lam_d_final",
+        "steps",
+        "ms_per_step",
+        "cpu_seconds",
+    ]
     w.writerow(cols)
     for arm, recs in by_arm.items():
         for r in recs:
             row = [arm, r["group"], r["seed"], int(bool(r["summary"]["diverged"]))]
             for m in cols[4:]:
                 v = _values([r], m)[0] if m != "steps" else r["summary"]["steps"]
-                row.append("" if isinstance(v, float) and math.isnan(v) else (f"{v:.6g}" if isinstance(v, float) else v))
+                row.append(
+                    ""
+                    if isinstance(v, float) and math.isnan(v)
+                    else (f"{v:.6g}" if isinstance(v, float) else v)
+                )
             w.writerow(row)
     atomic_write_text(out / "results.csv", buf.getvalue())
     figs = []
     if _scatter_grid(by_arm, out / "samples_grid.png"):
-        figs.append(("samples_grid.png", "G's samples at steps " + ", ".join(map(str, base["snapshots"]))
-                     + " of seed 0, one row per arm."))
+        figs.append(
+            (
+                "samples_grid.png",
+                "G's samples at steps "
+                + ", ".join(map(str, base["snapshots"]))
+                + " of seed 0, one row per arm.",
+            )
+        )
     _summary_figure(by_arm, out / "final_state.png")
-    figs.append(("final_state.png", "Divergence counts, and each seed's final modes covered and high-quality fraction."))
+    figs.append(
+        (
+            "final_state.png",
+            "Divergence counts, and each seed's final modes covered and high-quality fraction.",
+        )
+    )
     _curves_figure(by_arm, out / "curves.png")
     figs.append(("curves.png", "Modes covered and high-quality fraction during training, mean over seeds."))
     n_runs = len(records)
@@ -297,9 +270,13 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
 
     short = {a: len(v) for a, v in by_arm.items() if len(v) < SEEDS}
     if mode == "full" and short:
-        L += [f"**Incomplete:** the study plans {SEEDS} seeds per arm; this run was stopped before all of them "
-              "finished (seed-major order: every arm's seed k runs before any seed k + 1). Finished seeds per arm: "
-              + ", ".join(f"{a} {n}" for a, n in short.items()) + ". Continue it with `--resume`.", ""]
+        L += [
+            f"**Incomplete:** the study plans {SEEDS} seeds per arm; this run was stopped before all of them "
+            "finished (seed-major order: every arm's seed k runs before any seed k + 1). Finished seeds per arm: "
+            + ", ".join(f"{a} {n}" for a, n in short.items())
+            + ". Continue it with `--resume`.",
+            "",
+        ]
     if not digit_records:
         L += ["**Not in this run:** the digits part (the image trainer on unconditional 8x8 digits).", ""]
     L += [
@@ -317,8 +294,12 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     ]
     for name, cap in figs:
         L += [f"![{name}]({name})", "", cap, ""]
-    L += ["## Ring: against no regularization" if digit_records else "## Against no regularization", "",
-          "The 2-se rule per metric (difference ± its standard error).", ""]
+    L += [
+        "## Ring: against no regularization" if digit_records else "## Against no regularization",
+        "",
+        "The 2-se rule per metric (difference ± its standard error).",
+        "",
+    ]
     L += _compare_lines(by_arm, "none")
     d_lines, d_answer = digits_section(digit_records, out, mode) if digit_records else ([], [])
     L += ["", *d_lines]
@@ -332,4 +313,3 @@ def write_report(out_dir: str | os.PathLike, *, mode: str = "full") -> Path:
     path = out / "report.md"
     atomic_write_text(path, "\n".join(L))
     return path
-
