@@ -40,7 +40,10 @@ def best(fn, reps: int) -> float:
 
 def workloads() -> dict[str, list[torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
-    sizes = [int(math.exp(x)) for x in torch.empty(300).uniform_(math.log(256), math.log(1 << 20), generator=g).tolist()]
+    sizes = [
+        int(math.exp(x))
+        for x in torch.empty(300).uniform_(math.log(256), math.log(1 << 20), generator=g).tolist()
+    ]
     return {
         "big25m": [torch.randn(25_000_000, generator=g)],
         "mixed300": [torch.randn(n, generator=g) for n in sizes],
@@ -62,8 +65,17 @@ def applier_rows(ws, reps):
             for _ in range(3):
                 tn = min(tn, best(f, reps))
                 tp = min(tp, best(probe.sum, reps))
-            rows.append({"kind": "applier", "workload": name, "op": kind, "s": tn, "gbs": nbytes / tn / 1e9,
-                         "sum_gbs": nbytes / tp / 1e9, "of_sum": tp / tn})
+            rows.append(
+                {
+                    "kind": "applier",
+                    "workload": name,
+                    "op": kind,
+                    "s": tn,
+                    "gbs": nbytes / tn / 1e9,
+                    "sum_gbs": nbytes / tp / 1e9,
+                    "of_sum": tp / tn,
+                }
+            )
     return rows
 
 
@@ -82,7 +94,9 @@ def op_rows(ws, reps):
             "l1-grad": lambda: normreg.L1(1e-4).add_grad_(params),
             "enet-grad": lambda: normreg.ElasticNet(1e-4, 1e-4).add_grad_(params),
             "l1-prox": lambda: normreg.L1(1e-9).prox_(params, 1e-3),
-            "group-value": lambda: normreg.GroupLasso(1e-4, dim=0).value([p.view(-1, 16) if p.numel() % 16 == 0 else p.view(1, -1) for p in params]),
+            "group-value": lambda: normreg.GroupLasso(1e-4, dim=0).value(
+                [p.view(-1, 16) if p.numel() % 16 == 0 else p.view(1, -1) for p in params]
+            ),
             "proxsgd-step": sgd.step,
             "proxadam-step": adam.step,
         }
@@ -99,9 +113,13 @@ def op_rows(ws, reps):
     def tv_grad():
         normreg.losses.total_variation(x).sum().backward()
 
-    for op, f in {"l1-loss": lambda: normreg.losses.l1_loss(x, y), "l1-loss+grad": l1_grad,
-                  "mse-loss": lambda: normreg.losses.mse_loss(x, y),
-                  "tv-loss": lambda: normreg.losses.total_variation(x), "tv-loss+grad": tv_grad}.items():
+    for op, f in {
+        "l1-loss": lambda: normreg.losses.l1_loss(x, y),
+        "l1-loss+grad": l1_grad,
+        "mse-loss": lambda: normreg.losses.mse_loss(x, y),
+        "tv-loss": lambda: normreg.losses.total_variation(x),
+        "tv-loss+grad": tv_grad,
+    }.items():
         rows.append({"kind": "ops", "workload": "images", "op": op, "s": best(f, reps)})
     return rows
 
@@ -119,7 +137,11 @@ def main() -> None:
     if a.only != "applier":
         rows += op_rows(ws, a.reps)
     for r in rows:
-        extra = f"  {r['gbs']:.2f} GB/s, sum {r['sum_gbs']:.2f} GB/s, of sum {r['of_sum']:.1%}" if r["kind"] == "applier" else ""
+        extra = (
+            f"  {r['gbs']:.2f} GB/s, sum {r['sum_gbs']:.2f} GB/s, of sum {r['of_sum']:.1%}"
+            if r["kind"] == "applier"
+            else ""
+        )
         print(f"{r['kind']:8s} {r['workload']:9s} {r['op']:14s} {r['s'] * 1e3:9.3f} ms{extra}")
     if a.json:
         with open(a.json, "w") as fh:

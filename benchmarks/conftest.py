@@ -19,7 +19,9 @@ from normreg.bench import WORKLOADS, make_workload, measure_bandwidth
 
 
 def pytest_addoption(parser):
-    parser.addoption("--compile", action="store_true", default=False, help="also benchmark torch.compile peers")
+    parser.addoption(
+        "--compile", action="store_true", default=False, help="also benchmark torch.compile peers"
+    )
     parser.addoption(
         "--compile-backend", default="inductor", help="torch.compile backend of the compiled training step"
     )
@@ -54,4 +56,6 @@ def report(benchmark, nbytes: int, bandwidth, kind: str = "read") -> None:
     t = stats.stats.min
     gbs = nbytes / t / 1e9
     peak = bandwidth.read_gbs if kind == "read" else bandwidth.rw_gbs
-    benchmark.extra_info.update({"GB/s": round(gbs, 2), "fraction_of_bandwidth": round(gbs / peak, 3), "bandwidth_kind": kind})
+    benchmark.extra_info.update(
+        {"GB/s": round(gbs, 2), "fraction_of_bandwidth": round(gbs / peak, 3), "bandwidth_kind": kind}
+    )

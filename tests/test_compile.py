@@ -114,7 +114,9 @@ def test_total_variation_direct_and_operator_bitwise_equal(kind, reduction):
 def test_total_variation_compiles_meta_and_func():
     torch._dynamo.reset()
     x = torch.randn(2, 3, 6, 6, requires_grad=True)
-    f = torch.compile(lambda t: normreg.losses.total_variation(t, kind="isotropic"), fullgraph=True, backend="aot_eager")
+    f = torch.compile(
+        lambda t: normreg.losses.total_variation(t, kind="isotropic"), fullgraph=True, backend="aot_eager"
+    )
     out = f(x)
     (g_c,) = torch.autograd.grad(out, [x])
     eager = normreg.losses.total_variation(x, kind="isotropic")

@@ -59,22 +59,30 @@ def linf_prox(backend, w, s):
 
 
 def project_l1(backend, w, r):
-    return _api(backend, lambda: P.project_l1_ball_(w, r).total_zeros, lambda: ref.project_l1_ball_([w], r)[0])
+    return _api(
+        backend, lambda: P.project_l1_ball_(w, r).total_zeros, lambda: ref.project_l1_ball_([w], r)[0]
+    )
 
 
 def project_l2(backend, w, r):
-    return _api(backend, lambda: P.project_l2_ball_(w, r).total_zeros, lambda: ref.project_l2_ball_([w], r)[0])
+    return _api(
+        backend, lambda: P.project_l2_ball_(w, r).total_zeros, lambda: ref.project_l2_ball_([w], r)[0]
+    )
 
 
 def l2_prox(backend, w, step, lam):
     return _api(
-        backend, lambda: L2Norm(lam).prox_(w, step).total_zeros, lambda: ref.prox_l2_norm_([w], 0.0, step * lam, 1.0)[0]
+        backend,
+        lambda: L2Norm(lam).prox_(w, step).total_zeros,
+        lambda: ref.prox_l2_norm_([w], 0.0, step * lam, 1.0)[0],
     )
 
 
 def hard(backend, w, step, lam):
     return _api(
-        backend, lambda: P.hard_threshold_(w, step, lam).total_zeros, lambda: ref.prox_hard_([w], math.sqrt(2.0 * step * lam))[0]
+        backend,
+        lambda: P.hard_threshold_(w, step, lam).total_zeros,
+        lambda: ref.prox_hard_([w], math.sqrt(2.0 * step * lam))[0],
     )
 
 
@@ -83,7 +91,9 @@ def grad(backend, penalty, kind, w, s1=0.0, s2=0.0):
 
 
 def value(backend, penalty, kind, w, s1=0.0, s2=0.0) -> float:
-    return _api(backend, lambda: float(penalty.value(w).detach()), lambda: float(ref.penalty_value(kind, [w], s1, s2)))
+    return _api(
+        backend, lambda: float(penalty.value(w).detach()), lambda: float(ref.penalty_value(kind, [w], s1, s2))
+    )
 
 
 def t(values, dtype):
@@ -180,7 +190,11 @@ def test_zero_count_after_rounding(backend, dtype):
     # with the dtype's two smallest subnormals (x / 4 is a tie that rounds to even: 0).
     tiny = 2 * _min_subnormal(dtype)
     w = t([tiny, 1.0], dtype)
-    zeros = SquaredL2(1.0).prox_(w, 3.0).total_zeros if backend != "reference" else ref.prox_shrink_([w], 0.0, 0.25)[0]
+    zeros = (
+        SquaredL2(1.0).prox_(w, 3.0).total_zeros
+        if backend != "reference"
+        else ref.prox_shrink_([w], 0.0, 0.25)[0]
+    )
     assert w.tolist() == [0.0, 0.25]
     assert zeros == int((w == 0).sum()) == 1
 
@@ -234,7 +248,11 @@ def test_optimizer_fused_prox_counts_stored_zeros(backend, dtype, opt):
     w = torch.nn.Parameter(t([2 * sub, 1.0, 3 * sub, -2 * sub], dtype))
     w.grad = torch.zeros_like(w)
     # ridge prox: w / (1 + lr * l2) = w / 4 -> the tiny entries round to 0 on store
-    o = ProxSGD([w], lr=1.0, penalty=SquaredL2(3.0)) if opt == "sgd" else ProxAdam([w], lr=1.0, penalty=SquaredL2(3.0))
+    o = (
+        ProxSGD([w], lr=1.0, penalty=SquaredL2(3.0))
+        if opt == "sgd"
+        else ProxAdam([w], lr=1.0, penalty=SquaredL2(3.0))
+    )
     o.step()
     assert o.last_stats.total_zeros == int((w.detach() == 0).sum())
 
@@ -261,7 +279,12 @@ def _ulp(x: float, dtype) -> float:
     v = torch.tensor(abs(x), dtype=torch.float64).to(dtype)
     if v == 0:
         return _min_subnormal(dtype)
-    bits = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}[dtype]
+    bits = {
+        torch.float32: torch.int32,
+        torch.float64: torch.int64,
+        torch.float16: torch.int16,
+        torch.bfloat16: torch.int16,
+    }[dtype]
     up = (v.reshape(1).view(bits) + 1).view(dtype)
     return float(up.double() - v.double())
 
@@ -319,7 +342,9 @@ def test_float64_l2_norm_cases(backend):
     assert g.tolist() == [1.0, 0.0]
     big = t([1e308, -1e308], d)
     assert value(backend, L2Norm(1.0), "l2_norm", big, 1.0) == pytest.approx(math.sqrt(2) * 1e308, rel=1e-15)
-    assert value(backend, SquaredL2(1e-300), "squared_l2", t([1e200], d), 0.0, 1e-300) == pytest.approx(0.5e100, rel=1e-15)
+    assert value(backend, SquaredL2(1e-300), "squared_l2", t([1e200], d), 0.0, 1e-300) == pytest.approx(
+        0.5e100, rel=1e-15
+    )
     w = t([1e300, 1e300], d)
     project_l2(backend, w, 1e-300)  # r / ||w|| = 7e-601 is not a double; the result is
     assert w.tolist() == pytest.approx([2**-0.5 * 1e-300] * 2, rel=1e-15)
@@ -342,7 +367,9 @@ def test_low_precision_l2_norm_extremes(backend, dtype):
 def test_l2_norm_with_inf(backend, dtype):
     w = t([INF, 1.0, -INF], dtype)
     g = grad(backend, L2Norm(2.0), "l2_norm", w, 2.0)  # the limit of 2 w / ||w||
-    assert g.double().tolist() == pytest.approx([math.sqrt(2), 0.0, -math.sqrt(2)], rel=torch.finfo(dtype).eps)
+    assert g.double().tolist() == pytest.approx(
+        [math.sqrt(2), 0.0, -math.sqrt(2)], rel=torch.finfo(dtype).eps
+    )
     assert value(backend, L2Norm(1.0), "l2_norm", w, 1.0) == INF
     project_l2(backend, w, 1.0)
     assert w.double().tolist() == pytest.approx([2**-0.5, 0.0, -(2**-0.5)], rel=torch.finfo(dtype).eps)
@@ -370,7 +397,12 @@ def test_hard_threshold_decides_in_double(backend, dtype):
     step, lam = 1.0, 0.3
     thr = math.sqrt(2.0 * step * lam)
     near = t([thr], torch.float64).to(dtype)
-    bits = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}[dtype]
+    bits = {
+        torch.float32: torch.int32,
+        torch.float64: torch.int64,
+        torch.float16: torch.int16,
+        torch.bfloat16: torch.int16,
+    }[dtype]
     cand = torch.cat([(near.view(bits) + k).view(dtype) for k in (-2, -1, 0, 1, 2)])
     w = cand.clone()
     hard(backend, w, step, lam)
@@ -414,7 +446,12 @@ def test_group_lasso_grad_of_subnormal_groups(backend):
 def _around(x: float, dtype, k: int = 2) -> Tensor:
     """The dtype's values from k steps below fl(x) to k steps above."""
     near = t([x], torch.float64).to(dtype)
-    bits = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}[dtype]
+    bits = {
+        torch.float32: torch.int32,
+        torch.float64: torch.int64,
+        torch.float16: torch.int16,
+        torch.bfloat16: torch.int16,
+    }[dtype]
     return torch.cat([(near.view(bits) + j).view(dtype) for j in range(-k, k + 1)])
 
 
@@ -486,12 +523,19 @@ def test_group_lasso_grad_with_inf(backend, dtype):
             with _mode(backend):
                 pen.add_grad_([p])
             acc = [[0.25 + v for v in row] for row in want]
-            assert p.grad.double().tolist() == [pytest.approx(row, rel=2 * torch.finfo(dtype).eps) for row in acc]
+            assert p.grad.double().tolist() == [
+                pytest.approx(row, rel=2 * torch.finfo(dtype).eps) for row in acc
+            ]
 
 
 # ---- property tests over the whole exponent range, against exact decimal arithmetic ----------
 
-_EXP = {torch.float64: (-1074, 1015), torch.float32: (-149, 100), torch.bfloat16: (-133, 100), torch.float16: (-24, 13)}
+_EXP = {
+    torch.float64: (-1074, 1015),
+    torch.float32: (-149, 100),
+    torch.bfloat16: (-133, 100),
+    torch.float16: (-24, 13),
+}
 
 
 @st.composite
@@ -582,7 +626,11 @@ def test_property_l1_ball_and_linf_prox(case, frac):
     linf_prox(backend, y, r)
     for x, yi in zip(vals, y.double().tolist()):
         exact = max(-theta, min(theta, Decimal(x)))
-        assert abs(Decimal(yi) - exact) <= Decimal(_ulp(float(exact), dtype)) + _double_slack(vals), (x, yi, exact)
+        assert abs(Decimal(yi) - exact) <= Decimal(_ulp(float(exact), dtype)) + _double_slack(vals), (
+            x,
+            yi,
+            exact,
+        )
 
 
 @settings(derandomize=True, max_examples=60, deadline=None)
@@ -615,7 +663,12 @@ def test_property_hard_threshold(case, scale):
 _CUT = 2
 _EDGE_SETS = {
     "big": [[3e200, -4e200, 1e200], [2e200, -5e199, 7e200], [1e200, 1e200, 1e200], [-2e200, 6e200, 3e200]],
-    "tiny": [[3e-200, -4e-200, 1e-200], [2e-200, -5e-199, 7e-200], [1e-200, 1e-200, 1e-200], [-2e-200, 6e-200, 3e-200]],
+    "tiny": [
+        [3e-200, -4e-200, 1e-200],
+        [2e-200, -5e-199, 7e-200],
+        [1e-200, 1e-200, 1e-200],
+        [-2e-200, 6e-200, 3e-200],
+    ],
     "mixed": [[3e200, -4e200, 1e200], [2e200, -5e199, 7e200], [1.0, 2.0, 3.0], [-2.0, 6.0, 3.0]],
     "sub": [[5e-324, 1e-320, 0.0], [2e-322, 0.0, 1e-310], [0.0, 3e-315, 4e-318], [1e-323, 0.0, 0.0]],
     "zero_half": [[1e-200, 2e-200, 3e-200], [4e-200, 5e-200, 6e-200], [0.0] * 3, [0.0] * 3],
@@ -647,7 +700,11 @@ def _edge_shard(rows, rank):
 def _edge_work(rank, world, pg):
     out = {}
     for name, rows in _EDGE_SETS.items():
-        for pen_name, pen in (("l2", L2Norm(0.5)), ("g1", GroupLasso(0.5, dim=1)), ("g0", GroupLasso(0.5, dim=0))):
+        for pen_name, pen in (
+            ("l2", L2Norm(0.5)),
+            ("g1", GroupLasso(0.5, dim=1)),
+            ("g0", GroupLasso(0.5, dim=0)),
+        ):
             w = _edge_shard(rows, rank)
             out[name, pen_name, "value"] = float(pen.value([w], process_group=pg))
             w.requires_grad_()
@@ -662,7 +719,11 @@ def _edge_work(rank, world, pg):
             out[name, pen_name, "prox"] = (v, step)
     inf = torch.tensor([[math.inf, 1.0, 2.0], [3.0, 4.0, -math.inf], [1.0, -math.inf, 5.0], [2.0, 2.0, 2.0]])
     for dtype in (torch.float64, torch.float32):
-        for pen_name, pen in (("l2", L2Norm(0.5)), ("g1", GroupLasso(0.5, dim=1)), ("g0", GroupLasso(0.5, dim=0))):
+        for pen_name, pen in (
+            ("l2", L2Norm(0.5)),
+            ("g1", GroupLasso(0.5, dim=1)),
+            ("g0", GroupLasso(0.5, dim=0)),
+        ):
             w = (inf[:_CUT] if rank == 0 else inf[_CUT:]).to(dtype).requires_grad_()
             w.grad = torch.full_like(w, 0.25)
             pen.add_grad_([w], process_group=pg)
@@ -673,7 +734,10 @@ def _edge_work(rank, world, pg):
             st = make().prox_([v], 1.0, process_group=pg)
             out["inf_prox", set_name, dtype, pen_name] = (v, st.zeros, st.total_zeros)
     big = torch.full((2,), 3e38, dtype=torch.float32)  # a float32 value past the range: inf
-    out["f32_value"] = float(L1(1.0).value([big], process_group=pg)), float(L2Norm(3.0).value([big], process_group=pg))
+    out["f32_value"] = (
+        float(L1(1.0).value([big], process_group=pg)),
+        float(L2Norm(3.0).value([big], process_group=pg)),
+    )
     return out
 
 
@@ -708,7 +772,9 @@ def test_sharded_norms_over_the_float64_range(edge_results, name, pen_name):
     for idx, g in _groups(full, pen_name):
         n = _hypot_ref(g)
         if n > 0:  # 0.5 * w / ||w||, via the exact ratios (w / n is a double for these values)
-            want[idx] = torch.tensor([0.5 * (v / n) for v in g.reshape(-1).tolist()], dtype=torch.float64).view(g.shape)
+            want[idx] = torch.tensor(
+                [0.5 * (v / n) for v in g.reshape(-1).tolist()], dtype=torch.float64
+            ).view(g.shape)
     torch.testing.assert_close(grad, want, rtol=1e-12, atol=0.0)
     assert torch.equal(torch.cat([r[name, pen_name, "prox0"] for r in edge_results]), full)
     got = torch.cat([r[name, pen_name, "prox"][0] for r in edge_results])
@@ -726,7 +792,9 @@ def test_sharded_norms_over_the_float64_range(edge_results, name, pen_name):
 def test_sharded_grad_with_inf_is_the_limit(edge_results, dtype, pen_name):
     """0.5 sign(w) / sqrt(k) on the k infinities of a tensor / group whose norm is inf, added
     to the .grad there (0.25); finite groups as usual. Against the unsharded reference."""
-    full = torch.tensor([[INF, 1.0, 2.0], [3.0, 4.0, -INF], [1.0, -INF, 5.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
+    full = torch.tensor(
+        [[INF, 1.0, 2.0], [3.0, 4.0, -INF], [1.0, -INF, 5.0], [2.0, 2.0, 2.0]], dtype=torch.float64
+    )
     if pen_name == "l2":
         want = ref.penalty_grad("l2_norm", [full], 0.5)[0]
     else:
@@ -753,8 +821,21 @@ def _zero_grad_adam_step(backend, cls, w, eps, penalty, kind, a, b):
     if backend == "reference":
         z = torch.zeros_like(w)
         return ref.adam_step_(
-            [w], [z], [z.clone()], [z.clone()], [], [1.0], lr=1.0, beta1=0.9, beta2=0.999, eps=eps,
-            decoupled=cls == "adamw", prox_kind=kind, prox_a=a, prox_b=b, preconditioned=True,
+            [w],
+            [z],
+            [z.clone()],
+            [z.clone()],
+            [],
+            [1.0],
+            lr=1.0,
+            beta1=0.9,
+            beta2=0.999,
+            eps=eps,
+            decoupled=cls == "adamw",
+            prox_kind=kind,
+            prox_a=a,
+            prox_b=b,
+            preconditioned=True,
         )[0]
     p = torch.nn.Parameter(w.clone())
     p.grad = torch.zeros_like(p)
@@ -833,10 +914,14 @@ def test_weighted_soft_threshold_decides_in_double(backend, dtype, nonneg):
         if backend == "reference":
             zeros = ref.prox_shrink_([w], t1, c, weights=[u], nonneg=nonneg)[0]
         elif c == 1.0:
-            zeros = _api(backend, lambda w=w: P.soft_threshold_(w, 1.0, t1, weights=u, nonneg=nonneg).total_zeros, None)
+            zeros = _api(
+                backend, lambda w=w: P.soft_threshold_(w, 1.0, t1, weights=u, nonneg=nonneg).total_zeros, None
+            )
         else:
             zeros = _api(
-                backend, lambda w=w: P.elastic_net_(w, 1.0, t1, 0.5, weights=u, nonneg=nonneg).total_zeros, None
+                backend,
+                lambda w=w: P.elastic_net_(w, 1.0, t1, 0.5, weights=u, nonneg=nonneg).total_zeros,
+                None,
             )
         assert zeros == int((w == 0).sum())
         if nonneg:  # max(w - t u, 0): the negative entries go to 0, the others as the soft threshold
@@ -887,7 +972,9 @@ def test_l2_norm_prox_decides_and_scales_in_double(backend, dtype, l2):
     want = _norm_prox64(w0, thr, s, d).to(dtype)
     w = w0.clone()
     pen = L2Norm(s) + ElasticNet(thr, l2)
-    zeros = _api(backend, lambda: pen.prox_(w, step).total_zeros, lambda: ref.prox_l2_norm_([w], thr, s, d)[0])
+    zeros = _api(
+        backend, lambda: pen.prox_(w, step).total_zeros, lambda: ref.prox_l2_norm_([w], thr, s, d)[0]
+    )
     _same_rounded(w, want)
     assert zeros == int((want == 0).sum())
     # the boundary case alone: w = fl32(0.1) > 0.1 has the tiny norm fl32(0.1) - 0.1
@@ -913,17 +1000,25 @@ def test_group_prox_decides_and_scales_in_double(backend, dtype, dim):
     w0 = _boundary_and_random(dtype, thr, n=50).reshape(6, 10)
     d = 1.0 / (1.0 + l2)
     groups = [w0.select(dim, k) for k in range(w0.shape[dim])]
-    s = 0.3 * min(math.hypot(*_soft64(g.double(), thr).tolist()) for g in groups if _soft64(g.double(), thr).any())
+    s = 0.3 * min(
+        math.hypot(*_soft64(g.double(), thr).tolist()) for g in groups if _soft64(g.double(), thr).any()
+    )
     want = torch.stack([_norm_prox64(g, thr, s, d) for g in groups], dim=dim).to(dtype)
     w = w0.clone()
     pen = GroupLasso(s, dim=dim) + ElasticNet(thr, l2)
-    zeros = _api(backend, lambda: pen.prox_(w, 1.0).total_zeros, lambda: ref.prox_group_([w], dim, thr, s, d)[0])
+    zeros = _api(
+        backend, lambda: pen.prox_(w, 1.0).total_zeros, lambda: ref.prox_group_([w], dim, thr, s, d)[0]
+    )
     _same_rounded(w, want)
     assert zeros == int((want == 0).sum())
     w = w0.clone()  # GroupLasso alone (group_soft_threshold_)
     s = 0.3 * min(math.hypot(*g.double().tolist()) for g in groups)
     want = torch.stack([_norm_prox64(g, 0.0, s, 1.0) for g in groups], dim=dim).to(dtype)
-    _api(backend, lambda: P.group_soft_threshold_(w, 1.0, s, dim=dim), lambda: ref.prox_group_([w], dim, 0.0, s, 1.0))
+    _api(
+        backend,
+        lambda: P.group_soft_threshold_(w, 1.0, s, dim=dim),
+        lambda: ref.prox_group_([w], dim, 0.0, s, 1.0),
+    )
     _same_rounded(w, want)
 
 
@@ -1007,7 +1102,10 @@ def test_loss_value_past_the_dtypes_range_is_inf_as_torch(kind, reduction):
         p, tgt = torch.full((4,), big, dtype=dtype), torch.zeros(4, dtype=dtype)
         want = theirs(p.double(), tgt.double(), reduction=reduction).to(dtype)
         got = ours(p, tgt, reduction=reduction)
-        assert got.dtype == dtype and (torch.equal(got, want) or (torch.isinf(got) and torch.isinf(want))), (dtype, big)
+        assert got.dtype == dtype and (torch.equal(got, want) or (torch.isinf(got) and torch.isinf(want))), (
+            dtype,
+            big,
+        )
 
 
 def test_add_grad_value_past_float32_range_is_the_float64_sum_on_both_paths():

@@ -110,7 +110,9 @@ def test_one_openmp_runtime_after_import():
     )
     if not os.path.exists("/proc/self/maps"):
         pytest.skip("needs /proc (Linux)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[0] == "1", out[1]
 
 
@@ -138,7 +140,9 @@ def test_build_info_reports_openmp_and_flags():
 
 
 def test_info_command_runs():
-    out = subprocess.run([sys.executable, "-m", "normreg", "info"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "normreg", "info"], capture_output=True, text=True, check=True
+    ).stdout
     assert "openmp" in out and "cxx_flags" in out
 
 

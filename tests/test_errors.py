@@ -58,7 +58,9 @@ def test_bad_strength_types_and_elastic_net_args():
         normreg.GroupLasso(0.1, dim=1.0)
 
 
-@pytest.mark.parametrize("bad", [torch.tensor(1 + 2j), torch.tensor(True), torch.tensor(1.0, requires_grad=True), 1 + 2j])
+@pytest.mark.parametrize(
+    "bad", [torch.tensor(1 + 2j), torch.tensor(True), torch.tensor(1.0, requires_grad=True), 1 + 2j]
+)
 def test_complex_bool_and_grad_tensor_strengths_name_the_argument(bad):
     with pytest.raises(TypeError, match="'strength' must be a real number"):
         normreg.L1(bad)
@@ -75,7 +77,6 @@ def test_grad_with_other_shape_raises():
         paired(tl, [torch.ones(4), torch.ones(5)], "grads")
     with pytest.raises(TypeError, match=r"'grads'\[0\] has dtype"):
         paired(tl, [torch.ones(4, dtype=torch.float64), torch.ones(3)], "grads")
-
 
 
 def test_missing_grads_not_allocated_when_call_fails():

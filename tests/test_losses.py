@@ -351,7 +351,9 @@ def test_gradcheck_tv(kind, reduction):
     x = torch.randn(
         2, 2, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True
     )
-    assert torch.autograd.gradcheck(lambda a: L.total_variation(a, kind=kind, reduction=reduction, eps=1e-3), (x,))
+    assert torch.autograd.gradcheck(
+        lambda a: L.total_variation(a, kind=kind, reduction=reduction, eps=1e-3), (x,)
+    )
 
 
 def test_gradgradcheck_tv_isotropic():
@@ -508,7 +510,9 @@ def test_tv_closed_forms():
     r = (torch.arange(3.0).view(3, 1) + torch.arange(4.0).view(1, 4)).view(1, 1, 3, 4)
     expected = 2 * 3 * np.sqrt(2) + 2 * 1 + 3 * 1 + 0
     assert L.total_variation(r, kind="isotropic", eps=0.0).item() == pytest.approx(expected)
-    assert L.total_variation(r, kind="isotropic", reduction="mean", eps=0.0).item() == pytest.approx(expected / 12)
+    assert L.total_variation(r, kind="isotropic", reduction="mean", eps=0.0).item() == pytest.approx(
+        expected / 12
+    )
 
 
 def test_tv_isotropic_eps_zero_kink_has_zero_gradient():
@@ -701,7 +705,9 @@ def test_float16_runs_through_the_kernels():
     for fn, kind in ((L.l1_loss, "l1"), (L.mse_loss, "mse")):
         a = fn(p, t, reduction="sum")
         assert a.dtype == torch.float16
-        torch.testing.assert_close(a.double(), ref.pointwise_loss(kind, p, t, reduction="sum"), rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(
+            a.double(), ref.pointwise_loss(kind, p, t, reduction="sum"), rtol=1e-3, atol=1e-3
+        )
         (g,) = torch.autograd.grad(a, p)
         (r,) = torch.autograd.grad(ref.pointwise_loss(kind, p, t, reduction="sum"), p)
         torch.testing.assert_close(g.double(), r.to(torch.float16).double(), rtol=1e-3, atol=1e-3)
@@ -744,8 +750,10 @@ def test_direct_and_dispatcher_bitwise_equal(ours, theirs, kind, dtype):
                 op = _fwd_bwd(ours, p, t, reduction=reduction, **kw)
             for a, b in zip(direct, op, strict=True):
                 assert a.dtype == b.dtype and a.shape == b.shape
-                assert torch.equal(a, b) or (a.isnan() == b.isnan()).all() and torch.equal(
-                    a.nan_to_num(), b.nan_to_num()
+                assert (
+                    torch.equal(a, b)
+                    or (a.isnan() == b.isnan()).all()
+                    and torch.equal(a.nan_to_num(), b.nan_to_num())
                 )
     # the default backward (incoming gradient 1: the forward's buffer returned as it is)
     (ga,) = torch.autograd.grad(ours(p, t), [p])

@@ -386,9 +386,15 @@ OPTIM_CASES = {
     "sgd-nesterov-l0": lambda ps: normreg.optim.ProxSGD(
         ps, lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01, penalty=normreg.L0(0.01)
     ),
-    "adam-enet": lambda ps: normreg.optim.ProxAdam(ps, lr=0.02, penalty=normreg.ElasticNet(0.5, 0.5), amsgrad=True),
-    "adam-pre": lambda ps: normreg.optim.ProxAdam(ps, lr=0.02, penalty=normreg.L1(0.5), precondition_prox=True),
-    "adamw-grad": lambda ps: normreg.optim.ProxAdamW(ps, lr=0.02, penalty=normreg.L1(0.2), penalty_mode="grad"),
+    "adam-enet": lambda ps: normreg.optim.ProxAdam(
+        ps, lr=0.02, penalty=normreg.ElasticNet(0.5, 0.5), amsgrad=True
+    ),
+    "adam-pre": lambda ps: normreg.optim.ProxAdam(
+        ps, lr=0.02, penalty=normreg.L1(0.5), precondition_prox=True
+    ),
+    "adamw-grad": lambda ps: normreg.optim.ProxAdamW(
+        ps, lr=0.02, penalty=normreg.L1(0.2), penalty_mode="grad"
+    ),
     "adam-group": lambda ps: normreg.optim.ProxAdam(ps, lr=0.02, penalty=normreg.GroupLasso(0.5, dim=0)),
 }
 
@@ -403,7 +409,9 @@ def _run_optim(case, dtype, steps=3):
             p.grad = torch.randn(p.shape, generator=g).to(dtype)
         opt.step()
         zeros.append(opt.last_stats.zeros)
-    state = [{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in opt.state[p].items()} for p in ps]
+    state = [
+        {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in opt.state[p].items()} for p in ps
+    ]
     return [p.detach().clone() for p in ps], state, zeros
 
 

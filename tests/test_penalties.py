@@ -107,8 +107,12 @@ def test_gradcheck(kind):
     g = torch.Generator().manual_seed(1)
     # away from kinks: |w| bounded away from 0, distinct magnitudes for Linf
     ts = [
-        (torch.rand(5, 3, generator=g, dtype=torch.float64) + 0.5) * torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64),
-        (torch.linspace(0.3, 2.0, 4, dtype=torch.float64) * torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)).reshape(4, 1),
+        (torch.rand(5, 3, generator=g, dtype=torch.float64) + 0.5)
+        * torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64),
+        (
+            torch.linspace(0.3, 2.0, 4, dtype=torch.float64)
+            * torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+        ).reshape(4, 1),
     ]
     for t in ts:
         t.requires_grad_()
@@ -118,7 +122,10 @@ def test_gradcheck(kind):
 @pytest.mark.parametrize("kind", ["squared_l2", "l2_norm"])
 def test_double_backward(kind):
     pen = PENALTIES[kind]()
-    ts = [torch.randn(4, 3, dtype=torch.float64, requires_grad=True), torch.randn(5, dtype=torch.float64, requires_grad=True)]
+    ts = [
+        torch.randn(4, 3, dtype=torch.float64, requires_grad=True),
+        torch.randn(5, dtype=torch.float64, requires_grad=True),
+    ]
     assert torch.autograd.gradgradcheck(lambda *xs: pen.value(list(xs)), ts)
     # gradient-penalty use: || d R / d w ||^2 differentiated again
     v = pen.value(ts)
@@ -232,7 +239,9 @@ def test_converters():
 
     X = torch.randn(30, 5, dtype=torch.float64)
     y = X @ torch.tensor([1.0, 0.0, -2.0, 0.0, 0.5], dtype=torch.float64)
-    sk = SkEN(alpha=0.05, l1_ratio=0.7, fit_intercept=False, tol=1e-12, max_iter=100000).fit(X.numpy(), y.numpy())
+    sk = SkEN(alpha=0.05, l1_ratio=0.7, fit_intercept=False, tol=1e-12, max_iter=100000).fit(
+        X.numpy(), y.numpy()
+    )
     coef = torch.tensor(sk.coef_, requires_grad=True)
     loss = 0.5 * ((y - X @ coef) ** 2).mean() + normreg.ElasticNet.from_sklearn(0.05, 0.7).value([coef])
     loss.backward()
@@ -244,7 +253,10 @@ def test_converters():
 
 def test_param_groups_exclude_biases_and_norm_layers():
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 2, 1, bias=False), torch.nn.LayerNorm(2)
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Conv2d(4, 2, 1, bias=False),
+        torch.nn.LayerNorm(2),
     )
     pen = normreg.L1(1e-3)
     groups = normreg.param_groups(model, pen)
@@ -283,7 +295,10 @@ def test_functional_against_float64_formulas():
     want = {
         "l1": (F.l1(ts, 0.5), 0.5 * sum(float(t.abs().sum()) for t in d)),
         "squared_l2": (F.squared_l2(ts, 0.5), 0.25 * sum(float((t * t).sum()) for t in d)),
-        "elastic_net": (F.elastic_net(ts, 0.5, 0.2), sum(0.5 * float(t.abs().sum()) + 0.1 * float((t * t).sum()) for t in d)),
+        "elastic_net": (
+            F.elastic_net(ts, 0.5, 0.2),
+            sum(0.5 * float(t.abs().sum()) + 0.1 * float((t * t).sum()) for t in d),
+        ),
         "l2_norm": (F.l2_norm(ts, 0.5), 0.5 * sum(float(t.norm()) for t in d)),
         "linf": (F.linf(ts, 0.5), 0.5 * sum(float(t.abs().max()) for t in d)),
         "l0": (F.l0(ts, 0.5), 0.5 * sum(int((t != 0).sum()) for t in d)),

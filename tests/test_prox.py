@@ -100,7 +100,8 @@ def test_operator_matches_reference(op, shapes, dtype):
 
 
 @pytest.mark.skipif(
-    normreg._ops.reference_forced(), reason="bitwise vs torch is the kernels' float32 rounding; the reference rounds from float64"
+    normreg._ops.reference_forced(),
+    reason="bitwise vs torch is the kernels' float32 rounding; the reference rounds from float64",
 )
 def test_soft_threshold_closed_form_and_torch_softshrink():
     x = make([(1000,)], torch.float32, seed=1)[0]

@@ -71,13 +71,13 @@ def param_groups(
     rules: list[tuple[type | str, Penalty | None]]
     if isinstance(penalty, dict):
         if not penalty:
-            raise ValueError("'penalty' is an empty dict; give at least one {module type or name pattern: penalty}")
+            raise ValueError(
+                "'penalty' is an empty dict; give at least one {module type or name pattern: penalty}"
+            )
         rules = []
         for key, pen in penalty.items():
             if not (isinstance(key, str) or (isinstance(key, type) and issubclass(key, nn.Module))):
-                raise TypeError(
-                    f"'penalty' keys must be nn.Module subclasses or name patterns, got {key!r}"
-                )
+                raise TypeError(f"'penalty' keys must be nn.Module subclasses or name patterns, got {key!r}")
             if pen is not None and not isinstance(pen, Penalty):
                 raise TypeError(
                     f"'penalty'[{key!r}] must be a normreg penalty (e.g. normreg.L1(1e-4)) or None, "
@@ -116,7 +116,9 @@ def param_groups(
             seen.add(id(p))
             full = f"{mod_name}.{pname}" if mod_name else pname
             pen = None
-            skip = (types_t and isinstance(module, types_t)) or any(fnmatch.fnmatchcase(full, pat) for pat in patterns)
+            skip = (types_t and isinstance(module, types_t)) or any(
+                fnmatch.fnmatchcase(full, pat) for pat in patterns
+            )
             if not skip:
                 for k, (key, rule_pen) in enumerate(rules):
                     if matches(key, module, full):
@@ -128,7 +130,9 @@ def param_groups(
                 rest.append(p)
                 rest_names.append(full)
             else:
-                g = groups.setdefault(id(pen), {"params": [], "penalty": pen, "param_names": [], **group_options})
+                g = groups.setdefault(
+                    id(pen), {"params": [], "penalty": pen, "param_names": [], **group_options}
+                )
                 g["params"].append(p)
                 g["param_names"].append(full)
     out = list(groups.values())

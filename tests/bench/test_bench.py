@@ -116,7 +116,9 @@ def test_tiny_run_json_is_well_formed(tiny_run):
     # the fused penalty's cost is a difference of optimizer-step times (it may be noise-small)
     opt = ts["optimizer_step"]
     assert opt["with_penalty_s"] > 0 and opt["without_penalty_s"] > 0
-    assert ts["variants"]["normreg"]["penalty_s"] == pytest.approx(opt["with_penalty_s"] - opt["without_penalty_s"])
+    assert ts["variants"]["normreg"]["penalty_s"] == pytest.approx(
+        opt["with_penalty_s"] - opt["without_penalty_s"]
+    )
     # the trainer's own cost: a normreg train step against a bare loop over the same models
     o = r["trainer_overhead"]
     assert o["trainer_step_s"] > 0 and o["bare_step_s"] > 0

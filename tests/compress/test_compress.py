@@ -159,7 +159,7 @@ def _zero_by_hand(g: nn.Module, gen: torch.Generator) -> dict[str, set[int]]:
         slim, conv, alive = perm[0], perm[1], perm[2]
         with torch.no_grad():
             dim = 1 if isinstance(p.module, nn.ConvTranspose2d) else 0
-            for c in ([conv, alive] if p.norm is not None else [conv]):
+            for c in [conv, alive] if p.norm is not None else [conv]:
                 for r in range(c * p.units, (c + 1) * p.units):
                     p.module.weight.select(dim, r).zero_()
                     if p.module.bias is not None:
@@ -202,7 +202,11 @@ def _expected(task: str, g: nn.Module, kept: dict[str, int], c_in: int, size: in
     prev = c_in
     for i in range(depth):
         conv = g.downs[i][0]
-        params += prev * d_out[i] * 16 + (d_out[i] if conv.bias is not None else 0) + (2 * d_out[i] if len(g.downs[i]) > 1 else 0)
+        params += (
+            prev * d_out[i] * 16
+            + (d_out[i] if conv.bias is not None else 0)
+            + (2 * d_out[i] if len(g.downs[i]) > 1 else 0)
+        )
         macs += d_out[i] * prev * 16 * (size >> (i + 1)) ** 2
         prev = d_out[i]
     h = d_out[-1]
@@ -211,7 +215,11 @@ def _expected(task: str, g: nn.Module, kept: dict[str, int], c_in: int, size: in
         conv = up if isinstance(up, nn.ConvTranspose2d) else up[0]
         cin = h if j == 0 else h + d_out[depth - 1 - j]
         co = kept.get(f"ups.{j}.0", conv.out_channels)
-        params += cin * co * 16 + (co if conv.bias is not None else 0) + (2 * co if not isinstance(up, nn.ConvTranspose2d) else 0)
+        params += (
+            cin * co * 16
+            + (co if conv.bias is not None else 0)
+            + (2 * co if not isinstance(up, nn.ConvTranspose2d) else 0)
+        )
         macs += cin * co * 16 * (size >> (depth - j)) ** 2
         h = co
     return params, macs
@@ -329,7 +337,9 @@ def test_channel_groups_follow_the_prunable_layers():
     assert pen[f"{out}.weight"] is None and pen[f"{out}.bias"] is None
     slim = {n: gr["penalty"] for gr in channel_groups(g, "slimming", 1e-3) for n in gr["param_names"]}
     norms = {p.norm_name for p in prunable_layers(g) if p.norm is not None}
-    assert {n for n, v in slim.items() if v is not None} == {f"{k}.{s}" for k in norms for s in ("weight", "bias")}
+    assert {n for n, v in slim.items() if v is not None} == {
+        f"{k}.{s}" for k in norms for s in ("weight", "bias")
+    }
     l0 = {n: gr["penalty"] for gr in channel_groups(g, "l0", 1e-3) for n in gr["param_names"]}
     assert isinstance(l0["downs.0.0.weight"], normreg.L0) and l0["ups.2.weight"] is None
     d = DCGANGenerator(8, 1, 16, 0.25)

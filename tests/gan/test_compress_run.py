@@ -64,7 +64,9 @@ def test_magnitude_compress_round_trip(run, tmp_path):
     assert r["mac_fraction"] <= 0.5 and r["target_met"]
     assert r["params"] < r["dense_params"]
     assert r["check_max_abs_diff"] <= 1e-5
-    assert {"report.json", "report.md", "checkpoint.pt", "config.toml", "summary.json", "compare.png"} <= set(_files(out))
+    assert {"report.json", "report.md", "checkpoint.pt", "config.toml", "summary.json", "compare.png"} <= set(
+        _files(out)
+    )
     assert json.loads((out / "report.json").read_text())["macs"] == r["macs"]
     # the checkpoint loads with the pruned widths, and evaluate() gives the report's numbers
     m = evaluate(out, split="test")
@@ -148,8 +150,21 @@ def test_cli_compress_errors_and_run(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--target-macs" in err and "(0, 1]" in err
     assert not (tmp_path / "c").exists()
-    argv = ["compress", str(run), "-o", str(tmp_path / "c"), "--method", "magnitude", "--target-macs", "0.5",
-            "--finetune-steps", "2", "--latency-repeats", "1", "--no-progress"]
+    argv = [
+        "compress",
+        str(run),
+        "-o",
+        str(tmp_path / "c"),
+        "--method",
+        "magnitude",
+        "--target-macs",
+        "0.5",
+        "--finetune-steps",
+        "2",
+        "--latency-repeats",
+        "1",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "MACs" in out and "report:" in out
@@ -234,8 +249,9 @@ def test_mac_controller_raises_lambda_until_the_budget_is_met():
     x, y = torch.rand(16, 2, 8, 8) * 2 - 1, torch.rand(16, 1, 8, 8) * 2 - 1
     ctl = MacController(g, x[:1], target=0.5, gain=1.0, interval=5, ramp_steps=60, max_rise=0.2)
     assert ctl.last_fraction == 1.0 and ctl.current_target() == 1.0
-    opt = normreg.optim.ProxAdam(channel_groups(g, "group_lasso", 1.0), lr=2e-3, penalty_mode="prox",
-                                 penalty_schedule=ctl)
+    opt = normreg.optim.ProxAdam(
+        channel_groups(g, "group_lasso", 1.0), lr=2e-3, penalty_mode="prox", penalty_schedule=ctl
+    )
     seen = []  # (fraction, budget, factor) at every measurement
     for i in range(150):
         opt.zero_grad()
@@ -268,7 +284,9 @@ def test_measure_latency_takes_turns_and_restores_threads():
     a, b = nn.Linear(8, 8), nn.Sequential(nn.Linear(8, 8), nn.ReLU())
     a.train()
     n = torch.get_num_threads()
-    rows = measure_latency({"a": a, "b": b}, lambda k: torch.zeros(k, 8), batches=(1, 4), threads=(1,), repeats=3)
+    rows = measure_latency(
+        {"a": a, "b": b}, lambda k: torch.zeros(k, 8), batches=(1, 4), threads=(1,), repeats=3
+    )
     assert [(r["threads"], r["batch"]) for r in rows] == [(1, 1), (1, 4)]
     assert all(r["a_ms"] > 0 and r["b_ms"] > 0 for r in rows)
     assert torch.get_num_threads() == n and a.training

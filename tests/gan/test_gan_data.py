@@ -223,7 +223,11 @@ def test_photo_folder_trains_on_random_crops_and_evaluates_on_tiles(tmp_path):
             p = photos[i]
             ny, nx = p.shape[1] // 8, p.shape[2] // 8
             y0, x0 = (p.shape[1] - 8 * ny) // 2, (p.shape[2] - 8 * nx) // 2
-            want += [p[:, y0 + 8 * a : y0 + 8 * a + 8, x0 + 8 * b : x0 + 8 * b + 8] for a in range(ny) for b in range(nx)]
+            want += [
+                p[:, y0 + 8 * a : y0 + 8 * a + 8, x0 + 8 * b : x0 + 8 * b + 8]
+                for a in range(ny)
+                for b in range(nx)
+            ]
         np.testing.assert_allclose(tiles.numpy(), np.stack(want), atol=1e-6)
     assert d.split("train")[0].shape[0] == 5 * len(src.photos)
 

@@ -123,9 +123,24 @@ def test_curves_put_penalty_and_lambdas_on_their_own_labelled_axes(tmp_path):
 
     with open(tmp_path / "log.jsonl", "w") as fh:
         for s in range(10, 101, 10):
-            fh.write(json.dumps({"step": s, "g_adv": 0.7, "g_recon": 0.05, "d_adv": 0.6, "g_total": 5.7,
-                                 "w_g_recon": 5.0, "g_penalty": 3000.0 - s, "w_g_penalty": 0.03,
-                                 "lam_recon": 100.0, "lam_penalty": 1e-5 * s / 100, "lam_adv": 1.0}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "step": s,
+                        "g_adv": 0.7,
+                        "g_recon": 0.05,
+                        "d_adv": 0.6,
+                        "g_total": 5.7,
+                        "w_g_recon": 5.0,
+                        "g_penalty": 3000.0 - s,
+                        "w_g_penalty": 0.03,
+                        "lam_recon": 100.0,
+                        "lam_penalty": 1e-5 * s / 100,
+                        "lam_adv": 1.0,
+                    }
+                )
+                + "\n"
+            )
     with open(tmp_path / "metrics.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["step", "split", "psnr", "baseline_psnr", "ssim", "kid", "kid_floor"])

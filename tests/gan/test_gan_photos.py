@@ -96,7 +96,9 @@ def test_unlabelled_photos_say_why_the_classifier_score_is_absent_and_kid_is_x10
 
 def test_a_training_set_smaller_than_a_batch_warns_and_trains(tmp_path):
     write_pngs(tmp_path / "few", n=8, size=8)
-    cfg = tiny(dataset=f"folder:{tmp_path / 'few'}", resize="center_crop", image_size=8, batch_size=16, steps=1)
+    cfg = tiny(
+        dataset=f"folder:{tmp_path / 'few'}", resize="center_crop", image_size=8, batch_size=16, steps=1
+    )
     with pytest.warns(UserWarning, match="fewer than batch_size=16"):
         s = train(cfg, tmp_path / "run", progress=False)
     assert s["finished"]
@@ -114,8 +116,17 @@ def test_enough_crops_give_no_warning(tmp_path):
 
 def test_photo_crops_resume_exactly(tmp_path):
     """Each epoch's crops are a function of (seed, epoch): stopping and resuming changes nothing."""
-    cfg = tiny(dataset=f"folder:{_photo_folder(tmp_path)}", image_size=8, task="superres", crops_per_image=4,
-               batch_size=8, steps=6, checkpoint_every=3, eval_every=6, sample_every=6)
+    cfg = tiny(
+        dataset=f"folder:{_photo_folder(tmp_path)}",
+        image_size=8,
+        task="superres",
+        crops_per_image=4,
+        batch_size=8,
+        steps=6,
+        checkpoint_every=3,
+        eval_every=6,
+        sample_every=6,
+    )
     train(cfg, tmp_path / "a", progress=False)
     train(cfg, tmp_path / "b", progress=False, stop_after=3)
     train(None, tmp_path / "b", progress=False, resume=True)
@@ -143,7 +154,9 @@ def test_device_option_and_checkpoints_load_on_the_cpu(tmp_path):
             tr = trainer_from_checkpoint(run)
         assert next(tr.G.parameters()).device.type == "cpu"
     tr = trainer_from_checkpoint(run, device="cpu")
-    assert tr.step_ == 2 and torch.equal(tr.G.state_dict()[next(iter(state["G"]))], next(iter(state["G"].values())))
+    assert tr.step_ == 2 and torch.equal(
+        tr.G.state_dict()[next(iter(state["G"]))], next(iter(state["G"].values()))
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -190,8 +203,18 @@ def test_sample_from_a_photo_run_fills_in_center_crops_of_new_photos(tmp_path):
 
     folder = _photo_folder(tmp_path)
     run = tmp_path / "run"
-    train(tiny(dataset=f"folder:{folder}", image_size=8, task="superres", crops_per_image=4, steps=1,
-               eval_every=1), run, progress=False)
+    train(
+        tiny(
+            dataset=f"folder:{folder}",
+            image_size=8,
+            task="superres",
+            crops_per_image=4,
+            steps=1,
+            eval_every=1,
+        ),
+        run,
+        progress=False,
+    )
     paths = sample(run, tmp_path / "out", n=2, inputs=folder)
     target = np.asarray(Image.open(tmp_path / "out" / "0000_target.png"))
     assert target.shape == (32, 32)  # an 8-px image shown 4x: one centre-cropped square per photo

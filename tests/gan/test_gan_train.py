@@ -283,7 +283,9 @@ def test_prox_mode_makes_exact_zeros_and_follows_the_schedule():
 
 def test_tiny_data_set_trains_and_reports_no_kid_for_single_images(tmp_path):
     write_pngs(tmp_path / "few", n=5, size=8)
-    s = train(tiny(dataset=f"folder:{tmp_path / 'few'}", steps=1, eval_every=1), tmp_path / "run", progress=False)
+    s = train(
+        tiny(dataset=f"folder:{tmp_path / 'few'}", steps=1, eval_every=1), tmp_path / "run", progress=False
+    )
     assert s["num_val"] == 1 and s["metrics"]["kid"] is None and s["metrics"]["psnr"] > 0
 
 

@@ -58,7 +58,9 @@ OPTS = {
 def test_grad_mode_equals_add_grad_then_step(opt, pen, dtype):
     cls, kw = OPTS[opt]
     if cls is not ProxSGD and dtype is torch.float16:
-        pytest.skip("torch's float16 Adam rounds after every op (eps=1e-8 is below float16's range): no peer to match")
+        pytest.skip(
+            "torch's float16 Adam rounds after every op (eps=1e-8 is below float16's range): no peer to match"
+        )
     a = make(dtype)
     b = [p.detach().clone().requires_grad_() for p in a]
     oa = cls(a, penalty=PENALTIES[pen](), penalty_mode="grad", **kw)

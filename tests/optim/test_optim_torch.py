@@ -48,7 +48,9 @@ def _run_both(ours_cls, torch_cls, kw, dtype, steps=30, ours_kw=None):
 
 
 def _sgd_variants():
-    for mom, nest, wd, damp, mx in itertools.product([0.0, 0.9], [False, True], [0.0, 1e-2], [0.0, 0.1], [False, True]):
+    for mom, nest, wd, damp, mx in itertools.product(
+        [0.0, 0.9], [False, True], [0.0, 1e-2], [0.0, 0.1], [False, True]
+    ):
         if nest and (mom == 0 or damp) or (mx and wd and damp):
             continue
         yield dict(lr=0.05, momentum=mom, nesterov=nest, weight_decay=wd, dampening=damp, maximize=mx)
@@ -95,8 +97,14 @@ def test_foreach_and_fused_follow_torch(flag, ours, theirs):
 
 
 def test_zero_strength_penalty_is_torch_and_counts_zeros():
-    a, b, oa, _ = _run_both(ProxAdam, torch.optim.Adam, dict(lr=1e-2), torch.float32, steps=3,
-                            ours_kw=dict(penalty=normreg.L1(0.0)))
+    a, b, oa, _ = _run_both(
+        ProxAdam,
+        torch.optim.Adam,
+        dict(lr=1e-2),
+        torch.float32,
+        steps=3,
+        ours_kw=dict(penalty=normreg.L1(0.0)),
+    )
     _assert_bitwise(a, b)
     assert oa.last_stats is not None and oa.last_stats.numel == sum(p.numel() for p in a)
 
@@ -176,8 +184,13 @@ def test_state_dict_is_plain_and_weights_only_loadable(cls):
         "kind": "sum",
         "terms": [{"kind": "l1", "strength": 1e-3}, {"kind": "squared_l2", "strength": 1e-3}],
     }
-    twin, opt2 = _trained(cls, normreg.L1(1e-3) + normreg.SquaredL2(1e-3), steps=0,
-                          penalty_schedule=SparsityController(0.5, schedule=Cosine(10)), **kw)
+    twin, opt2 = _trained(
+        cls,
+        normreg.L1(1e-3) + normreg.SquaredL2(1e-3),
+        steps=0,
+        penalty_schedule=SparsityController(0.5, schedule=Cosine(10)),
+        **kw,
+    )
     twin.load_state_dict(model.state_dict())
     penalty_obj = opt2.param_groups[0]["penalty"]
     opt2.load_state_dict(sd)
@@ -203,8 +216,13 @@ def test_saved_penalty_spec_is_rebuilt_when_it_differs():
 
 
 def test_penalty_spec_roundtrip_and_errors():
-    for p in [normreg.L1(1e-4), normreg.GroupLasso(2e-3, dim=1), normreg.L0(1e-5), normreg.Linf(0.5),
-              normreg.L1(1e-3) + normreg.L2Norm(1e-2)]:
+    for p in [
+        normreg.L1(1e-4),
+        normreg.GroupLasso(2e-3, dim=1),
+        normreg.L0(1e-5),
+        normreg.Linf(0.5),
+        normreg.L1(1e-3) + normreg.L2Norm(1e-2),
+    ]:
         spec = penalty_spec(p)
         assert penalty_spec(penalty_from_spec(spec)) == spec and repr(penalty_from_spec(spec)) == repr(p)
     assert penalty_spec(normreg.L1(1e-4)) == {"kind": "l1", "strength": 1e-4}

@@ -16,8 +16,16 @@ from normreg.stability import AdaptiveLambda
 
 pytestmark = pytest.mark.usefixtures("one_thread_and_cache")
 
-ADAPTIVE = dict(task="unconditional", weight_penalty="l2", weight_penalty_strength=1.0, penalty_on="d",
-                penalty_schedule="adaptive", adaptive_target=0.6, adaptive_gain=0.5, adaptive_interval=1)
+ADAPTIVE = dict(
+    task="unconditional",
+    weight_penalty="l2",
+    weight_penalty_strength=1.0,
+    penalty_on="d",
+    penalty_schedule="adaptive",
+    adaptive_target=0.6,
+    adaptive_gain=0.5,
+    adaptive_interval=1,
+)
 
 
 def _logs(run):
@@ -42,10 +50,21 @@ def test_adaptive_lambda_follows_the_sign_of_d_on_reals(tmp_path):
     assert trainer.penalty_schedule.adjustments == cfg.steps
 
 
-@pytest.mark.parametrize("changes", [dict(ADAPTIVE, adaptive_interval=2, penalty_mode="add_grad"),
-                                     dict(ADAPTIVE, adaptive_interval=2, d_spectral_norm=True, penalty_mode="prox",
-                                          r1_weight=1.0, r1_every=2)],
-                         ids=["adaptive-add_grad", "adaptive-prox-spectral-norm-r1"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(ADAPTIVE, adaptive_interval=2, penalty_mode="add_grad"),
+        dict(
+            ADAPTIVE,
+            adaptive_interval=2,
+            d_spectral_norm=True,
+            penalty_mode="prox",
+            r1_weight=1.0,
+            r1_every=2,
+        ),
+    ],
+    ids=["adaptive-add_grad", "adaptive-prox-spectral-norm-r1"],
+)
 def test_resume_is_bit_exact(tmp_path, changes):
     # stop at step 3 with interval 2: the controller holds a half-filled average at the checkpoint
     cfg = tiny(steps=5, eval_every=5, sample_every=5, checkpoint_every=2, **changes)
@@ -55,7 +74,9 @@ def test_resume_is_bit_exact(tmp_path, changes):
     assert ctrl["count"] == 1 and ctrl["adjustments"] == 1  # a half-filled average is in the checkpoint
     train(cfg, tmp_path / "resumed", progress=False, resume=True)
     assert_same_checkpoints(tmp_path / "straight", tmp_path / "resumed")
-    assert (tmp_path / "straight" / "log.jsonl").read_text() == (tmp_path / "resumed" / "log.jsonl").read_text()
+    assert (tmp_path / "straight" / "log.jsonl").read_text() == (
+        tmp_path / "resumed" / "log.jsonl"
+    ).read_text()
     lams = [r["lam_d"] for r in _logs(tmp_path / "straight")]
     assert len(set(lams)) > 1  # the controller moved λ, so the resumed run had state to restore
 
@@ -99,8 +120,26 @@ def test_bad_adaptive_options_are_clear_errors(capsys):
         tiny(recon_schedule="adaptive")
     from normreg.cli import main
 
-    assert main(["train", "--task", "unconditional", "--penalty-on", "d", "--weight-penalty", "l2",
-                 "--penalty-schedule", "adaptive", "--adaptive-target", "1.2", "--steps", "1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "unconditional",
+                "--penalty-on",
+                "d",
+                "--weight-penalty",
+                "l2",
+                "--penalty-schedule",
+                "adaptive",
+                "--adaptive-target",
+                "1.2",
+                "--steps",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "adaptive_target" in capsys.readouterr().err
 
 
@@ -154,8 +193,9 @@ def test_digits_part_of_the_smoke_study(tmp_path):
     for r in dig:  # the digits configs are valid trainer configs
         TrainConfig.from_dict(r["config"])
     out = tmp_path / "st"
-    path = run_stability_study(out, mode="smoke", arms=["adaptive L2 (target 0.6)"], parts=("digits",), jobs=1,
-                               progress=False)
+    path = run_stability_study(
+        out, mode="smoke", arms=["adaptive L2 (target 0.6)"], parts=("digits",), jobs=1, progress=False
+    )
     rec = json.loads((out / "points" / "digits_adaptive_L2_target_0.6_s0.json").read_text())
     s = rec["summary"]
     assert rec["part"] == "digits" and s["steps"] == 3
@@ -164,6 +204,8 @@ def test_digits_part_of_the_smoke_study(tmp_path):
     assert math.isfinite(s["metrics"]["kid"]) and "lam_d_final" in s
     text = path.read_text()
     assert "## Digits" in text and "adaptive L2 (target 0.6)" in text
-    assert (out / "digits_samples.png").is_file() and (out / "digits_results.csv").read_text().count("\n") == 2
+    assert (out / "digits_samples.png").is_file() and (out / "digits_results.csv").read_text().count(
+        "\n"
+    ) == 2
     with pytest.raises(ValueError, match="'parts'"):
         study_runs("smoke", parts=("mnist",))

@@ -29,7 +29,11 @@ def _around(mode_ids, radius_offset=0.0, n_each=100, spread=0.5 * SIG):
 def test_ring_metrics_hand_made_sets():
     # all 8 modes equally: 8 covered, all high quality, KL 0
     m = ring_metrics(_around(range(8)))
-    assert m["modes_covered"] == 8 and m["hq_fraction"] == 1.0 and m["kl_uniform"] == pytest.approx(0.0, abs=1e-12)
+    assert (
+        m["modes_covered"] == 8
+        and m["hq_fraction"] == 1.0
+        and m["kl_uniform"] == pytest.approx(0.0, abs=1e-12)
+    )
     # two modes only (mode collapse): KL = log(8/2)
     m = ring_metrics(_around([0, 3]))
     assert m["modes_covered"] == 2 and m["mode_counts"][0] == 100 and m["mode_counts"][3] == 100
@@ -43,7 +47,11 @@ def test_ring_metrics_hand_made_sets():
     x = base.clone()
     x[:5] = c[2]
     m = ring_metrics(x)
-    assert m["modes_covered"] == 0 and m["hq_fraction"] == pytest.approx(0.005) and m["kl_uniform"] == pytest.approx(math.log(8))
+    assert (
+        m["modes_covered"] == 0
+        and m["hq_fraction"] == pytest.approx(0.005)
+        and m["kl_uniform"] == pytest.approx(math.log(8))
+    )
     x[:10] = c[2]
     assert ring_metrics(x)["modes_covered"] == 1
     # no high-quality sample: KL undefined (NaN), not 0
@@ -126,16 +134,30 @@ def test_controller_as_prox_optimizer_schedule():
     assert torch.allclose(w.detach(), torch.full((4,), want, dtype=torch.float64))
 
 
-_TINY = dict(steps=6, hidden=8, batch_size=16, eval_every=3, eval_samples=64, log_every=2, checkpoint_every=3,
-             snapshots=(0, 6), snapshot_samples=10)
+_TINY = dict(
+    steps=6,
+    hidden=8,
+    batch_size=16,
+    eval_every=3,
+    eval_samples=64,
+    log_every=2,
+    checkpoint_every=3,
+    snapshots=(0, 6),
+    snapshot_samples=10,
+)
 
 
 @pytest.mark.parametrize(
     "opts",
     [
         {"r1_gamma": 1.0, "d_penalty": "l1", "d_penalty_strength": 0.1},
-        {"spectral_norm": True, "d_penalty": "l2", "d_penalty_strength": 1.0, "adaptive_target": 0.6,
-         "adaptive_interval": 2},
+        {
+            "spectral_norm": True,
+            "d_penalty": "l2",
+            "d_penalty_strength": 1.0,
+            "adaptive_target": 0.6,
+            "adaptive_interval": 2,
+        },
     ],
 )
 def test_ring_training_checkpoint_round_trip(tmp_path, opts):
@@ -194,7 +216,11 @@ def test_train_help_has_no_ring_options(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for word in ("ring", "r1-gamma", "d-penalty"):  # the image trainer's --d-spectral-norm / --adaptive-* are its own
+    for word in (
+        "ring",
+        "r1-gamma",
+        "d-penalty",
+    ):  # the image trainer's --d-spectral-norm / --adaptive-* are its own
         assert word not in text.lower()
     assert main(["study", "--list"]) == 0
     out = capsys.readouterr().out
@@ -210,8 +236,9 @@ def test_train_help_has_no_ring_options(capsys, tmp_path):
 
 def test_smoke_study_writes_report(tmp_path):
     out = tmp_path / "st"
-    path = run_stability_study(out, mode="smoke", arms=["none", "adaptive L2 (target 0.6)"], parts=("ring",), jobs=1,
-                               progress=False)
+    path = run_stability_study(
+        out, mode="smoke", arms=["none", "adaptive L2 (target 0.6)"], parts=("ring",), jobs=1, progress=False
+    )
     # (two arms: the report's tables and figures for one plain and one controlled arm)
     text = path.read_text()
     assert "| none | 1 |" in text and "adaptive L2 (target 0.6)" in text
@@ -219,8 +246,9 @@ def test_smoke_study_writes_report(tmp_path):
     assert rows[0].startswith("arm,group,seed,diverged") and len(rows) == 3
     assert (out / "samples_grid.png").is_file() and (out / "final_state.png").is_file()
     # resume keeps the finished runs; a second plain run refuses the folder
-    run_stability_study(out, mode="smoke", arms=["none"], parts=("ring",), jobs=1, resume=True, progress=False,
-                        report=False)
+    run_stability_study(
+        out, mode="smoke", arms=["none"], parts=("ring",), jobs=1, resume=True, progress=False, report=False
+    )
     with pytest.raises(ValueError, match="not empty"):
         run_stability_study(out, mode="smoke", jobs=1)
 
@@ -230,7 +258,9 @@ def test_class_coverage_hand_made():
 
     eye = torch.eye(10)
     m = class_coverage(eye.repeat(5, 1))  # every class equally often
-    assert m["entropy"] == pytest.approx(math.log(10), rel=1e-12) and m["entropy_normalized"] == pytest.approx(1.0)
+    assert m["entropy"] == pytest.approx(math.log(10), rel=1e-12) and m[
+        "entropy_normalized"
+    ] == pytest.approx(1.0)
     assert m["classes_present"] == 10
     m = class_coverage(eye[[3] * 20])  # total collapse
     assert m["entropy"] == 0.0 and m["classes_present"] == 1

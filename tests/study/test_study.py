@@ -24,7 +24,9 @@ from normreg.study.sweep import default_backend
 
 gan = pytest.importorskip("normreg.gan")
 
-SMALL = {"max_images": 128}  # as the smoke mode: few enough images that the scoring classifier trains in seconds
+SMALL = {
+    "max_images": 128
+}  # as the smoke mode: few enough images that the scoring classifier trains in seconds
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,8 +50,11 @@ def test_loss_ablation_has_the_pix2pix_arms_and_a_lambda_sweep():
     assert comp["L1 + cGAN"]["recon"] == "l1" and comp["L1 + cGAN"]["adv_weight"] > 0
     lams = sorted(a.options["recon_weight"] for a in st.arms if a.group == "lambda")
     assert lams == [1, 10, 100, 1000]
-    assert all(a.options["task"] == "completion" and a.options["mask"] == "bottom_half"
-               for a in st.arms if a.group in ("completion", "lambda"))
+    assert all(
+        a.options["task"] == "completion" and a.options["mask"] == "bottom_half"
+        for a in st.arms
+        if a.group in ("completion", "lambda")
+    )
     assert {a.options["task"] for a in st.arms if a.group == "denoise"} == {"denoise"}
     assert st.seeds >= 3
     assert "L1 + cGAN, λ=100" in arms
@@ -57,8 +62,11 @@ def test_loss_ablation_has_the_pix2pix_arms_and_a_lambda_sweep():
 
 def test_weight_penalty_arms_cover_penalties_ways_and_lambdas():
     st = get_study("weight-penalty")
-    seen = {(a.options["weight_penalty"], a.options["penalty_mode"], a.options["weight_penalty_strength"])
-            for a in st.arms if a.group != "none"}
+    seen = {
+        (a.options["weight_penalty"], a.options["penalty_mode"], a.options["weight_penalty_strength"])
+        for a in st.arms
+        if a.group != "none"
+    }
     for pen in ("l1", "l2", "elastic_net"):
         for mode in ("loss", "prox"):
             assert len({lam for p, m, lam in seen if (p, m) == (pen, mode)}) >= 3
@@ -111,8 +119,12 @@ def _row(name, vals):
     n = len(vals)
     mu = sum(vals) / n
     sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-    return {"labels": {"arm": name}, "mean": {"kid": mu, "psnr": mu}, "std": {"kid": sd, "psnr": sd},
-            "n": {"kid": n, "psnr": n}}
+    return {
+        "labels": {"arm": name},
+        "mean": {"kid": mu, "psnr": mu},
+        "std": {"kid": sd, "psnr": sd},
+        "n": {"kid": n, "psnr": n},
+    }
 
 
 def test_compare_uses_the_seeds_spread_and_the_metric_direction():
@@ -142,8 +154,15 @@ def _check_report(path, figures):
 def test_loss_ablation_smoke(tmp_path):
     out = tmp_path / "la"
     path = run_study("loss-ablation", out, mode="smoke", progress=False, jobs=2)  # worker processes
-    text, rows = _check_report(path, ["loss_ablation_metrics.png", "loss_ablation_histograms.png",
-                                      "loss_ablation_samples.png", "loss_ablation_lambda.png"])
+    text, rows = _check_report(
+        path,
+        [
+            "loss_ablation_metrics.png",
+            "loss_ablation_histograms.png",
+            "loss_ablation_samples.png",
+            "loss_ablation_lambda.png",
+        ],
+    )
     st = get_study("loss-ablation")
     assert {r["arm"] for r in rows} == set(st.smoke_arms)
     for r in rows:
@@ -184,24 +203,40 @@ def test_sweep_smoke_on_the_real_trainer(tmp_path):
     from normreg.gan import TrainConfig
     from normreg.study import sweep
 
-    base = TrainConfig(steps=3, batch_size=16, eval_samples=32, eval_every=100, sample_every=100,
-                       checkpoint_every=100, **SMALL)
-    res = sweep(base, {"recon_weight": [1, 100]}, tmp_path, folds=2, criterion="classifier_score+kid",
-                progress=False)
+    base = TrainConfig(
+        steps=3,
+        batch_size=16,
+        eval_samples=32,
+        eval_every=100,
+        sample_every=100,
+        checkpoint_every=100,
+        **SMALL,
+    )
+    res = sweep(
+        base, {"recon_weight": [1, 100]}, tmp_path, folds=2, criterion="classifier_score+kid", progress=False
+    )
     assert len(res.records) == 4
     assert {(r["config"]["folds"], r["config"]["fold"]) for r in res.records} == {(2, 0), (2, 1)}
     best = TrainConfig.from_toml(res.files["best"])
     assert best == base.replace(recon_weight=float(res.best_options["recon_weight"]))
     assert best.folds == 1 and best.seed == base.seed
+
     # resuming runs nothing (the fake would fail if called)
     def boom(*a, **k):
         raise AssertionError("a finished run was trained again")
 
     from normreg.study import Backend
 
-    again = sweep(base, {"recon_weight": [1, 100]}, tmp_path, folds=2, resume=True, progress=False,
-                  criterion="classifier_score+kid",
-                  backend=Backend(config_cls=TrainConfig, train=boom, evaluate=boom))
+    again = sweep(
+        base,
+        {"recon_weight": [1, 100]},
+        tmp_path,
+        folds=2,
+        resume=True,
+        progress=False,
+        criterion="classifier_score+kid",
+        backend=Backend(config_cls=TrainConfig, train=boom, evaluate=boom),
+    )
     assert again.best_options == res.best_options
 
     # the command line: select again with another criterion, nothing is trained
@@ -217,7 +252,9 @@ def test_cli_errors_and_list(tmp_path, capsys):
 
     assert main(["sweep", "--out", str(tmp_path / "s"), "--grid", "recon_wieght=1,10"]) == 2
     assert "'grid'" in capsys.readouterr().err
-    assert main(["sweep", "--out", str(tmp_path / "s"), "--grid", "recon_weight=1", "--criterion", "bogus"]) == 2
+    assert (
+        main(["sweep", "--out", str(tmp_path / "s"), "--grid", "recon_weight=1", "--criterion", "bogus"]) == 2
+    )
     assert "'criterion'" in capsys.readouterr().err
     assert main(["sweep", "--out", str(tmp_path / "s"), "--set", "stepz=3", "--grid", "recon_weight=1"]) == 2
     assert "'--set'" in capsys.readouterr().err

@@ -21,7 +21,9 @@ def test_plan_covers_methods_targets_seeds_and_validates_first():
     dense = [j for j in plan if j["kind"] == "dense"]
     comp = [j for j in plan if j["kind"] == "compress"]
     assert len(dense) == 2 * 3 and len(comp) == 2 * 3 * 4 * 3
-    assert {(j["part"], j["seed"]) for j in dense} == {(p, s) for p in ("digits", "textures") for s in range(3)}
+    assert {(j["part"], j["seed"]) for j in dense} == {
+        (p, s) for p in ("digits", "textures") for s in range(3)
+    }
     assert {j["dense_key"] for j in comp} == {j["key"] for j in dense}
     assert all(j["compress_config"]["sparse_steps"] == 0 for j in comp if j["method"] == "magnitude")
     tex = next(j for j in dense if j["part"] == "textures")["config"]
@@ -83,32 +85,57 @@ def _rec(kind, seed, method=None, target=None, cs=0.9, kid=10.0, psnr=18.0, mac=
     metrics = {"psnr": psnr, "ssim": 0.8, "classifier_score": cs, "kid": kid}
     if kind == "dense":
         return {"kind": "dense", "part": "digits", "seed": seed, "metrics": metrics}
-    lat = {"rows": [{"batch": 64, "threads": 1, "speedup": speedup, "dense_ms": 3.0, "compressed_ms": 3.0 / speedup}]}
-    return {"kind": "compress", "part": "digits", "seed": seed, "method": method, "target": target,
-            "mac_fraction": mac, "params": 25, "dense_params": 100, "target_met": mac <= target,
-            "compressed": {"test": metrics}, "latency": lat}
+    lat = {
+        "rows": [
+            {"batch": 64, "threads": 1, "speedup": speedup, "dense_ms": 3.0, "compressed_ms": 3.0 / speedup}
+        ]
+    }
+    return {
+        "kind": "compress",
+        "part": "digits",
+        "seed": seed,
+        "method": method,
+        "target": target,
+        "mac_fraction": mac,
+        "params": 25,
+        "dense_params": 100,
+        "target_met": mac <= target,
+        "compressed": {"test": metrics},
+        "latency": lat,
+    }
 
 
 def test_verdict_rules_on_hand_made_numbers():
     dense_cs = [0.90, 0.91, 0.89]  # mean 0.90, std 0.01: within spread down to 0.88
     recs = [_rec("dense", s, cs=c, kid=k) for s, (c, k) in enumerate(zip(dense_cs, [10.0, 12.0, 14.0]))]
-    recs += [_rec("compress", s, "slimming", 0.25, cs=c, kid=17.0) for s, c in enumerate([0.885, 0.89, 0.895])]
-    recs += [_rec("compress", s, "magnitude", 0.25, cs=c, kid=30.0, speedup=2.0) for s, c in enumerate([0.85, 0.86, 0.87])]
+    recs += [
+        _rec("compress", s, "slimming", 0.25, cs=c, kid=17.0) for s, c in enumerate([0.885, 0.89, 0.895])
+    ]
+    recs += [
+        _rec("compress", s, "magnitude", 0.25, cs=c, kid=30.0, speedup=2.0)
+        for s, c in enumerate([0.85, 0.86, 0.87])
+    ]
     summ = summarize(recs)["digits"]
     d = summ["dense"]
-    assert math.isclose(d["mean"]["classifier_score"], 0.90) and math.isclose(d["std"]["classifier_score"], 0.01)
+    assert math.isclose(d["mean"]["classifier_score"], 0.90) and math.isclose(
+        d["std"]["classifier_score"], 0.01
+    )
     ok, gap = _within_dense(d, summ["points"][("slimming", 0.25)], "classifier_score")
     assert ok and math.isclose(gap, -0.01)
     # KID: dense 12 ± 2 -> within up to 16; slimming's 17 is not, magnitude's 30 is not
     assert _within_dense(d, summ["points"][("slimming", 0.25)], "kid")[0] is False
     assert _within_dense(d, summ["points"][("magnitude", 0.25)], "classifier_score")[0] is False
     table = "\n".join(_targets(summ, ["classifier_score", "kid"], 0.25))
-    assert "| slimming | 0.250 ± 0.000 | yes (0.8900 ± 0.0050) | no (17.0 ± 0.0) | yes (3.00x) | no |" in table
+    assert (
+        "| slimming | 0.250 ± 0.000 | yes (0.8900 ± 0.0050) | no (17.0 ± 0.0) | yes (3.00x) | no |" in table
+    )
     assert "| magnitude | 0.250 ± 0.000 | no (0.860 ± 0.010) | no (30.0 ± 0.0) | no (2.00x) | no |" in table
     # slimming's classifier score is better than magnitude's beyond 2 se: 0.89 - 0.86 = 0.03,
     # se = sqrt(0.005²/3 + 0.01²/3) = 0.00645
     vm = "\n".join(_vs_magnitude(summ, ["classifier_score", "kid"]))
-    se = math.sqrt(statistics.stdev([0.885, 0.89, 0.895]) ** 2 / 3 + statistics.stdev([0.85, 0.86, 0.87]) ** 2 / 3)
+    se = math.sqrt(
+        statistics.stdev([0.885, 0.89, 0.895]) ** 2 / 3 + statistics.stdev([0.85, 0.86, 0.87]) ** 2 / 3
+    )
     assert f"better (+0.03 ± {se:.2g})" in vm
     assert "No regularized method is worse" in vm
 

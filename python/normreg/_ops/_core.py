@@ -47,8 +47,6 @@ def functorch_active() -> bool:
     return bool(_functorch_active())
 
 
-
-
 def bump(tensors: Sequence[Tensor]) -> None:
     """Bump the version counter of every tensor the direct path wrote, as the op would."""
     _increment_version(tensors)

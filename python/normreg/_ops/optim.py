@@ -33,8 +33,21 @@ def _no_state_overlap(*lists) -> None:
     check_overlap(ts, [t.data_ptr() for t in ts], [t.numel() for t in ts], "params and optimizer state")
 
 
-def k_sgd_step(tl, gl, bufs: list[Tensor], init: list[bool], lr: float, momentum: float, dampening: float,
-               weight_decay: float, nesterov: bool, maximize: bool, kind: int, a: float, b: float) -> list[int]:
+def k_sgd_step(
+    tl,
+    gl,
+    bufs: list[Tensor],
+    init: list[bool],
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    kind: int,
+    a: float,
+    b: float,
+) -> list[int]:
     """One fused SGD pass of the kernels over checked CPU lists (bufs: [] without momentum)."""
     return _C.sgd_step(
         tl.ptrs, tl.numels, tl.dtypes, gl.ptrs, list(map(Tensor.data_ptr, bufs)), init,
@@ -61,7 +74,9 @@ def _sgd_step_op(
     """torch.optim.SGD's step then the fused prox. ``momentum_buffers``: one per param with
     momentum (``init[i]``: the buffer is new and takes the gradient), ``[]`` without."""
     if momentum and len(momentum_buffers) != len(params):
-        raise ValueError(f"'momentum_buffers' must have one tensor per param with momentum, got {len(momentum_buffers)}")
+        raise ValueError(
+            f"'momentum_buffers' must have one tensor per param with momentum, got {len(momentum_buffers)}"
+        )
     kern = _kernels(params)
     tl = tensor_list(params, inplace=True, direct=kern)  # the reference: the checks without pointers
     gl = paired(tl, grads, "grads", inplace=False)
@@ -78,9 +93,26 @@ def _sgd_step_op(
     ).to(params[0].device)  # fmt: skip
 
 
-def k_adam_step(tl, gl, ms: list[Tensor], vs: list[Tensor], vmax: list[Tensor], steps: list[float], lr: float,
-                beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool, maximize: bool,
-                amsgrad: bool, kind: int, a: float, b: float, pre: bool) -> list[int]:
+def k_adam_step(
+    tl,
+    gl,
+    ms: list[Tensor],
+    vs: list[Tensor],
+    vmax: list[Tensor],
+    steps: list[float],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+    maximize: bool,
+    amsgrad: bool,
+    kind: int,
+    a: float,
+    b: float,
+    pre: bool,
+) -> list[int]:
     """One fused Adam / AdamW pass of the kernels (``steps``: the counts after this step)."""
     step_size, bc2s = ref.adam_scalars(steps, lr, beta1, beta2)
     return _C.adam_step(
@@ -117,7 +149,9 @@ def _adam_step_op(
     ``steps``: each param's step count after this step (1-D, any float dtype; a tensor so
     that torch.compile does not specialize on it); ``max_exp_avg_sqs``: ``[]`` without amsgrad."""
     if steps.numel() != len(params) or (amsgrad and len(max_exp_avg_sqs) != len(params)):
-        raise ValueError("normreg::adam_step_: 'steps' (and with amsgrad 'max_exp_avg_sqs') need one entry per param")
+        raise ValueError(
+            "normreg::adam_step_: 'steps' (and with amsgrad 'max_exp_avg_sqs') need one entry per param"
+        )
     counts = [float(s) for s in steps.tolist()]
     vmax = list(max_exp_avg_sqs) if amsgrad else []
     kern = _kernels(params)
@@ -142,21 +176,53 @@ _sgd_step_op.register_fake(_fake_counts)
 _adam_step_op.register_fake(_fake_counts)
 
 
-def sgd_step(tl, gl, bufs: list[Tensor], init: list[bool], lr: float, momentum: float, dampening: float,
-             weight_decay: float, nesterov: bool, maximize: bool, kind: int, a: float, b: float):
+def sgd_step(
+    tl,
+    gl,
+    bufs: list[Tensor],
+    init: list[bool],
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    kind: int,
+    a: float,
+    b: float,
+):
     """Zeros per param after one SGD pass: the direct path (kernels, then every tensor written
     bumped; a list of ints) or the operator (an int64 tensor)."""
     if tl.on_cpu:
-        z = k_sgd_step(tl, gl, bufs, init, lr, momentum, dampening, weight_decay, nesterov, maximize, kind, a, b)
+        z = k_sgd_step(
+            tl, gl, bufs, init, lr, momentum, dampening, weight_decay, nesterov, maximize, kind, a, b
+        )
         bump(list(tl.tensors) + bufs)
         return z
     return _sgd_step_op(tl.tensors, gl.tensors, bufs, init, lr, momentum, dampening, weight_decay, nesterov,
                         maximize, kind, a, b)  # fmt: skip
 
 
-def adam_step(tl, gl, ms: list[Tensor], vs: list[Tensor], vmax: list[Tensor], steps, lr: float, beta1: float,
-              beta2: float, eps: float, weight_decay: float, decoupled: bool, maximize: bool, amsgrad: bool,
-              kind: int, a: float, b: float, pre: bool):
+def adam_step(
+    tl,
+    gl,
+    ms: list[Tensor],
+    vs: list[Tensor],
+    vmax: list[Tensor],
+    steps,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+    maximize: bool,
+    amsgrad: bool,
+    kind: int,
+    a: float,
+    b: float,
+    pre: bool,
+):
     """Zeros per param after one Adam pass (``steps``: floats on the direct path, else a 1-D
     tensor); direct path or operator as :func:`sgd_step`."""
     if tl.on_cpu:

@@ -189,7 +189,13 @@ def prepare_compiled_steps(
 
 
 def measure_compiled_step(
-    *, batch: int = 8, size: int = 16, width: int = 16, warmup: int = 2, reps: int = 10, backend: str = "inductor"
+    *,
+    batch: int = 8,
+    size: int = 16,
+    width: int = 16,
+    warmup: int = 2,
+    reps: int = 10,
+    backend: str = "inductor",
 ) -> dict:
     """Best seconds per compiled step of each variant (see the module doc), after checking
     that both compute the same training run."""

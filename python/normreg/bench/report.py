@@ -168,7 +168,9 @@ def to_markdown(results: dict, plot_path: str | None = None) -> str:
     ts = results.get("training_step")
     if ts and "variants" in ts:
         base = ts["variants"]["none"]["best_s"]
-        lines.append(f"- a whole training step ({ts['model']}, {ts['penalty']}): {_fmt_time(base)} without the penalty")
+        lines.append(
+            f"- a whole training step ({ts['model']}, {ts['penalty']}): {_fmt_time(base)} without the penalty"
+        )
         for name, label in _TRAINING_LABELS.items():
             if name in ts.get("share", {}):
                 lines.append(f"  - {label}: the penalty takes {100 * ts['share'][name]:.2f}% of the step")

@@ -205,14 +205,20 @@ def _shares(best: dict, times: dict, pen: dict, variants) -> dict:
     share = {v: pen[v] / best[v] for v in pen}
     return {
         "variants": {
-            v: {"best_s": best[v], "median_s": sorted(times[v])[len(times[v]) // 2], "penalty_s": pen.get(v, 0.0)}
+            v: {
+                "best_s": best[v],
+                "median_s": sorted(times[v])[len(times[v]) // 2],
+                "penalty_s": pen.get(v, 0.0),
+            }
             for v in variants
         },
         "share": share,
         "share_ratio": share["normreg"] / share["torch-eager"] if share["torch-eager"] > 0 else None,
         # every normreg way of applying the penalty against eager (the stand-in has only one)
         "share_ratios": {
-            v: share[v] / share["torch-eager"] for v in share if v.startswith("normreg") and share["torch-eager"] > 0
+            v: share[v] / share["torch-eager"]
+            for v in share
+            if v.startswith("normreg") and share["torch-eager"] > 0
         },
         "share_by_difference": {v: (best[v] - best["none"]) / best[v] for v in pen},
     }

@@ -163,7 +163,11 @@ def _channel_rows(layer: nn.Module, units: int) -> Tensor:
 
 
 def channel_is_zero(
-    layer: nn.Module, norm: nn.Module | None, units: int = 1, threshold: float = 0.0, running_stats: bool = True
+    layer: nn.Module,
+    norm: nn.Module | None,
+    units: int = 1,
+    threshold: float = 0.0,
+    running_stats: bool = True,
 ) -> Tensor:
     """Bool per channel: its output after ``norm`` is identically zero (the removal rule).
 
@@ -187,7 +191,9 @@ def channel_is_zero(
     return beta0 & (gamma0 | (prod_zero & mean0))
 
 
-def zero_channels(model: nn.Module, threshold: float = 0.0, running_stats: bool = True) -> OrderedDict[str, Tensor]:
+def zero_channels(
+    model: nn.Module, threshold: float = 0.0, running_stats: bool = True
+) -> OrderedDict[str, Tensor]:
     """Per prunable layer (:func:`prunable_layers`), a bool tensor: which output channels
     are exactly zero after their normalization layer (the rule of docs/compress.md), so that
     :func:`normreg.compress.prune_zero_channels` removes them.
@@ -200,11 +206,14 @@ def zero_channels(model: nn.Module, threshold: float = 0.0, running_stats: bool 
     if not isinstance(running_stats, bool):
         raise TypeError(f"'running_stats' must be True or False, got {type(running_stats).__name__}")
     return OrderedDict(
-        (p.name, channel_is_zero(p.module, p.norm, p.units, threshold, running_stats)) for p in prunable_layers(model)
+        (p.name, channel_is_zero(p.module, p.norm, p.units, threshold, running_stats))
+        for p in prunable_layers(model)
     )
 
 
-def count_zero_channels(model: nn.Module, threshold: float = 0.0, running_stats: bool = True) -> tuple[int, int]:
+def count_zero_channels(
+    model: nn.Module, threshold: float = 0.0, running_stats: bool = True
+) -> tuple[int, int]:
     """``(zero, total)`` output channels over the prunable layers (see :func:`zero_channels`)."""
     masks = zero_channels(model, threshold, running_stats)
     return sum(int(m.sum()) for m in masks.values()), sum(m.numel() for m in masks.values())
@@ -223,12 +232,16 @@ def count_macs(model: nn.Module, input_shape: Sequence[int] | torch.Size) -> int
     """
     check_model(model)
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
-        raise TypeError(f"'input_shape' must be a sequence of ints (e.g. (1, 3, 32, 32)), got {input_shape!r}")
+        raise TypeError(
+            f"'input_shape' must be a sequence of ints (e.g. (1, 3, 32, 32)), got {input_shape!r}"
+        )
     shape = tuple(input_shape)
     if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in shape):
         raise ValueError(f"'input_shape' must be positive ints with the batch dim first, got {input_shape!r}")
     p = next(model.parameters(), None)
-    x = torch.zeros(shape, dtype=p.dtype if p is not None else torch.float32, device=p.device if p is not None else "cpu")
+    x = torch.zeros(
+        shape, dtype=p.dtype if p is not None else torch.float32, device=p.device if p is not None else "cpu"
+    )
     total = [0]
 
     def hook(m, inputs, output):
@@ -236,12 +249,24 @@ def count_macs(model: nn.Module, input_shape: Sequence[int] | torch.Size) -> int
             inp = inputs[0]
             spatial = inp.shape[2:] if inp.dim() == m.weight.dim() else inp.shape[1:]
             batch = inp.shape[0] if inp.dim() == m.weight.dim() else 1
-            total[0] += batch * m.in_channels * (m.out_channels // m.groups) * math.prod(m.kernel_size) * math.prod(spatial)
+            total[0] += (
+                batch
+                * m.in_channels
+                * (m.out_channels // m.groups)
+                * math.prod(m.kernel_size)
+                * math.prod(spatial)
+            )
         elif isinstance(m, nn.modules.conv._ConvNd):
             batched = output.dim() == m.weight.dim()
             spatial = output.shape[2:] if batched else output.shape[1:]
             batch = output.shape[0] if batched else 1
-            total[0] += batch * m.out_channels * (m.in_channels // m.groups) * math.prod(m.kernel_size) * math.prod(spatial)
+            total[0] += (
+                batch
+                * m.out_channels
+                * (m.in_channels // m.groups)
+                * math.prod(m.kernel_size)
+                * math.prod(spatial)
+            )
         elif isinstance(m, nn.Linear):
             total[0] += inputs[0].numel() // m.in_features * m.in_features * m.out_features
 

@@ -59,7 +59,9 @@ class ChannelSparsityController(SparsityController):
         super().__init__(target, gain, initial, min_factor, max_factor, schedule)
         self.model = check_model(model)
         if not prunable_layers(model):
-            raise ValueError(f"'model' ({type(model).__name__}) has no prunable layer whose channels could be counted")
+            raise ValueError(
+                f"'model' ({type(model).__name__}) has no prunable layer whose channels could be counted"
+            )
         self.threshold = check_threshold(threshold)
         if not isinstance(running_stats, bool):
             raise TypeError(f"'running_stats' must be True or False, got {type(running_stats).__name__}")
@@ -142,7 +144,11 @@ class MacController:
         max_rise: float = 0.05,
     ) -> None:
         self.model = check_model(model)
-        if isinstance(max_rise, bool) or not isinstance(max_rise, (int, float)) or not 0 < max_rise < math.inf:
+        if (
+            isinstance(max_rise, bool)
+            or not isinstance(max_rise, (int, float))
+            or not 0 < max_rise < math.inf
+        ):
             raise ValueError(f"'max_rise' must be a finite number > 0, got {max_rise!r}")
         self.max_rise = float(max_rise)
         if isinstance(ramp_steps, bool) or not isinstance(ramp_steps, int) or ramp_steps < 0:
@@ -152,7 +158,12 @@ class MacController:
             raise ValueError(f"'target' is the fraction of the dense MACs to keep, in (0, 1]; got {target!r}")
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f"'interval' must be an int >= 1, got {interval!r}")
-        for name, v in (("gain", gain), ("initial", initial), ("min_factor", min_factor), ("max_factor", max_factor)):
+        for name, v in (
+            ("gain", gain),
+            ("initial", initial),
+            ("min_factor", min_factor),
+            ("max_factor", max_factor),
+        ):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
                 raise ValueError(f"'{name}' must be a finite number > 0, got {v!r}")
         if not min_factor <= max_factor:
@@ -160,7 +171,9 @@ class MacController:
         if not prunable_layers(model):
             raise ValueError(f"'model' ({type(model).__name__}) has no prunable layer")
         if not isinstance(example_input, torch.Tensor):
-            raise TypeError(f"'example_input' must be the tensor the model is called with, got {type(example_input).__name__}")
+            raise TypeError(
+                f"'example_input' must be the tensor the model is called with, got {type(example_input).__name__}"
+            )
         self.example_input = example_input
         self.input_shape = tuple(example_input.shape)
         self.target, self.gain, self.interval = float(target), float(gain), interval

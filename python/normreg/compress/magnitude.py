@@ -65,7 +65,9 @@ def zero_smallest_channels(model: nn.Module, fraction: float) -> int:
     the number of channels zeroed. ``model`` is modified in place."""
     check_model(model)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ValueError(f"'fraction' is the share of each layer's channels to zero, in [0, 1); got {fraction!r}")
+        raise ValueError(
+            f"'fraction' is the share of each layer's channels to zero, in [0, 1); got {fraction!r}"
+        )
     total = 0
     for p in prunable_layers(model):
         c = p.channels
@@ -128,7 +130,9 @@ def top_up_to_macs(model: nn.Module, example_input, target: float, kind: str = "
     return best, n_best
 
 
-def magnitude_to_macs(model: nn.Module, example_input, target: float, steps: int = 24) -> tuple[nn.Module, float]:
+def magnitude_to_macs(
+    model: nn.Module, example_input, target: float, steps: int = 24
+) -> tuple[nn.Module, float]:
     """A copy of ``model`` with the smallest channels of every layer zeroed, the share the
     largest whose pruned MACs stay within ``target`` (a fraction of ``model``'s) — found by
     bisection. Returns ``(zeroed copy, share)``; ``model`` is not modified."""

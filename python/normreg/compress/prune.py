@@ -90,7 +90,9 @@ def _plan(tp, DG, model: nn.Module, threshold: float) -> list[tuple[nn.Module, o
         n = c // units
         if units > 1:  # the unit <-> channel map the graph uses must be the contiguous one
             g = DG.get_pruning_group(root, rfn, idxs=list(range(n)))
-            idx = next(list(i) for d, i in g if d.target.module is m and DG.is_out_channel_pruning_fn(d.handler))
+            idx = next(
+                list(i) for d, i in g if d.target.module is m and DG.is_out_channel_pruning_fn(d.handler)
+            )
             if idx != list(range(c)):
                 continue
         zero = channel_is_zero(m, norm, units, threshold)

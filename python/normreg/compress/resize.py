@@ -21,7 +21,9 @@ __all__ = ["fit_to_state_dict", "settle_zero_channels"]
 
 
 def _resize(module: nn.Module, name: str, new: Mapping[str, Tensor], prefix: str) -> None:
-    for pname, old in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+    for pname, old in list(module.named_parameters(recurse=False)) + list(
+        module.named_buffers(recurse=False)
+    ):
         key = f"{prefix}{pname}"
         if key not in new or old is None or new[key].shape == old.shape:
             continue
@@ -48,7 +50,9 @@ def fit_to_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> nn.
     """
     check_model(model)
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"'state_dict' must be a mapping of names to tensors, got {type(state_dict).__name__}")
+        raise TypeError(
+            f"'state_dict' must be a mapping of names to tensors, got {type(state_dict).__name__}"
+        )
     prev_linear: nn.Linear | None = None
     for name, m in _leaves(model):
         prefix = f"{name}." if name else ""
@@ -73,7 +77,11 @@ def fit_to_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> nn.
                 _resize(m, name, state_dict, prefix)
                 m.out_features, m.in_features = (int(s) for s in state_dict[key].shape)
         elif isinstance(m, _CHANNEL_NORMS):
-            shapes = [state_dict[f"{prefix}{k}"].shape for k in ("weight", "running_mean") if f"{prefix}{k}" in state_dict]
+            shapes = [
+                state_dict[f"{prefix}{k}"].shape
+                for k in ("weight", "running_mean")
+                if f"{prefix}{k}" in state_dict
+            ]
             if shapes and shapes[0][0] != m.num_features:
                 _resize(m, name, state_dict, prefix)
                 m.num_features = int(shapes[0][0])
@@ -89,7 +97,9 @@ def fit_to_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> nn.
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"fit_to_state_dict: the state dict does not load into the resized model: {e}") from e
+        raise ValueError(
+            f"fit_to_state_dict: the state dict does not load into the resized model: {e}"
+        ) from e
     return model
 
 

@@ -205,7 +205,9 @@ def find_checkpoint(path: str | Path, previous_hint: str | None = None) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, previous: bool = False, previous_hint: str | None = None) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, previous: bool = False, previous_hint: str | None = None
+) -> dict[str, Any]:
     """Load the checkpoint at ``path`` (a file or a run directory).
 
     With ``previous=True`` and a run directory, load ``checkpoint.prev.pt`` instead. A corrupt

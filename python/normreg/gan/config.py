@@ -15,7 +15,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "TASKS", "PAIRED_TASKS", "PENALTIES", "PENALTY_MODES", "SCHEDULES", "PENALTY_SCHEDULES", "RECONS"]
+__all__ = [
+    "TrainConfig",
+    "TASKS",
+    "PAIRED_TASKS",
+    "PENALTIES",
+    "PENALTY_MODES",
+    "SCHEDULES",
+    "PENALTY_SCHEDULES",
+    "RECONS",
+]
 
 TASKS = ("unconditional", "completion", "denoise", "superres")
 PAIRED_TASKS = ("completion", "denoise", "superres")
@@ -91,14 +100,18 @@ class TrainConfig:
     tv_weight: float = 0.0  #: total variation of G's output
     r1_weight: float = 0.0  #: R1 gradient penalty on D (gamma)
     r1_every: int = 16  #: lazy R1: every k steps, scaled by k
-    d_spectral_norm: bool = False  #: spectral normalization (torch's parametrization) of D's conv / linear layers
+    d_spectral_norm: bool = (
+        False  #: spectral normalization (torch's parametrization) of D's conv / linear layers
+    )
     # -- weight penalty (normreg) -----------------------------------------------------------
     weight_penalty: str = "l1"  #: none | l1 | l2 | elastic_net | l0 | group_lasso
     weight_penalty_strength: float = 1e-5
     l1_ratio: float = 0.5  #: elastic_net: share of the strength that goes to the L1 part
     penalty_on: str = "g"  #: g | d | both
     penalty_mode: str = "grad"  #: loss (autograd) | add_grad (fused gradient) | grad (gradient inside ProxAdam's pass, ProxAdam(penalty_mode="grad")) | prox (ProxAdam's proximal step)
-    penalty_schedule: str = "constant"  #: constant | linear_warmup | cosine (1 -> 0) | cosine_ramp (0 -> 1) | adaptive (D only)
+    penalty_schedule: str = (
+        "constant"  #: constant | linear_warmup | cosine (1 -> 0) | cosine_ramp (0 -> 1) | adaptive (D only)
+    )
     warmup_fraction: float = 0.1  #: linear_warmup: share of the steps spent ramping λ up
     adaptive_target: float = 0.6  #: adaptive: the E[sign(D(x_real))] to hold, in (0, 1) (ADA: 0.6)
     adaptive_gain: float = 0.5  #: adaptive: log-change of λ per unit of error per adjustment
@@ -173,17 +186,23 @@ class TrainConfig:
         choice("penalty_mode", PENALTY_MODES)
         choice("penalty_schedule", PENALTY_SCHEDULES)
         if not 0.0 < self.adaptive_target < 1.0:
-            err("adaptive_target", "is the value of E[sign(D(x_real))] the adaptive schedule holds and must lie "
-                f"in (0, 1) (ADA uses 0.6); got {self.adaptive_target}")
+            err(
+                "adaptive_target",
+                "is the value of E[sign(D(x_real))] the adaptive schedule holds and must lie "
+                f"in (0, 1) (ADA uses 0.6); got {self.adaptive_target}",
+            )
         if self.adaptive_gain <= 0:
             err("adaptive_gain", f"must be > 0, got {self.adaptive_gain}")
         if self.adaptive_max_factor < 1:
             err("adaptive_max_factor", f"must be >= 1, got {self.adaptive_max_factor}")
         if self.penalty_schedule == "adaptive":
             if self.penalty_on != "d" or self.weight_penalty == "none":
-                err("penalty_schedule", "'adaptive' scales D's weight penalty from D's outputs on real images: "
+                err(
+                    "penalty_schedule",
+                    "'adaptive' scales D's weight penalty from D's outputs on real images: "
                     f"it needs penalty_on='d' and a weight_penalty (got penalty_on={self.penalty_on!r}, "
-                    f"weight_penalty={self.weight_penalty!r})")
+                    f"weight_penalty={self.weight_penalty!r})",
+                )
             if not self.uses_d:
                 err("penalty_schedule", "'adaptive' needs a discriminator (adv_weight > 0)")
         for name in ("max_images", "seed"):

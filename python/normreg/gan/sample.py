@@ -84,7 +84,9 @@ def _folder_images(path: Path, cfg: TrainConfig, size: int, channels: int) -> to
     x, _, _ = read_folder(
         path,
         cfg.replace(
-            image_size=size, channels=channels, resize="center_crop" if cfg.resize in ("none", "random_crop") else cfg.resize
+            image_size=size,
+            channels=channels,
+            resize="center_crop" if cfg.resize in ("none", "random_crop") else cfg.resize,
         ),
     )
     return x

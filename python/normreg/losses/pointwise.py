@@ -277,5 +277,3 @@ def mse_loss(
         0-dim in the computation dtype, or pred's shape for "none".
     """
     return _pointwise("mse", "mse_loss", pred, target, mask, weight, reduction)
-
-

@@ -105,5 +105,3 @@ def total_variation(
     if torch.is_grad_enabled() and images.requires_grad:
         return _TotalVariation.apply(kind, reduction, eps, images)
     return _ops.k_tv_value(kind, reduction, eps, images)
-
-

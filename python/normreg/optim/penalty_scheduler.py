@@ -33,7 +33,6 @@ from ..prox import ProxStats
 __all__ = ["Constant", "LinearWarmup", "Cosine", "SparsityController", "PenaltyScheduler"]
 
 
-
 class Constant:
     """``factor`` at every step."""
 
@@ -234,7 +233,9 @@ class PenaltyScheduler:
             f = float(f)
         f = float(f)
         if not (f >= 0) or f == math.inf:
-            raise ValueError(f"PenaltyScheduler: the schedule returned {f} at step {k}; factors must be finite and >= 0")
+            raise ValueError(
+                f"PenaltyScheduler: the schedule returned {f} at step {k}; factors must be finite and >= 0"
+            )
         return f
 
     def _apply(self, k: int) -> None:
@@ -267,7 +268,9 @@ class PenaltyScheduler:
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not isinstance(state_dict, dict) or "last_step" not in state_dict:
-            raise ValueError("PenaltyScheduler.load_state_dict: expected a dict saved by PenaltyScheduler.state_dict()")
+            raise ValueError(
+                "PenaltyScheduler.load_state_dict: expected a dict saved by PenaltyScheduler.state_dict()"
+            )
         self.last_step = int(state_dict["last_step"])
         if state_dict.get("schedule") is not None and hasattr(self.schedule, "load_state_dict"):
             self.schedule.load_state_dict(state_dict["schedule"])

@@ -43,7 +43,9 @@ def _real(v, arg: str) -> float:
 def ada_signal(d_real: torch.Tensor) -> float:
     """``E[sign(D(x_real))]`` of one batch of D's logits on real samples (in [-1, 1])."""
     if not isinstance(d_real, torch.Tensor):
-        raise TypeError(f"'d_real' must be a tensor of D's outputs on real samples, got {type(d_real).__name__}")
+        raise TypeError(
+            f"'d_real' must be a tensor of D's outputs on real samples, got {type(d_real).__name__}"
+        )
     if d_real.numel() == 0:
         raise ValueError("'d_real' is empty: pass D's outputs on a non-empty batch of real samples")
     v = d_real.detach().double()
@@ -123,7 +125,9 @@ class AdaptiveLambda:
         else:
             r = _real(d_real, "d_real")
             if not -1.0 <= r <= 1.0:
-                raise ValueError(f"'d_real' as a number is E[sign(D(x_real))] and must lie in [-1, 1], got {r}")
+                raise ValueError(
+                    f"'d_real' as a number is E[sign(D(x_real))] and must lie in [-1, 1], got {r}"
+                )
         self._sum += r
         self._count += 1
 
@@ -157,9 +161,13 @@ class AdaptiveLambda:
         if not isinstance(state, dict) or "factor" not in state:
             raise ValueError("'state' is not an AdaptiveLambda state_dict (no 'factor')")
         fresh = AdaptiveLambda(
-            target=float(state["target"]), gain=float(state["gain"]), interval=int(state["interval"]),
-            initial=float(state["factor"]), min_factor=float(state["min_factor"]),
-            max_factor=float(state["max_factor"]), base=float(state["base"]),
+            target=float(state["target"]),
+            gain=float(state["gain"]),
+            interval=int(state["interval"]),
+            initial=float(state["factor"]),
+            min_factor=float(state["min_factor"]),
+            max_factor=float(state["max_factor"]),
+            base=float(state["base"]),
         )  # validates every value before this object changes
         fresh.factor = float(state["factor"])
         fresh._sum, fresh._count = float(state["sum"]), int(state["count"])

@@ -31,7 +31,9 @@ def class_coverage(logits: Tensor, num_classes: int | None = None, min_share: fl
         raise TypeError(f"'logits' must be a tensor, got {type(logits).__name__}")
     if logits.ndim == 2:
         if num_classes is not None and num_classes != logits.shape[1]:
-            raise ValueError(f"'num_classes' {num_classes} does not match the logits' {logits.shape[1]} columns")
+            raise ValueError(
+                f"'num_classes' {num_classes} does not match the logits' {logits.shape[1]} columns"
+            )
         k = logits.shape[1]
         if not bool(torch.isfinite(logits).all()):
             raise ValueError("'logits' holds NaN or Inf")
@@ -44,7 +46,9 @@ def class_coverage(logits: Tensor, num_classes: int | None = None, min_share: fl
         if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= k):
             raise ValueError(f"class indices must lie in [0, {k}), got {int(pred.min())}..{int(pred.max())}")
     else:
-        raise ValueError(f"'logits' must be (n, K) scores or (n,) class indices, got shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"'logits' must be (n, K) scores or (n,) class indices, got shape {tuple(logits.shape)}"
+        )
     if k < 2:
         raise ValueError(f"need at least 2 classes, got {k}")
     n = pred.numel()
@@ -69,7 +73,9 @@ def image_run_coverage(run_dir: str | os.PathLike, split: str = "val") -> dict:
         raise ValueError(f"class coverage is for unconditional runs; this run's task is {trainer.cfg.task!r}")
     clf = trainer.classifier()
     if clf is None:
-        raise ValueError(f"the data set {trainer.cfg.dataset!r} has no labels: no classifier, no class coverage")
+        raise ValueError(
+            f"the data set {trainer.cfg.dataset!r} has no labels: no classifier, no class coverage"
+        )
     out = dict(trainer.evaluate(split))
     fake = trainer.generate(trainer.eval_inputs[split][: out["n"]])
     _, logits = clf.predict(fake)

@@ -143,7 +143,10 @@ class DiracGAN:
             penalty = normreg.ElasticNet(self.gamma, self.gamma2)
         self.opt_g = normreg.optim.ProxSGD([self.G.theta], lr=lr)
         self.opt_d = normreg.optim.ProxSGD(
-            self.D.parameters(), lr=lr, penalty=penalty, penalty_mode=reg_mode if penalty is not None else "prox"
+            self.D.parameters(),
+            lr=lr,
+            penalty=penalty,
+            penalty_mode=reg_mode if penalty is not None else "prox",
         )
         self.real = torch.zeros(1, 1, dtype=dtype)
 

@@ -53,7 +53,7 @@ def _ms(vals: Sequence[float]) -> tuple[float, float, int]:
 
 
 def verdict(a: Sequence[float], b: Sequence[float], higher_better: bool = True) -> tuple[str, float, float]:
-    """"better" / "worse" / "within spread" / "n/a" for arm ``a`` against ``b`` (the studies' 2-se rule)."""
+    """ "better" / "worse" / "within spread" / "n/a" for arm ``a`` against ``b`` (the studies' 2-se rule)."""
     ma, sa, na = _ms(a)
     mb, sb, nb = _ms(b)
     if na == 0 or nb == 0:
@@ -71,7 +71,10 @@ def more_divergences(k_a: int, n_a: int, k_b: int, n_b: int, alpha: float = 0.05
     if k_a * n_b <= k_b * n_a:
         return False
     denom = math.comb(total_n, total_k)
-    p = sum(math.comb(n_a, i) * math.comb(n_b, total_k - i) for i in range(k_a, min(n_a, total_k) + 1)) / denom
+    p = (
+        sum(math.comb(n_a, i) * math.comb(n_b, total_k - i) for i in range(k_a, min(n_a, total_k) + 1))
+        / denom
+    )
     return p < alpha
 
 
@@ -84,14 +87,25 @@ def _groups(records: Sequence[dict]) -> dict[str, list[dict]]:
 
 
 def arm_table(by_arm: dict[str, list[dict]]) -> str:
-    head = ["arm", "seeds", "diverged", "non-finite", "all 8 modes", *[METRICS[m][0] for m in METRICS], "‖W_D‖", "D zeros (%)",
-            "ms / step"]
+    head = [
+        "arm",
+        "seeds",
+        "diverged",
+        "non-finite",
+        "all 8 modes",
+        *[METRICS[m][0] for m in METRICS],
+        "‖W_D‖",
+        "D zeros (%)",
+        "ms / step",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, recs in by_arm.items():
         div = sum(bool(r["summary"]["diverged"]) for r in recs)
         full = sum(_f(r["summary"]["metrics"]["modes_covered"]) == 8 for r in recs)
-        nonfinite = sum(r["summary"].get("nonfinite_at") is not None or not r["summary"]["metrics"]["finite"]
-                        for r in recs)
+        nonfinite = sum(
+            r["summary"].get("nonfinite_at") is not None or not r["summary"]["metrics"]["finite"]
+            for r in recs
+        )
         cells = [arm, str(len(recs)), f"{div}/{len(recs)}", f"{nonfinite}/{len(recs)}", f"{full}/{len(recs)}"]
         for m in METRICS:
             mu, sd, n = _ms(_values(recs, m))
@@ -133,9 +147,13 @@ def _adaptive_lines(by_arm: dict[str, list[dict]]) -> list[str]:
         if not any(math.isfinite(v) for v in lams):
             continue
         rs = [_f(r["summary"].get("losses", {}).get("r_sign")) for r in recs]
-        out.append(f"{arm}: D's penalty strength at the end " + ", ".join(f"{v:.3g}" for v in lams)
-                   + " (seeds in order); E[sign(D(x_real))] of the last batch "
-                   + ", ".join(f"{v:.2f}" for v in rs) + ".")
+        out.append(
+            f"{arm}: D's penalty strength at the end "
+            + ", ".join(f"{v:.3g}" for v in lams)
+            + " (seeds in order); E[sign(D(x_real))] of the last batch "
+            + ", ".join(f"{v:.2f}" for v in rs)
+            + "."
+        )
     return [*out, ""] if out else []
 
 

@@ -55,7 +55,9 @@ class Criterion:
                     )
                 items.append((m.group(2), float(m.group(1)) if m.group(1) else 1.0))
         else:
-            raise TypeError(f"'criterion' must be a string or a mapping metric -> weight, got {type(spec).__name__}")
+            raise TypeError(
+                f"'criterion' must be a string or a mapping metric -> weight, got {type(spec).__name__}"
+            )
         terms = []
         for name, weight in items:
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):

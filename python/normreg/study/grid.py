@@ -139,11 +139,15 @@ def _all_names(d: Mapping, prefix: str = "") -> list[str]:
 
 def _check_option(base: Mapping, name: str, arg: str) -> None:
     if name in _RESERVED:
-        raise ValueError(f"'{arg}': {name!r} cannot be swept here; use the '{_RESERVED[name]}' argument instead")
+        raise ValueError(
+            f"'{arg}': {name!r} cannot be swept here; use the '{_RESERVED[name]}' argument instead"
+        )
     try:
         _get_dotted(base, name)
     except (KeyError, TypeError):
         names = _all_names(base)
         close = difflib.get_close_matches(name, names, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; options are: {', '.join(sorted(names))}"
+        hint = (
+            f"; did you mean {', '.join(close)}?" if close else f"; options are: {', '.join(sorted(names))}"
+        )
         raise ValueError(f"'{arg}': unknown option {name!r}{hint}") from None

@@ -199,6 +199,7 @@ def overhead_cases(compile: bool = False) -> list[Case]:
 
         c.peers.append(Impl("normreg-dispatcher", bind_dispatcher))
         if compile:
+
             def bind_compiled(inp, bind=c.ours.bind):
                 run = torch.compile(bind(inp), fullgraph=True, dynamic=False)
 
