@@ -274,6 +274,24 @@ class Penalty:
         return NotImplemented
 
 
+class _OneStrength(Penalty):
+    """A penalty with one strength λ, ``strength`` (L1, SquaredL2, L2Norm, GroupLasso, Linf,
+    L0): checked once here, scaled by λ schedules, shown in the repr. It is the term's ``s1``
+    (the coefficient of |w| or of the norm); SquaredL2 makes it ``s2`` instead."""
+
+    def __init__(self, strength: float = 1e-4) -> None:
+        self.strength = check_strength(strength, "strength")
+
+    def _s1(self) -> float:
+        return self.strength
+
+    def _scale_(self, f: float) -> None:
+        self.strength *= f
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(strength={self.strength:g})"
+
+
 class Sum(Penalty):
     """A sum of penalties: values and gradients add.
 

@@ -10,23 +10,14 @@ from torch import Tensor
 from .. import _ops
 from .._bridge import check_strength, tensor_list
 from .._dtensors import distributed_impl, dtensor_args
-from ._base import Params, Penalty, _list_value_dtype
+from ._base import Params, Penalty, _list_value_dtype, _OneStrength
 
 
-class L1(Penalty):
+class L1(_OneStrength):
     """``λ * sum |w|``; gradient ``λ * sign(w)`` (0 at 0); prox: soft threshold at ``step*λ``."""
 
     kind = "l1"
     affine = True
-
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
 
     @classmethod
     def from_sklearn(cls, alpha: float) -> L1:
@@ -34,32 +25,23 @@ class L1(Penalty):
         the penalty is ``L1(alpha)`` when the data loss is ``0.5 * mean squared error``."""
         return cls(alpha)
 
-    def __repr__(self) -> str:
-        return f"L1(strength={self.strength:g})"
 
-
-class SquaredL2(Penalty):
+class SquaredL2(_OneStrength):
     """``(λ/2) * sum w^2``; gradient ``λ * w`` (= ``SGD(weight_decay=λ)``); prox ``w/(1+step*λ)``."""
 
     kind = "squared_l2"
     affine = True
 
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
+    def _s1(self) -> float:
+        return 0.0  # the strength is the coefficient of w²/2
 
     def _s2(self) -> float:
         return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
 
     @classmethod
     def from_weight_decay(cls, weight_decay: float) -> SquaredL2:
         """The penalty whose gradient is torch.optim's coupled ``weight_decay`` term."""
         return cls(weight_decay)
-
-    def __repr__(self) -> str:
-        return f"SquaredL2(strength={self.strength:g})"
 
 
 class ElasticNet(Penalty):
@@ -119,7 +101,7 @@ class ElasticNet(Penalty):
         return f"ElasticNet(l1={self.l1:g}, l2={self.l2:g})"
 
 
-class L0(Penalty):
+class L0(_OneStrength):
     """``λ * #{w != 0}``: value and proximal step only (hard threshold at ``sqrt(2*step*λ)``).
 
     It has no useful gradient: ``value`` is not differentiable and ``add_grad_`` raises.
@@ -129,15 +111,6 @@ class L0(Penalty):
 
     kind = "l0"
     has_grad = False
-
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
 
     def _prox_terms(self) -> list[tuple]:
         return [("l0", self.strength)]
@@ -162,6 +135,3 @@ class L0(Penalty):
 
     def add_grad_(self, params: Params, *, process_group=None) -> float:
         raise ValueError("L0 has no gradient; use its proximal step (L0.prox_ or normreg.optim) instead")
-
-    def __repr__(self) -> str:
-        return f"L0(strength={self.strength:g})"

@@ -11,32 +11,20 @@ import torch
 from torch import Tensor
 
 from .. import _reference as ref
-from .._bridge import TensorList, check_strength, group_layout
-from ._base import Penalty
+from .._bridge import TensorList, group_layout
+from ._base import Penalty, _OneStrength
 
 
-class L2Norm(Penalty):
+class L2Norm(_OneStrength):
     """``λ * sum_tensors ||w||_2`` (not squared); gradient ``λ * w/||w||``, 0 at ``w = 0``."""
 
     kind = "l2_norm"
 
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
-
     def _prox_terms(self) -> list[tuple]:
         return [("l2_norm", self.strength)]
 
-    def __repr__(self) -> str:
-        return f"L2Norm(strength={self.strength:g})"
 
-
-class GroupLasso(Penalty):
+class GroupLasso(_OneStrength):
     """``λ * sum_groups ||w_g||_2`` with groups the slices along ``dim``.
 
     By default (``dim="out"``) the groups are **output channels** (structured sparsity: whole
@@ -54,7 +42,7 @@ class GroupLasso(Penalty):
     kind = "group_lasso"
 
     def __init__(self, strength: float = 1e-4, dim: int | str = "out") -> None:
-        self.strength = check_strength(strength, "strength")
+        super().__init__(strength)
         if isinstance(dim, str):
             if dim != "out":
                 raise ValueError(
@@ -75,12 +63,6 @@ class GroupLasso(Penalty):
             return self
         transposed = isinstance(module, torch.nn.modules.conv._ConvTransposeNd)
         return GroupLasso(self.strength, dim=1 if transposed and name == "weight" else 0)
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
 
     def _prox_terms(self) -> list[tuple]:
         return [("group", self.strength, self.dim)]
@@ -111,22 +93,10 @@ class GroupLasso(Penalty):
         return f"GroupLasso(strength={self.strength:g}, dim={self._dim!r})"
 
 
-class Linf(Penalty):
+class Linf(_OneStrength):
     """``λ * sum_tensors max |w|``; gradient ``λ * sign(w)`` at the first arg max."""
 
     kind = "linf"
 
-    def __init__(self, strength: float = 1e-4) -> None:
-        self.strength = check_strength(strength, "strength")
-
-    def _s1(self) -> float:
-        return self.strength
-
-    def _scale_(self, f: float) -> None:
-        self.strength *= f
-
     def _prox_terms(self) -> list[tuple]:
         return [("linf", self.strength)]
-
-    def __repr__(self) -> str:
-        return f"Linf(strength={self.strength:g})"
